@@ -1,0 +1,314 @@
+/**
+ * The ports the call controller talks through. `sip/`, `media/`, `messenger/`, `graph/` and `webhook/`
+ * implement or produce these; `calls/` never imports those folders, only this file.
+ */
+import type { Logger } from 'pino';
+import type { MessengerLegError, MediaError } from '../core/errors.js';
+import type { RtpEndpoint } from '../core/rtp.js';
+import type { TypedEmitter } from '../core/TypedEmitter.js';
+
+// ---------------------------------------------------------------------------------------------------------------
+// Events from Meta (produced by webhook/, already verified, validated and de-duplicated)
+// ---------------------------------------------------------------------------------------------------------------
+
+export interface SdpSession {
+  sdpType: 'offer' | 'answer';
+  sdp: string;
+}
+
+interface MetaEventBase {
+  /** The Page the webhook entry was for (`entry[].id`). */
+  pageId: string;
+  /** Meta's call id (`calls[].id`). */
+  callId: string;
+  /** Unix seconds, as Meta sent it. */
+  timestamp: number;
+}
+
+export interface ConnectEvent extends MetaEventBase {
+  kind: 'connect';
+  /** Caller: PSID for user_initiated calls. */
+  from: string;
+  /** Callee: page id for user_initiated calls. */
+  to: string;
+  direction: 'user_initiated' | 'business_initiated';
+  /** Present only if Meta ever sends its own offer with connect (WhatsApp-style). */
+  session?: SdpSession;
+}
+
+export interface CallStatusEvent extends MetaEventBase {
+  kind: 'call_status';
+  recipientId?: string;
+  /** 'ringing' | 'accepted', or a value Meta adds later (logged, otherwise ignored). */
+  status: string;
+}
+
+export interface MediaUpdateEvent extends MetaEventBase {
+  kind: 'media_update';
+  /** Meta's session.version; only the highest one seen is applied. */
+  version: number;
+  session: SdpSession;
+}
+
+export interface TerminateEvent extends MetaEventBase {
+  kind: 'terminate';
+  /** 'Completed' | 'Failed' */
+  status?: string;
+  startTime?: number;
+  endTime?: number;
+  /** Seconds, counted from when the business connected. */
+  duration?: number;
+}
+
+export interface PermissionReplyEvent {
+  kind: 'call_permission_reply';
+  pageId: string;
+  psid: string;
+  timestamp: number;
+  /** e.g. 'granted' | 'declined' (raw Meta text). */
+  response?: string;
+  /** Unix seconds when the permission expires, if Meta says. */
+  expiresAt?: number;
+  raw: unknown;
+}
+
+export type MetaCallEvent = ConnectEvent | CallStatusEvent | MediaUpdateEvent | TerminateEvent;
+export type MetaEvent = MetaCallEvent | PermissionReplyEvent;
+
+/** Where the webhook layer hands verified events. Must not throw and must return quickly. */
+export interface MetaEventSink {
+  handleMetaEvent(event: MetaEvent): void;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Graph API (implemented by graph/GraphClient)
+// ---------------------------------------------------------------------------------------------------------------
+
+export interface AcceptResult {
+  /** Meta's SDP answer to our offer. */
+  sdpAnswer: string;
+  /** Meta's renegotiation offer, to apply right after the answer (may be absent). */
+  sdpRenegotiation?: string;
+}
+
+export interface ConnectResult {
+  /** Meta's call id for the new business-initiated call. */
+  callId: string;
+  /** Meta's SDP answer, when it came with the connect response (else it comes with media_update). */
+  sdpAnswer?: string;
+}
+
+export interface PermissionResult {
+  /** True when the business may call this person now. */
+  canCall: boolean;
+  /** Unix seconds when the permission expires, if known. */
+  expiresAt?: number;
+  raw: unknown;
+}
+
+export interface TrackUpdate {
+  msid?: string;
+  label: string;
+  status: 'enabled' | 'disabled';
+}
+
+export interface GraphPort {
+  accept(pageId: string, callId: string, sdpOffer: string, signal?: AbortSignal): Promise<AcceptResult>;
+  reject(pageId: string, callId: string, signal?: AbortSignal): Promise<void>;
+  terminate(pageId: string, callId: string, signal?: AbortSignal): Promise<void>;
+  connect(pageId: string, psid: string, sdpOffer: string, signal?: AbortSignal): Promise<ConnectResult>;
+  mediaUpdate(
+    pageId: string,
+    callId: string,
+    update: { fromVersion: number; toVersion: number; tracks: TrackUpdate[]; sdpOffer?: string },
+    signal?: AbortSignal,
+  ): Promise<{ sdpAnswer?: string }>;
+  checkPermission(pageId: string, psid: string, signal?: AbortSignal): Promise<PermissionResult>;
+  /** Send the `calling_optin` permission request template message. */
+  requestPermission(pageId: string, psid: string, signal?: AbortSignal): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Messenger leg (implemented by messenger/): full ICE (controlling), DTLS client, SRTP, BUNDLE, rtcp-mux
+// ---------------------------------------------------------------------------------------------------------------
+
+export interface MessengerNegotiated {
+  /** Opus payload type in use toward Meta. */
+  opusPt: number;
+  /** telephone-event toward Meta, when Meta's SDP kept it. */
+  telephoneEvent?: { pt: number; clockRate: number };
+}
+
+export interface MessengerLegEvents {
+  /** ICE and DTLS are up; SRTP flows. */
+  connected: [];
+  /** One event, once: ICE, DTLS or consent failure. The leg is closed after it. */
+  failed: [MessengerLegError];
+  closed: [];
+}
+
+export interface MessengerLeg extends RtpEndpoint, TypedEmitter<MessengerLegEvents> {
+  readonly closed: boolean;
+  /** Our SDP offer (accept and connect both send it). */
+  createOffer(): Promise<string>;
+  /** Apply Meta's answer to our offer. Rejects with MessengerLegError('sdp') on an unusable answer. */
+  applyAnswer(sdp: string): Promise<void>;
+  /** Apply an offer from Meta (media_update, or a connect carrying an offer); returns our answer (setup:active). */
+  applyOffer(sdp: string): Promise<string>;
+  /** What was negotiated with Meta; undefined until an answer/offer was applied. */
+  negotiated(): MessengerNegotiated | undefined;
+  /** Resolves once connected; rejects with the leg's MessengerLegError, or on `signal`. */
+  whenConnected(signal?: AbortSignal): Promise<void>;
+  /** Idempotent. */
+  close(): void;
+}
+
+export interface MessengerLegFactory {
+  create(options: { callId: string; log: Logger }): MessengerLeg;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Media engine (implemented by media/): mediasoup router per call, PlainTransport toward the PBX, transcoder, DTMF
+// ---------------------------------------------------------------------------------------------------------------
+
+export type PbxCodecName = 'opus' | 'PCMU' | 'PCMA';
+
+export interface DtmfEvent {
+  /** '0'-'9', '*', '#', 'A'-'D' */
+  digit: string;
+  durationMs: number;
+}
+
+export interface CallMediaEvents {
+  /** The media path failed (worker died, transport closed under us). The call must end. */
+  failed: [MediaError];
+  /** A digit crossed the bridge (for logs and metrics). */
+  dtmf: [DtmfEvent & { direction: 'to_pbx' | 'to_messenger' }];
+}
+
+export interface CallMediaStats {
+  codec?: string;
+  transcoding: boolean;
+  toPbx: { packets: number; lost: number; jitterMs: number };
+  toMessenger: { packets: number; lost: number; jitterMs: number };
+}
+
+export interface CallMedia extends TypedEmitter<CallMediaEvents> {
+  readonly closed: boolean;
+  /** Codec chosen toward the PBX once negotiated. */
+  readonly pbxCodec: PbxCodecName | undefined;
+  /** SDP offer toward the PBX (consumer-initiated INVITE), codecs in the configured preference. */
+  createPbxOffer(): string;
+  /** Apply the PBX's answer to our offer. Throws MediaError('NO_COMMON_CODEC' | 'SDP_INVALID'). */
+  applyPbxAnswer(sdp: string): void;
+  /** Answer an offer from the PBX (business-initiated INVITE, or re-INVITE: hold, unhold, new address). */
+  answerPbxOffer(sdp: string): string;
+  /**
+   * Both sides are negotiated: bridge audio (and DTMF) between the Messenger leg and the PBX.
+   * Idempotent; call again after any renegotiation on either side.
+   */
+  start(): void;
+  /** A digit from the PBX by SIP INFO: send it toward Meta (RFC 4733, or in-band tones). */
+  sendDtmfToMessenger(event: DtmfEvent): void;
+  stats(): CallMediaStats;
+  /** Idempotent; frees the router, transports, ports and timers. */
+  close(): void;
+}
+
+export interface MediaEngine {
+  /** At least one worker is alive. */
+  readonly healthy: boolean;
+  createCallMedia(options: {
+    callId: string;
+    log: Logger;
+    messenger: MessengerLeg;
+    /** Preference order toward the PBX (route's, else config default). */
+    codecs: PbxCodecName[];
+  }): Promise<CallMedia>;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// SIP (implemented by sip/ over drachtio-srf)
+// ---------------------------------------------------------------------------------------------------------------
+
+export interface SipDialogEvents {
+  /** The far end sent BYE. */
+  bye: [];
+  /** SIP INFO with a DTMF digit (application/dtmf-relay or application/dtmf). */
+  dtmf: [DtmfEvent];
+}
+
+export interface SipDialog extends TypedEmitter<SipDialogEvents> {
+  readonly id: string;
+  readonly ended: boolean;
+  /**
+   * Handler for re-INVITEs (hold, unhold, new address): gets the PBX's offer, returns our answer.
+   * Throwing answers 488.
+   */
+  setReinviteHandler(handler: (offer: string) => string): void;
+  /** Send BYE (idempotent). */
+  end(): Promise<void>;
+}
+
+export interface OutboundCallOptions {
+  /** SIP URIs tried in turn on failure or timeout. */
+  targets: string[];
+  /** Extra headers (caller context). */
+  headers: Record<string, string>;
+  /** From user part, display name. */
+  from?: { user: string; displayName?: string };
+  sdp: string;
+  /** Per-target timeout before CANCEL and the next target (ms). */
+  targetTimeoutMs: number;
+  /** Aborting CANCELs the pending INVITE; the promise rejects with SipError(487). */
+  signal: AbortSignal;
+  /** 18x provisional responses. */
+  onProgress?: (status: number, target: string) => void;
+}
+
+export interface OutboundCallResult {
+  dialog: SipDialog;
+  /** The PBX's SDP answer. */
+  sdp: string;
+  /** The target that answered. */
+  target: string;
+  status: number;
+}
+
+export interface IncomingCallEvents {
+  /** The PBX sent CANCEL before we answered. */
+  cancel: [];
+}
+
+export interface IncomingCall extends TypedEmitter<IncomingCallEvents> {
+  /** SIP Call-ID. */
+  readonly sipCallId: string;
+  /** Target PSID, from the Request-URI user part or the configured header. */
+  readonly psid: string | undefined;
+  /** Target page id, from the configured header, else undefined (the controller applies the default page). */
+  readonly pageId: string | undefined;
+  readonly sourceAddress: string;
+  /** The PBX's SDP offer (may be empty: late offer is not supported and is refused with 488). */
+  readonly sdp: string;
+  readonly canceled: boolean;
+  /** 180 Ringing (once). */
+  ringing(): void;
+  /** 200 OK with our SDP answer; resolves with the dialog once ACKed or sent. */
+  answer(sdp: string): Promise<SipDialog>;
+  /** Final error response with a Reason header. */
+  reject(status: number, reason: string): void;
+}
+
+export interface SipPortEvents {
+  /** A new INVITE that passed the ACL and digest auth. */
+  invite: [IncomingCall];
+  /** Connection to drachtio-server went up or down. */
+  connection: [boolean];
+}
+
+export interface SipPort extends TypedEmitter<SipPortEvents> {
+  /** Connected to drachtio-server. */
+  readonly connected: boolean;
+  /** Send an INVITE to the targets in turn. Rejects with SipError (final status of the last target). */
+  invite(options: OutboundCallOptions): Promise<OutboundCallResult>;
+}

@@ -1,0 +1,10 @@
+/**
+ * A source and sink of plain (unencrypted) RTP packets. The Messenger leg implements it after SRTP;
+ * the media engine consumes it. Packets are whole RTP packets (header + payload), one per call.
+ */
+export interface RtpEndpoint {
+  /** Send one RTP packet out of this endpoint (toward its far end). Never throws; drops when not connected. */
+  sendRtp(packet: Buffer): void;
+  /** Subscribe to RTP packets received from the far end. Returns the unsubscribe function. */
+  onRtp(listener: (packet: Buffer) => void): () => void;
+}
