@@ -1,13 +1,13 @@
 import { EventEmitter } from 'node:events';
 
-/** An event map: event name -> argument tuple. */
-export type EventMap = Record<string, unknown[]>;
+/** An event map: event name -> argument tuple (an interface of tuples). */
+export type EventMap<E> = { [K in keyof E]: unknown[] };
 
 /**
  * EventEmitter with a typed event map, after mediasoup's EnhancedEventEmitter.
  * `safeEmit` never lets a listener's exception escape into the emitter (habit 8).
  */
-export class TypedEmitter<E extends EventMap> {
+export class TypedEmitter<E extends { [K in keyof E]: unknown[] }> {
   readonly #ee = new EventEmitter();
 
   constructor() {
