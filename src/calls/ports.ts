@@ -312,3 +312,48 @@ export interface SipPort extends TypedEmitter<SipPortEvents> {
   /** Send an INVITE to the targets in turn. Rejects with SipError (final status of the last target). */
   invite(options: OutboundCallOptions): Promise<OutboundCallResult>;
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Routing and metrics, as the controller sees them (the daemon adapts config/ and observability/ to these)
+// ---------------------------------------------------------------------------------------------------------------
+
+export interface CallRoute {
+  name: string;
+  /** SIP URIs tried in turn. */
+  targets: string[];
+  /** Per-target ring timeout before the next target (ms). */
+  targetTimeoutMs: number;
+  /** Codec preference toward the PBX. */
+  codecs: PbxCodecName[];
+  /** 'on_pbx_answer': accept toward Meta when the PBX answers (default); 'immediate': accept at once. */
+  answerMode: 'on_pbx_answer' | 'immediate';
+}
+
+export type CallDirection = 'user_initiated' | 'business_initiated';
+
+/** How a call ended, for metrics labels and the summary line. */
+export type CallOutcome =
+  | 'completed'
+  | 'rejected_no_route'
+  | 'rejected_capacity'
+  | 'rejected_draining'
+  | 'rejected_pbx'
+  | 'rejected_no_permission'
+  | 'rejected_unknown_page'
+  | 'pbx_timeout'
+  | 'canceled'
+  | 'meta_error'
+  | 'media_failed'
+  | 'sip_failed'
+  | 'not_answered';
+
+export interface CallMetricsSink {
+  callStarted(direction: CallDirection): void;
+  callEnded(direction: CallDirection, outcome: CallOutcome, durationSeconds: number): void;
+  /** connect webhook received -> INVITE sent (seconds). */
+  webhookToInvite(seconds: number): void;
+  /** PBX 200 OK received -> Graph accept sent (seconds). */
+  pbxAnswerToAccept(seconds: number): void;
+  dtmf(direction: 'to_pbx' | 'to_messenger'): void;
+  permissionReply(response: string): void;
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what is needed (scripts/install.sh) and runs the whole test suite.
+# Ends with one line "N passed, N failed, N skipped" computed from tap's results; exits non-zero on any failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${SKIP_INSTALL:-0}" != "1" ]; then
+  bash scripts/install.sh || { echo "install failed"; echo "0 passed, 1 failed"; exit 1; }
+fi
+export MEDIASOUP_WORKER_BIN=/usr/lib/x86_64-linux-gnu/mediasoup/mediasoup-worker
+
+typecheck_failed=0
+echo "[test] type-checking"
+if ! npx tsc -p tsconfig.json --noEmit; then typecheck_failed=1; fi
+
+log=$(mktemp)
+echo "[test] running tap"
+npx tap "$@" 2>&1 | tee "$log"
+tap_rc=${PIPESTATUS[0]}
+
+summary=$(grep -E '^# \{ total: ' "$log" | tail -n 1)
+rm -f "$log"
+num() { echo "$summary" | grep -oE "$1: [0-9]+" | grep -oE '[0-9]+' || echo 0; }
+pass=$(num pass); fail=$(num fail); skip=$(num skip); todo=$(num todo)
+if [ -z "$summary" ]; then
+  echo "[test] tap printed no summary (exit $tap_rc)"
+  fail=$((fail + 1))
+fi
+if [ "$tap_rc" -ne 0 ] && [ "$fail" -eq 0 ]; then
+  echo "[test] tap exited $tap_rc without a counted failure"
+  fail=1
+fi
+if [ "$typecheck_failed" -ne 0 ]; then
+  echo "[test] type-check failed"
+  fail=$((fail + 1))
+fi
+skip=$((skip + todo))
+echo "$pass passed, $fail failed, $skip skipped"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,52 @@
+import type { CallSession } from './CallSession.js';
+
+/**
+ * The live calls of this process, indexed by our id, Meta's call id and the SIP Call-ID.
+ * Graceful drain waits on `whenEmpty()`.
+ */
+export class CallRegistry {
+  readonly #byId = new Map<string, CallSession>();
+  readonly #byMetaCallId = new Map<string, CallSession>();
+  #emptyWaiters: Array<() => void> = [];
+
+  get size(): number {
+    return this.#byId.size;
+  }
+
+  add(call: CallSession): void {
+    this.#byId.set(call.id, call);
+    if (call.metaCallId) this.#byMetaCallId.set(call.metaCallId, call);
+  }
+
+  /** Index a call under Meta's call id once it is known (business-initiated calls learn it from Graph connect). */
+  bindMetaCallId(call: CallSession, metaCallId: string): void {
+    this.#byMetaCallId.set(metaCallId, call);
+  }
+
+  remove(call: CallSession): void {
+    if (this.#byId.get(call.id) !== call) return;
+    this.#byId.delete(call.id);
+    if (call.metaCallId && this.#byMetaCallId.get(call.metaCallId) === call) {
+      this.#byMetaCallId.delete(call.metaCallId);
+    }
+    if (this.#byId.size === 0) {
+      const waiters = this.#emptyWaiters;
+      this.#emptyWaiters = [];
+      for (const resolve of waiters) resolve();
+    }
+  }
+
+  byMetaCallId(metaCallId: string): CallSession | undefined {
+    return this.#byMetaCallId.get(metaCallId);
+  }
+
+  all(): CallSession[] {
+    return [...this.#byId.values()];
+  }
+
+  /** Resolves when no call is left (at once if none is). */
+  whenEmpty(): Promise<void> {
+    if (this.#byId.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#emptyWaiters.push(resolve));
+  }
+}

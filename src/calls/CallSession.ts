@@ -1,0 +1,686 @@
+/**
+ * One call: its state machine, its two legs, its media, and the single place where it is torn down.
+ *
+ * States and the transitions allowed between them are the table below; every transition is logged with the call id.
+ * Both flows are written as one linear async procedure each (`runUserInitiated`, `runBusinessInitiated`); outside
+ * events (webhooks, SIP BYE/CANCEL, leg or media failure, deadlines) end the call through `end()`, which aborts the
+ * procedure's pending step.
+ */
+import type { Logger } from 'pino';
+import { GraphError, SipError } from '../core/errors.js';
+import { REFUSALS, reasonOf, refusalForGraphError, refusalForMediaError, type SipRefusal } from './outcomes.js';
+import type {
+  CallDirection,
+  CallMedia,
+  CallMetricsSink,
+  CallOutcome,
+  CallRoute,
+  CallStatusEvent,
+  ConnectEvent,
+  GraphPort,
+  IncomingCall,
+  MediaEngine,
+  MediaUpdateEvent,
+  MessengerLeg,
+  MessengerLegFactory,
+  SipDialog,
+  SipPort,
+  TerminateEvent,
+} from './ports.js';
+
+export type CallState =
+  | 'new'
+  | 'inviting' // user_initiated: INVITE sent to the PBX
+  | 'pbx_ringing' // user_initiated: PBX sent 18x
+  | 'accepting' // user_initiated: PBX answered (or answer mode immediate), Graph accept under way
+  | 'permission' // business_initiated: permission check under way
+  | 'connecting' // business_initiated: Graph connect under way / sent
+  | 'meta_ringing' // business_initiated: Meta said ringing; 180 sent to the PBX
+  | 'media' // both legs answered; waiting for ICE/DTLS toward Meta
+  | 'active' // audio bridged
+  | 'ending'
+  | 'ended';
+
+/** state -> states it may move to. `ending` is reachable from every live state. */
+export const TRANSITIONS: Readonly<Record<CallState, readonly CallState[]>> = {
+  new: ['inviting', 'accepting', 'permission', 'connecting', 'ending'],
+  inviting: ['pbx_ringing', 'accepting', 'ending'],
+  pbx_ringing: ['accepting', 'ending'],
+  accepting: ['inviting', 'pbx_ringing', 'media', 'ending'],
+  permission: ['connecting', 'ending'],
+  connecting: ['meta_ringing', 'media', 'ending'],
+  meta_ringing: ['media', 'ending'],
+  media: ['active', 'ending'],
+  active: ['ending'],
+  ending: ['ended'],
+  ended: [],
+};
+
+export interface CallSessionDeps {
+  sip: SipPort;
+  media: MediaEngine;
+  legs: MessengerLegFactory;
+  graph: GraphPort;
+  metrics?: CallMetricsSink;
+  log: Logger;
+  options: CallSessionOptions;
+}
+
+export interface CallSessionOptions {
+  /** user_initiated: deadline from the connect webhook to Graph accept (ms); Meta's own limit is 60 s. */
+  acceptDeadlineMs: number;
+  /** business_initiated: deadline from Graph connect to Meta's `accepted` (ms). */
+  connectTimeoutMs: number;
+  /** Deadline for ICE+DTLS toward Meta once both sides answered (ms). */
+  mediaConnectTimeoutMs: number;
+  /** Deadline for a single Graph request (ms). */
+  graphTimeoutMs: number;
+  /** Caller-context header names added to INVITEs toward the PBX. */
+  headers: { psid: string; pageId: string; callId: string };
+  /** From user part of INVITEs toward the PBX. */
+  fromUser: string;
+  permissionCheck: boolean;
+  requestPermissionOnDenied: boolean;
+}
+
+interface Ending {
+  outcome: CallOutcome;
+  reason: string;
+  /** What to tell Meta. */
+  meta: 'reject' | 'terminate' | 'none';
+  /** What to tell the PBX (a refusal only applies before the dialog exists). */
+  sip: 'bye' | 'cancel' | 'refuse' | 'none';
+  refusal?: SipRefusal;
+}
+
+/** Thrown inside a flow when `end()` aborted it; not an error of its own. */
+class CallEnded extends Error {}
+
+export class CallSession {
+  readonly id: string;
+  readonly direction: CallDirection;
+  readonly pageId: string;
+  readonly psid: string;
+  readonly psidLabel: string;
+  readonly log: Logger;
+  readonly startedAt = Date.now();
+  metaCallId: string | undefined;
+  route: CallRoute | undefined;
+  state: CallState = 'new';
+  /** Resolves once the call is fully ended and released. */
+  readonly done: Promise<void>;
+
+  readonly #deps: CallSessionDeps;
+  readonly #abort = new AbortController();
+  #resolveDone!: () => void;
+  #leg: MessengerLeg | undefined;
+  #media: CallMedia | undefined;
+  #dialog: SipDialog | undefined;
+  #incoming: IncomingCall | undefined;
+  #ending: Ending | undefined;
+  #answeredAt: number | undefined;
+  #sipStatus: number | undefined;
+  #metaStatus: string | undefined;
+  #mediaVersion = -1;
+  /** Graph accept/connect has succeeded: Meta knows the call, so ending it needs terminate, not reject. */
+  #metaAccepted = false;
+  #statusWaiters = new Map<string, () => void>();
+  #remoteAnswerApplied = false;
+  #onRemoteAnswer: (() => void) | undefined;
+  readonly #timers = new Set<NodeJS.Timeout>();
+
+  constructor(init: {
+    id: string;
+    direction: CallDirection;
+    pageId: string;
+    psid: string;
+    /** The PSID as logs show it (hashed when configured). */
+    psidLabel?: string;
+    metaCallId?: string;
+    deps: CallSessionDeps;
+  }) {
+    this.id = init.id;
+    this.direction = init.direction;
+    this.pageId = init.pageId;
+    this.psid = init.psid;
+    this.psidLabel = init.psidLabel ?? init.psid;
+    this.metaCallId = init.metaCallId;
+    this.#deps = init.deps;
+    this.log = init.deps.log;
+    this.done = new Promise((resolve) => (this.#resolveDone = resolve));
+  }
+
+  get ended(): boolean {
+    return this.state === 'ending' || this.state === 'ended';
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+  // Consumer-initiated: connect webhook -> offer -> INVITE -> PBX 200 -> Graph accept -> Meta answer -> bridged
+  // ------------------------------------------------------------------------------------------------------------
+
+  async runUserInitiated(event: ConnectEvent, route: CallRoute, receivedAt: number): Promise<void> {
+    this.route = route;
+    const { sip, graph, metrics } = this.#deps;
+    const opts = this.#deps.options;
+    const deadline = receivedAt + opts.acceptDeadlineMs;
+    try {
+      const { leg, media } = await this.#setUpMedia(route);
+      const offer = await this.#step(leg.createOffer());
+      const pbxOffer = media.createPbxOffer();
+
+      if (route.answerMode === 'immediate') {
+        this.#transition('accepting', 'answer mode immediate');
+        await this.#accept(offer);
+      }
+
+      this.#transition('inviting', `to ${route.targets.join(', ')}`);
+      const remainingMs = Math.max(1, deadline - Date.now());
+      const inviteAbort = AbortSignal.any([this.#abort.signal, AbortSignal.timeout(remainingMs)]);
+      metrics?.webhookToInvite((Date.now() - receivedAt) / 1000);
+      let result;
+      try {
+        result = await sip.invite({
+          targets: route.targets,
+          headers: {
+            [opts.headers.psid]: this.psid,
+            [opts.headers.pageId]: this.pageId,
+            [opts.headers.callId]: event.callId,
+          },
+          from: { user: opts.fromUser },
+          sdp: pbxOffer,
+          targetTimeoutMs: route.targetTimeoutMs,
+          signal: inviteAbort,
+          onProgress: (status, target) => {
+            this.log.info({ status, target }, 'PBX is ringing');
+            if (this.state === 'inviting') this.#transition('pbx_ringing', `${status} from ${target}`);
+          },
+        });
+      } catch (err) {
+        if (this.ended) throw new CallEnded();
+        const timedOut = inviteAbort.aborted && !this.#abort.signal.aborted;
+        const status = err instanceof SipError ? err.status : undefined;
+        this.#sipStatus = status;
+        this.end({
+          outcome: timedOut ? 'pbx_timeout' : 'rejected_pbx',
+          reason: timedOut ? `PBX did not answer within ${opts.acceptDeadlineMs} ms` : `PBX refused: ${reasonOf(err)}`,
+          meta: this.#metaAccepted ? 'terminate' : 'reject',
+          sip: 'none',
+        });
+        return;
+      }
+      if (this.ended) {
+        // Ended while the 200 OK was on its way: the dialog exists now, so it needs its BYE.
+        await result.dialog.end().catch((err: unknown) => this.log.warn({ err }, 'BYE failed'));
+        throw new CallEnded();
+      }
+      this.#sipStatus = result.status;
+      this.#adoptDialog(result.dialog);
+      this.log.info({ target: result.target, status: result.status }, 'PBX answered');
+      const pbxAnsweredAt = Date.now();
+      try {
+        media.applyPbxAnswer(result.sdp);
+      } catch (err) {
+        this.end({ outcome: 'media_failed', reason: reasonOf(err), meta: 'reject', sip: 'bye' });
+        return;
+      }
+
+      if (!this.#metaAccepted) {
+        this.#transition('accepting', 'PBX answered');
+        metrics?.pbxAnswerToAccept((Date.now() - pbxAnsweredAt) / 1000);
+        await this.#accept(offer);
+      }
+      media.start();
+      await this.#connectMedia(leg);
+    } catch (err) {
+      this.#failFromFlow(err);
+    }
+  }
+
+  async #accept(offer: string): Promise<void> {
+    const { graph } = this.#deps;
+    const leg = this.#leg!;
+    let accepted;
+    try {
+      accepted = await this.#step(
+        graph.accept(this.pageId, this.metaCallId!, offer, this.#graphSignal()),
+      );
+    } catch (err) {
+      if (err instanceof CallEnded) throw err;
+      this.#metaStatus = err instanceof GraphError ? `accept failed: ${err.code}` : 'accept failed';
+      this.end({
+        outcome: 'meta_error',
+        reason: `Graph accept failed: ${reasonOf(err)}`,
+        meta: 'reject',
+        sip: this.#dialog ? 'bye' : 'cancel',
+      });
+      throw new CallEnded();
+    }
+    this.#metaAccepted = true;
+    this.#metaStatus = 'accepted';
+    this.#answeredAt ??= Date.now();
+    await this.#step(leg.applyAnswer(accepted.sdpAnswer));
+    if (accepted.sdpRenegotiation) {
+      this.log.info('applying the renegotiation offer that came with accept');
+      await this.#step(leg.applyOffer(accepted.sdpRenegotiation));
+    }
+    this.#remoteAnswerApplied = true;
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+  // Business-initiated: INVITE from the PBX -> permission -> Graph connect -> ringing (180) -> accepted (200 OK)
+  // ------------------------------------------------------------------------------------------------------------
+
+  async runBusinessInitiated(incoming: IncomingCall, bindMetaCallId: (id: string) => void): Promise<void> {
+    this.#incoming = incoming;
+    const { graph } = this.#deps;
+    const opts = this.#deps.options;
+    incoming.on('cancel', () => {
+      this.end({
+        outcome: 'canceled',
+        reason: 'PBX sent CANCEL',
+        meta: this.metaCallId ? 'terminate' : 'none',
+        sip: 'none',
+      });
+    });
+    try {
+      if (opts.permissionCheck) {
+        this.#transition('permission', `psid ${this.psid}`);
+        let permission;
+        try {
+          permission = await this.#step(graph.checkPermission(this.pageId, this.psid, this.#graphSignal()));
+        } catch (err) {
+          if (err instanceof CallEnded) throw err;
+          const refusal = refusalForGraphError(err);
+          this.end({ outcome: refusal.outcome, reason: `permission check failed: ${reasonOf(err)}`, meta: 'none', sip: 'refuse', refusal });
+          return;
+        }
+        if (!permission.canCall) {
+          if (opts.requestPermissionOnDenied) {
+            void graph
+              .requestPermission(this.pageId, this.psid, this.#graphSignal())
+              .then(() => this.log.info('sent a call permission request to the person'))
+              .catch((err: unknown) => this.log.warn({ err }, 'call permission request failed'));
+          }
+          this.end({
+            outcome: 'rejected_no_permission',
+            reason: 'the person has not granted call permission',
+            meta: 'none',
+            sip: 'refuse',
+            refusal: REFUSALS.noPermission,
+          });
+          return;
+        }
+      }
+
+      const { leg, media } = await this.#setUpMedia(this.route!);
+      let pbxAnswer: string;
+      try {
+        pbxAnswer = media.answerPbxOffer(incoming.sdp);
+      } catch (err) {
+        const refusal = refusalForMediaError(err);
+        this.end({ outcome: refusal.outcome, reason: reasonOf(err), meta: 'none', sip: 'refuse', refusal });
+        return;
+      }
+      const offer = await this.#step(leg.createOffer());
+
+      this.#transition('connecting', 'Graph connect');
+      let connected;
+      try {
+        connected = await this.#step(graph.connect(this.pageId, this.psid, offer, this.#graphSignal()));
+      } catch (err) {
+        if (err instanceof CallEnded) throw err;
+        const refusal = refusalForGraphError(err);
+        this.#metaStatus = err instanceof GraphError ? `connect failed: ${err.code}` : 'connect failed';
+        this.end({ outcome: refusal.outcome, reason: `Graph connect failed: ${reasonOf(err)}`, meta: 'none', sip: 'refuse', refusal });
+        return;
+      }
+      this.metaCallId = connected.callId;
+      this.#metaAccepted = true;
+      this.#metaStatus = 'connected';
+      this.log.info({ metaCallId: connected.callId }, 'Meta call created');
+      bindMetaCallId(connected.callId);
+      if (connected.sdpAnswer) {
+        await this.#step(leg.applyAnswer(connected.sdpAnswer));
+        this.#remoteAnswerApplied = true;
+      }
+
+      await this.#step(this.#waitStatus('accepted', opts.connectTimeoutMs)).catch((err: unknown) => {
+        if (err instanceof CallEnded) throw err;
+        this.end({
+          outcome: 'not_answered',
+          reason: `the person did not answer within ${opts.connectTimeoutMs} ms`,
+          meta: 'terminate',
+          sip: 'refuse',
+          refusal: REFUSALS.metaTimeout,
+        });
+        throw new CallEnded();
+      });
+      this.#metaStatus = 'accepted';
+      this.#answeredAt = Date.now();
+      if (!this.#remoteAnswerApplied) {
+        await this.#step(this.#waitRemoteAnswer(opts.mediaConnectTimeoutMs));
+      }
+      const dialog = await this.#step(incoming.answer(pbxAnswer));
+      this.#sipStatus = 200;
+      this.#adoptDialog(dialog);
+      media.start();
+      await this.#connectMedia(leg);
+    } catch (err) {
+      this.#failFromFlow(err);
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+  // Events routed in by the controller
+  // ------------------------------------------------------------------------------------------------------------
+
+  onCallStatus(event: CallStatusEvent): void {
+    this.log.info({ status: event.status }, 'call_status from Meta');
+    if (event.status === 'ringing' && this.state === 'connecting') {
+      this.#transition('meta_ringing', 'Meta: ringing');
+      this.#metaStatus = 'ringing';
+      this.#incoming?.ringing();
+    }
+    this.#statusWaiters.get(event.status)?.();
+  }
+
+  onMediaUpdate(event: MediaUpdateEvent): void {
+    if (event.version <= this.#mediaVersion) {
+      this.log.debug({ version: event.version, newest: this.#mediaVersion }, 'stale media_update ignored');
+      return;
+    }
+    this.#mediaVersion = event.version;
+    const leg = this.#leg;
+    if (!leg || this.ended) return;
+    const apply =
+      event.session.sdpType === 'offer' ? leg.applyOffer(event.session.sdp).then(() => undefined) : leg.applyAnswer(event.session.sdp);
+    apply
+      .then(() => {
+        this.log.info({ version: event.version, sdpType: event.session.sdpType }, 'media_update applied');
+        this.#remoteAnswerApplied = true;
+        this.#onRemoteAnswer?.();
+        if (this.#media && (this.state === 'media' || this.state === 'active')) this.#media.start();
+      })
+      .catch((err: unknown) => {
+        this.log.warn({ err, version: event.version }, 'media_update could not be applied');
+      });
+  }
+
+  onTerminate(event: TerminateEvent): void {
+    this.#metaStatus = `terminated ${event.status ?? ''}`.trim();
+    this.end({
+      outcome: this.#answeredAt ? 'completed' : 'canceled',
+      reason: `Meta terminated the call (${event.status ?? 'no status'})`,
+      meta: 'none',
+      sip: this.#dialog ? 'bye' : this.#incoming ? 'refuse' : 'cancel',
+      refusal: { status: 487, reason: 'Messenger call ended', outcome: 'canceled' },
+    });
+  }
+
+  /** End the call from outside (drain timeout, shutdown). */
+  hangUp(reason: string): void {
+    this.end({
+      outcome: this.#answeredAt ? 'completed' : 'canceled',
+      reason,
+      meta: this.#metaAccepted ? 'terminate' : this.direction === 'user_initiated' ? 'reject' : 'none',
+      sip: this.#dialog ? 'bye' : this.#incoming ? 'refuse' : 'cancel',
+      refusal: { status: 503, reason, outcome: 'canceled' },
+    });
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+  // Teardown: the one place
+  // ------------------------------------------------------------------------------------------------------------
+
+  /** End the call once; later calls are ignored. Releases everything and resolves `done`. */
+  end(ending: Ending): void {
+    if (this.#ending) return;
+    this.#ending = ending;
+    this.#transition('ending', ending.reason);
+    this.#abort.abort(new CallEnded(ending.reason));
+    void this.#release(ending).finally(() => {
+      this.#transition('ended', ending.outcome);
+      this.#writeSummary(ending);
+      this.#resolveDone();
+    });
+  }
+
+  async #release(ending: Ending): Promise<void> {
+    const { graph } = this.#deps;
+    for (const timer of this.#timers) clearTimeout(timer);
+    this.#timers.clear();
+    this.#media?.close();
+    this.#leg?.close();
+
+    const tasks: Promise<unknown>[] = [];
+    if (ending.sip === 'bye' && this.#dialog && !this.#dialog.ended) {
+      tasks.push(this.#dialog.end().catch((err: unknown) => this.log.warn({ err }, 'BYE failed')));
+    } else if (ending.sip === 'refuse' && this.#incoming && !this.#dialog && !this.#incoming.canceled) {
+      const refusal = ending.refusal ?? { status: 500, reason: ending.reason };
+      this.#sipStatus = refusal.status;
+      this.#incoming.reject(refusal.status, refusal.reason);
+    } else if (ending.sip === 'refuse' && this.#dialog && !this.#dialog.ended) {
+      tasks.push(this.#dialog.end().catch((err: unknown) => this.log.warn({ err }, 'BYE failed')));
+    }
+    // 'cancel': the pending INVITE is cancelled by the abort signal given to sip.invite().
+
+    if (this.metaCallId && ending.meta !== 'none') {
+      const action = ending.meta;
+      const signal = AbortSignal.timeout(this.#deps.options.graphTimeoutMs * 2);
+      const call =
+        action === 'reject'
+          ? graph.reject(this.pageId, this.metaCallId, signal)
+          : graph.terminate(this.pageId, this.metaCallId, signal);
+      tasks.push(
+        call.then(
+          () => {
+            this.#metaStatus = action === 'reject' ? 'rejected' : 'terminated';
+            this.log.info({ action }, `Meta ${action} sent`);
+          },
+          (err: unknown) => this.log.warn({ err, action }, `Graph ${action} failed`),
+        ),
+      );
+    }
+    await Promise.allSettled(tasks);
+  }
+
+  #writeSummary(ending: Ending): void {
+    const now = Date.now();
+    const durationSeconds = this.#answeredAt ? (now - this.#answeredAt) / 1000 : 0;
+    this.#deps.metrics?.callEnded(this.direction, ending.outcome, durationSeconds);
+    this.log.info(
+      {
+        summary: {
+          direction: this.direction,
+          pageId: this.pageId,
+          psid: this.psidLabel,
+          metaCallId: this.metaCallId,
+          route: this.route?.name,
+          outcome: ending.outcome,
+          reason: ending.reason,
+          sipStatus: this.#sipStatus,
+          metaStatus: this.#metaStatus,
+          codec: this.#media?.pbxCodec,
+          setupMs: this.#answeredAt ? this.#answeredAt - this.startedAt : undefined,
+          durationSeconds: Math.round(durationSeconds * 1000) / 1000,
+          totalMs: now - this.startedAt,
+        },
+      },
+      'call summary',
+    );
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+  // Helpers
+  // ------------------------------------------------------------------------------------------------------------
+
+  async #setUpMedia(route: CallRoute): Promise<{ leg: MessengerLeg; media: CallMedia }> {
+    const { legs, media: engine } = this.#deps;
+    const leg = legs.create({ callId: this.id, log: this.log });
+    this.#leg = leg;
+    leg.on('failed', (err) => {
+      this.end({
+        outcome: 'media_failed',
+        reason: `Messenger leg failed (${err.reason}): ${err.message}`,
+        meta: this.#metaAccepted ? 'terminate' : this.direction === 'user_initiated' ? 'reject' : 'none',
+        sip: this.#dialog ? 'bye' : this.#incoming ? 'refuse' : 'cancel',
+        refusal: { status: 503, reason: 'Messenger media failed', outcome: 'media_failed' },
+      });
+    });
+    let media: CallMedia;
+    try {
+      media = await this.#step(engine.createCallMedia({ callId: this.id, log: this.log, messenger: leg, codecs: route.codecs }));
+    } catch (err) {
+      if (err instanceof CallEnded) throw err;
+      this.end({
+        outcome: 'media_failed',
+        reason: `media setup failed: ${reasonOf(err)}`,
+        meta: this.direction === 'user_initiated' ? 'reject' : 'none',
+        sip: 'refuse',
+        refusal: REFUSALS.mediaDown,
+      });
+      throw new CallEnded();
+    }
+    if (this.ended) {
+      media.close();
+      throw new CallEnded();
+    }
+    this.#media = media;
+    media.on('failed', (err) => {
+      this.end({
+        outcome: 'media_failed',
+        reason: `media failed: ${err.code}: ${err.message}`,
+        meta: this.#metaAccepted ? 'terminate' : this.direction === 'user_initiated' ? 'reject' : 'none',
+        sip: this.#dialog ? 'bye' : this.#incoming ? 'refuse' : 'cancel',
+        refusal: { status: 503, reason: 'media failed', outcome: 'media_failed' },
+      });
+    });
+    media.on('dtmf', (event) => {
+      this.log.info({ digit: event.digit, direction: event.direction, durationMs: event.durationMs }, 'DTMF');
+      this.#deps.metrics?.dtmf(event.direction);
+    });
+    return { leg, media };
+  }
+
+  #adoptDialog(dialog: SipDialog): void {
+    this.#dialog = dialog;
+    dialog.on('bye', () => {
+      this.end({
+        outcome: 'completed',
+        reason: 'PBX hung up (BYE)',
+        meta: this.#metaAccepted ? 'terminate' : this.direction === 'user_initiated' ? 'reject' : 'none',
+        sip: 'none',
+      });
+    });
+    dialog.on('dtmf', (event) => this.#media?.sendDtmfToMessenger(event));
+    dialog.setReinviteHandler((offer) => {
+      const media = this.#media;
+      if (!media) throw new Error('no media');
+      const answer = media.answerPbxOffer(offer);
+      this.log.info('re-INVITE from the PBX applied');
+      media.start();
+      return answer;
+    });
+  }
+
+  async #connectMedia(leg: MessengerLeg): Promise<void> {
+    this.#transition('media', 'waiting for ICE/DTLS toward Meta');
+    const timeout = AbortSignal.timeout(this.#deps.options.mediaConnectTimeoutMs);
+    try {
+      await this.#step(leg.whenConnected(AbortSignal.any([this.#abort.signal, timeout])));
+    } catch (err) {
+      if (err instanceof CallEnded || this.ended) throw new CallEnded();
+      this.end({
+        outcome: 'media_failed',
+        reason: timeout.aborted ? 'Messenger media did not connect in time' : `Messenger leg: ${reasonOf(err)}`,
+        meta: 'terminate',
+        sip: 'bye',
+      });
+      throw new CallEnded();
+    }
+    this.#transition('active', 'audio bridged');
+  }
+
+  /** Await a step of a flow; rejects with CallEnded as soon as the call is ended meanwhile. */
+  #step<T>(promise: Promise<T>): Promise<T> {
+    const signal = this.#abort.signal;
+    if (signal.aborted) {
+      promise.catch(() => undefined);
+      return Promise.reject(new CallEnded());
+    }
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = (): void => reject(new CallEnded());
+      signal.addEventListener('abort', onAbort, { once: true });
+      promise.then(
+        (value) => {
+          signal.removeEventListener('abort', onAbort);
+          if (signal.aborted) reject(new CallEnded());
+          else resolve(value);
+        },
+        (err: unknown) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(signal.aborted ? new CallEnded() : err);
+        },
+      );
+    });
+  }
+
+  #graphSignal(): AbortSignal {
+    return AbortSignal.timeout(this.#deps.options.graphTimeoutMs);
+  }
+
+  #waitStatus(status: string, timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#timers.delete(timer);
+        this.#statusWaiters.delete(status);
+        reject(new Error(`timed out waiting for call_status ${status}`));
+      }, timeoutMs);
+      this.#timers.add(timer);
+      this.#statusWaiters.set(status, () => {
+        clearTimeout(timer);
+        this.#timers.delete(timer);
+        this.#statusWaiters.delete(status);
+        resolve();
+      });
+    });
+  }
+
+  #waitRemoteAnswer(timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#timers.delete(timer);
+        reject(new Error('no SDP answer from Meta'));
+      }, timeoutMs);
+      this.#timers.add(timer);
+      this.#onRemoteAnswer = () => {
+        clearTimeout(timer);
+        this.#timers.delete(timer);
+        this.#onRemoteAnswer = undefined;
+        resolve();
+      };
+    });
+  }
+
+  #failFromFlow(err: unknown): void {
+    if (err instanceof CallEnded || this.ended) return;
+    this.log.error({ err }, 'call failed');
+    this.end({
+      outcome: 'media_failed',
+      reason: reasonOf(err),
+      meta: this.#metaAccepted ? 'terminate' : this.direction === 'user_initiated' ? 'reject' : 'none',
+      sip: this.#dialog ? 'bye' : this.#incoming ? 'refuse' : 'cancel',
+      refusal: { status: 500, reason: 'bridge error', outcome: 'media_failed' },
+    });
+  }
+
+  #transition(to: CallState, why: string): void {
+    const from = this.state;
+    if (from === to) return;
+    if (!TRANSITIONS[from].includes(to)) {
+      this.log.warn({ from, to, why }, 'unexpected call state transition');
+    }
+    this.state = to;
+    this.log.info({ from, to, why }, `call ${from} -> ${to}`);
+  }
+}

@@ -1,0 +1,52 @@
+/**
+ * The one place that maps failures to what the far ends are told: SIP status + Reason text toward the PBX,
+ * and the call outcome label for logs and metrics.
+ */
+import { GraphError, MediaError, MessengerLegError, SipError } from '../core/errors.js';
+import type { CallOutcome } from './ports.js';
+
+export interface SipRefusal {
+  status: number;
+  reason: string;
+  outcome: CallOutcome;
+}
+
+export const REFUSALS = {
+  draining: { status: 503, reason: 'bridge is draining', outcome: 'rejected_draining' },
+  capacity: { status: 503, reason: 'bridge at capacity', outcome: 'rejected_capacity' },
+  sipDown: { status: 503, reason: 'SIP leg not connected', outcome: 'sip_failed' },
+  mediaDown: { status: 503, reason: 'no media worker available', outcome: 'media_failed' },
+  noPsid: { status: 404, reason: 'no PSID in the request', outcome: 'rejected_unknown_page' },
+  unknownPage: { status: 404, reason: 'unknown page', outcome: 'rejected_unknown_page' },
+  noPermission: { status: 403, reason: 'no call permission from this person', outcome: 'rejected_no_permission' },
+  metaTimeout: { status: 480, reason: 'no answer from Messenger', outcome: 'not_answered' },
+} as const satisfies Record<string, SipRefusal>;
+
+/** Map an error from Graph (permission check or connect) to the SIP refusal sent to the PBX. */
+export function refusalForGraphError(err: unknown): SipRefusal {
+  if (err instanceof GraphError) {
+    if (err.httpStatus === 0 || err.retryable) {
+      return { status: 503, reason: `Messenger API unavailable (${err.code})`, outcome: 'meta_error' };
+    }
+    return { status: 480, reason: `Messenger refused the call: ${err.message}`, outcome: 'meta_error' };
+  }
+  return { status: 503, reason: 'Messenger API error', outcome: 'meta_error' };
+}
+
+/** Map a media-side failure while answering a PBX offer. */
+export function refusalForMediaError(err: unknown): SipRefusal {
+  if (err instanceof MediaError && (err.code === 'NO_COMMON_CODEC' || err.code === 'SDP_INVALID')) {
+    return { status: 488, reason: err.message, outcome: 'media_failed' };
+  }
+  return { status: 503, reason: 'media setup failed', outcome: 'media_failed' };
+}
+
+/** Short machine-readable reason for an error, for the call summary. */
+export function reasonOf(err: unknown): string {
+  if (err instanceof SipError) return `sip ${err.status}`;
+  if (err instanceof GraphError) return `graph ${err.code}${err.metaCode ? ` (${err.metaCode})` : ''}`;
+  if (err instanceof MessengerLegError) return `messenger ${err.reason}`;
+  if (err instanceof MediaError) return `media ${err.code}`;
+  if (err instanceof Error) return err.message;
+  return String(err);
+}
