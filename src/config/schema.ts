@@ -1,0 +1,309 @@
+/**
+ * The configuration schema. YAML keys are snake_case and so is the parsed `Config`: what an operator reads in the
+ * file is what the code reads. Every object is `.strict()` (a typo is an error, not a silently ignored key) and
+ * everything except the Meta secrets, the pages and the routes has a default.
+ */
+import { isIP } from 'node:net';
+import { z } from 'zod';
+
+/** Meta allows 60 s between `connect` and `accept`; our deadline must leave room for the accept request itself. */
+export const META_ACCEPT_WINDOW_MS = 60_000;
+
+/** Numeric ids (page ids, PSIDs) are strings; unquoted YAML numbers are accepted only while they are exact. */
+const NumericId = z
+  .union([
+    z.string().regex(/^\d+$/, 'must be a numeric id'),
+    z
+      .number()
+      .int()
+      .nonnegative()
+      .refine(Number.isSafeInteger, 'too large to be exact as a YAML number: quote it'),
+  ])
+  .transform((v) => String(v));
+
+const Port = z.number().int().min(0).max(65535);
+const PositiveMs = z.number().int().positive();
+
+const IpAddress = z.string().refine((v) => isIP(v) !== 0, 'must be an IPv4 or IPv6 address');
+
+/** `a.b.c.d/n` or `x::y/n`; a bare address means the single host. */
+export function isCidr(value: string): boolean {
+  const [addr, prefix, extra] = value.split('/');
+  if (extra !== undefined || addr === undefined) return false;
+  const family = isIP(addr);
+  if (family === 0) return false;
+  if (prefix === undefined) return true;
+  if (!/^\d{1,3}$/.test(prefix)) return false;
+  return Number(prefix) <= (family === 4 ? 32 : 128);
+}
+
+const Cidr = z.string().refine(isCidr, 'must be a CIDR such as 10.0.0.0/8 or fd00::/8');
+
+const SipUri = z.string().regex(/^sips?:[^\s]+$/i, 'must be a sip: or sips: URI');
+
+const HeaderName = z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'must be a valid SIP header name');
+
+export const CodecNameSchema = z.enum(['PCMU', 'PCMA', 'opus']);
+
+const Codecs = z
+  .array(CodecNameSchema)
+  .min(1)
+  .refine((list) => new Set(list).size === list.length, 'codecs must not repeat');
+
+const Listen = (host: string, port: number) =>
+  z
+    .object({
+      host: IpAddress.default(host),
+      port: Port.default(port),
+    })
+    .strict()
+    .prefault({});
+
+const AutoBool = z.union([z.literal('auto'), z.boolean()]).default('auto');
+
+const Secret = z.string().min(1, 'must not be empty');
+
+const MetaSchema = z
+  .object({
+    /** App secret: the key of the webhook HMAC-SHA256 signature. */
+    app_secret: Secret,
+    /** The token Meta echoes in the subscription handshake. */
+    verify_token: Secret,
+    graph_base_url: z.url({ protocol: /^https?$/ }).default('https://graph.facebook.com'),
+    graph_version: z
+      .string()
+      .regex(/^v\d+\.\d+$/, 'must look like v23.0')
+      .default('v23.0'),
+    graph_timeout_ms: PositiveMs.default(5000),
+  })
+  .strict();
+
+const PageSchema = z
+  .object({
+    id: NumericId,
+    access_token: Secret,
+    name: z.string().optional(),
+  })
+  .strict();
+
+const WebhookSchema = z
+  .object({
+    listen: Listen('0.0.0.0', 8080),
+    path: z.string().startsWith('/', 'must start with /').default('/webhook'),
+    body_limit_bytes: z.number().int().min(1024).default(262_144),
+  })
+  .strict()
+  .prefault({});
+
+const AdminSchema = z
+  .object({
+    listen: Listen('127.0.0.1', 9090),
+  })
+  .strict()
+  .prefault({});
+
+const SipSchema = z
+  .object({
+    drachtio: z
+      .object({
+        host: z.string().min(1).default('127.0.0.1'),
+        port: Port.default(9022),
+        secret: Secret.default('cymru'),
+      })
+      .strict()
+      .prefault({}),
+    /** Sources allowed to send INVITEs. */
+    acl: z.array(Cidr).default(['127.0.0.1/32']),
+    digest: z
+      .object({
+        realm: z.string().min(1),
+        username: z.string().min(1),
+        password: Secret,
+      })
+      .strict()
+      .optional(),
+    /** Headers carrying the caller's context on INVITEs toward the PBX. */
+    headers: z
+      .object({
+        psid: HeaderName.default('X-Messenger-PSID'),
+        page_id: HeaderName.default('X-Messenger-Page-ID'),
+        call_id: HeaderName.default('X-Messenger-Call-ID'),
+      })
+      .strict()
+      .prefault({}),
+    /** Where business-initiated INVITEs name the person and the page. */
+    target: z
+      .object({
+        psid_from: z.enum(['request_uri', 'header']).default('request_uri'),
+        psid_header: HeaderName.default('X-Messenger-PSID'),
+        page_header: HeaderName.default('X-Messenger-Page-ID'),
+      })
+      .strict()
+      .prefault({}),
+    /** Page for business-initiated calls that name none. */
+    default_page: NumericId.optional(),
+    /** User part of our From on INVITEs to the PBX. */
+    from_user: z.string().min(1).default('messenger'),
+  })
+  .strict()
+  .prefault({});
+
+const RouteSchema = z
+  .object({
+    name: z.string().min(1),
+    /** Both optional; an empty match is a default route. */
+    match: z
+      .object({
+        page_id: NumericId.optional(),
+        psids: z.array(NumericId).optional(),
+      })
+      .strict()
+      .prefault({}),
+    /** Tried in turn on failure or timeout. */
+    targets: z.array(SipUri).min(1),
+    target_timeout_ms: PositiveMs.default(15_000),
+    /** Preference toward the PBX; defaults to `media.codecs`. */
+    codecs: Codecs.optional(),
+    /** `on_pbx_answer`: accept the Meta call when the PBX answers; `immediate`: accept at once, PBX rings. */
+    answer_mode: z.enum(['on_pbx_answer', 'immediate']).default('on_pbx_answer'),
+  })
+  .strict();
+
+const MediaSchema = z
+  .object({
+    worker_bin: z.string().min(1).default('/usr/lib/x86_64-linux-gnu/mediasoup/mediasoup-worker'),
+    /** 0 = one per core. */
+    workers: z.number().int().min(0).default(0),
+    rtp: z
+      .object({
+        listen_ip: IpAddress.default('127.0.0.1'),
+        announced_ip: z.string().min(1).nullable().default(null),
+        min_port: Port.default(40_000),
+        max_port: Port.default(49_999),
+        /** Learn the PBX's RTP address from its first packet (NAT). */
+        comedia: z.boolean().default(false),
+      })
+      .strict()
+      .prefault({}),
+    codecs: Codecs.default(['PCMU', 'PCMA', 'opus']),
+    dtmf: z
+      .object({
+        inband_detect: AutoBool,
+        inband_generate: AutoBool,
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict()
+  .prefault({});
+
+const MessengerSchema = z
+  .object({
+    ice: z
+      .object({
+        listen_ip: z.union([IpAddress, z.array(IpAddress).min(1)]).default('0.0.0.0'),
+        announced_ip: z.string().min(1).nullable().default(null),
+        min_port: Port.default(50_000),
+        max_port: Port.default(59_999),
+      })
+      .strict()
+      .prefault({}),
+    dtls_timeout_ms: PositiveMs.default(10_000),
+    ice_timeout_ms: PositiveMs.default(10_000),
+  })
+  .strict()
+  .prefault({});
+
+const CallsSchema = z
+  .object({
+    max_concurrent: z.number().int().positive().default(200),
+    accept_deadline_ms: PositiveMs.max(
+      META_ACCEPT_WINDOW_MS - 1,
+      `must be below ${META_ACCEPT_WINDOW_MS} (Meta ends unanswered calls after 60 s)`,
+    ).default(50_000),
+    connect_timeout_ms: PositiveMs.default(60_000),
+    drain_timeout_ms: z.number().int().nonnegative().default(300_000),
+    permission_check: z.boolean().default(true),
+    request_permission_on_denied: z.boolean().default(false),
+  })
+  .strict()
+  .prefault({});
+
+const LoggingSchema = z
+  .object({
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /** Log a hash of PSIDs instead of the PSIDs themselves. */
+    hash_psid: z.boolean().default(false),
+  })
+  .strict()
+  .prefault({});
+
+function checkPortRange(
+  ctx: z.RefinementCtx,
+  range: { min_port: number; max_port: number },
+  path: (string | number)[],
+): void {
+  if (range.min_port > range.max_port) {
+    ctx.addIssue({ code: 'custom', path: [...path, 'min_port'], message: 'must not exceed max_port' });
+  }
+}
+
+export const ConfigSchema = z
+  .object({
+    meta: MetaSchema,
+    pages: z.array(PageSchema).min(1, 'at least one page is required'),
+    webhook: WebhookSchema,
+    admin: AdminSchema,
+    sip: SipSchema,
+    routes: z.array(RouteSchema).default([]),
+    media: MediaSchema,
+    messenger: MessengerSchema,
+    calls: CallsSchema,
+    logging: LoggingSchema,
+  })
+  .strict()
+  .superRefine((cfg, ctx) => {
+    const pageIds = new Set<string>();
+    cfg.pages.forEach((page, i) => {
+      if (pageIds.has(page.id)) ctx.addIssue({ code: 'custom', path: ['pages', i, 'id'], message: 'duplicate page id' });
+      pageIds.add(page.id);
+    });
+    if (cfg.sip.default_page !== undefined && !pageIds.has(cfg.sip.default_page)) {
+      ctx.addIssue({ code: 'custom', path: ['sip', 'default_page'], message: 'not one of the configured pages' });
+    }
+    const routeNames = new Set<string>();
+    cfg.routes.forEach((route, i) => {
+      if (routeNames.has(route.name)) {
+        ctx.addIssue({ code: 'custom', path: ['routes', i, 'name'], message: 'duplicate route name' });
+      }
+      routeNames.add(route.name);
+      if (route.match.page_id !== undefined && !pageIds.has(route.match.page_id)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['routes', i, 'match', 'page_id'],
+          message: 'not one of the configured pages',
+        });
+      }
+    });
+    checkPortRange(ctx, cfg.media.rtp, ['media', 'rtp']);
+    checkPortRange(ctx, cfg.messenger.ice, ['messenger', 'ice']);
+  });
+
+export type Config = z.infer<typeof ConfigSchema>;
+/** The shape accepted before defaults are applied (what a YAML file may contain). */
+export type ConfigInput = z.input<typeof ConfigSchema>;
+export type PageConfig = Config['pages'][number];
+export type RouteConfig = Config['routes'][number];
+export type CodecName = z.infer<typeof CodecNameSchema>;
+
+/**
+ * Where secrets live, as paths with `[]` for "every array element". Each may also be given as a sibling
+ * `<key>_file` holding a file path; redaction uses the same list.
+ */
+export const SECRET_PATHS: readonly string[] = [
+  'meta.app_secret',
+  'meta.verify_token',
+  'pages[].access_token',
+  'sip.drachtio.secret',
+  'sip.digest.password',
+];
