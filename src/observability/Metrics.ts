@@ -1,0 +1,240 @@
+/**
+ * Prometheus metrics on a registry of their own (no global default registry: tests create many).
+ * Methods are named for what happened; labels stay low-cardinality (no call ids, no PSIDs).
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export type WebhookResult =
+  | 'accepted'
+  | 'duplicate'
+  | 'stale'
+  | 'invalid'
+  | 'unknown_page'
+  | 'bad_signature'
+  | 'missing_signature';
+
+export type MediaDirection = 'to_pbx' | 'to_messenger';
+
+export interface MetricsOptions {
+  /** Also collect Node process metrics (CPU, memory, event loop lag). Default false. */
+  processMetrics?: boolean;
+}
+
+const SETUP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const GRAPH_BUCKETS = [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10];
+const JITTER_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16];
+const DURATION_BUCKETS = [1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600];
+
+export class Metrics {
+  readonly registry: Registry;
+
+  readonly #callsStarted: Counter<'direction'>;
+  readonly #callsEnded: Counter<'direction' | 'outcome'>;
+  readonly #callsActive: Gauge<'direction'>;
+  readonly #callDuration: Histogram<'direction'>;
+  readonly #webhookToInvite: Histogram;
+  readonly #pbxAnswerToAccept: Histogram;
+  readonly #webhooks: Counter<'event' | 'result'>;
+  readonly #graphRequests: Counter<'action' | 'result' | 'code'>;
+  readonly #graphSeconds: Histogram<'action'>;
+  readonly #sipResponses: Counter<'direction' | 'code'>;
+  readonly #mediaPackets: Counter<'direction'>;
+  readonly #mediaLost: Counter<'direction'>;
+  readonly #mediaJitter: Histogram<'direction'>;
+  readonly #transcoding: Gauge;
+  readonly #workerRestarts: Counter;
+  readonly #drachtioConnected: Gauge;
+  readonly #permissionReplies: Counter<'response'>;
+  readonly #dtmfDigits: Counter<'direction'>;
+
+  constructor(options: MetricsOptions = {}) {
+    const registers = [(this.registry = new Registry())];
+    if (options.processMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'msb_' });
+    this.#callsStarted = new Counter({
+      name: 'msb_calls_started_total',
+      help: 'Calls started, by direction (user_initiated | business_initiated)',
+      labelNames: ['direction'],
+      registers,
+    });
+    this.#callsEnded = new Counter({
+      name: 'msb_calls_ended_total',
+      help: 'Calls ended, by direction and outcome',
+      labelNames: ['direction', 'outcome'],
+      registers,
+    });
+    this.#callsActive = new Gauge({
+      name: 'msb_calls_active',
+      help: 'Calls in progress, by direction',
+      labelNames: ['direction'],
+      registers,
+    });
+    this.#callDuration = new Histogram({
+      name: 'msb_call_duration_seconds',
+      help: 'Duration of ended calls (seconds)',
+      labelNames: ['direction'],
+      buckets: DURATION_BUCKETS,
+      registers,
+    });
+    this.#webhookToInvite = new Histogram({
+      name: 'msb_setup_webhook_to_invite_seconds',
+      help: 'connect webhook received -> INVITE sent to the PBX (seconds)',
+      buckets: SETUP_BUCKETS,
+      registers,
+    });
+    this.#pbxAnswerToAccept = new Histogram({
+      name: 'msb_setup_pbx_answer_to_accept_seconds',
+      help: 'PBX 200 OK -> Graph accept sent (seconds)',
+      buckets: SETUP_BUCKETS,
+      registers,
+    });
+    this.#webhooks = new Counter({
+      name: 'msb_webhooks_total',
+      help: 'Webhook events (or whole POSTs for signature failures), by event and result',
+      labelNames: ['event', 'result'],
+      registers,
+    });
+    this.#graphRequests = new Counter({
+      name: 'msb_graph_requests_total',
+      help: 'Graph API requests, by action, result (ok | error | timeout | network) and Meta error code',
+      labelNames: ['action', 'result', 'code'],
+      registers,
+    });
+    this.#graphSeconds = new Histogram({
+      name: 'msb_graph_request_seconds',
+      help: 'Graph API request latency (seconds), by action',
+      labelNames: ['action'],
+      buckets: GRAPH_BUCKETS,
+      registers,
+    });
+    this.#sipResponses = new Counter({
+      name: 'msb_sip_responses_total',
+      help: 'Final SIP responses, by direction (sent | received) and status code',
+      labelNames: ['direction', 'code'],
+      registers,
+    });
+    this.#mediaPackets = new Counter({
+      name: 'msb_media_packets_total',
+      help: 'RTP packets forwarded, by direction',
+      labelNames: ['direction'],
+      registers,
+    });
+    this.#mediaLost = new Counter({
+      name: 'msb_media_packets_lost_total',
+      help: 'RTP packets lost, by direction',
+      labelNames: ['direction'],
+      registers,
+    });
+    this.#mediaJitter = new Histogram({
+      name: 'msb_media_jitter_seconds',
+      help: 'Interarrival jitter samples (seconds), by direction',
+      labelNames: ['direction'],
+      buckets: JITTER_BUCKETS,
+      registers,
+    });
+    this.#transcoding = new Gauge({
+      name: 'msb_transcoding_sessions',
+      help: 'Calls currently transcoding between Opus and G.711',
+      registers,
+    });
+    this.#workerRestarts = new Counter({
+      name: 'msb_worker_restarts_total',
+      help: 'Media workers that died and were replaced',
+      registers,
+    });
+    this.#drachtioConnected = new Gauge({
+      name: 'msb_drachtio_connected',
+      help: '1 while connected to drachtio-server',
+      registers,
+    });
+    this.#permissionReplies = new Counter({
+      name: 'msb_permission_replies_total',
+      help: 'call_permission_reply webhooks, by response',
+      labelNames: ['response'],
+      registers,
+    });
+    this.#dtmfDigits = new Counter({
+      name: 'msb_dtmf_digits_total',
+      help: 'DTMF digits bridged, by direction (to_pbx | to_messenger)',
+      labelNames: ['direction'],
+      registers,
+    });
+  }
+
+  /** A call was taken on (also counts it active until `callEnded`). */
+  callStarted(direction: string): void {
+    this.#callsStarted.inc({ direction });
+    this.#callsActive.inc({ direction });
+  }
+
+  /** A call started with `callStarted` ended. */
+  callEnded(direction: string, outcome: string, durationSeconds: number): void {
+    this.#callsEnded.inc({ direction, outcome });
+    this.#callsActive.dec({ direction });
+    if (durationSeconds > 0) this.#callDuration.observe({ direction }, durationSeconds);
+  }
+
+  /** connect webhook received -> INVITE sent (seconds). */
+  webhookToInvite(seconds: number): void {
+    this.#webhookToInvite.observe(seconds);
+  }
+
+  /** PBX 200 OK received -> Graph accept sent (seconds). */
+  pbxAnswerToAccept(seconds: number): void {
+    this.#pbxAnswerToAccept.observe(seconds);
+  }
+
+  /** One webhook event handled (or one POST refused, with event 'post'). */
+  webhook(event: string, result: WebhookResult): void {
+    this.#webhooks.inc({ event, result });
+  }
+
+  /** One Graph API request finished. `code` is Meta's error code, an HTTP status, or '' on success. */
+  graphRequest(action: string, result: 'ok' | 'error' | 'timeout' | 'network', code: string | number, seconds: number): void {
+    this.#graphRequests.inc({ action, result, code: String(code) });
+    this.#graphSeconds.observe({ action }, seconds);
+  }
+
+  /** A final SIP response sent to or received from the PBX. */
+  sipResponse(direction: 'sent' | 'received', code: number): void {
+    this.#sipResponses.inc({ direction, code: String(code) });
+  }
+
+  /** Packets forwarded since the last report (deltas, not totals). */
+  mediaPackets(direction: MediaDirection, packets: number, lost = 0): void {
+    if (packets > 0) this.#mediaPackets.inc({ direction }, packets);
+    if (lost > 0) this.#mediaLost.inc({ direction }, lost);
+  }
+
+  mediaJitter(direction: MediaDirection, seconds: number): void {
+    this.#mediaJitter.observe({ direction }, seconds);
+  }
+
+  transcodingStarted(): void {
+    this.#transcoding.inc();
+  }
+
+  transcodingEnded(): void {
+    this.#transcoding.dec();
+  }
+
+  workerRestarted(): void {
+    this.#workerRestarts.inc();
+  }
+
+  drachtioConnection(connected: boolean): void {
+    this.#drachtioConnected.set(connected ? 1 : 0);
+  }
+
+  permissionReply(response: string): void {
+    this.#permissionReplies.inc({ response });
+  }
+
+  dtmf(direction: MediaDirection): void {
+    this.#dtmfDigits.inc({ direction });
+  }
+
+  /** The Prometheus text exposition. */
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+}
