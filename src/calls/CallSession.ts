@@ -12,6 +12,7 @@ import { REFUSALS, reasonOf, refusalForGraphError, refusalForMediaError, type Si
 import type {
   CallDirection,
   CallMedia,
+  CallMediaStats,
   CallMetricsSink,
   CallOutcome,
   CallRoute,
@@ -128,6 +129,7 @@ export class CallSession {
   #remoteAnswerApplied = false;
   #onRemoteAnswer: (() => void) | undefined;
   readonly #timers = new Set<NodeJS.Timeout>();
+  #lastStats: CallMediaStats | undefined;
 
   constructor(init: {
     id: string;
@@ -426,6 +428,21 @@ export class CallSession {
       sip: this.#dialog ? 'bye' : this.#incoming ? 'refuse' : 'cancel',
       refusal: { status: 503, reason, outcome: 'canceled' },
     });
+  }
+
+  /** Media counters since the previous call of this method (for metrics); undefined without media. */
+  takeMediaStatsDelta(): CallMediaStats | undefined {
+    const media = this.#media;
+    if (!media || media.closed) return undefined;
+    const now = media.stats();
+    const prev = this.#lastStats;
+    this.#lastStats = now;
+    const diff = (a: CallMediaStats['toPbx'], b: CallMediaStats['toPbx'] | undefined): CallMediaStats['toPbx'] => ({
+      packets: a.packets - (b?.packets ?? 0),
+      lost: Math.max(0, a.lost - (b?.lost ?? 0)),
+      jitterMs: a.jitterMs,
+    });
+    return { ...now, toPbx: diff(now.toPbx, prev?.toPbx), toMessenger: diff(now.toMessenger, prev?.toMessenger) };
   }
 
   // ------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,251 @@
+/**
+ * Builds and wires everything from one Config; ordered start and shutdown.
+ *
+ * Start order: metrics -> media workers -> SIP (drachtio) -> controller -> admin listener -> webhook listener
+ * (webhooks last, so nothing arrives before the bridge can take a call). Stop order is the reverse, with a drain first.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { CallController, type CallControllerOptions } from '../calls/CallController.js';
+import type { CallRoute, PbxCodecName } from '../calls/ports.js';
+import { pageIds, pageTokens, routeCodecs, type Config } from '../config/index.js';
+import { GraphClient } from '../graph/index.js';
+import { MediasoupMediaEngine, WorkerPool } from '../media/index.js';
+import { WeriftMessengerLegFactory } from '../messenger/index.js';
+import { Metrics, buildAdminApp } from '../observability/index.js';
+import { DrachtioSipLeg, selectRoute } from '../sip/index.js';
+import { buildWebhookApp } from '../webhook/index.js';
+
+export interface DaemonOptions {
+  log: Logger;
+  /** Metrics registry to use (tests pass their own); a new one by default. */
+  metrics?: Metrics;
+  /** Wait for drachtio-server before resolving start() (ms); 0 = do not wait. */
+  waitForSipMs?: number;
+}
+
+export interface Readiness {
+  ready: boolean;
+  checks: Record<string, boolean>;
+}
+
+export class Daemon {
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly controller: CallController;
+  readonly pool: WorkerPool;
+  readonly sip: DrachtioSipLeg;
+  /** `http://host:port` + webhook path, as listening. */
+  webhookUrl = '';
+  /** `http://host:port` of the admin listener. */
+  adminUrl = '';
+
+  #config: Config;
+  readonly #webhookApp: FastifyInstance;
+  readonly #adminApp: FastifyInstance;
+  readonly #graph: GraphClient;
+  readonly #pageTokens: Map<string, string>;
+  #statsTimer: NodeJS.Timeout | undefined;
+  #stopped = false;
+
+  private constructor(parts: {
+    config: Config;
+    log: Logger;
+    metrics: Metrics;
+    pool: WorkerPool;
+    sip: DrachtioSipLeg;
+    graph: GraphClient;
+    pageTokens: Map<string, string>;
+    controller: CallController;
+    webhookApp: FastifyInstance;
+    adminApp: FastifyInstance;
+  }) {
+    this.#config = parts.config;
+    this.log = parts.log;
+    this.metrics = parts.metrics;
+    this.pool = parts.pool;
+    this.sip = parts.sip;
+    this.#graph = parts.graph;
+    this.#pageTokens = parts.pageTokens;
+    this.controller = parts.controller;
+    this.#webhookApp = parts.webhookApp;
+    this.#adminApp = parts.adminApp;
+  }
+
+  static async start(config: Config, options: DaemonOptions): Promise<Daemon> {
+    const log = options.log;
+    const metrics = options.metrics ?? new Metrics();
+
+    const pool = await WorkerPool.create({
+      workerBin: config.media.worker_bin,
+      numWorkers: config.media.workers,
+      log: log.child({ component: 'media' }),
+      onWorkerRestart: () => metrics.workerRestarted(),
+    });
+    try {
+      const media = new MediasoupMediaEngine({
+        pool,
+        rtp: {
+          listenIp: config.media.rtp.listen_ip,
+          announcedIp: config.media.rtp.announced_ip ?? undefined,
+          minPort: config.media.rtp.min_port,
+          maxPort: config.media.rtp.max_port,
+          comedia: config.media.rtp.comedia,
+        },
+        dtmf: { inbandDetect: config.media.dtmf.inband_detect, inbandGenerate: config.media.dtmf.inband_generate },
+        log: log.child({ component: 'media' }),
+        onTranscodingChange: (active: boolean) => (active ? metrics.transcodingStarted() : metrics.transcodingEnded()),
+      });
+      const iceListen = config.messenger.ice.listen_ip;
+      const legs = new WeriftMessengerLegFactory({
+        iceListenIps: Array.isArray(iceListen) ? iceListen : [iceListen],
+        announcedIp: config.messenger.ice.announced_ip ?? undefined,
+        portRange: [config.messenger.ice.min_port, config.messenger.ice.max_port],
+        iceTimeoutMs: config.messenger.ice_timeout_ms,
+        dtlsTimeoutMs: config.messenger.dtls_timeout_ms,
+        log: log.child({ component: 'messenger' }),
+      });
+      const tokens = pageTokens(config);
+      const graph = new GraphClient({
+        baseUrl: config.meta.graph_base_url,
+        version: config.meta.graph_version,
+        pages: (pageId: string) => tokens.get(pageId),
+        timeoutMs: config.meta.graph_timeout_ms,
+        log: log.child({ component: 'graph' }),
+        metrics,
+      });
+      const sip = new DrachtioSipLeg({
+        host: config.sip.drachtio.host,
+        port: config.sip.drachtio.port,
+        secret: config.sip.drachtio.secret,
+        acl: config.sip.acl,
+        digest: config.sip.digest,
+        target: {
+          psidFrom: config.sip.target.psid_from,
+          psidHeader: config.sip.target.psid_header,
+          pageHeader: config.sip.target.page_header,
+        },
+        fromUser: config.sip.from_user,
+        log: log.child({ component: 'sip' }),
+        onSipResponse: (direction: 'sent' | 'received', code: number) => metrics.sipResponse(direction, code),
+      });
+      sip.on('connection', (connected) => {
+        metrics.drachtioConnection(connected);
+        log.info({ connected }, connected ? 'connected to drachtio-server' : 'disconnected from drachtio-server');
+      });
+      metrics.drachtioConnection(false);
+
+      const controller = new CallController({
+        sip,
+        media,
+        legs,
+        graph,
+        log,
+        metrics,
+        options: controllerOptions(config),
+      });
+
+      const adminApp = buildAdminApp({ metrics, readiness: () => daemon.readiness() });
+      const webhookApp = buildWebhookApp({ config, sink: controller, log: log.child({ component: 'webhook' }), metrics });
+      const daemon = new Daemon({ config, log, metrics, pool, sip, graph, pageTokens: tokens, controller, webhookApp, adminApp });
+
+      sip.connect();
+      if (options.waitForSipMs) await sip.waitConnected(options.waitForSipMs).catch(() => undefined);
+
+      const adminAddress = await adminApp.listen({ host: config.admin.listen.host, port: config.admin.listen.port });
+      daemon.adminUrl = adminAddress;
+      const webhookAddress = await webhookApp.listen({ host: config.webhook.listen.host, port: config.webhook.listen.port });
+      daemon.webhookUrl = `${webhookAddress}${config.webhook.path}`;
+      daemon.#statsTimer = setInterval(() => daemon.#collectMediaStats(), 5_000);
+      daemon.#statsTimer.unref();
+      log.info(
+        { webhook: daemon.webhookUrl, admin: daemon.adminUrl, pages: config.pages.length, routes: config.routes.length },
+        'messenger-sip-bridge started',
+      );
+      return daemon;
+    } catch (err) {
+      pool.close();
+      throw err;
+    }
+  }
+
+  readiness(): Readiness {
+    const checks = {
+      config: true,
+      workers: this.pool.healthy,
+      drachtio: this.sip.connected,
+      not_draining: !this.controller.draining && !this.#stopped,
+    };
+    return { ready: Object.values(checks).every(Boolean), checks };
+  }
+
+  /** Apply pages and routes from a new config; live calls keep what they started with. */
+  reload(config: Config): void {
+    const tokens = pageTokens(config);
+    this.#pageTokens.clear();
+    for (const [id, token] of tokens) this.#pageTokens.set(id, token);
+    this.controller.updateOptions(controllerOptions(config));
+    this.#config = config;
+  }
+
+  /** Drain (refuse new calls, let live ones finish up to `drainTimeoutMs`), then close everything. */
+  async stop(drainTimeoutMs: number): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    await this.controller.drain(drainTimeoutMs);
+    await this.close();
+  }
+
+  /** Close at once: hang up every call, close listeners, SIP and workers. Idempotent. */
+  async close(): Promise<void> {
+    this.#stopped = true;
+    if (this.#statsTimer) clearInterval(this.#statsTimer);
+    await this.#webhookApp.close();
+    await this.controller.close();
+    await this.#adminApp.close();
+    this.sip.close();
+    this.pool.close();
+    this.log.info('messenger-sip-bridge stopped');
+  }
+
+  #collectMediaStats(): void {
+    for (const call of this.controller.registry.all()) {
+      const delta = call.takeMediaStatsDelta();
+      if (!delta) continue;
+      this.metrics.mediaPackets('to_pbx', delta.toPbx.packets, delta.toPbx.lost);
+      this.metrics.mediaPackets('to_messenger', delta.toMessenger.packets, delta.toMessenger.lost);
+      if (delta.toPbx.jitterMs) this.metrics.mediaJitter('to_pbx', delta.toPbx.jitterMs / 1000);
+      if (delta.toMessenger.jitterMs) this.metrics.mediaJitter('to_messenger', delta.toMessenger.jitterMs / 1000);
+    }
+  }
+}
+
+function controllerOptions(config: Config): CallControllerOptions {
+  const routes = config.routes.map((route) => ({
+    name: route.name,
+    match: route.match,
+    targets: route.targets,
+    targetTimeoutMs: route.target_timeout_ms,
+    codecs: routeCodecs(config, route) as PbxCodecName[],
+    answerMode: route.answer_mode,
+  }));
+  return {
+    maxConcurrent: config.calls.max_concurrent,
+    pageIds: pageIds(config),
+    defaultPageId: config.sip.default_page,
+    selectRoute: (pageId, psid): CallRoute | undefined => {
+      const route = selectRoute(routes, { pageId, psid });
+      return route ? { ...route, targets: [...route.targets], codecs: [...route.codecs] } : undefined;
+    },
+    hashPsid: config.logging.hash_psid,
+    connectMaxAgeMs: 60_000,
+    acceptDeadlineMs: config.calls.accept_deadline_ms,
+    connectTimeoutMs: config.calls.connect_timeout_ms,
+    mediaConnectTimeoutMs: config.messenger.ice_timeout_ms + config.messenger.dtls_timeout_ms,
+    graphTimeoutMs: config.meta.graph_timeout_ms,
+    headers: { psid: config.sip.headers.psid, pageId: config.sip.headers.page_id, callId: config.sip.headers.call_id },
+    fromUser: config.sip.from_user,
+    permissionCheck: config.calls.permission_check,
+    requestPermissionOnDenied: config.calls.request_permission_on_denied,
+  };
+}
