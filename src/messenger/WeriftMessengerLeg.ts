@@ -1,0 +1,712 @@
+/**
+ * The WebRTC leg toward Meta's media servers, built on werift's parts (not its RTCPeerConnection): werift's ICE
+ * agent (full, controlling), its DTLS client, its SRTP sessions. Meta's servers are ICE-lite and answer
+ * a=setup:passive, so this side nominates the pair and starts DTLS; it also stays the DTLS client when Meta sends
+ * an offer. Using the parts directly gives us exact control of the SDP, of the DTLS start (werift's
+ * RTCDtlsTransport waits a fixed 100 ms before its ClientHello; here the ClientHello leaves as soon as ICE is
+ * connected) and of timeouts. Everything werift-specific lives in this file.
+ */
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { isIPv4, isIPv6 } from 'node:net';
+import type { Logger } from 'pino';
+import {
+  Candidate,
+  Connection,
+  DtlsClient,
+  ProtectionProfileAeadAes128Gcm,
+  ProtectionProfileAes128CmHmacSha1_80,
+  RtcpSenderInfo,
+  RtcpSrPacket,
+  RtpPacket,
+  SrtcpSession,
+  SrtpSession,
+  keyLength,
+  saltLength,
+} from 'werift';
+import type { CandidatePair, IceOptions, IceState, SrtpProfile, Transport } from 'werift';
+import { InvalidStateError, MessengerLegError } from '../core/errors.js';
+import { TypedEmitter } from '../core/TypedEmitter.js';
+import type { MessengerLeg, MessengerLegEvents, MessengerNegotiated } from '../calls/ports.js';
+import {
+  OPUS_PT,
+  buildAnswer,
+  buildOffer,
+  parseRemoteDescription,
+  pickTelephoneEvent,
+  usableCandidates,
+} from './sdp.js';
+import type { LocalTransportParams, RemoteDescription, SdpCandidate, SdpFingerprint } from './sdp.js';
+import type { DtlsCertificate } from './certificate.js';
+
+/** Set-up timings of one leg, in milliseconds, for logs and benchmarks. */
+export interface MessengerLegTimings {
+  /** Candidate gathering (first createOffer/applyOffer). */
+  gatherMs?: number;
+  /** From applying Meta's SDP to ICE connected (pair nominated). */
+  answerToIceMs?: number;
+  /** From applying Meta's SDP to DTLS connected (SRTP keys ready). */
+  answerToDtlsMs?: number;
+  /** DTLS handshake alone (ClientHello to connected). */
+  dtlsMs?: number;
+}
+
+export interface MessengerLegStats {
+  packetsSent: number;
+  bytesSent: number;
+  packetsReceived: number;
+  bytesReceived: number;
+  /** RTP handed to sendRtp before the leg was connected (dropped). */
+  packetsDroppedNotConnected: number;
+  /** Inbound SRTP/SRTCP that failed authentication or did not parse. */
+  packetsDroppedInvalid: number;
+}
+
+export interface WeriftMessengerLegOptions {
+  callId: string;
+  log: Logger;
+  certificate: Promise<DtlsCertificate>;
+  /** Interface addresses to gather on (at most one IPv4 and one IPv6); undefined = every interface. */
+  iceListenIps?: string[];
+  /** Address written into our candidates instead of the local one of the same family (1:1 NAT). */
+  announcedIp?: string;
+  portRange?: [number, number];
+  /** ICE must connect within this many ms after Meta's SDP is applied. */
+  iceTimeoutMs: number;
+  /** DTLS must complete within this many ms after ICE connected. */
+  dtlsTimeoutMs: number;
+  /** Consent is lost when no consent response arrived for this many ms (RFC 7675: 30000). */
+  consentTimeoutMs: number;
+  /** Interval of our RTCP sender reports, ms; 0 disables them. */
+  rtcpIntervalMs: number;
+}
+
+type LegState = 'new' | 'gathering' | 'ready' | 'connecting' | 'dtls' | 'connected' | 'closed';
+
+const SRTP_PROFILES: SrtpProfile[] = [ProtectionProfileAeadAes128Gcm, ProtectionProfileAes128CmHmacSha1_80];
+/** Seconds between 1900 (NTP epoch) and 1970. */
+const NTP_EPOCH_OFFSET = 2208988800;
+
+function normalizeFingerprint(value: string): string {
+  return value.trim().toUpperCase();
+}
+
+function certificateFingerprint(der: Buffer, algorithm: string): string | undefined {
+  const hash = algorithm.toLowerCase().replace('-', '');
+  if (!['sha1', 'sha224', 'sha256', 'sha384', 'sha512'].includes(hash)) return undefined;
+  const hex = createHash(hash).update(der).digest('hex').toUpperCase();
+  return hex.match(/.{2}/g)!.join(':');
+}
+
+function isDtlsRecord(b: number): boolean {
+  return b >= 20 && b <= 63;
+}
+
+function isRtpOrRtcp(b: number): boolean {
+  return b >= 128 && b <= 191;
+}
+
+function isRtcpPacket(buf: Buffer): boolean {
+  const pt = buf[1]! & 0x7f;
+  return pt >= 64 && pt <= 95;
+}
+
+export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> implements MessengerLeg {
+  readonly callId: string;
+  readonly timings: MessengerLegTimings = {};
+  readonly #options: WeriftMessengerLegOptions;
+  readonly #log: Logger;
+  readonly #listeners = new Set<(packet: Buffer) => void>();
+  readonly #stats: MessengerLegStats = {
+    packetsSent: 0,
+    bytesSent: 0,
+    packetsReceived: 0,
+    bytesReceived: 0,
+    packetsDroppedNotConnected: 0,
+    packetsDroppedInvalid: 0,
+  };
+  readonly #ssrc = randomBytes(4).readUInt32BE(0);
+  readonly #identity = {
+    cname: randomBytes(12).toString('base64url'),
+    streamId: randomUUID(),
+    trackId: randomUUID(),
+    sessionId: String(randomBytes(6).readUIntBE(0, 6)),
+  };
+  #state: LegState = 'new';
+  #error: MessengerLegError | undefined;
+  #ice: Connection | undefined;
+  #dtls: DtlsClient | undefined;
+  #dtlsTransport: Transport | undefined;
+  #srtp: SrtpSession | undefined;
+  #srtcp: SrtcpSession | undefined;
+  #local: LocalTransportParams | undefined;
+  #gathering: Promise<LocalTransportParams> | undefined;
+  #remote: RemoteDescription | undefined;
+  #negotiated: MessengerNegotiated | undefined;
+  #sdpVersion = 1;
+  #offered = false;
+  #remoteAppliedAt = 0;
+  #lastRtp: { timestamp: number; at: number } | undefined;
+  readonly #timers = new Set<NodeJS.Timeout>();
+  #consentTimer: NodeJS.Timeout | undefined;
+  #rtcpTimer: NodeJS.Timeout | undefined;
+  #released: Promise<void> = Promise.resolve();
+
+  constructor(options: WeriftMessengerLegOptions) {
+    super();
+    this.#options = options;
+    this.callId = options.callId;
+    this.#log = options.log;
+  }
+
+  get closed(): boolean {
+    return this.#state === 'closed';
+  }
+
+  /** True once ICE and DTLS are up. */
+  get connected(): boolean {
+    return this.#state === 'connected';
+  }
+
+  /** The SSRC we send with (sendRtp rewrites packets to it). */
+  get ssrc(): number {
+    return this.#ssrc;
+  }
+
+  /** ICE state of the underlying agent, for diagnostics. */
+  get iceState(): IceState | undefined {
+    return this.#ice?.state;
+  }
+
+  stats(): MessengerLegStats {
+    return { ...this.#stats };
+  }
+
+  /** Resolves once the sockets of this leg are closed (after close()). */
+  whenReleased(): Promise<void> {
+    return this.#released;
+  }
+
+  negotiated(): MessengerNegotiated | undefined {
+    return this.#negotiated === undefined ? undefined : { ...this.#negotiated };
+  }
+
+  async createOffer(): Promise<string> {
+    this.#assertOpen('createOffer');
+    if (this.#remote !== undefined) throw new InvalidStateError('createOffer after a remote description');
+    const local = await this.#gather();
+    this.#assertOpen('createOffer');
+    this.#offered = true;
+    return buildOffer(local, this.#sdpVersion++);
+  }
+
+  async applyAnswer(sdp: string): Promise<void> {
+    this.#assertOpen('applyAnswer');
+    if (!this.#offered || this.#local === undefined) throw new InvalidStateError('applyAnswer without our offer');
+    if (this.#remote !== undefined) throw new InvalidStateError('an answer was already applied');
+    const remote = parseRemoteDescription(sdp, 'answer');
+    const section = remote.sections.find((s) => s.kind === 'audio' && s.port !== 0 && s.opusPt !== undefined)!;
+    if (remote.setup === 'active') {
+      throw new MessengerLegError('sdp', 'answer asks us to be the DTLS server (a=setup:active); only client is supported');
+    }
+    const te = pickTelephoneEvent(section.telephoneEvents);
+    this.#negotiated = te === undefined ? { opusPt: section.opusPt! } : { opusPt: section.opusPt!, telephoneEvent: te };
+    this.#remote = remote;
+    this.#log.info(
+      { iceLite: remote.iceLite, candidates: remote.candidates.length, negotiated: this.#negotiated },
+      'answer applied',
+    );
+    this.#startIce(remote);
+  }
+
+  async applyOffer(sdp: string): Promise<string> {
+    this.#assertOpen('applyOffer');
+    const offer = parseRemoteDescription(sdp, 'offer');
+    if (offer.setup === 'active') {
+      throw new MessengerLegError('sdp', 'offer asks us to be the DTLS server (a=setup:active); only client is supported');
+    }
+    const initial = this.#remote === undefined;
+    if (!initial) {
+      const current = this.#remote!;
+      if (current.iceUfrag !== offer.iceUfrag || current.icePwd !== offer.icePwd) {
+        throw new MessengerLegError('sdp', 'offer restarts ICE (new ufrag/pwd); ICE restart is not supported');
+      }
+      const known = new Set(current.fingerprints.map((f) => normalizeFingerprint(f.value)));
+      if (!offer.fingerprints.some((f) => known.has(normalizeFingerprint(f.value)))) {
+        throw new MessengerLegError('sdp', 'offer changes the DTLS fingerprint; a new DTLS session is not supported');
+      }
+    }
+    const local = await this.#gather();
+    this.#assertOpen('applyOffer');
+    const answer = buildAnswer(local, offer, this.#sdpVersion++);
+    this.#negotiated =
+      answer.telephoneEvent === undefined
+        ? { opusPt: answer.opusPt }
+        : { opusPt: answer.opusPt, telephoneEvent: answer.telephoneEvent };
+    this.#log.info(
+      {
+        initial,
+        sections: offer.sections.map((s) => ({ mid: s.mid, direction: s.direction })),
+        sendIndex: answer.sendIndex,
+        negotiated: this.#negotiated,
+      },
+      'offer applied',
+    );
+    if (initial) {
+      this.#remote = offer;
+      this.#startIce(offer);
+    } else {
+      // Same transport: keep the original candidates and fingerprint, take the new sections.
+      this.#remote = { ...this.#remote!, sections: offer.sections, version: offer.version };
+    }
+    return answer.sdp;
+  }
+
+  sendRtp(packet: Buffer): void {
+    const srtp = this.#srtp;
+    const ice = this.#ice;
+    if (srtp === undefined || ice === undefined || this.#state !== 'connected') {
+      this.#stats.packetsDroppedNotConnected++;
+      return;
+    }
+    let encrypted: Buffer;
+    try {
+      const rtp = RtpPacket.deSerialize(packet);
+      rtp.header.ssrc = this.#ssrc;
+      encrypted = srtp.encrypt(rtp.payload, rtp.header);
+      this.#lastRtp = { timestamp: rtp.header.timestamp, at: Date.now() };
+    } catch (err) {
+      this.#log.debug({ err }, 'outbound RTP packet dropped');
+      return;
+    }
+    this.#stats.packetsSent++;
+    this.#stats.bytesSent += packet.length;
+    ice.send(encrypted).catch((err: unknown) => this.#onSendError(err));
+  }
+
+  onRtp(listener: (packet: Buffer) => void): () => void {
+    this.#listeners.add(listener);
+    return () => {
+      this.#listeners.delete(listener);
+    };
+  }
+
+  whenConnected(signal?: AbortSignal): Promise<void> {
+    if (this.#state === 'connected') return Promise.resolve();
+    if (this.#state === 'closed') {
+      return Promise.reject(this.#error ?? new MessengerLegError('closed', 'leg closed before it connected'));
+    }
+    return new Promise((resolve, reject) => {
+      const cleanup = (): void => {
+        this.off('connected', onConnected);
+        this.off('failed', onFailed);
+        this.off('closed', onClosed);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const onConnected = (): void => {
+        cleanup();
+        resolve();
+      };
+      const onFailed = (err: MessengerLegError): void => {
+        cleanup();
+        reject(err);
+      };
+      const onClosed = (): void => {
+        cleanup();
+        reject(this.#error ?? new MessengerLegError('closed', 'leg closed before it connected'));
+      };
+      const onAbort = (): void => {
+        cleanup();
+        reject(signal?.reason ?? new Error('aborted waiting for the Messenger leg'));
+      };
+      if (signal?.aborted) {
+        onAbort();
+        return;
+      }
+      this.on('connected', onConnected);
+      this.on('failed', onFailed);
+      this.on('closed', onClosed);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  close(): void {
+    if (this.#state === 'closed') return;
+    const previous = this.#state;
+    this.#state = 'closed';
+    for (const timer of this.#timers) clearTimeout(timer);
+    this.#timers.clear();
+    clearInterval(this.#consentTimer);
+    clearInterval(this.#rtcpTimer);
+    this.#consentTimer = undefined;
+    this.#rtcpTimer = undefined;
+    this.#listeners.clear();
+    this.#srtp = undefined;
+    this.#srtcp = undefined;
+    if (this.#dtls !== undefined) {
+      try {
+        this.#dtls.close();
+      } catch (err) {
+        this.#log.debug({ err }, 'DTLS close failed');
+      }
+    }
+    const ice = this.#ice;
+    const gathering = this.#gathering;
+    this.#released = (async () => {
+      // A gathering in flight opens sockets after close(): wait for it, then close them too.
+      if (gathering !== undefined) await gathering.catch(() => undefined);
+      await ice?.close();
+    })().catch((err: unknown) => {
+      this.#log.warn({ err }, 'ICE agent close failed');
+    });
+    this.#log.info({ previous, stats: this.#stats, timings: this.timings }, 'leg closed');
+    this.safeEmit('closed');
+    this.removeAllListeners();
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+
+  #assertOpen(what: string): void {
+    if (this.#state === 'closed') throw new InvalidStateError(`${what}: leg is closed`);
+  }
+
+  #addTimer(ms: number, fn: () => void): NodeJS.Timeout {
+    const timer = setTimeout(() => {
+      this.#timers.delete(timer);
+      fn();
+    }, ms);
+    this.#timers.add(timer);
+    return timer;
+  }
+
+  #clearTimer(timer: NodeJS.Timeout | undefined): void {
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    this.#timers.delete(timer);
+  }
+
+  #fail(reason: 'ice' | 'dtls' | 'consent', message: string, cause?: unknown): void {
+    if (this.#state === 'closed') return;
+    const err = new MessengerLegError(reason, message, cause === undefined ? undefined : { cause });
+    this.#error = err;
+    this.#log.warn({ err, reason, timings: this.timings }, 'leg failed');
+    this.safeEmit('failed', err);
+    this.close();
+  }
+
+  #families(): Set<4 | 6> {
+    const ips = this.#options.iceListenIps;
+    if (ips === undefined || ips.length === 0) return new Set([4, 6]);
+    const out = new Set<4 | 6>();
+    for (const ip of ips) out.add(isIPv6(ip) ? 6 : 4);
+    return out;
+  }
+
+  #iceOptions(): Partial<IceOptions> {
+    const ips = this.#options.iceListenIps;
+    const options: Partial<IceOptions> = { useTcp: false, iceLite: false };
+    if (this.#options.portRange !== undefined) options.portRange = this.#options.portRange;
+    if (ips !== undefined && ips.length > 0) {
+      const v4 = ips.find((ip) => isIPv4(ip));
+      const v6 = ips.find((ip) => isIPv6(ip));
+      // werift binds each family's socket to interfaceAddresses[family] and advertises the gathered address;
+      // gathering exactly the configured addresses keeps both the same.
+      options.useIpv4 = false;
+      options.useIpv6 = false;
+      options.additionalHostAddresses = [v4, v6].filter((ip): ip is string => ip !== undefined);
+      options.interfaceAddresses = { ...(v4 ? { udp4: v4 } : {}), ...(v6 ? { udp6: v6 } : {}) };
+      const allowed = new Set(options.additionalHostAddresses);
+      options.filterCandidatePair = (pair: CandidatePair) => allowed.has(pair.localCandidate.host);
+    } else {
+      options.useIpv4 = true;
+      options.useIpv6 = true;
+    }
+    return options;
+  }
+
+  #gather(): Promise<LocalTransportParams> {
+    if (this.#gathering !== undefined) return this.#gathering;
+    this.#state = 'gathering';
+    const started = performance.now();
+    const ice = new Connection(true, this.#iceOptions());
+    // werift falls back to a public STUN server when none is configured; we never ask one.
+    ice.stunServer = undefined;
+    this.#ice = ice;
+    this.#gathering = (async () => {
+      const [certificate] = await Promise.all([this.#options.certificate, ice.gatherCandidates()]);
+      const announced = this.#options.announcedIp;
+      const candidates: SdpCandidate[] = ice.localCandidates
+        .filter((c) => c.transport.toLowerCase() === 'udp')
+        .map((c) => ({
+          foundation: c.foundation,
+          component: c.component,
+          transport: 'udp',
+          priority: c.priority,
+          ip: announced !== undefined && isIPv6(announced) === isIPv6(c.host) ? announced : c.host,
+          port: c.port,
+          type: c.type,
+        }));
+      if (candidates.length === 0) throw new MessengerLegError('ice', 'no local ICE candidate could be gathered');
+      this.timings.gatherMs = Math.round(performance.now() - started);
+      const local: LocalTransportParams = {
+        iceUfrag: ice.localUsername,
+        icePwd: ice.localPassword,
+        fingerprint: certificate.fingerprint,
+        candidates,
+        ssrc: this.#ssrc,
+        ...this.#identity,
+      };
+      this.#local = local;
+      if (this.#state === 'gathering') this.#state = 'ready';
+      this.#log.debug({ candidates: candidates.map((c) => `${c.ip}:${c.port}`), ms: this.timings.gatherMs }, 'gathered');
+      ice.onData.subscribe((data) => this.#onIceData(data));
+      ice.stateChanged.subscribe((state) => this.#onIceState(state));
+      return local;
+    })();
+    return this.#gathering;
+  }
+
+  #startIce(remote: RemoteDescription): void {
+    const ice = this.#ice!;
+    for (const c of remote.ignoredCandidates) {
+      this.#log.debug({ candidate: `${c.transport} ${c.ip}:${c.port} ${c.tcptype ?? ''}` }, 'ICE-TCP candidate ignored');
+    }
+    const candidates = usableCandidates(remote.candidates, this.#families());
+    if (candidates.length < remote.candidates.length) {
+      this.#log.debug(
+        { dropped: remote.candidates.length - candidates.length },
+        'candidates of an address family we do not have ignored',
+      );
+    }
+    this.#state = 'connecting';
+    this.#remoteAppliedAt = performance.now();
+    ice.setRemoteParams({ iceLite: remote.iceLite, usernameFragment: remote.iceUfrag, password: remote.icePwd });
+    for (const c of candidates) {
+      void ice.addRemoteCandidate(
+        new Candidate(c.foundation, c.component, c.transport, c.priority, c.ip, c.port, c.type),
+      );
+    }
+    void ice.addRemoteCandidate(undefined);
+    const iceTimer = this.#addTimer(this.#options.iceTimeoutMs, () => {
+      this.#fail('ice', `ICE did not connect within ${this.#options.iceTimeoutMs} ms`);
+    });
+    if (candidates.length === 0) {
+      // Nothing to check: fail now rather than at the timeout.
+      this.#clearTimer(iceTimer);
+      this.#fail('ice', 'no usable remote ICE candidate (UDP, reachable address family)');
+      return;
+    }
+    ice.connect().then(
+      () => {
+        this.#clearTimer(iceTimer);
+        if (this.#state !== 'connecting') return;
+        this.timings.answerToIceMs = Math.round(performance.now() - this.#remoteAppliedAt);
+        const pair = ice.nominated;
+        this.#log.info(
+          {
+            ms: this.timings.answerToIceMs,
+            pair: pair ? `${pair.localCandidate.host}:${pair.localCandidate.port} -> ${pair.remoteAddr.join(':')}` : undefined,
+          },
+          'ICE connected',
+        );
+        this.#startDtls(remote.fingerprints);
+      },
+      (err: unknown) => {
+        this.#clearTimer(iceTimer);
+        if (this.#state !== 'connecting') return;
+        this.#fail('ice', 'ICE connectivity checks failed', err);
+      },
+    );
+  }
+
+  #startDtls(fingerprints: SdpFingerprint[]): void {
+    this.#state = 'dtls';
+    const ice = this.#ice!;
+    const certificatePromise = this.#options.certificate;
+    const dtlsTimer = this.#addTimer(this.#options.dtlsTimeoutMs, () => {
+      this.#fail('dtls', `DTLS did not complete within ${this.#options.dtlsTimeoutMs} ms`);
+    });
+    void certificatePromise.then((certificate) => {
+      if (this.#state !== 'dtls') return;
+      const transport: Transport = {
+        type: 'ice',
+        address: {} as Transport['address'],
+        closed: false,
+        onData: () => undefined,
+        send: (data: Buffer) => ice.send(data),
+        close: async () => {
+          transport.closed = true;
+        },
+      };
+      this.#dtlsTransport = transport;
+      const dtls = new DtlsClient({
+        cert: certificate.certPem,
+        key: certificate.keyPem,
+        signatureHash: certificate.signatureHash,
+        transport,
+        srtpProfiles: SRTP_PROFILES,
+        extendedMasterSecret: true,
+      });
+      this.#dtls = dtls;
+      const started = performance.now();
+      dtls.onConnect.once(() => {
+        this.#clearTimer(dtlsTimer);
+        if (this.#state !== 'dtls') return;
+        this.timings.dtlsMs = Math.round(performance.now() - started);
+        this.#onDtlsConnected(dtls, fingerprints);
+      });
+      dtls.onError.once((err: Error) => {
+        this.#clearTimer(dtlsTimer);
+        this.#fail('dtls', 'DTLS handshake failed', err);
+      });
+      // werift's RTCDtlsTransport sleeps 100 ms here; the ICE pair is nominated already, so we start at once.
+      dtls.connect().catch((err: unknown) => {
+        this.#clearTimer(dtlsTimer);
+        this.#fail('dtls', 'DTLS handshake failed', err);
+      });
+    });
+  }
+
+  #onDtlsConnected(dtls: DtlsClient, fingerprints: SdpFingerprint[]): void {
+    const der = dtls.remoteCertificate;
+    if (der === undefined) {
+      this.#fail('dtls', 'DTLS peer sent no certificate');
+      return;
+    }
+    const matches = fingerprints.some((f) => {
+      const actual = certificateFingerprint(der, f.algorithm);
+      return actual !== undefined && actual === normalizeFingerprint(f.value);
+    });
+    if (!matches) {
+      this.#fail('dtls', 'DTLS peer certificate does not match the SDP fingerprint');
+      return;
+    }
+    const profile = dtls.srtp.srtpProfile as SrtpProfile | undefined;
+    if (profile === undefined) {
+      this.#fail('dtls', 'DTLS peer negotiated no SRTP profile');
+      return;
+    }
+    const keys = dtls.extractSessionKeys(keyLength(profile), saltLength(profile));
+    const config = {
+      keys: {
+        localMasterKey: keys.localKey,
+        localMasterSalt: keys.localSalt,
+        remoteMasterKey: keys.remoteKey,
+        remoteMasterSalt: keys.remoteSalt,
+      },
+      profile,
+    };
+    this.#srtp = new SrtpSession(config);
+    this.#srtcp = new SrtcpSession(config);
+    this.#state = 'connected';
+    this.timings.answerToDtlsMs = Math.round(performance.now() - this.#remoteAppliedAt);
+    this.#log.info({ timings: this.timings, srtpProfile: profile }, 'connected');
+    this.#startConsentMonitor();
+    this.#startRtcp();
+    this.safeEmit('connected');
+  }
+
+  #onIceData(data: Buffer): void {
+    if (data.length < 2) return;
+    const first = data[0]!;
+    if (isDtlsRecord(first)) {
+      this.#dtlsTransport?.onData(data, ['', 0]);
+      return;
+    }
+    if (!isRtpOrRtcp(first)) return;
+    if (isRtcpPacket(data)) {
+      const srtcp = this.#srtcp;
+      if (srtcp === undefined) return;
+      try {
+        srtcp.decrypt(data);
+      } catch {
+        this.#stats.packetsDroppedInvalid++;
+      }
+      return;
+    }
+    const srtp = this.#srtp;
+    if (srtp === undefined) return;
+    let plain: Buffer;
+    try {
+      plain = srtp.decrypt(data);
+    } catch {
+      this.#stats.packetsDroppedInvalid++;
+      return;
+    }
+    this.#stats.packetsReceived++;
+    this.#stats.bytesReceived += plain.length;
+    for (const listener of this.#listeners) {
+      try {
+        listener(plain);
+      } catch (err) {
+        this.#log.warn({ err }, 'RTP listener threw');
+      }
+    }
+  }
+
+  #onIceState(state: IceState): void {
+    if (this.#state === 'closed') return;
+    this.#log.debug({ state }, 'ICE state');
+    if (state === 'failed' && (this.#state === 'connected' || this.#state === 'dtls')) {
+      this.#fail('consent', 'ICE consent expired');
+    }
+  }
+
+  #startConsentMonitor(): void {
+    const ice = this.#ice!;
+    let lastCount = -1;
+    let lastFreshAt = Date.now();
+    const period = Math.min(1000, Math.max(100, Math.floor(this.#options.consentTimeoutMs / 4)));
+    this.#consentTimer = setInterval(() => {
+      const pair = ice.nominated;
+      const count = pair?.responsesReceived ?? 0;
+      if (count !== lastCount) {
+        lastCount = count;
+        lastFreshAt = Date.now();
+        return;
+      }
+      if (Date.now() - lastFreshAt > this.#options.consentTimeoutMs) {
+        this.#fail('consent', `no ICE consent response for ${this.#options.consentTimeoutMs} ms`);
+      }
+    }, period);
+  }
+
+  #startRtcp(): void {
+    if (this.#options.rtcpIntervalMs <= 0) return;
+    this.#rtcpTimer = setInterval(() => this.#sendSenderReport(), this.#options.rtcpIntervalMs);
+  }
+
+  #sendSenderReport(): void {
+    const srtcp = this.#srtcp;
+    const ice = this.#ice;
+    const last = this.#lastRtp;
+    if (srtcp === undefined || ice === undefined || last === undefined) return;
+    const now = Date.now();
+    const seconds = now / 1000 + NTP_EPOCH_OFFSET;
+    const ntp = (BigInt(Math.floor(seconds)) << 32n) | BigInt(Math.floor((seconds % 1) * 2 ** 32));
+    // Extrapolate the RTP clock (48 kHz) from the last packet sent.
+    const rtpTimestamp = (last.timestamp + Math.round(((now - last.at) * 48000) / 1000)) >>> 0;
+    try {
+      const sr = new RtcpSrPacket({
+        ssrc: this.#ssrc,
+        senderInfo: new RtcpSenderInfo({
+          ntpTimestamp: ntp,
+          rtpTimestamp,
+          packetCount: this.#stats.packetsSent >>> 0,
+          octetCount: this.#stats.bytesSent >>> 0,
+        }),
+        reports: [],
+      });
+      const encrypted = srtcp.encrypt(sr.serialize());
+      ice.send(encrypted).catch((err: unknown) => this.#onSendError(err));
+    } catch (err) {
+      this.#log.debug({ err }, 'RTCP sender report not sent');
+    }
+  }
+
+  #sendErrorsLogged = 0;
+
+  #onSendError(err: unknown): void {
+    // One line per burst is enough: a lost path shows up as consent failure.
+    if (this.#sendErrorsLogged++ % 500 === 0) this.#log.debug({ err }, 'send failed');
+  }
+}

@@ -1,0 +1,85 @@
+/**
+ * Creates Messenger legs with one shared configuration and one DTLS certificate per factory.
+ */
+import { isIP } from 'node:net';
+import type { Logger } from 'pino';
+import type { MessengerLegFactory } from '../calls/ports.js';
+import { createDtlsCertificate } from './certificate.js';
+import type { DtlsCertificate } from './certificate.js';
+import { WeriftMessengerLeg } from './WeriftMessengerLeg.js';
+
+export interface WeriftMessengerLegFactoryOptions {
+  /** Interface addresses to gather candidates on (at most one IPv4 and one IPv6); default: every interface. */
+  iceListenIps?: string[];
+  /** Public address to write into our candidates instead of the local one (1:1 NAT). */
+  announcedIp?: string;
+  /** UDP port range [min, max] for the ICE sockets; default: ephemeral ports. */
+  portRange?: [number, number];
+  /** ICE must connect within this many ms after Meta's SDP is applied. Default 10000. */
+  iceTimeoutMs?: number;
+  /** DTLS must complete within this many ms after ICE connected. Default 10000. */
+  dtlsTimeoutMs?: number;
+  /** The leg fails with 'consent' when no ICE consent response arrived for this many ms. Default 30000 (RFC 7675). */
+  consentTimeoutMs?: number;
+  /** RTCP sender report interval in ms; 0 disables. Default 5000. */
+  rtcpIntervalMs?: number;
+  log: Logger;
+}
+
+export class WeriftMessengerLegFactory implements MessengerLegFactory {
+  readonly #options: Readonly<Required<Omit<WeriftMessengerLegFactoryOptions, 'iceListenIps' | 'announcedIp' | 'portRange'>>> &
+    Pick<WeriftMessengerLegFactoryOptions, 'iceListenIps' | 'announcedIp' | 'portRange'>;
+  #certificate: Promise<DtlsCertificate> | undefined;
+
+  constructor(options: WeriftMessengerLegFactoryOptions) {
+    for (const ip of [...(options.iceListenIps ?? []), ...(options.announcedIp ? [options.announcedIp] : [])]) {
+      if (isIP(ip) === 0) throw new TypeError(`not an IP address: ${ip}`);
+    }
+    const range = options.portRange;
+    if (range !== undefined && !(range[0] > 0 && range[0] <= range[1] && range[1] <= 65535)) {
+      throw new TypeError(`invalid portRange ${range.join('-')}`);
+    }
+    this.#options = Object.freeze({
+      iceListenIps: options.iceListenIps,
+      announcedIp: options.announcedIp,
+      portRange: options.portRange,
+      iceTimeoutMs: options.iceTimeoutMs ?? 10_000,
+      dtlsTimeoutMs: options.dtlsTimeoutMs ?? 10_000,
+      consentTimeoutMs: options.consentTimeoutMs ?? 30_000,
+      rtcpIntervalMs: options.rtcpIntervalMs ?? 5_000,
+      log: options.log,
+    });
+  }
+
+  /** Generate the DTLS certificate now rather than on the first call (optional). */
+  async prepare(): Promise<void> {
+    await this.#getCertificate();
+  }
+
+  create(options: { callId: string; log: Logger }): WeriftMessengerLeg {
+    const o = this.#options;
+    return new WeriftMessengerLeg({
+      callId: options.callId,
+      log: options.log.child({ component: 'messenger' }),
+      certificate: this.#getCertificate(),
+      ...(o.iceListenIps !== undefined ? { iceListenIps: o.iceListenIps } : {}),
+      ...(o.announcedIp !== undefined ? { announcedIp: o.announcedIp } : {}),
+      ...(o.portRange !== undefined ? { portRange: o.portRange } : {}),
+      iceTimeoutMs: o.iceTimeoutMs,
+      dtlsTimeoutMs: o.dtlsTimeoutMs,
+      consentTimeoutMs: o.consentTimeoutMs,
+      rtcpIntervalMs: o.rtcpIntervalMs,
+    });
+  }
+
+  #getCertificate(): Promise<DtlsCertificate> {
+    if (this.#certificate === undefined) {
+      this.#certificate = createDtlsCertificate();
+      this.#certificate.catch((err: unknown) => {
+        this.#options.log.error({ err }, 'DTLS certificate generation failed');
+        this.#certificate = undefined;
+      });
+    }
+    return this.#certificate;
+  }
+}
