@@ -1,0 +1,230 @@
+/**
+ * SipDialog over a drachtio-srf Dialog: BYE both ways, re-INVITE/UPDATE answered through the controller's
+ * handler, DTMF by SIP INFO, session-timer refreshes (answering them, sending them when we are the refresher,
+ * and ending a session the PBX stopped refreshing).
+ */
+import type { Logger } from 'pino';
+import type { SipDialog, SipDialogEvents } from '../calls/ports.js';
+import { TypedEmitter } from '../core/TypedEmitter.js';
+import { parseDtmfInfo } from './dtmfInfo.js';
+import { decideAsUas, expiryDeadlineMs, type SessionTimer } from './sessionTimer.js';
+import type { SrfDialog, SrfRequest, SrfResponse } from './srfTypes.js';
+
+/** How long end() waits for the BYE's response before giving up on it (ms). */
+const BYE_DEADLINE_MS = 10_000;
+
+export interface SrfSipDialogOptions {
+  dialog: SrfDialog;
+  log: Logger;
+  /** Session timer negotiated in the dialog-creating transaction, if any. */
+  sessionTimer?: SessionTimer;
+  onSipResponse?: (direction: 'sent' | 'received', status: number) => void;
+}
+
+/** `o=` session id and version: equal in two offers means "nothing changed" (a session refresh). */
+function originKey(sdp: string): string | undefined {
+  const m = /^o=\S+ (\S+) (\S+) /m.exec(sdp);
+  return m ? `${m[1]} ${m[2]}` : undefined;
+}
+
+function reasonHeader(status: number, text: string): string {
+  return `SIP;cause=${status};text="${text.replace(/["\\\r\n]/g, ' ')}"`;
+}
+
+export class SrfSipDialog extends TypedEmitter<SipDialogEvents> implements SipDialog {
+  readonly id: string;
+  readonly #dialog: SrfDialog;
+  readonly #log: Logger;
+  readonly #onSipResponse: (direction: 'sent' | 'received', status: number) => void;
+  #ended = false;
+  #endPromise: Promise<void> | undefined;
+  #reinviteHandler: ((offer: string) => string) | undefined;
+  #remoteSdp: string;
+  #localSdp: string;
+  #sessionTimer: SessionTimer | undefined;
+  #sessionTimeout: NodeJS.Timeout | undefined;
+
+  constructor(options: SrfSipDialogOptions) {
+    super();
+    this.#dialog = options.dialog;
+    this.id = options.dialog.id;
+    this.#log = options.log.child({ sipDialogId: this.id });
+    this.#onSipResponse = options.onSipResponse ?? (() => undefined);
+    this.#remoteSdp = options.dialog.remote.sdp ?? '';
+    this.#localSdp = options.dialog.local.sdp ?? '';
+    this.#sessionTimer = options.sessionTimer;
+
+    const dialog = this.#dialog;
+    dialog.on('destroy', () => this.#onRemoteBye());
+    // No 'hold'/'unhold'/'refresh' listeners: with them srf would answer re-INVITEs itself (wire quirk 9).
+    dialog.on('modify', (req: SrfRequest, res: SrfResponse) => this.#onReinvite(req, res));
+    dialog.on('update', (req: SrfRequest, res: SrfResponse) => this.#onReinvite(req, res));
+    dialog.on('info', (req: SrfRequest, res: SrfResponse) => this.#onInfo(req, res));
+    dialog.on('refer', (_req: SrfRequest, res: SrfResponse) => this.#send(res, 501));
+    this.#armSessionTimer();
+  }
+
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /** The session timer in force, if any (for logs and tests). */
+  get sessionTimer(): SessionTimer | undefined {
+    return this.#sessionTimer;
+  }
+
+  setReinviteHandler(handler: (offer: string) => string): void {
+    this.#reinviteHandler = handler;
+  }
+
+  end(): Promise<void> {
+    if (this.#endPromise) return this.#endPromise;
+    if (this.#ended) return Promise.resolve();
+    this.#ended = true;
+    this.#clearSessionTimer();
+    this.#log.debug('sending BYE');
+    let deadline: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => {
+      deadline = setTimeout(() => {
+        this.#log.warn({ deadlineMs: BYE_DEADLINE_MS }, 'no response to BYE');
+        resolve();
+      }, BYE_DEADLINE_MS);
+    });
+    const bye = this.#dialog.destroy().then(
+      () => undefined,
+      (err: unknown) => this.#log.warn({ err }, 'BYE failed'),
+    );
+    this.#endPromise = Promise.race([bye, timeout]).finally(() => clearTimeout(deadline));
+    return this.#endPromise;
+  }
+
+  #send(res: SrfResponse, status: number, opts?: { headers?: Record<string, string>; body?: string }): void {
+    try {
+      res.send(status, opts ?? {});
+      this.#onSipResponse('sent', status);
+    } catch (err) {
+      this.#log.warn({ err, status }, 'sending response failed');
+    }
+  }
+
+  #onRemoteBye(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#clearSessionTimer();
+    this.#log.info('BYE from the PBX');
+    this.safeEmit('bye');
+  }
+
+  #onReinvite(req: SrfRequest, res: SrfResponse): void {
+    const method = req.method;
+    const offer = req.body ?? '';
+    const decision = decideAsUas({
+      sessionExpires: req.get('Session-Expires') ?? req.get('x'),
+      minSe: req.get('Min-SE'),
+      supported: req.get('Supported') ?? req.get('k'),
+    });
+    if (decision.kind === 'too_small') {
+      this.#send(res, 422, { headers: { 'Min-SE': String(decision.minSe) } });
+      return;
+    }
+    const timerHeaders = decision.kind === 'timer' ? decision.responseHeaders : {};
+    if (decision.kind === 'timer') this.#sessionTimer = decision.timer;
+    this.#armSessionTimer();
+
+    const isRefresh = offer.trim() === '' || (originKey(offer) !== undefined && originKey(offer) === originKey(this.#remoteSdp));
+    if (isRefresh) {
+      this.#log.debug({ method }, 'session refresh');
+      // An UPDATE without SDP is answered without SDP; a re-INVITE always carries our current description.
+      const withBody = method === 'INVITE' || offer.trim() !== '';
+      this.#send(res, 200, {
+        headers: withBody
+          ? { ...timerHeaders, 'Content-Type': 'application/sdp', Contact: this.#dialog.local.contact }
+          : timerHeaders,
+        body: withBody ? this.#localSdp : undefined,
+      });
+      return;
+    }
+
+    const handler = this.#reinviteHandler;
+    let answer: string;
+    try {
+      if (!handler) throw new Error('no re-INVITE handler');
+      answer = handler(offer);
+    } catch (err) {
+      this.#log.warn({ err, method }, 're-INVITE offer refused');
+      this.#send(res, 488, { headers: { Reason: reasonHeader(488, (err as Error)?.message ?? 'offer not acceptable') } });
+      return;
+    }
+    this.#remoteSdp = offer;
+    this.#localSdp = answer;
+    this.#dialog.local.sdp = answer;
+    this.#log.info({ method }, 'remote offer answered');
+    this.#send(res, 200, {
+      headers: { ...timerHeaders, 'Content-Type': 'application/sdp', Contact: this.#dialog.local.contact },
+      body: answer,
+    });
+  }
+
+  #onInfo(req: SrfRequest, res: SrfResponse): void {
+    const contentType = req.get('Content-Type') ?? req.get('c');
+    let event;
+    try {
+      event = parseDtmfInfo(contentType, req.body ?? '');
+    } catch (err) {
+      this.#log.warn({ err, contentType }, 'malformed DTMF INFO');
+      this.#send(res, 400);
+      return;
+    }
+    this.#send(res, 200);
+    if (event) {
+      this.#log.debug({ digit: event.digit, durationMs: event.durationMs }, 'DTMF by INFO');
+      this.safeEmit('dtmf', event);
+    } else {
+      this.#log.debug({ contentType }, 'INFO ignored');
+    }
+  }
+
+  #clearSessionTimer(): void {
+    if (this.#sessionTimeout) clearTimeout(this.#sessionTimeout);
+    this.#sessionTimeout = undefined;
+  }
+
+  /** (Re)start the session timer after the dialog was created or refreshed. */
+  #armSessionTimer(): void {
+    this.#clearSessionTimer();
+    const timer = this.#sessionTimer;
+    if (!timer || this.#ended) return;
+    if (timer.refresher === 'them') {
+      this.#sessionTimeout = setTimeout(() => {
+        this.#log.warn({ expiresSec: timer.expiresSec }, 'session expired without refresh: ending the call');
+        void this.end();
+        this.safeEmit('bye');
+      }, expiryDeadlineMs(timer.expiresSec));
+    } else {
+      this.#sessionTimeout = setTimeout(() => void this.#refresh(timer), (timer.expiresSec * 1000) / 2);
+    }
+    this.#sessionTimeout.unref?.();
+  }
+
+  /** We are the refresher: re-INVITE with our unchanged description. A failed refresh ends the call. */
+  async #refresh(timer: SessionTimer): Promise<void> {
+    if (this.#ended) return;
+    try {
+      this.#log.debug({ expiresSec: timer.expiresSec }, 'sending session refresh');
+      const sdp = await this.#dialog.modify(this.#localSdp, {
+        headers: {
+          'Session-Expires': `${timer.expiresSec};refresher=uac`,
+          Supported: 'timer',
+          Contact: this.#dialog.local.contact,
+        },
+      });
+      if (sdp) this.#remoteSdp = sdp;
+      this.#armSessionTimer();
+    } catch (err) {
+      if (this.#ended) return;
+      this.#log.warn({ err }, 'session refresh failed: ending the call');
+      void this.end();
+      this.safeEmit('bye');
+    }
+  }
+}
