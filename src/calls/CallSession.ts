@@ -87,8 +87,11 @@ export interface CallSessionOptions {
 interface Ending {
   outcome: CallOutcome;
   reason: string;
-  /** What to tell Meta. */
-  meta: 'reject' | 'terminate' | 'none';
+  /**
+   * What to tell Meta. 'auto': once any accept/connect in flight has settled, terminate an accepted call, reject an
+   * unaccepted consumer-initiated one, nothing otherwise.
+   */
+  meta: 'reject' | 'terminate' | 'none' | 'auto';
   /** What to tell the PBX (a refusal only applies before the dialog exists). */
   sip: 'bye' | 'cancel' | 'refuse' | 'none';
   refusal?: SipRefusal;
@@ -125,6 +128,8 @@ export class CallSession {
   #mediaVersion = -1;
   /** Graph accept/connect has succeeded: Meta knows the call, so ending it needs terminate, not reject. */
   #metaAccepted = false;
+  /** The accept/connect request in flight, if any. */
+  #metaPending: Promise<void> | undefined;
   #statusWaiters = new Map<string, () => void>();
   #remoteAnswerApplied = false;
   #onRemoteAnswer: (() => void) | undefined;
@@ -177,7 +182,7 @@ export class CallSession {
 
       this.#transition('inviting', `to ${route.targets.join(', ')}`);
       const remainingMs = Math.max(1, deadline - Date.now());
-      const inviteAbort = AbortSignal.any([this.#abort.signal, AbortSignal.timeout(remainingMs)]);
+      const inviteAbort = AbortSignal.any([this.#abort.signal, this.#deadline(remainingMs)]);
       metrics?.webhookToInvite((Date.now() - receivedAt) / 1000);
       let result;
       try {
@@ -205,7 +210,7 @@ export class CallSession {
         this.end({
           outcome: timedOut ? 'pbx_timeout' : 'rejected_pbx',
           reason: timedOut ? `PBX did not answer within ${opts.acceptDeadlineMs} ms` : `PBX refused: ${reasonOf(err)}`,
-          meta: this.#metaAccepted ? 'terminate' : 'reject',
+          meta: 'auto',
           sip: 'none',
         });
         return;
@@ -243,9 +248,14 @@ export class CallSession {
     const leg = this.#leg!;
     let accepted;
     try {
-      accepted = await this.#step(
-        graph.accept(this.pageId, this.metaCallId!, offer, this.#graphSignal()),
+      const pending = graph.accept(this.pageId, this.metaCallId!, offer, this.#graphSignal());
+      this.#metaPending = pending.then(
+        () => {
+          this.#metaAccepted = true;
+        },
+        () => undefined,
       );
+      accepted = await this.#step(pending);
     } catch (err) {
       if (err instanceof CallEnded) throw err;
       this.#metaStatus = err instanceof GraphError ? `accept failed: ${err.code}` : 'accept failed';
@@ -280,7 +290,7 @@ export class CallSession {
       this.end({
         outcome: 'canceled',
         reason: 'PBX sent CANCEL',
-        meta: this.metaCallId ? 'terminate' : 'none',
+        meta: 'auto',
         sip: 'none',
       });
     });
@@ -328,7 +338,16 @@ export class CallSession {
       this.#transition('connecting', 'Graph connect');
       let connected;
       try {
-        connected = await this.#step(graph.connect(this.pageId, this.psid, offer, this.#graphSignal()));
+        const pending = graph.connect(this.pageId, this.psid, offer, this.#graphSignal());
+        this.#metaPending = pending.then(
+          (result) => {
+            // Recorded even if the call ended meanwhile (CANCEL): Meta's call then needs its terminate.
+            this.metaCallId = result.callId;
+            this.#metaAccepted = true;
+          },
+          () => undefined,
+        );
+        connected = await this.#step(pending);
       } catch (err) {
         if (err instanceof CallEnded) throw err;
         const refusal = refusalForGraphError(err);
@@ -424,7 +443,7 @@ export class CallSession {
     this.end({
       outcome: this.#answeredAt ? 'completed' : 'canceled',
       reason,
-      meta: this.#metaAccepted ? 'terminate' : this.direction === 'user_initiated' ? 'reject' : 'none',
+      meta: 'auto',
       sip: this.#dialog ? 'bye' : this.#incoming ? 'refuse' : 'cancel',
       refusal: { status: 503, reason, outcome: 'canceled' },
     });
@@ -481,8 +500,13 @@ export class CallSession {
     }
     // 'cancel': the pending INVITE is cancelled by the abort signal given to sip.invite().
 
-    if (this.metaCallId && ending.meta !== 'none') {
-      const action = ending.meta;
+    let action = ending.meta;
+    if (action === 'auto') {
+      // An accept/connect still in flight decides whether Meta needs reject or terminate.
+      await this.#metaPending?.catch(() => undefined);
+      action = this.#metaAccepted ? 'terminate' : this.direction === 'user_initiated' ? 'reject' : 'none';
+    }
+    if (this.metaCallId && action !== 'none') {
       const signal = AbortSignal.timeout(this.#deps.options.graphTimeoutMs * 2);
       const call =
         action === 'reject'
@@ -539,7 +563,7 @@ export class CallSession {
       this.end({
         outcome: 'media_failed',
         reason: `Messenger leg failed (${err.reason}): ${err.message}`,
-        meta: this.#metaAccepted ? 'terminate' : this.direction === 'user_initiated' ? 'reject' : 'none',
+        meta: 'auto',
         sip: this.#dialog ? 'bye' : this.#incoming ? 'refuse' : 'cancel',
         refusal: { status: 503, reason: 'Messenger media failed', outcome: 'media_failed' },
       });
@@ -567,7 +591,7 @@ export class CallSession {
       this.end({
         outcome: 'media_failed',
         reason: `media failed: ${err.code}: ${err.message}`,
-        meta: this.#metaAccepted ? 'terminate' : this.direction === 'user_initiated' ? 'reject' : 'none',
+        meta: 'auto',
         sip: this.#dialog ? 'bye' : this.#incoming ? 'refuse' : 'cancel',
         refusal: { status: 503, reason: 'media failed', outcome: 'media_failed' },
       });
@@ -585,7 +609,7 @@ export class CallSession {
       this.end({
         outcome: 'completed',
         reason: 'PBX hung up (BYE)',
-        meta: this.#metaAccepted ? 'terminate' : this.direction === 'user_initiated' ? 'reject' : 'none',
+        meta: 'auto',
         sip: 'none',
       });
     });
@@ -602,7 +626,7 @@ export class CallSession {
 
   async #connectMedia(leg: MessengerLeg): Promise<void> {
     this.#transition('media', 'waiting for ICE/DTLS toward Meta');
-    const timeout = AbortSignal.timeout(this.#deps.options.mediaConnectTimeoutMs);
+    const timeout = this.#deadline(this.#deps.options.mediaConnectTimeoutMs);
     try {
       await this.#step(leg.whenConnected(AbortSignal.any([this.#abort.signal, timeout])));
     } catch (err) {
@@ -640,6 +664,17 @@ export class CallSession {
         },
       );
     });
+  }
+
+  /** An AbortSignal that fires after `ms`, on a timer the call owns (cleared when the call ends). */
+  #deadline(ms: number): AbortSignal {
+    const controller = new AbortController();
+    const timer = setTimeout(() => {
+      this.#timers.delete(timer);
+      controller.abort(new Error(`deadline of ${ms} ms passed`));
+    }, ms);
+    this.#timers.add(timer);
+    return controller.signal;
   }
 
   #graphSignal(): AbortSignal {
@@ -685,7 +720,7 @@ export class CallSession {
     this.end({
       outcome: 'media_failed',
       reason: reasonOf(err),
-      meta: this.#metaAccepted ? 'terminate' : this.direction === 'user_initiated' ? 'reject' : 'none',
+      meta: 'auto',
       sip: this.#dialog ? 'bye' : this.#incoming ? 'refuse' : 'cancel',
       refusal: { status: 500, reason: 'bridge error', outcome: 'media_failed' },
     });

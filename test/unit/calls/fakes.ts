@@ -1,0 +1,319 @@
+/**
+ * In-memory stand-ins for the controller's ports, recording what the controller asked for. They let the state machine
+ * be driven through every path quickly; the end-to-end tests run the same flows with the real modules.
+ */
+import pino from 'pino';
+import { TypedEmitter } from '../../../src/core/TypedEmitter.js';
+import { GraphError, MediaError, SipError } from '../../../src/core/errors.js';
+import type {
+  CallMedia,
+  CallMediaEvents,
+  CallMediaStats,
+  CallMetricsSink,
+  CallOutcome,
+  DtmfEvent,
+  GraphPort,
+  IncomingCall,
+  IncomingCallEvents,
+  MediaEngine,
+  MessengerLeg,
+  MessengerLegEvents,
+  MessengerLegFactory,
+  MessengerNegotiated,
+  OutboundCallOptions,
+  OutboundCallResult,
+  PbxCodecName,
+  SipDialog,
+  SipDialogEvents,
+  SipPort,
+  SipPortEvents,
+} from '../../../src/calls/ports.js';
+import type { CallControllerOptions } from '../../../src/calls/CallController.js';
+
+export const silentLog = pino({ level: 'silent' });
+
+export function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+export class FakeLeg extends TypedEmitter<MessengerLegEvents> implements MessengerLeg {
+  closed = false;
+  answers: string[] = [];
+  offersApplied: string[] = [];
+  connected = deferred<void>();
+  sendRtp(): void {}
+  onRtp(): () => void {
+    return () => undefined;
+  }
+  async createOffer(): Promise<string> {
+    return 'v=0 our-offer';
+  }
+  async applyAnswer(sdp: string): Promise<void> {
+    this.answers.push(sdp);
+    this.connected.resolve();
+  }
+  async applyOffer(sdp: string): Promise<string> {
+    this.offersApplied.push(sdp);
+    this.connected.resolve();
+    return 'v=0 our-answer';
+  }
+  negotiated(): MessengerNegotiated | undefined {
+    return { opusPt: 111 };
+  }
+  whenConnected(signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      signal?.addEventListener('abort', () => reject(signal.reason), { once: true });
+      this.connected.promise.then(resolve, reject);
+    });
+  }
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.safeEmit('closed');
+  }
+}
+
+export class FakeLegs implements MessengerLegFactory {
+  created: FakeLeg[] = [];
+  create(): MessengerLeg {
+    const leg = new FakeLeg();
+    this.created.push(leg);
+    return leg;
+  }
+}
+
+export class FakeMedia extends TypedEmitter<CallMediaEvents> implements CallMedia {
+  closed = false;
+  pbxCodec: PbxCodecName | undefined;
+  started = 0;
+  dtmfToMessenger: DtmfEvent[] = [];
+  reoffers: string[] = [];
+  createPbxOffer(): string {
+    return 'v=0 pbx-offer';
+  }
+  applyPbxAnswer(sdp: string): void {
+    if (sdp.includes('no-codec')) throw new Error('no common codec');
+    this.pbxCodec = 'PCMU';
+  }
+  answerPbxOffer(sdp: string): string {
+    this.reoffers.push(sdp);
+    if (sdp.includes('video-only')) {
+      throw new MediaError('NO_COMMON_CODEC', 'PBX offered only video');
+    }
+    this.pbxCodec = 'PCMU';
+    return 'v=0 pbx-answer';
+  }
+  start(): void {
+    this.started++;
+  }
+  sendDtmfToMessenger(event: DtmfEvent): void {
+    this.dtmfToMessenger.push(event);
+  }
+  stats(): CallMediaStats {
+    return { transcoding: true, toPbx: { packets: 0, lost: 0, jitterMs: 0 }, toMessenger: { packets: 0, lost: 0, jitterMs: 0 } };
+  }
+  close(): void {
+    this.closed = true;
+  }
+}
+
+export class FakeMediaEngine implements MediaEngine {
+  healthy = true;
+  created: FakeMedia[] = [];
+  async createCallMedia(): Promise<CallMedia> {
+    const media = new FakeMedia();
+    this.created.push(media);
+    return media;
+  }
+}
+
+export class FakeDialog extends TypedEmitter<SipDialogEvents> implements SipDialog {
+  id = `dlg-${Math.random()}`;
+  ended = false;
+  byeSent = 0;
+  reinvite: ((offer: string) => string) | undefined;
+  setReinviteHandler(handler: (offer: string) => string): void {
+    this.reinvite = handler;
+  }
+  async end(): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    this.byeSent++;
+  }
+  /** The far end hangs up. */
+  remoteBye(): void {
+    this.ended = true;
+    this.safeEmit('bye');
+  }
+}
+
+export interface PendingInvite {
+  options: OutboundCallOptions;
+  answer(sdp?: string): FakeDialog;
+  fail(status: number): void;
+  canceled: boolean;
+}
+
+export class FakeSip extends TypedEmitter<SipPortEvents> implements SipPort {
+  connected = true;
+  invites: PendingInvite[] = [];
+  inviteArrived = deferred<PendingInvite>();
+
+  invite(options: OutboundCallOptions): Promise<OutboundCallResult> {
+    return new Promise((resolve, reject) => {
+      const pending: PendingInvite = {
+        options,
+        canceled: false,
+        answer: (sdp = 'v=0 pbx-answer-sdp') => {
+          const dialog = new FakeDialog();
+          resolve({ dialog, sdp, target: options.targets[0]!, status: 200 });
+          return dialog;
+        },
+        fail: (status) => reject(new SipError(status, 'failed')),
+      };
+      options.signal.addEventListener(
+        'abort',
+        () => {
+          pending.canceled = true;
+          reject(new SipError(487, 'Request Terminated'));
+        },
+        { once: true },
+      );
+      this.invites.push(pending);
+      this.inviteArrived.resolve(pending);
+      this.inviteArrived = deferred<PendingInvite>();
+    });
+  }
+}
+
+export class FakeIncoming extends TypedEmitter<IncomingCallEvents> implements IncomingCall {
+  sipCallId = `sip-${Math.random()}`;
+  sourceAddress = '127.0.0.1';
+  canceled = false;
+  ringingSent = 0;
+  rejected: { status: number; reason: string } | undefined;
+  dialog: FakeDialog | undefined;
+  answered = deferred<string>();
+  final = deferred<number>();
+  constructor(
+    readonly psid: string | undefined,
+    readonly pageId: string | undefined,
+    readonly sdp = 'v=0 pbx-offer-audio',
+  ) {
+    super();
+  }
+  ringing(): void {
+    this.ringingSent++;
+  }
+  async answer(sdp: string): Promise<SipDialog> {
+    this.dialog = new FakeDialog();
+    this.answered.resolve(sdp);
+    this.final.resolve(200);
+    return this.dialog;
+  }
+  reject(status: number, reason: string): void {
+    this.rejected = { status, reason };
+    this.final.resolve(status);
+  }
+  cancel(): void {
+    this.canceled = true;
+    this.safeEmit('cancel');
+  }
+}
+
+type GraphCall = { action: string; pageId: string; callId?: string; psid?: string };
+
+export class FakeGraph implements GraphPort {
+  calls: GraphCall[] = [];
+  acceptResult: { sdpAnswer: string; sdpRenegotiation?: string } | Error = { sdpAnswer: 'v=0 meta-answer' };
+  connectResult: { callId: string; sdpAnswer?: string } | Error = { callId: 'meta-b-1', sdpAnswer: 'v=0 meta-answer' };
+  permission: boolean | Error = true;
+  acted = new Map<string, ReturnType<typeof deferred<void>>>();
+
+  #record(entry: GraphCall): void {
+    this.calls.push(entry);
+    this.waitFor(entry.action).resolve();
+  }
+  waitFor(action: string): ReturnType<typeof deferred<void>> {
+    let d = this.acted.get(action);
+    if (!d) {
+      d = deferred<void>();
+      this.acted.set(action, d);
+    }
+    return d;
+  }
+  actions(): string[] {
+    return this.calls.map((c) => c.action);
+  }
+  async accept(pageId: string, callId: string) {
+    this.#record({ action: 'accept', pageId, callId });
+    if (this.acceptResult instanceof Error) throw this.acceptResult;
+    return this.acceptResult;
+  }
+  async reject(pageId: string, callId: string) {
+    this.#record({ action: 'reject', pageId, callId });
+  }
+  async terminate(pageId: string, callId: string) {
+    this.#record({ action: 'terminate', pageId, callId });
+  }
+  async connect(pageId: string, psid: string) {
+    this.#record({ action: 'connect', pageId, psid });
+    if (this.connectResult instanceof Error) throw this.connectResult;
+    return this.connectResult;
+  }
+  async mediaUpdate() {
+    return {};
+  }
+  async checkPermission(pageId: string, psid: string) {
+    this.#record({ action: 'permission', pageId, psid });
+    if (this.permission instanceof Error) throw this.permission;
+    return { canCall: this.permission, raw: {} };
+  }
+  async requestPermission(pageId: string, psid: string) {
+    this.#record({ action: 'request_permission', pageId, psid });
+  }
+}
+
+export class RecordingMetrics implements CallMetricsSink {
+  started: string[] = [];
+  ended: Array<{ direction: string; outcome: CallOutcome }> = [];
+  callStarted(direction: string): void {
+    this.started.push(direction);
+  }
+  callEnded(direction: string, outcome: CallOutcome): void {
+    this.ended.push({ direction, outcome });
+  }
+  webhookToInvite(): void {}
+  pbxAnswerToAccept(): void {}
+  dtmf(): void {}
+  permissionReply(): void {}
+}
+
+export const graphError = (retryable: boolean): GraphError =>
+  new GraphError('GRAPH_CALL_ERROR', 'boom', { httpStatus: retryable ? 500 : 400, metaCode: 2018389, retryable });
+
+export function controllerOptions(overrides: Partial<CallControllerOptions> = {}): CallControllerOptions {
+  return {
+    maxConcurrent: 10,
+    pageIds: new Set(['100']),
+    defaultPageId: '100',
+    selectRoute: () => ({ name: 'default', targets: ['sip:a@127.0.0.1', 'sip:b@127.0.0.1'], targetTimeoutMs: 1000, codecs: ['PCMU'], answerMode: 'on_pbx_answer' }),
+    hashPsid: false,
+    connectMaxAgeMs: 60_000,
+    acceptDeadlineMs: 5_000,
+    connectTimeoutMs: 5_000,
+    mediaConnectTimeoutMs: 2_000,
+    graphTimeoutMs: 1_000,
+    headers: { psid: 'X-Messenger-PSID', pageId: 'X-Messenger-Page-ID', callId: 'X-Messenger-Call-ID' },
+    fromUser: 'messenger',
+    permissionCheck: true,
+    requestPermissionOnDenied: false,
+    ...overrides,
+  };
+}
