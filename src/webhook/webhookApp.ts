@@ -1,0 +1,167 @@
+/**
+ * Meta's webhook endpoint: the subscription handshake (GET) and signed event deliveries (POST).
+ * A verified POST is answered 200 before any work (Meta unsubscribes slow or failing endpoints); the events are
+ * parsed, filtered and handed to the sink on the next turn of the event loop.
+ */
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { MetaEvent, MetaEventSink } from '../calls/ports.js';
+import type { Config } from '../config/schema.js';
+import type { Metrics } from '../observability/Metrics.js';
+import { EventFilter } from './EventFilter.js';
+import { parseWebhookBody } from './parseEvents.js';
+
+export interface WebhookSettings {
+  /** Key of the X-Hub-Signature-256 HMAC. */
+  appSecret: string;
+  /** Echoed back by Meta in the subscription handshake. */
+  verifyToken: string;
+  /** Route path, default '/webhook'. */
+  path?: string;
+  /** Larger bodies get 413. Default 262144. */
+  bodyLimitBytes?: number;
+  /** Pages served; events for other pages are dropped. */
+  pageIds: Iterable<string>;
+}
+
+export interface WebhookAppOptions {
+  settings: WebhookSettings;
+  sink: MetaEventSink;
+  log: Logger;
+  metrics?: Metrics;
+  /** Clock (ms) for staleness and dedupe expiry; tests move it. */
+  now?: () => number;
+  /** Dedupe memory (ms); default 15 min. */
+  dedupeTtlMs?: number;
+}
+
+/** The webhook slice of the configuration. */
+export function webhookSettingsFromConfig(config: Config): WebhookSettings {
+  return {
+    appSecret: config.meta.app_secret,
+    verifyToken: config.meta.verify_token,
+    path: config.webhook.path,
+    bodyLimitBytes: config.webhook.body_limit_bytes,
+    pageIds: config.pages.map((p) => p.id),
+  };
+}
+
+const SIGNATURE = /^sha256=([0-9a-fA-F]{64})$/;
+
+/** Constant-time string equality (hashing first makes the lengths equal). */
+function safeEqual(a: string, b: string): boolean {
+  const ha = createHash('sha256').update(a).digest();
+  const hb = createHash('sha256').update(b).digest();
+  return timingSafeEqual(ha, hb) && a.length === b.length;
+}
+
+/** Verify `X-Hub-Signature-256` over the exact bytes received. */
+export function verifySignature(
+  rawBody: Buffer,
+  header: string | undefined,
+  appSecret: string,
+): 'ok' | 'missing_signature' | 'bad_signature' {
+  if (header === undefined || header === '') return 'missing_signature';
+  const match = SIGNATURE.exec(header.trim());
+  if (!match) return 'bad_signature';
+  const given = Buffer.from(match[1]!, 'hex');
+  const expected = createHmac('sha256', appSecret).update(rawBody).digest();
+  return timingSafeEqual(given, expected) ? 'ok' : 'bad_signature';
+}
+
+export function buildWebhookApp(options: WebhookAppOptions): FastifyInstance {
+  const { settings, sink, metrics } = options;
+  const log = options.log.child({ component: 'webhook' });
+  const path = settings.path ?? '/webhook';
+  const bodyLimit = settings.bodyLimitBytes ?? 262_144;
+  const now = options.now ?? Date.now;
+  const filter = new EventFilter({ pageIds: settings.pageIds, now, ttlMs: options.dedupeTtlMs });
+
+  const app = Fastify({
+    loggerInstance: log as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit,
+  });
+
+  // The signature covers the exact bytes Meta sent: keep them, parse JSON ourselves after verifying.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit }, (_req, body, done) => done(null, body));
+
+  app.get(path, async (req, reply) => {
+    const q = req.query as Record<string, string | undefined>;
+    const mode = q['hub.mode'];
+    const token = q['hub.verify_token'] ?? '';
+    const challenge = q['hub.challenge'] ?? '';
+    if (mode === 'subscribe' && safeEqual(token, settings.verifyToken)) {
+      log.info('webhook subscription verified');
+      return reply.code(200).type('text/plain').send(challenge);
+    }
+    log.warn({ ip: req.ip, mode }, 'webhook handshake refused');
+    return reply.code(403).type('text/plain').send('Forbidden');
+  });
+
+  const deliver = (event: MetaEvent): void => {
+    try {
+      sink.handleMetaEvent(event);
+    } catch (err) {
+      log.error({ err, kind: event.kind }, 'event sink threw');
+    }
+  };
+
+  const processBody = (body: unknown): void => {
+    const parsed = parseWebhookBody(body, Math.floor(now() / 1000));
+    for (const problem of parsed.invalid) {
+      log.warn({ event: problem.event, where: problem.where, reason: problem.reason }, 'invalid webhook item dropped');
+      metrics?.webhook(problem.event, 'invalid');
+    }
+    for (const item of parsed.ignored) {
+      log.debug({ event: item.event, where: item.where, reason: item.reason }, 'webhook item ignored');
+    }
+    for (const event of parsed.events) {
+      const verdict = filter.check(event);
+      metrics?.webhook(event.kind, verdict);
+      const ids = event.kind === 'call_permission_reply' ? { pageId: event.pageId } : { pageId: event.pageId, callId: event.callId };
+      if (verdict === 'accepted') {
+        log.debug({ kind: event.kind, ...ids }, 'webhook event accepted');
+        deliver(event);
+      } else if (verdict === 'unknown_page') {
+        log.warn({ kind: event.kind, ...ids }, 'webhook event for an unknown page dropped');
+      } else {
+        log.info({ kind: event.kind, ...ids, verdict }, 'webhook event dropped');
+      }
+    }
+  };
+
+  app.post(path, async (req, reply) => {
+    const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    const header = req.headers['x-hub-signature-256'];
+    const verdict = verifySignature(raw, Array.isArray(header) ? header[0] : header, settings.appSecret);
+    if (verdict !== 'ok') {
+      log.warn({ ip: req.ip, bytes: raw.length, reason: verdict }, 'webhook POST refused: signature');
+      metrics?.webhook('post', verdict);
+      return reply
+        .code(verdict === 'missing_signature' ? 401 : 403)
+        .type('text/plain')
+        .send(verdict === 'missing_signature' ? 'Unauthorized' : 'Forbidden');
+    }
+    let body: unknown;
+    try {
+      body = JSON.parse(raw.toString('utf8'));
+    } catch (err) {
+      log.warn({ ip: req.ip, bytes: raw.length, err: (err as Error).message }, 'signed webhook body is not JSON');
+      metrics?.webhook('post', 'invalid');
+      return reply.code(400).type('text/plain').send('Bad Request');
+    }
+    setImmediate(() => {
+      try {
+        processBody(body);
+      } catch (err) {
+        log.error({ err }, 'webhook processing failed');
+      }
+    });
+    return reply.code(200).type('text/plain').send('EVENT_RECEIVED');
+  });
+
+  return app;
+}
