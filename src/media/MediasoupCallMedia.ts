@@ -1,0 +1,616 @@
+/**
+ * One call's media: a mediasoup router with a PlainTransport (P) toward the PBX socket and a DirectTransport (D)
+ * toward node, bridging the Messenger leg and the PBX with Opus passthrough or Opus <-> G.711 transcoding,
+ * and DTMF both ways.
+ *
+ *   PBX <-UDP-> PbxRtpSocket <-loopback-> P: P.producer (PBX audio) -> D.consumer -> node -> MessengerStream -> Meta
+ *   Meta -> node (passthrough | Opus decode -> G.711) -> D.producer -> P.consumer -> PbxRtpSocket -> PBX
+ *
+ * Gaps from Meta (DTX silence, or loss longer than PLC covers) are passed to a G.711 PBX as gaps: the next packet
+ * carries the timestamp jump and the marker bit, as RFC 3551 silence suppression does.
+ */
+import { Decoder } from '@evan/opus';
+import type { Logger } from 'pino';
+import type { types as ms } from 'mediasoup';
+import type {
+  CallMedia,
+  CallMediaEvents,
+  CallMediaStats,
+  DtmfEvent,
+  MessengerLeg,
+  MessengerNegotiated,
+  PbxCodecName,
+} from '../calls/ports.js';
+import { MediaError } from '../core/errors.js';
+import { TypedEmitter } from '../core/TypedEmitter.js';
+import { DtmfToneDetector } from './dsp/dtmf.js';
+import { decodePcma, decodePcmu, encodePcma, encodePcmu } from './dsp/g711.js';
+import { FRAME_8K, MessengerStream, OPUS_CLOCK_RATE } from './MessengerStream.js';
+import type { PbxRemoteAudio, PbxTelephoneEvent } from './pbxSdp.js';
+import {
+  OFFER_PTS,
+  answerDirection,
+  chooseCodec,
+  chooseTelephoneEvent,
+  codecFor,
+  parsePbxSdp,
+  pbxRefusesAudio,
+  writePbxSdp,
+} from './pbxSdp.js';
+import type { PbxCodec, SdpDirection } from './pbxSdp.js';
+import { PbxRtpSocket, ReceiveStats } from './PbxRtpSocket.js';
+import type { RtpHeader } from './rtp.js';
+import { buildRtp, parseRtp, parseTelephoneEvent, randomSeq, randomSsrc, seqDiff } from './rtp.js';
+import { TelephoneEventReceiver, TelephoneEventSender } from './telephoneEvents.js';
+
+/** Payload types of the router's codecs (what D and P consumers carry). */
+export const ROUTER_PTS: Record<PbxCodecName, number> = { opus: 111, PCMU: 0, PCMA: 8 };
+
+/** The router's codecs: Opus 48k/2, PCMU, PCMA and telephone-event at 48 kHz and 8 kHz. */
+export const ROUTER_MEDIA_CODECS: ms.RtpCodecCapability[] = [
+  { kind: 'audio', mimeType: 'audio/opus', clockRate: 48000, channels: 2, preferredPayloadType: ROUTER_PTS.opus },
+  { kind: 'audio', mimeType: 'audio/PCMU', clockRate: 8000, channels: 1, preferredPayloadType: ROUTER_PTS.PCMU },
+  { kind: 'audio', mimeType: 'audio/PCMA', clockRate: 8000, channels: 1, preferredPayloadType: ROUTER_PTS.PCMA },
+  { kind: 'audio', mimeType: 'audio/telephone-event', clockRate: 48000, preferredPayloadType: 102 },
+  { kind: 'audio', mimeType: 'audio/telephone-event', clockRate: 8000, preferredPayloadType: 101 },
+];
+
+/** Lost Opus frames from Meta concealed by PLC; a longer gap is passed on as a gap. */
+const MAX_PLC_FRAMES = 3;
+/** PBX packets kept while the producer for a new SSRC is being created. */
+const MAX_QUEUED_PBX_PACKETS = 25;
+
+export interface CallMediaDtmfOptions {
+  /** Detect DTMF tones in Meta's audio (when Meta negotiated no telephone-event) and send them as RFC 4733. */
+  inbandDetect: boolean;
+}
+
+export interface MediasoupCallMediaOptions {
+  callId: string;
+  log: Logger;
+  messenger: MessengerLeg;
+  codecs: PbxCodecName[];
+  router: ms.Router;
+  worker: ms.Worker;
+  plain: ms.PlainTransport;
+  direct: ms.DirectTransport;
+  socket: PbxRtpSocket;
+  /** Address written into our SDP toward the PBX. */
+  announcedIp: string;
+  dtmf: CallMediaDtmfOptions;
+  encoderComplexity?: number;
+  /** Tells whether the worker died (rather than being closed by us). */
+  workerDied(worker: ms.Worker): boolean;
+  onClose?(): void;
+}
+
+function mimeOf(name: PbxCodecName): string {
+  return name === 'opus' ? 'audio/opus' : `audio/${name}`;
+}
+
+export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements CallMedia {
+  readonly #o: MediasoupCallMediaOptions;
+  readonly #log: Logger;
+  readonly #stream: MessengerStream;
+  readonly #sessionId = String(Math.floor(Math.random() * 1e12));
+  #sdpVersion = 0;
+  #closed = false;
+  #failed = false;
+
+  #pbx?: PbxRemoteAudio;
+  /** Our direction in the last SDP we wrote. */
+  #localDirection: SdpDirection = 'sendrecv';
+  #started = false;
+  #messengerFormat?: MessengerNegotiated;
+  #unsubscribeMessenger?: () => void;
+
+  // mediasoup objects that depend on the negotiated codec.
+  #bridgeCodec?: PbxCodecName;
+  #pbxProducer?: ms.Producer;
+  #pbxProducerSsrc?: number;
+  #pbxProducerPending?: Promise<void>;
+  #pendingSsrc?: number;
+  #pbxQueue: Buffer[] = [];
+  #pbxConsumer?: ms.Consumer;
+  #metaProducer?: ms.Producer;
+  #metaConsumer?: ms.Consumer;
+  #bridgeSetup?: Promise<void>;
+
+  // Meta -> PBX.
+  readonly #metaStats = new ReceiveStats();
+  readonly #dSsrc = randomSsrc();
+  #dSeq = randomSeq();
+  #dTs = randomSsrc();
+  #lastMeta?: { ssrc: number; seq: number; ts: number; at: number };
+  #decoder?: Decoder;
+  #lastToc = 0x78;
+  #detector?: DtmfToneDetector;
+  #metaTeReceiver?: { pt: number; receiver: TelephoneEventReceiver };
+  #pbxTeSender?: TelephoneEventSender;
+  #pbxTeReceiver?: TelephoneEventReceiver;
+  #pbxTeKey?: string;
+
+  constructor(options: MediasoupCallMediaOptions) {
+    super();
+    this.#o = options;
+    this.#log = options.log;
+    this.#stream = new MessengerStream({ leg: options.messenger, log: options.log, encoderComplexity: options.encoderComplexity });
+    options.socket.setHandlers({
+      onAudio: (packet, header) => this.#onPbxAudio(packet, header),
+      onTelephoneEvent: (packet, header) => this.#onPbxTelephoneEvent(packet, header),
+    });
+    options.router.on('workerclose', () => {
+      const died = this.#o.workerDied(this.#o.worker);
+      this.#fail(
+        new MediaError(
+          died ? 'WORKER_DIED' : 'WORKER_CLOSED',
+          died ? `media worker ${this.#o.worker.pid} died` : 'media worker closed under the call',
+        ),
+      );
+    });
+    options.plain.on('routerclose', () => this.#fail(new MediaError('TRANSPORT_CLOSED', 'PBX transport closed')));
+    options.direct.on('routerclose', () => this.#fail(new MediaError('TRANSPORT_CLOSED', 'node transport closed')));
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  get pbxCodec(): PbxCodecName | undefined {
+    return this.#pbx?.codec.name;
+  }
+
+  /** The router (for tests and monitoring; mediasoup's own close state tells whether it was freed). */
+  get router(): ms.Router {
+    return this.#o.router;
+  }
+
+  /** The PBX-facing socket's port. */
+  get pbxPort(): number {
+    return this.#o.socket.port;
+  }
+
+  createPbxOffer(): string {
+    this.#assertOpen();
+    const codecs: PbxCodec[] = this.#o.codecs.map((name) => codecFor(name, OFFER_PTS[name]));
+    const telephoneEvents: PbxTelephoneEvent[] = [{ pt: OFFER_PTS.te8000, clockRate: 8000 }];
+    if (codecs.some((c) => c.name === 'opus')) telephoneEvents.push({ pt: OFFER_PTS.te48000, clockRate: 48000 });
+    this.#localDirection = 'sendrecv';
+    return writePbxSdp({
+      sessionId: this.#sessionId,
+      version: this.#sdpVersion++,
+      address: this.#o.announcedIp,
+      port: this.#o.socket.port,
+      codecs,
+      telephoneEvents,
+      direction: 'sendrecv',
+      rtcpMux: true,
+    });
+  }
+
+  applyPbxAnswer(sdp: string): void {
+    this.#assertOpen();
+    const parsed = parsePbxSdp(sdp);
+    const codec = chooseCodec(parsed, this.#o.codecs);
+    this.#setRemote({
+      codec,
+      telephoneEvent: chooseTelephoneEvent(parsed, codec),
+      address: parsed.address,
+      port: parsed.audio.port,
+      direction: parsed.direction,
+      rtcpMux: parsed.rtcpMux,
+      ptime: parsed.audio.ptime,
+    });
+  }
+
+  answerPbxOffer(sdp: string): string {
+    this.#assertOpen();
+    const parsed = parsePbxSdp(sdp);
+    const codec = chooseCodec(parsed, this.#o.codecs, this.#pbx?.codec.name);
+    const telephoneEvent = chooseTelephoneEvent(parsed, codec);
+    this.#setRemote({
+      codec,
+      telephoneEvent,
+      address: parsed.address,
+      port: parsed.audio.port,
+      direction: parsed.direction,
+      rtcpMux: parsed.rtcpMux,
+      ptime: parsed.audio.ptime,
+    });
+    this.#localDirection = answerDirection(parsed.direction);
+    return writePbxSdp({
+      sessionId: this.#sessionId,
+      version: this.#sdpVersion++,
+      address: this.#o.announcedIp,
+      port: this.#o.socket.port,
+      codecs: [codec],
+      telephoneEvents: telephoneEvent ? [telephoneEvent] : [],
+      direction: this.#localDirection,
+      rtcpMux: parsed.rtcpMux,
+      audioIndex: parsed.audioIndex,
+      rejected: parsed.all.flatMap((media, index) => (index === parsed.audioIndex ? [] : [{ index, media }])),
+    });
+  }
+
+  start(): void {
+    this.#assertOpen();
+    const pbx = this.#pbx;
+    if (!pbx) throw new MediaError('NOT_NEGOTIATED', 'start() before the PBX side was negotiated');
+    const negotiated = this.#o.messenger.negotiated();
+    if (!negotiated) throw new MediaError('NOT_NEGOTIATED', 'start() before the Messenger leg was negotiated');
+    this.#messengerFormat = negotiated;
+    this.#stream.setFormat(negotiated);
+    const te = negotiated.telephoneEvent;
+    if (te?.pt !== this.#metaTeReceiver?.pt || te?.clockRate !== this.#metaTeReceiver?.receiver.clockRate) {
+      this.#metaTeReceiver?.receiver.close();
+      this.#metaTeReceiver = undefined;
+    }
+    this.#metaTeReceiver ??= te ? this.#makeMetaTeReceiver(te) : undefined;
+    if (!te && this.#o.dtmf.inbandDetect) this.#detector ??= new DtmfToneDetector(8000);
+    if (te) this.#detector = undefined;
+    this.#unsubscribeMessenger ??= this.#o.messenger.onRtp((packet) => this.#onMessengerRtp(packet));
+    if (!this.#started) this.#log.info({ codec: pbx.codec.name, transcoding: this.#transcoding }, 'media bridge started');
+    this.#started = true;
+    this.#stream.start();
+    if (this.#bridgeCodec !== pbx.codec.name) this.#setupBridge(pbx.codec);
+  }
+
+  sendDtmfToMessenger(event: DtmfEvent): void {
+    if (this.#closed) return;
+    this.#stream.playDigit(event.digit, event.durationMs);
+    this.safeEmit('dtmf', { ...event, direction: 'to_messenger' });
+  }
+
+  stats(): CallMediaStats {
+    const pbxIn = this.#o.socket.receive.snapshot();
+    const metaIn = this.#metaStats.snapshot();
+    return {
+      codec: this.#pbx?.codec.name,
+      transcoding: this.#transcoding,
+      toPbx: { packets: this.#o.socket.sentPackets, lost: metaIn.lost, jitterMs: metaIn.jitterMs },
+      toMessenger: { packets: this.#stream.sentPackets, lost: pbxIn.lost, jitterMs: pbxIn.jitterMs },
+    };
+  }
+
+  /** Counters of the mediasoup side: producer statistics (RTCP-level loss and jitter) for metrics. */
+  async producerStats(): Promise<{ fromPbx?: ms.ProducerStat[]; fromMessenger?: ms.ProducerStat[] }> {
+    return {
+      fromPbx: this.#pbxProducer && !this.#pbxProducer.closed ? await this.#pbxProducer.getStats() : undefined,
+      fromMessenger: this.#metaProducer && !this.#metaProducer.closed ? await this.#metaProducer.getStats() : undefined,
+    };
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#unsubscribeMessenger?.();
+    this.#unsubscribeMessenger = undefined;
+    this.#stream.close();
+    this.#metaTeReceiver?.receiver.close();
+    this.#pbxTeReceiver?.close();
+    this.#pbxTeSender?.close();
+    this.#o.socket.close();
+    // Closing the router closes its transports, producers and consumers.
+    this.#o.router.close();
+    this.#decoder = undefined;
+    this.#pbxQueue = [];
+    this.#log.debug('call media closed');
+    this.#o.onClose?.();
+  }
+
+  get #transcoding(): boolean {
+    return this.#pbx !== undefined && this.#pbx.codec.name !== 'opus';
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new MediaError('CLOSED', 'call media is closed');
+  }
+
+  #fail(error: MediaError): void {
+    if (this.#closed || this.#failed) return;
+    this.#failed = true;
+    this.#log.error({ err: error }, 'call media failed');
+    this.safeEmit('failed', error);
+    this.close();
+  }
+
+  #setRemote(remote: PbxRemoteAudio): void {
+    const prev = this.#pbx;
+    this.#pbx = remote;
+    const socket = this.#o.socket;
+    socket.setFormats({ audioPt: remote.codec.pt, clockRate: remote.codec.clockRate, tePt: remote.telephoneEvent?.pt });
+    const hold = pbxRefusesAudio(remote);
+    if (!hold) socket.setRemote(remote.address, remote.port, remote.rtcpMux);
+    socket.setSending(!hold);
+    if (prev && (prev.address !== remote.address || prev.port !== remote.port || pbxRefusesAudio(prev) !== hold)) {
+      this.#log.info({ address: remote.address, port: remote.port, hold }, 'PBX media updated');
+    }
+    const teKey = remote.telephoneEvent ? `${remote.telephoneEvent.pt}/${remote.telephoneEvent.clockRate}` : undefined;
+    if (teKey !== this.#pbxTeKey) {
+      this.#pbxTeKey = teKey;
+      this.#pbxTeReceiver?.close();
+      this.#pbxTeSender?.close();
+      this.#pbxTeReceiver = undefined;
+      this.#pbxTeSender = undefined;
+      const te = remote.telephoneEvent;
+      if (te) {
+        this.#pbxTeReceiver = new TelephoneEventReceiver(te.clockRate, {
+          begin: (digit) => this.#stream.relayBegin(digit),
+          end: (digit, durationMs) => {
+            this.#stream.relayEnd(digit, durationMs);
+            this.safeEmit('dtmf', { digit, durationMs, direction: 'to_messenger' });
+          },
+        });
+        this.#pbxTeSender = new TelephoneEventSender({
+          clockRate: te.clockRate,
+          timestampNow: () => socket.timestampNow(te.clockRate),
+          emit: (payload, marker, timestamp) => socket.sendTelephoneEvent(payload, marker, timestamp),
+          onBusy: () => socket.setAudioSuppressed(true),
+          onIdle: () => socket.setAudioSuppressed(false),
+        });
+      }
+    }
+    if (this.#started && this.#bridgeCodec !== remote.codec.name) this.#setupBridge(remote.codec);
+  }
+
+  #makeMetaTeReceiver(te: { pt: number; clockRate: number }): { pt: number; receiver: TelephoneEventReceiver } {
+    return {
+      pt: te.pt,
+      receiver: new TelephoneEventReceiver(te.clockRate, {
+        begin: (digit) => this.#pbxTeSender?.begin(digit),
+        end: (digit, durationMs) => this.#digitToPbx(digit, durationMs, true),
+      }),
+    };
+  }
+
+  #digitToPbx(digit: string, durationMs: number, live: boolean): void {
+    if (this.#pbxTeSender) {
+      if (live) this.#pbxTeSender.end(digit, durationMs);
+      else this.#pbxTeSender.play(digit, durationMs);
+    } else {
+      this.#log.warn({ digit }, 'PBX negotiated no telephone-event: digit dropped');
+    }
+    this.safeEmit('dtmf', { digit, durationMs, direction: 'to_pbx' });
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // mediasoup plumbing
+  // ---------------------------------------------------------------------------------------------------------
+
+  /** (Re)create D.producer -> P.consumer for the codec toward the PBX, and drop the PBX producer of another codec. */
+  #setupBridge(codec: PbxCodec): void {
+    this.#bridgeCodec = codec.name;
+    const previous = this.#bridgeSetup ?? Promise.resolve();
+    const setup = previous
+      .then(async () => {
+        if (this.#closed) return;
+        this.#metaConsumer?.close();
+        this.#metaProducer?.close();
+        this.#pbxConsumer?.close();
+        this.#pbxProducer?.close();
+        this.#metaConsumer = this.#metaProducer = this.#pbxConsumer = this.#pbxProducer = undefined;
+        this.#pbxProducerSsrc = undefined;
+        const producer = await this.#o.direct.produce({
+          kind: 'audio',
+          rtpParameters: {
+            codecs: [
+              {
+                mimeType: mimeOf(codec.name),
+                payloadType: ROUTER_PTS[codec.name],
+                clockRate: codec.clockRate,
+                channels: codec.name === 'opus' ? 2 : 1,
+              },
+            ],
+            encodings: [{ ssrc: this.#dSsrc }],
+          },
+        });
+        if (this.#closed) return;
+        this.#metaProducer = producer;
+        this.#metaConsumer = await this.#o.plain.consume({
+          producerId: producer.id,
+          rtpCapabilities: this.#o.router.rtpCapabilities,
+        });
+      })
+      .catch((err: unknown) => {
+        if (!this.#closed) this.#fail(new MediaError('BRIDGE_FAILED', 'could not connect the media bridge', { cause: err }));
+      });
+    this.#bridgeSetup = setup;
+  }
+
+  #onPbxAudio(packet: Buffer, header: RtpHeader): void {
+    if (!this.#started || !this.#pbx) return;
+    if (header.ssrc === this.#pbxProducerSsrc && this.#pbxProducer) {
+      this.#o.socket.forwardToMediasoup(packet);
+      return;
+    }
+    if (this.#pbxQueue.length < MAX_QUEUED_PBX_PACKETS) this.#pbxQueue.push(Buffer.from(packet));
+    if (this.#pbxProducerPending && this.#pendingSsrc === header.ssrc) return;
+    this.#pendingSsrc = header.ssrc;
+    this.#pbxProducerPending = this.#createPbxProducer(header.ssrc, this.#pbx.codec).finally(() => {
+      this.#pbxProducerPending = undefined;
+    });
+  }
+
+  /** The PBX's SSRC is only known from its packets: the producer is created (or recreated) on the first one. */
+  async #createPbxProducer(ssrc: number, codec: PbxCodec): Promise<void> {
+    try {
+      await this.#bridgeSetup;
+      if (this.#closed) return;
+      this.#pbxConsumer?.close();
+      this.#pbxProducer?.close();
+      this.#pbxConsumer = this.#pbxProducer = undefined;
+      const producer = await this.#o.plain.produce({
+        kind: 'audio',
+        rtpParameters: {
+          codecs: [
+            {
+              mimeType: mimeOf(codec.name),
+              payloadType: codec.pt,
+              clockRate: codec.clockRate,
+              channels: codec.name === 'opus' ? 2 : 1,
+            },
+          ],
+          encodings: [{ ssrc }],
+        },
+      });
+      if (this.#closed) {
+        producer.close();
+        return;
+      }
+      const consumer = await this.#o.direct.consume({ producerId: producer.id, rtpCapabilities: this.#o.router.rtpCapabilities });
+      if (this.#closed) return;
+      consumer.on('rtp', (rtp: Buffer) => this.#onPbxAudioFromRouter(rtp));
+      this.#pbxProducer = producer;
+      this.#pbxConsumer = consumer;
+      this.#pbxProducerSsrc = ssrc;
+      this.#log.debug({ ssrc, codec: codec.name }, 'PBX stream producer created');
+      const queued = this.#pbxQueue;
+      this.#pbxQueue = [];
+      for (const packet of queued) {
+        if (packet.readUInt32BE(8) === ssrc) this.#o.socket.forwardToMediasoup(packet);
+      }
+    } catch (err) {
+      if (!this.#closed) this.#fail(new MediaError('BRIDGE_FAILED', 'could not create the PBX stream producer', { cause: err }));
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // PBX -> Meta
+  // ---------------------------------------------------------------------------------------------------------
+
+  #onPbxAudioFromRouter(packet: Buffer): void {
+    const pbx = this.#pbx;
+    if (this.#closed || !pbx) return;
+    const header = parseRtp(packet);
+    if (!header) return;
+    const payload = packet.subarray(header.payloadOffset, header.payloadOffset + header.payloadLength);
+    switch (pbx.codec.name) {
+      case 'opus':
+        this.#stream.sendPassthrough(payload, header.timestamp);
+        break;
+      case 'PCMU':
+        this.#stream.sendPcm8k(decodePcmu(payload));
+        break;
+      case 'PCMA':
+        this.#stream.sendPcm8k(decodePcma(payload));
+        break;
+    }
+  }
+
+  #onPbxTelephoneEvent(packet: Buffer, header: RtpHeader): void {
+    const event = parseTelephoneEvent(packet.subarray(header.payloadOffset, header.payloadOffset + header.payloadLength));
+    if (event && this.#started) this.#pbxTeReceiver?.onPacket(header, event);
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Meta -> PBX
+  // ---------------------------------------------------------------------------------------------------------
+
+  #onMessengerRtp(packet: Buffer): void {
+    if (this.#closed) return;
+    const header = parseRtp(packet);
+    const format = this.#messengerFormat;
+    if (!header || !format) return;
+    const payload = packet.subarray(header.payloadOffset, header.payloadOffset + header.payloadLength);
+    if (this.#metaTeReceiver && header.payloadType === this.#metaTeReceiver.pt) {
+      const event = parseTelephoneEvent(payload);
+      if (event) this.#metaTeReceiver.receiver.onPacket(header, event);
+      return;
+    }
+    if (header.payloadType !== format.opusPt || payload.length === 0) return;
+    this.#metaStats.update(header, OPUS_CLOCK_RATE);
+
+    const last = this.#lastMeta;
+    const sameStream = last !== undefined && last.ssrc === header.ssrc;
+    const seqGap = sameStream ? seqDiff(header.sequenceNumber, last.seq) : 1;
+    if (sameStream && seqGap <= 0) return; // duplicate or late: the decoder has moved on
+    const tsDelta = sameStream ? (header.timestamp - last.ts) | 0 : 0;
+    const now = performance.now();
+    this.#lastMeta = { ssrc: header.ssrc, seq: header.sequenceNumber, ts: header.timestamp, at: now };
+
+    const pbx = this.#pbx;
+    const producer = this.#metaProducer;
+    const needPcm = pbx?.codec.name !== 'opus' || this.#detector !== undefined;
+    let pcm: Int16Array | undefined;
+    let concealed: Int16Array[] = [];
+    if (needPcm) {
+      if (seqGap >= 2 && seqGap <= MAX_PLC_FRAMES + 1) concealed = this.#conceal(seqGap - 1);
+      pcm = this.#decode(payload);
+      if (this.#detector && pcm) {
+        for (const frame of [...concealed, pcm]) {
+          for (const d of this.#detector.process(frame)) this.#digitToPbx(d.digit, d.durationMs, false);
+        }
+      }
+    }
+    if (!pbx || !producer || producer.closed) return;
+
+    // Timestamps toward the PBX follow Meta's (scaled to the PBX clock); a new stream continues from the wall clock.
+    const scale = pbx.codec.clockRate / OPUS_CLOCK_RATE;
+    let advance: number;
+    if (sameStream && tsDelta > 0 && tsDelta < OPUS_CLOCK_RATE * 60) advance = Math.round(tsDelta * scale);
+    else if (last) advance = Math.max(1, Math.round(((now - last.at) * pbx.codec.clockRate) / 1000));
+    else advance = 0;
+    const frameUnits = Math.round(FRAME_8K * (pbx.codec.clockRate / 8000));
+    const gapBeyondPlc = seqGap > MAX_PLC_FRAMES + 1;
+    const marker = header.marker || !sameStream || advance > frameUnits * (seqGap > 0 ? seqGap : 1) || gapBeyondPlc;
+
+    if (pbx.codec.name === 'opus') {
+      this.#dTs = (this.#dTs + advance) >>> 0;
+      this.#dSeq = (this.#dSeq + Math.max(1, Math.min(seqGap, 100))) & 0xffff;
+      producer.send(
+        buildRtp({ payloadType: ROUTER_PTS.opus, sequenceNumber: this.#dSeq, timestamp: this.#dTs, ssrc: this.#dSsrc, marker, payload }),
+      );
+      return;
+    }
+    if (!pcm) return;
+    // #dTs is the PBX-clock timestamp of the current packet's first sample; concealed frames sit just before it.
+    const start = (this.#dTs + advance) >>> 0;
+    this.#dTs = start;
+    let ts = (start - concealed.reduce((n, f) => n + f.length, 0)) >>> 0;
+    let first = true;
+    const encode = pbx.codec.name === 'PCMU' ? encodePcmu : encodePcma;
+    for (const frame of [...concealed, pcm]) {
+      for (let offset = 0; offset < frame.length; offset += FRAME_8K) {
+        const chunk = frame.subarray(offset, Math.min(frame.length, offset + FRAME_8K));
+        this.#dSeq = (this.#dSeq + 1) & 0xffff;
+        producer.send(
+          buildRtp({
+            payloadType: ROUTER_PTS[pbx.codec.name],
+            sequenceNumber: this.#dSeq,
+            timestamp: ts,
+            ssrc: this.#dSsrc,
+            marker: first && marker,
+            payload: encode(chunk),
+          }),
+        );
+        first = false;
+        ts = (ts + chunk.length) >>> 0;
+      }
+    }
+  }
+
+  #decode(payload: Uint8Array): Int16Array | undefined {
+    this.#decoder ??= new Decoder({ channels: 1, sample_rate: 8000 });
+    try {
+      const out = this.#decoder.decode(payload);
+      this.#lastToc = payload[0]!;
+      // The addon returns a view of a shared buffer: copy into our own samples.
+      return new Int16Array(out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength));
+    } catch (err) {
+      this.#log.debug({ err }, 'Opus frame from Meta could not be decoded');
+      return undefined;
+    }
+  }
+
+  /** Packet loss concealment: decoding a TOC-only packet makes libopus conceal one frame of the last frame size. */
+  #conceal(frames: number): Int16Array[] {
+    const out: Int16Array[] = [];
+    if (!this.#decoder) return out;
+    const toc = Uint8Array.of(this.#lastToc & 0xfc);
+    for (let i = 0; i < frames; i++) {
+      const pcm = this.#decode(toc);
+      if (pcm) out.push(pcm);
+    }
+    return out;
+  }
+}
