@@ -1,0 +1,346 @@
+/**
+ * An RTP endpoint for tests that behaves like a PBX's media side: a UDP socket on loopback, 20 ms packets on a
+ * timer, a random SSRC and no a=ssrc in its SDP. It plays tones and RFC 4733 digits and records what it hears.
+ *
+ * `RtpMediaCore` is the socket-less part (codec, tone and DTMF sender, decoder and recorder) so that other test
+ * doubles (a fake Messenger leg) can reuse it over another transport.
+ */
+import dgram from 'node:dgram';
+import { Decoder, Encoder } from '@evan/opus';
+import { decodePcma, decodePcmu, encodePcma, encodePcmu } from '../../src/media/dsp/g711.js';
+import {
+  buildRtp,
+  buildTelephoneEvent,
+  digitToEvent,
+  eventToDigit,
+  parseRtp,
+  parseTelephoneEvent,
+  randomSeq,
+  randomSsrc,
+} from '../../src/media/rtp.js';
+import type { RtpHeader } from '../../src/media/rtp.js';
+
+export type RtpPeerCodec = 'PCMU' | 'PCMA' | 'opus';
+
+export interface RtpMediaCoreOptions {
+  codec: RtpPeerCodec;
+  /** Audio payload type. Default 0 (PCMU), 8 (PCMA), 111 (opus). */
+  pt?: number;
+  /** telephone-event payload type; undefined: no RFC 4733 (received telephone-events are ignored). */
+  tePt?: number;
+  /** telephone-event clock rate. Default: the codec's clock (8000, or 48000 for Opus). */
+  teClockRate?: number;
+  /** Where packets go. */
+  transmit(packet: Buffer): void;
+}
+
+/** Packets and digits we sent and heard. */
+export interface ReceivedPacket extends RtpHeader {
+  at: number;
+}
+
+const DEFAULT_PT: Record<RtpPeerCodec, number> = { PCMU: 0, PCMA: 8, opus: 111 };
+
+export class RtpMediaCore {
+  readonly codec: RtpPeerCodec;
+  readonly pt: number;
+  readonly tePt?: number;
+  readonly teClockRate: number;
+  /** Sample rate of `receivedPcm()` and of the audio we send: 8000 for G.711, 48000 for Opus. */
+  readonly sampleRate: number;
+  /** RTP clock of the audio codec. */
+  readonly clockRate: number;
+  ssrc = randomSsrc();
+  packetsReceived = 0;
+  packetsSent = 0;
+  /** Every RTP packet heard (headers only). */
+  readonly received: ReceivedPacket[] = [];
+
+  readonly #transmit: (packet: Buffer) => void;
+  readonly #frameSamples: number;
+  readonly #pcm: Int16Array[] = [];
+  readonly #digits: string[] = [];
+  readonly #endedEvents = new Set<number>();
+  #encoder?: Encoder;
+  #decoder?: Decoder;
+  #seq = randomSeq();
+  #ts = randomSsrc();
+  #timer?: NodeJS.Timeout;
+  #tone?: { hz: number; amplitude: number; n: number };
+  #dtmf?: { event: number; timestamp: number; frames: number; totalFrames: number; endSent: number; resolve: () => void };
+  #closed = false;
+
+  constructor(options: RtpMediaCoreOptions) {
+    this.codec = options.codec;
+    this.pt = options.pt ?? DEFAULT_PT[options.codec];
+    this.tePt = options.tePt;
+    this.clockRate = options.codec === 'opus' ? 48000 : 8000;
+    this.sampleRate = this.clockRate;
+    this.teClockRate = options.teClockRate ?? this.clockRate;
+    this.#transmit = options.transmit;
+    this.#frameSamples = this.sampleRate / 50;
+  }
+
+  /** Start sending a sine tone (level in dBFS, default -12) in 20 ms packets. */
+  startTone(hz: number, dbfs = -12): void {
+    this.#tone = { hz, amplitude: 32767 * 10 ** (dbfs / 20), n: 0 };
+    this.#ensureTimer();
+  }
+
+  /** Stop the tone; nothing is sent afterwards (unless a digit is being sent). */
+  stopTone(): void {
+    this.#tone = undefined;
+  }
+
+  /** Send one RFC 4733 digit (updates every 20 ms, end packet three times); resolves after its end packets. */
+  sendDtmf(digit: string, durationMs: number): Promise<void> {
+    const event = digitToEvent(digit);
+    if (event === undefined || this.tePt === undefined) return Promise.reject(new Error(`cannot send digit ${digit}`));
+    if (this.#dtmf) return Promise.reject(new Error('a digit is already being sent'));
+    return new Promise((resolve) => {
+      const timestamp = this.#ts;
+      this.#dtmf = { event, timestamp, frames: 0, totalFrames: Math.max(1, Math.round(durationMs / 20)), endSent: 0, resolve };
+      this.#ensureTimer();
+    });
+  }
+
+  /** Send digits one after another with `gapMs` of pause. */
+  async sendDigits(digits: string, durationMs = 100, gapMs = 80): Promise<void> {
+    for (const digit of digits) {
+      await this.sendDtmf(digit, durationMs);
+      await new Promise((r) => setTimeout(r, gapMs));
+    }
+  }
+
+  /** Everything heard so far, decoded, concatenated (gaps are not filled). */
+  receivedPcm(): Int16Array {
+    const total = this.#pcm.reduce((n, c) => n + c.length, 0);
+    const out = new Int16Array(total);
+    let offset = 0;
+    for (const chunk of this.#pcm) {
+      out.set(chunk, offset);
+      offset += chunk.length;
+    }
+    return out;
+  }
+
+  /** Forget the audio heard so far. */
+  clearReceived(): void {
+    this.#pcm.length = 0;
+  }
+
+  /** Digits heard as RFC 4733 events (one per event, at its end). */
+  receivedDtmf(): string[] {
+    return [...this.#digits];
+  }
+
+  /** Handle one packet from the far end. */
+  receive(packet: Buffer): void {
+    const header = parseRtp(packet);
+    if (!header || this.#closed) return;
+    this.packetsReceived++;
+    this.received.push({ ...header, at: performance.now() });
+    const payload = packet.subarray(header.payloadOffset, header.payloadOffset + header.payloadLength);
+    if (this.tePt !== undefined && header.payloadType === this.tePt) {
+      const event = parseTelephoneEvent(payload);
+      if (event?.end && !this.#endedEvents.has(header.timestamp)) {
+        this.#endedEvents.add(header.timestamp);
+        const digit = eventToDigit(event.event);
+        if (digit) this.#digits.push(digit);
+      }
+      return;
+    }
+    if (header.payloadType !== this.pt) return;
+    this.#pcm.push(this.#decode(payload));
+  }
+
+  close(): void {
+    this.#closed = true;
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  #decode(payload: Uint8Array): Int16Array {
+    if (this.codec === 'PCMU') return decodePcmu(payload);
+    if (this.codec === 'PCMA') return decodePcma(payload);
+    this.#decoder ??= new Decoder({ channels: 1, sample_rate: 48000 });
+    const out = this.#decoder.decode(payload);
+    return new Int16Array(out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength));
+  }
+
+  #encode(pcm: Int16Array): Buffer {
+    if (this.codec === 'PCMU') return encodePcmu(pcm);
+    if (this.codec === 'PCMA') return encodePcma(pcm);
+    if (!this.#encoder) {
+      this.#encoder = new Encoder({ channels: 1, sample_rate: 48000, application: 'voip' });
+      this.#encoder.complexity = 3;
+    }
+    return Buffer.from(this.#encoder.encode(pcm));
+  }
+
+  #ensureTimer(): void {
+    if (this.#timer || this.#closed) return;
+    this.#timer = setInterval(() => this.#tick(), 20);
+  }
+
+  #send(pt: number, payload: Uint8Array, marker: boolean, timestamp: number): void {
+    this.#seq = (this.#seq + 1) & 0xffff;
+    this.packetsSent++;
+    this.#transmit(buildRtp({ payloadType: pt, sequenceNumber: this.#seq, timestamp, ssrc: this.ssrc, marker, payload }));
+  }
+
+  #tick(): void {
+    if (this.#closed) return;
+    const dtmf = this.#dtmf;
+    if (dtmf) {
+      dtmf.frames++;
+      const units = Math.round((dtmf.frames * 20 * this.teClockRate) / 1000);
+      const end = dtmf.frames >= dtmf.totalFrames;
+      const payload = buildTelephoneEvent({ event: dtmf.event, end, volume: 10, duration: units });
+      if (!end) this.#send(this.tePt!, payload, dtmf.frames === 1, dtmf.timestamp);
+      else {
+        this.#send(this.tePt!, payload, false, dtmf.timestamp);
+        if (++dtmf.endSent >= 3) {
+          this.#dtmf = undefined;
+          dtmf.resolve();
+        }
+        dtmf.frames--;
+      }
+    }
+    // Audio timestamps keep running during the event; the audio itself pauses (RFC 4733 section 2.5.1.1).
+    const frameTs = this.#ts;
+    this.#ts = (this.#ts + this.#frameSamples) >>> 0;
+    if (this.#tone && !dtmf) {
+      const pcm = new Int16Array(this.#frameSamples);
+      const w = (2 * Math.PI * this.#tone.hz) / this.sampleRate;
+      for (let i = 0; i < pcm.length; i++) pcm[i] = Math.round(this.#tone.amplitude * Math.sin(w * this.#tone.n++));
+      this.#send(this.pt, this.#encode(pcm), false, frameTs);
+    }
+    if (!this.#tone && !this.#dtmf && this.#timer) {
+      clearInterval(this.#timer);
+      this.#timer = undefined;
+    }
+  }
+}
+
+export interface RtpPeerOptions {
+  codec: RtpPeerCodec;
+  pt?: number;
+  tePt?: number;
+  teClockRate?: number;
+  /** Loopback address to bind. Default 127.0.0.1. */
+  address?: string;
+}
+
+export interface RtpPeer {
+  readonly port: number;
+  readonly address: string;
+  /** Sample rate of `receivedPcm()`: 8000 for G.711, 48000 for Opus. */
+  readonly sampleRate: number;
+  readonly packetsReceived: number;
+  readonly packetsSent: number;
+  /** Our SSRC (random; change it to act like a PBX that restarts its stream). */
+  ssrc: number;
+  /** Headers of every packet heard. */
+  readonly received: ReceivedPacket[];
+  /** Source address of the last packet heard. */
+  readonly lastSource?: { address: string; port: number };
+  /** An SDP body (offer or answer) describing this peer: one audio m-line, no a=ssrc. */
+  sdp(direction?: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive'): string;
+  setRemote(address: string, port: number): void;
+  startTone(hz: number, dbfs?: number): void;
+  stopTone(): void;
+  sendDtmf(digit: string, durationMs: number): Promise<void>;
+  sendDigits(digits: string, durationMs?: number, gapMs?: number): Promise<void>;
+  receivedPcm(): Int16Array;
+  clearReceived(): void;
+  receivedDtmf(): string[];
+  close(): void;
+}
+
+export async function createRtpPeer(options: RtpPeerOptions): Promise<RtpPeer> {
+  const address = options.address ?? '127.0.0.1';
+  const socket = dgram.createSocket(address.includes(':') ? 'udp6' : 'udp4');
+  await new Promise<void>((resolve, reject) => {
+    socket.once('error', reject);
+    socket.bind(0, address, () => {
+      socket.off('error', reject);
+      resolve();
+    });
+  });
+  let remote: { address: string; port: number } | undefined;
+  let lastSource: { address: string; port: number } | undefined;
+  let closed = false;
+  const core = new RtpMediaCore({
+    codec: options.codec,
+    pt: options.pt,
+    tePt: options.tePt,
+    teClockRate: options.teClockRate,
+    transmit: (packet) => {
+      if (remote && !closed) socket.send(packet, remote.port, remote.address);
+    },
+  });
+  socket.on('message', (msg, rinfo) => {
+    lastSource = { address: rinfo.address, port: rinfo.port };
+    core.receive(msg);
+  });
+  const port = socket.address().port;
+  const sessionId = Math.floor(Math.random() * 1e9);
+  let version = 0;
+  const codecLine =
+    options.codec === 'opus' ? `opus/48000/2` : options.codec === 'PCMU' ? 'PCMU/8000' : 'PCMA/8000';
+  return {
+    port,
+    address,
+    sampleRate: core.sampleRate,
+    get packetsReceived() {
+      return core.packetsReceived;
+    },
+    get packetsSent() {
+      return core.packetsSent;
+    },
+    get ssrc() {
+      return core.ssrc;
+    },
+    set ssrc(value: number) {
+      core.ssrc = value;
+    },
+    received: core.received,
+    get lastSource() {
+      return lastSource;
+    },
+    sdp(direction = 'sendrecv') {
+      const ipVer = address.includes(':') ? 'IP6' : 'IP4';
+      const pts = [core.pt, ...(core.tePt !== undefined ? [core.tePt] : [])].join(' ');
+      const lines = [
+        'v=0',
+        `o=peer ${sessionId} ${version++} IN ${ipVer} ${address}`,
+        's=test peer',
+        `c=IN ${ipVer} ${address}`,
+        't=0 0',
+        `m=audio ${port} RTP/AVP ${pts}`,
+        `a=rtpmap:${core.pt} ${codecLine}`,
+        ...(core.tePt !== undefined ? [`a=rtpmap:${core.tePt} telephone-event/${core.teClockRate}`, `a=fmtp:${core.tePt} 0-16`] : []),
+        'a=ptime:20',
+        `a=${direction}`,
+      ];
+      return `${lines.join('\r\n')}\r\n`;
+    },
+    setRemote(addr: string, p: number) {
+      remote = { address: addr, port: p };
+    },
+    startTone: (hz, dbfs) => core.startTone(hz, dbfs),
+    stopTone: () => core.stopTone(),
+    sendDtmf: (digit, durationMs) => core.sendDtmf(digit, durationMs),
+    sendDigits: (digits, durationMs, gapMs) => core.sendDigits(digits, durationMs, gapMs),
+    receivedPcm: () => core.receivedPcm(),
+    clearReceived: () => core.clearReceived(),
+    receivedDtmf: () => core.receivedDtmf(),
+    close() {
+      if (closed) return;
+      closed = true;
+      core.close();
+      socket.close();
+    },
+  };
+}

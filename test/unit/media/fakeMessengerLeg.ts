@@ -1,0 +1,73 @@
+/**
+ * An in-process Messenger leg for media tests: plain RTP in memory, Opus at 48 kHz, optional telephone-event at
+ * the clock Meta "negotiated". It records what the bridge sends toward Meta.
+ */
+import type { MessengerLeg, MessengerLegEvents, MessengerNegotiated } from '../../../src/calls/ports.js';
+import { TypedEmitter } from '../../../src/core/TypedEmitter.js';
+import { RtpMediaCore } from '../../helpers/rtpPeer.js';
+
+export class FakeMessengerLeg extends TypedEmitter<MessengerLegEvents> implements MessengerLeg {
+  readonly core: RtpMediaCore;
+  readonly #listeners = new Set<(packet: Buffer) => void>();
+  readonly #negotiated: MessengerNegotiated;
+  /** Raw packets the bridge sent toward Meta. */
+  readonly sent: Buffer[] = [];
+  #closed = false;
+
+  constructor(options: { opusPt?: number; telephoneEvent?: { pt: number; clockRate: number } } = {}) {
+    super();
+    this.#negotiated = { opusPt: options.opusPt ?? 111, telephoneEvent: options.telephoneEvent };
+    this.core = new RtpMediaCore({
+      codec: 'opus',
+      pt: this.#negotiated.opusPt,
+      tePt: options.telephoneEvent?.pt,
+      teClockRate: options.telephoneEvent?.clockRate,
+      transmit: (packet) => {
+        for (const listener of this.#listeners) listener(packet);
+      },
+    });
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  sendRtp(packet: Buffer): void {
+    if (this.#closed) return;
+    this.sent.push(Buffer.from(packet));
+    this.core.receive(packet);
+  }
+
+  onRtp(listener: (packet: Buffer) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  get listenerTotal(): number {
+    return this.#listeners.size;
+  }
+
+  async createOffer(): Promise<string> {
+    throw new Error('not used in media tests');
+  }
+
+  async applyAnswer(): Promise<void> {}
+
+  async applyOffer(): Promise<string> {
+    throw new Error('not used in media tests');
+  }
+
+  negotiated(): MessengerNegotiated {
+    return this.#negotiated;
+  }
+
+  async whenConnected(): Promise<void> {}
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.core.close();
+    this.#listeners.clear();
+    this.safeEmit('closed');
+  }
+}
