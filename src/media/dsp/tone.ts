@@ -156,7 +156,7 @@ export function peakFrequency(samples: Int16Array, sampleRate: number): number {
     const b = Math.log(mags[best]! + 1e-12);
     const c = Math.log(mags[best + 1]! + 1e-12);
     const den = a - 2 * b + c;
-    if (den < 0) offset = (0.5 * (a - c)) / den;
+    if (den < 0) offset = Math.max(-0.5, Math.min(0.5, (0.5 * (a - c)) / den));
   }
   return ((best + offset) * sampleRate) / size;
 }
