@@ -273,6 +273,23 @@ t.test('the unit restarts on crashes, never on config errors, and drains on stop
   t.same(words('Install', 'WantedBy'), ['multi-user.target']);
 });
 
+t.test('an invalid configuration ends the daemon with a status the unit does not restart', async (t) => {
+  const dir = mkdtempSync(join(scratch, 'config-'));
+  const config = join(dir, 'config.yaml');
+  writeFileSync(config, 'meta:\n  app_secret: x\n');
+  const [, script, ...args] = unitExecStart;
+  const source = join(repoRoot, 'src', basename(script ?? '').replace(/\.js$/, '.ts'));
+  const daemonArgs = args.map((a) => (a === '/etc/messenger-sip-bridge/config.yaml' ? config : a));
+  const result = spawnSync(process.execPath, ['--import', 'tsx', source, ...daemonArgs], {
+    cwd: repoRoot,
+    encoding: 'utf8',
+    timeout: 30_000,
+    env: { PATH: process.env.PATH, ...unitEnv },
+  });
+  t.ok(words('Service', 'RestartPreventExitStatus').includes(String(result.status)), `exit status ${result.status}`);
+  t.match(result.stderr, /pages/, 'the problem is reported');
+});
+
 t.test('the unit is sandboxed', async (t) => {
   const expected: Record<string, string> = {
     NoNewPrivileges: 'yes',
