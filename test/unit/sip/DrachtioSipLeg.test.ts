@@ -23,7 +23,7 @@ function sdp(port: number, direction = 'sendrecv', version = 1): string {
 }
 
 async function setup(
-  t: Tap.Test,
+  t: { teardown: (fn: () => unknown) => void },
   extra: Partial<DrachtioSipLegOptions> = {},
 ): Promise<{ double: DrachtioDouble; leg: DrachtioSipLeg; responses: Array<[string, number]> }> {
   const double = await startDrachtioDouble({ secret: 's3cret' });
