@@ -67,6 +67,7 @@ export class RtpMediaCore {
   #ts = randomSsrc();
   #timer?: NodeJS.Timeout;
   #tone?: { hz: number; amplitude: number; n: number };
+  #source?: (frame: Int16Array) => boolean;
   #dtmf?: { event: number; timestamp: number; frames: number; totalFrames: number; endSent: number; resolve: () => void };
   #closed = false;
 
@@ -87,9 +88,20 @@ export class RtpMediaCore {
     this.#ensureTimer();
   }
 
+  /**
+   * Send audio produced by `fill` (one 20 ms frame at `sampleRate` per call) until it returns false.
+   * Replaces the tone.
+   */
+  startSource(fill: (frame: Int16Array) => boolean): void {
+    this.#tone = undefined;
+    this.#source = fill;
+    this.#ensureTimer();
+  }
+
   /** Stop the tone; nothing is sent afterwards (unless a digit is being sent). */
   stopTone(): void {
     this.#tone = undefined;
+    this.#source = undefined;
   }
 
   /** Send one RFC 4733 digit (updates every 20 ms, end packet three times); resolves after its end packets. */
@@ -215,8 +227,12 @@ export class RtpMediaCore {
       const w = (2 * Math.PI * this.#tone.hz) / this.sampleRate;
       for (let i = 0; i < pcm.length; i++) pcm[i] = Math.round(this.#tone.amplitude * Math.sin(w * this.#tone.n++));
       this.#send(this.pt, this.#encode(pcm), false, frameTs);
+    } else if (this.#source && !dtmf) {
+      const pcm = new Int16Array(this.#frameSamples);
+      if (this.#source(pcm)) this.#send(this.pt, this.#encode(pcm), false, frameTs);
+      else this.#source = undefined;
     }
-    if (!this.#tone && !this.#dtmf && this.#timer) {
+    if (!this.#tone && !this.#source && !this.#dtmf && this.#timer) {
       clearInterval(this.#timer);
       this.#timer = undefined;
     }
@@ -249,6 +265,8 @@ export interface RtpPeer {
   sdp(direction?: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive'): string;
   setRemote(address: string, port: number): void;
   startTone(hz: number, dbfs?: number): void;
+  /** Send audio from `fill` (20 ms frames at `sampleRate`) until it returns false. */
+  startSource(fill: (frame: Int16Array) => boolean): void;
   stopTone(): void;
   sendDtmf(digit: string, durationMs: number): Promise<void>;
   sendDigits(digits: string, durationMs?: number, gapMs?: number): Promise<void>;
@@ -330,6 +348,7 @@ export async function createRtpPeer(options: RtpPeerOptions): Promise<RtpPeer> {
       remote = { address: addr, port: p };
     },
     startTone: (hz, dbfs) => core.startTone(hz, dbfs),
+    startSource: (fill) => core.startSource(fill),
     stopTone: () => core.stopTone(),
     sendDtmf: (digit, durationMs) => core.sendDtmf(digit, durationMs),
     sendDigits: (digits, durationMs, gapMs) => core.sendDigits(digits, durationMs, gapMs),

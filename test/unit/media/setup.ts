@@ -7,6 +7,11 @@ import { MediasoupMediaEngine } from '../../../src/media/MediasoupMediaEngine.js
 import type { MediasoupMediaEngineOptions } from '../../../src/media/MediasoupMediaEngine.js';
 import { WorkerPool } from '../../../src/media/WorkerPool.js';
 import { analyzeTone } from '../../../src/media/dsp/tone.js';
+import type { PbxCodecName } from '../../../src/calls/ports.js';
+import type { MediasoupCallMedia } from '../../../src/media/MediasoupCallMedia.js';
+import { createRtpPeer } from '../../helpers/rtpPeer.js';
+import type { RtpPeer } from '../../helpers/rtpPeer.js';
+import { FakeMessengerLeg } from './fakeMessengerLeg.js';
 
 export function testLogger(): Logger {
   return pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
@@ -48,4 +53,36 @@ export async function until(check: () => boolean, timeoutMs = 5000, what = 'cond
 export function analyzeTail(pcm: Int16Array, sampleRate: number, hz: number, seconds = 0.4): ReturnType<typeof analyzeTone> {
   const n = Math.min(pcm.length, Math.round(sampleRate * seconds));
   return analyzeTone(pcm.subarray(pcm.length - n), sampleRate, hz);
+}
+
+/** One bridged call: fake Meta leg, call media, RTP peer as the PBX (answering our offer), started. */
+export async function setupCall(
+  t: { teardown(fn: () => void): void },
+  engine: MediasoupMediaEngine,
+  log: Logger,
+  options: {
+    codec: PbxCodecName;
+    metaTe?: { pt: number; clockRate: number };
+    pbxTePt?: number;
+    start?: boolean;
+  },
+): Promise<{ leg: FakeMessengerLeg; media: MediasoupCallMedia; peer: RtpPeer }> {
+  const leg = new FakeMessengerLeg({ telephoneEvent: options.metaTe });
+  const media = await engine.createMediasoupCallMedia({
+    callId: `call-${Math.random().toString(36).slice(2)}`,
+    log,
+    messenger: leg,
+    codecs: [options.codec],
+  });
+  const peer = await createRtpPeer({ codec: options.codec, tePt: options.pbxTePt ?? 101 });
+  t.teardown(() => {
+    media.close();
+    peer.close();
+    leg.close();
+  });
+  media.createPbxOffer();
+  peer.setRemote('127.0.0.1', media.pbxPort);
+  media.applyPbxAnswer(peer.sdp());
+  if (options.start !== false) media.start();
+  return { leg, media, peer };
 }
