@@ -1,0 +1,265 @@
+/**
+ * A runtime fix for werift 0.25.2's DTLS client, so that it completes handshakes against OpenSSL-based DTLS servers
+ * that handle datagrams out of order or drop a record (rtpengine; possibly Meta's media servers).
+ *
+ * What goes wrong without it (captured on loopback against rtpengine 10.5, see INTEROP.md):
+ * 1. werift sends its final flight (Certificate, ClientKeyExchange, CertificateVerify, ChangeCipherSpec, Finished) as
+ *    five separate UDP datagrams. A server that reads one socket from several threads may process them out of order.
+ *    When OpenSSL sees the ChangeCipherSpec before it has processed the CertificateVerify, it discards the
+ *    ChangeCipherSpec, then buffers the epoch-1 Finished and waits for a ChangeCipherSpec that never comes.
+ * 2. werift retransmits a flight byte for byte, with the record sequence numbers of the first transmission.
+ *    RFC 6347 (4.1, 4.2.4) wants a new record sequence number on every retransmitted record; OpenSSL's replay window
+ *    drops the copies, so a record lost or discarded the first time is never delivered: werift retransmits until it
+ *    gives up and the server never finishes.
+ * 3. werift waits a fixed 100 ms after ICE before sending its ClientHello (RTCDtlsTransport.start).
+ *
+ * The fix, per DTLS client socket, on the datagrams werift hands to its ICE transport:
+ * - the records werift sends in one go (a flight) leave in as few datagrams as fit `maxDatagramBytes`, in order, so a
+ *   server always sees a flight's records in the order they were written (what OpenSSL and BoringSSL clients do);
+ * - every record gets a fresh sequence number from a per-epoch counter (epoch 1 starts at 0, as RFC 6347 4.1 says);
+ *   epoch-0 records are renumbered in the header, epoch-1 records are decrypted with our own write key and sealed
+ *   again under their new number (AES-GCM authenticates the number), so retransmissions are not replays;
+ * - the ClientHello goes out as soon as werift has created the DTLS client, without the 100 ms wait. Meta's side is
+ *   ICE-lite and DTLS passive: it has answered before we start and is ready when our nominated check succeeds; a
+ *   ClientHello that still arrives too early is retransmitted by werift after 500 ms.
+ *
+ * werift's own retransmission timer (0.5 s, 1 s, 1.5 s, ... 10 times) is left as it is: with fresh record numbers the
+ * first retransmission recovers from a lost or discarded record.
+ *
+ * Apply once per process before the first connection: `applyWeriftDtlsFix()`. It patches werift's `DtlsClient` and
+ * `RTCDtlsTransport` prototypes; it is idempotent. Servers (`DtlsServer`) are not touched.
+ */
+import { DtlsClient, RTCDtlsTransport } from 'werift';
+
+/** DTLS record header: type(1) version(2) epoch(2) sequence_number(6) length(2). */
+export const DTLS_RECORD_HEADER_BYTES = 13;
+
+/** DTLS ContentType values. */
+export const DtlsContentType = { changeCipherSpec: 20, alert: 21, handshake: 22, applicationData: 23 } as const;
+
+export interface DtlsRecord {
+  contentType: number;
+  /** (major << 8) | minor, e.g. 0xfefd for DTLS 1.2. */
+  version: number;
+  epoch: number;
+  sequenceNumber: number;
+  /** The record's payload (still encrypted in epoch > 0). */
+  fragment: Buffer;
+}
+
+/** Split a datagram into DTLS records. Throws on a truncated record. */
+export function parseDtlsRecords(datagram: Buffer): DtlsRecord[] {
+  const records: DtlsRecord[] = [];
+  let pos = 0;
+  while (pos < datagram.length) {
+    if (pos + DTLS_RECORD_HEADER_BYTES > datagram.length) throw new RangeError('truncated DTLS record header');
+    const length = datagram.readUInt16BE(pos + 11);
+    const end = pos + DTLS_RECORD_HEADER_BYTES + length;
+    if (end > datagram.length) throw new RangeError('truncated DTLS record');
+    records.push({
+      contentType: datagram[pos] as number,
+      version: datagram.readUInt16BE(pos + 1),
+      epoch: datagram.readUInt16BE(pos + 3),
+      sequenceNumber: datagram.readUIntBE(pos + 5, 6),
+      fragment: datagram.subarray(pos + DTLS_RECORD_HEADER_BYTES, end),
+    });
+    pos = end;
+  }
+  return records;
+}
+
+export function serializeDtlsRecord(record: DtlsRecord): Buffer {
+  const out = Buffer.allocUnsafe(DTLS_RECORD_HEADER_BYTES + record.fragment.length);
+  out[0] = record.contentType;
+  out.writeUInt16BE(record.version, 1);
+  out.writeUInt16BE(record.epoch, 3);
+  out.writeUIntBE(record.sequenceNumber, 5, 6);
+  out.writeUInt16BE(record.fragment.length, 11);
+  record.fragment.copy(out, DTLS_RECORD_HEADER_BYTES);
+  return out;
+}
+
+/**
+ * Re-seals an epoch > 0 record under a new sequence number (AEAD: the number is in the nonce and the additional data).
+ * Returns the new encrypted fragment.
+ */
+export type RecordResealer = (record: DtlsRecord, newSequenceNumber: number) => Buffer;
+
+/**
+ * Renumbers outgoing records with per-epoch counters and packs the records written in one turn of the event loop
+ * into datagrams of at most `maxDatagramBytes`, in order. Independent of werift (tested on its own).
+ */
+export class DtlsRecordWriter {
+  readonly #send: (datagram: Buffer) => Promise<void>;
+  readonly #reseal: RecordResealer;
+  readonly #maxDatagramBytes: number;
+  readonly #nextSequence = new Map<number, number>();
+  #queue: Buffer[] = [];
+  #flushing: Promise<void> | undefined;
+
+  /**
+   * @param send puts one datagram on the wire.
+   * @param reseal re-encrypts an epoch > 0 record for a new sequence number.
+   * @param maxDatagramBytes datagram size limit in bytes (default 1200, below any path MTU on the Internet).
+   */
+  constructor(options: { send: (datagram: Buffer) => Promise<void>; reseal: RecordResealer; maxDatagramBytes?: number }) {
+    this.#send = options.send;
+    this.#reseal = options.reseal;
+    this.#maxDatagramBytes = options.maxDatagramBytes ?? 1200;
+  }
+
+  /** Queue one buffer of whole records; all buffers written in the same tick leave together, in order. */
+  write(buffer: Buffer): Promise<void> {
+    this.#queue.push(buffer);
+    if (!this.#flushing) {
+      this.#flushing = new Promise<void>((resolve, reject) => {
+        queueMicrotask(() => {
+          const buffers = this.#queue;
+          this.#queue = [];
+          this.#flushing = undefined;
+          this.#flush(buffers).then(resolve, reject);
+        });
+      });
+    }
+    return this.#flushing;
+  }
+
+  /** The next sequence number this writer will give a record of `epoch`. */
+  nextSequenceNumber(epoch: number): number {
+    return this.#nextSequence.get(epoch) ?? 0;
+  }
+
+  async #flush(buffers: Buffer[]): Promise<void> {
+    const datagrams: Buffer[][] = [];
+    let current: Buffer[] = [];
+    let currentBytes = 0;
+    for (const buffer of buffers) {
+      for (const record of parseDtlsRecords(buffer)) {
+        const bytes = this.#renumber(record);
+        if (currentBytes > 0 && currentBytes + bytes.length > this.#maxDatagramBytes) {
+          datagrams.push(current);
+          current = [];
+          currentBytes = 0;
+        }
+        current.push(bytes);
+        currentBytes += bytes.length;
+      }
+    }
+    if (current.length > 0) datagrams.push(current);
+    for (const datagram of datagrams) await this.#send(Buffer.concat(datagram));
+  }
+
+  #renumber(record: DtlsRecord): Buffer {
+    const sequenceNumber = this.nextSequenceNumber(record.epoch);
+    this.#nextSequence.set(record.epoch, sequenceNumber + 1);
+    if (record.sequenceNumber === sequenceNumber) return serializeDtlsRecord(record);
+    const fragment = record.epoch === 0 ? record.fragment : this.#reseal(record, sequenceNumber);
+    return serializeDtlsRecord({ ...record, sequenceNumber, fragment });
+  }
+}
+
+export interface WeriftDtlsFixOptions {
+  /** Largest datagram the client sends, in bytes (default 1200). */
+  maxDatagramBytes?: number;
+  /** Send the ClientHello without werift's fixed 100 ms wait (default true). */
+  startWithoutDelay?: boolean;
+}
+
+// The parts of werift's DTLS client this file touches (werift does not export the types of its internals).
+interface AeadCipherLike {
+  encrypt(type: number, data: Buffer, header: { type: number; version: number; epoch: number; sequenceNumber: number }): Buffer;
+  decrypt(type: number, data: Buffer, header: { type: number; version: number; epoch: number; sequenceNumber: number }): Buffer;
+}
+interface DtlsClientInternals {
+  transport: { send: (buf: Buffer, addr?: unknown) => Promise<void> };
+  cipher: { sessionType: number; cipher?: AeadCipherLike };
+}
+
+const SESSION_CLIENT = 1;
+const SESSION_SERVER = 2;
+const patched = Symbol.for('messenger-sip-bridge.werift-dtls-fix');
+const connectPromise = Symbol('connectPromise');
+const writerInstalled = Symbol('writerInstalled');
+
+let appliedOptions: Required<WeriftDtlsFixOptions> | undefined;
+
+/** True once `applyWeriftDtlsFix()` ran in this process. */
+export function isWeriftDtlsFixApplied(): boolean {
+  return appliedOptions !== undefined;
+}
+
+/** Options in force (undefined before `applyWeriftDtlsFix()`). */
+export function weriftDtlsFixOptions(): Readonly<Required<WeriftDtlsFixOptions>> | undefined {
+  return appliedOptions;
+}
+
+function installRecordWriter(client: DtlsClientInternals, maxDatagramBytes: number): void {
+  const transport = client.transport;
+  const rawSend = transport.send;
+  const writer = new DtlsRecordWriter({
+    maxDatagramBytes,
+    send: (datagram) => rawSend(datagram),
+    reseal: (record, newSequenceNumber) => {
+      const aead = client.cipher.cipher;
+      if (!aead || client.cipher.sessionType !== SESSION_CLIENT) {
+        throw new Error('cannot re-seal a DTLS record without the client cipher');
+      }
+      // Our own records are sealed with the client write key; werift picks keys by "who is decrypting", so decrypting
+      // as the server opens them.
+      const open = { type: record.contentType, version: record.version, epoch: record.epoch };
+      const plaintext = aead.decrypt(SESSION_SERVER, record.fragment, { ...open, sequenceNumber: record.sequenceNumber });
+      return aead.encrypt(SESSION_CLIENT, plaintext, { ...open, sequenceNumber: newSequenceNumber });
+    },
+  });
+  // werift calls transport.send(buf) for handshake flights and application data; everything it sends is records.
+  Object.defineProperty(transport, 'send', {
+    configurable: true,
+    writable: true,
+    value: (buf: Buffer) => writer.write(buf),
+  });
+}
+
+/**
+ * Patch werift's DTLS client (process-wide, idempotent). Call before the first RTCPeerConnection connects.
+ * Later calls with other options are ignored; the first call's options stay in force.
+ */
+export function applyWeriftDtlsFix(options: WeriftDtlsFixOptions = {}): void {
+  const clientProto = DtlsClient.prototype as unknown as Record<PropertyKey, unknown> & { connect: () => Promise<void> };
+  if (clientProto[patched]) return;
+  const config: Required<WeriftDtlsFixOptions> = {
+    maxDatagramBytes: options.maxDatagramBytes ?? 1200,
+    startWithoutDelay: options.startWithoutDelay ?? true,
+  };
+
+  const originalConnect = clientProto.connect;
+  // connect() runs once per client: a second call (werift's own, 100 ms after ours) gets the first call's promise.
+  clientProto.connect = function connect(this: DtlsClientInternals & Record<PropertyKey, unknown>): Promise<void> {
+    const existing = this[connectPromise] as Promise<void> | undefined;
+    if (existing) return existing;
+    if (!this[writerInstalled]) {
+      installRecordWriter(this, config.maxDatagramBytes);
+      this[writerInstalled] = true;
+    }
+    const started = originalConnect.call(this as unknown as DtlsClient);
+    this[connectPromise] = started;
+    return started;
+  };
+
+  if (config.startWithoutDelay) {
+    const transportProto = RTCDtlsTransport.prototype as unknown as { start: () => Promise<void> };
+    const originalStart = transportProto.start;
+    transportProto.start = function start(this: { dtls?: unknown }): Promise<void> {
+      // start() creates the DTLS client synchronously, then sleeps 100 ms before connect(); connect it now instead.
+      const running = originalStart.call(this as unknown as RTCDtlsTransport);
+      const dtls = this.dtls;
+      if (dtls instanceof DtlsClient) {
+        // Failures of this call reach werift through its own connect() call, which returns this same promise.
+        dtls.connect().catch(() => undefined);
+      }
+      return running;
+    };
+  }
+
+  clientProto[patched] = true;
+  appliedOptions = config;
+}
