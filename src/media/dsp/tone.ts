@@ -90,6 +90,72 @@ export function toneEnergy(samples: Int16Array, sampleRate: number, hz: number):
   return { tone: a * xc + b * xs, total };
 }
 
+/**
+ * Joint least-squares fit of sinusoids at all of `hzList` (e.g. the two tones of a DTMF digit): the energy of
+ * the fitted sum, the energy of each fitted tone, and the total energy. Unlike separate fits, close or
+ * non-orthogonal frequencies are not counted twice.
+ */
+export function tonesEnergy(
+  samples: Int16Array,
+  sampleRate: number,
+  hzList: readonly number[],
+): { tones: number; each: number[]; total: number } {
+  const m = 2 * hzList.length;
+  const basis: Float64Array[] = [];
+  for (const hz of hzList) {
+    const w = (2 * Math.PI * hz) / sampleRate;
+    const c = new Float64Array(samples.length);
+    const s = new Float64Array(samples.length);
+    for (let n = 0; n < samples.length; n++) {
+      c[n] = Math.cos(w * n);
+      s[n] = Math.sin(w * n);
+    }
+    basis.push(c, s);
+  }
+  // Normal equations G a = b, solved by Gaussian elimination with partial pivoting.
+  const g = Array.from({ length: m }, () => new Float64Array(m + 1));
+  let total = 0;
+  for (let n = 0; n < samples.length; n++) total += samples[n]! * samples[n]!;
+  for (let i = 0; i < m; i++) {
+    for (let j = i; j < m; j++) {
+      let dot = 0;
+      for (let n = 0; n < samples.length; n++) dot += basis[i]![n]! * basis[j]![n]!;
+      g[i]![j] = dot;
+      g[j]![i] = dot;
+    }
+    let xb = 0;
+    for (let n = 0; n < samples.length; n++) xb += samples[n]! * basis[i]![n]!;
+    g[i]![m] = xb;
+  }
+  const rhs = g.map((row) => row[m]!);
+  for (let col = 0; col < m; col++) {
+    let pivot = col;
+    for (let r = col + 1; r < m; r++) if (Math.abs(g[r]![col]!) > Math.abs(g[pivot]![col]!)) pivot = r;
+    [g[col], g[pivot]] = [g[pivot]!, g[col]!];
+    const p = g[col]![col]!;
+    if (Math.abs(p) < 1e-9) return { tones: 0, each: hzList.map(() => 0), total };
+    for (let r = 0; r < m; r++) {
+      if (r === col) continue;
+      const f = g[r]![col]! / p;
+      for (let c = col; c <= m; c++) g[r]![c]! -= f * g[col]![c]!;
+    }
+  }
+  const coef = g.map((row, i) => row[m]! / row[i]!);
+  let tones = 0;
+  for (let i = 0; i < m; i++) tones += coef[i]! * rhs[i]!;
+  const each = hzList.map((_, k) => {
+    const a = coef[2 * k]!;
+    const b = coef[2 * k + 1]!;
+    let e = 0;
+    for (let n = 0; n < samples.length; n++) {
+      const v = a * basis[2 * k]![n]! + b * basis[2 * k + 1]![n]!;
+      e += v * v;
+    }
+    return e;
+  });
+  return { tones, each, total };
+}
+
 /** In-place radix-2 complex FFT; `re.length` must be a power of two. */
 function fft(re: Float64Array, im: Float64Array): void {
   const n = re.length;
