@@ -497,6 +497,30 @@ t.test('the image installs the mediasoup worker from Debian experimental like th
   t.equal(derived.stdout.trim(), /^URIs:\s*(\S+)/m.exec(hostExperimental)?.[1], 'same archive as the host install');
 });
 
+t.test('the image build refuses a mediasoup worker of another release than the npm package', async (t) => {
+  const guard = inStage(stageOf('runtime'), 'RUN').find((d) => d.args.includes('dpkg-query'))?.args;
+  t.ok(guard, 'the runtime stage compares the two versions');
+  const npmVersion = (
+    JSON.parse(readFileSync(join(repoRoot, 'node_modules/mediasoup/package.json'), 'utf8')) as { version: string }
+  ).version;
+  // Run the guard from the repository (it reads node_modules/mediasoup like the image's WORKDIR) with a stand-in
+  // dpkg-query that reports a chosen Debian version.
+  const fakeBin = mkdtempSync(join(scratch, 'bin-'));
+  const check = (debVersion: string): number | null => {
+    writeFileSync(join(fakeBin, 'dpkg-query'), `#!/bin/sh\nprintf '%s' '${debVersion}'\n`, { mode: 0o755 });
+    return spawnSync('sh', ['-c', guard ?? 'exit 2'], {
+      cwd: repoRoot,
+      encoding: 'utf8',
+      timeout: 15_000,
+      env: { PATH: `${fakeBin}:${process.env.PATH ?? ''}` },
+    }).status;
+  };
+  t.equal(check(`${npmVersion}~dfsg1-1`), 0, `Debian ${npmVersion}~dfsg1-1 matches npm ${npmVersion}`);
+  t.equal(check(`${npmVersion}-2`), 0, 'a Debian revision of the same release matches');
+  t.equal(check('3.99.0~dfsg1-1'), 1, 'another release fails the build');
+  t.equal(check(`${npmVersion}0-1`), 1, 'a longer version with the same prefix fails the build');
+});
+
 t.test('the health check passes only when /readyz answers 200', async (t) => {
   const runtime = stageOf('runtime');
   const health = inStage(runtime, 'HEALTHCHECK').at(-1)?.args ?? '';
