@@ -139,17 +139,19 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
       onAudio: (packet, header) => this.#onPbxAudio(packet, header),
       onTelephoneEvent: (packet, header) => this.#onPbxTelephoneEvent(packet, header),
     });
-    options.router.on('workerclose', () => {
-      const died = this.#o.workerDied(this.#o.worker);
-      this.#fail(
-        new MediaError(
-          died ? 'WORKER_DIED' : 'WORKER_CLOSED',
-          died ? `media worker ${this.#o.worker.pid} died` : 'media worker closed under the call',
-        ),
-      );
-    });
-    options.plain.on('routerclose', () => this.#fail(new MediaError('TRANSPORT_CLOSED', 'PBX transport closed')));
-    options.direct.on('routerclose', () => this.#fail(new MediaError('TRANSPORT_CLOSED', 'node transport closed')));
+    // mediasoup closes a dead worker's routers and transports before it emits 'died': decide once that ran.
+    const onClosedUnderUs = (what: string): void => {
+      queueMicrotask(() => {
+        if (this.#o.workerDied(this.#o.worker)) {
+          this.#fail(new MediaError('WORKER_DIED', `media worker ${this.#o.worker.pid} died`));
+        } else {
+          this.#fail(new MediaError('TRANSPORT_CLOSED', `${what} closed under the call`));
+        }
+      });
+    };
+    options.router.on('workerclose', () => onClosedUnderUs('media worker'));
+    options.plain.on('routerclose', () => onClosedUnderUs('PBX transport'));
+    options.direct.on('routerclose', () => onClosedUnderUs('node transport'));
   }
 
   get closed(): boolean {

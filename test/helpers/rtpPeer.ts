@@ -70,6 +70,12 @@ export class RtpMediaCore {
   #source?: (frame: Int16Array) => boolean;
   #dtmf?: { event: number; timestamp: number; frames: number; totalFrames: number; endSent: number; resolve: () => void };
   #closed = false;
+  #lastTickAt?: number;
+  #audioPackets = 0;
+  /** The next audio packet starts a talkspurt (marker bit). */
+  #talkspurt = true;
+  /** Audio packets for which this returns true are counted (sequence number used) but not sent: loss. */
+  drop?: (audioPacketIndex: number) => boolean;
 
   constructor(options: RtpMediaCoreOptions) {
     this.codec = options.codec;
@@ -192,6 +198,12 @@ export class RtpMediaCore {
 
   #ensureTimer(): void {
     if (this.#timer || this.#closed) return;
+    this.#talkspurt = true;
+    // Timestamps keep pace with the wall clock across pauses (as after DTX or silence suppression).
+    if (this.#lastTickAt !== undefined) {
+      const frames = Math.round((performance.now() - this.#lastTickAt) / 20) - 1;
+      if (frames > 0) this.#ts = (this.#ts + frames * this.#frameSamples) >>> 0;
+    }
     this.#timer = setInterval(() => this.#tick(), 20);
   }
 
@@ -201,8 +213,20 @@ export class RtpMediaCore {
     this.#transmit(buildRtp({ payloadType: pt, sequenceNumber: this.#seq, timestamp, ssrc: this.ssrc, marker, payload }));
   }
 
+  #sendAudio(pcm: Int16Array, timestamp: number): void {
+    const index = this.#audioPackets++;
+    const payload = this.#encode(pcm);
+    if (this.drop?.(index)) {
+      this.#seq = (this.#seq + 1) & 0xffff;
+      return;
+    }
+    this.#send(this.pt, payload, this.#talkspurt, timestamp);
+    this.#talkspurt = false;
+  }
+
   #tick(): void {
     if (this.#closed) return;
+    this.#lastTickAt = performance.now();
     const dtmf = this.#dtmf;
     if (dtmf) {
       dtmf.frames++;
@@ -226,10 +250,10 @@ export class RtpMediaCore {
       const pcm = new Int16Array(this.#frameSamples);
       const w = (2 * Math.PI * this.#tone.hz) / this.sampleRate;
       for (let i = 0; i < pcm.length; i++) pcm[i] = Math.round(this.#tone.amplitude * Math.sin(w * this.#tone.n++));
-      this.#send(this.pt, this.#encode(pcm), false, frameTs);
+      this.#sendAudio(pcm, frameTs);
     } else if (this.#source && !dtmf) {
       const pcm = new Int16Array(this.#frameSamples);
-      if (this.#source(pcm)) this.#send(this.pt, this.#encode(pcm), false, frameTs);
+      if (this.#source(pcm)) this.#sendAudio(pcm, frameTs);
       else this.#source = undefined;
     }
     if (!this.#tone && !this.#source && !this.#dtmf && this.#timer) {

@@ -12,6 +12,8 @@ export class FakeMessengerLeg extends TypedEmitter<MessengerLegEvents> implement
   readonly #negotiated: MessengerNegotiated;
   /** Raw packets the bridge sent toward Meta. */
   readonly sent: Buffer[] = [];
+  /** performance.now() of each entry of `sent`. */
+  readonly sentAt: number[] = [];
   #closed = false;
 
   constructor(options: { opusPt?: number; telephoneEvent?: { pt: number; clockRate: number } } = {}) {
@@ -35,6 +37,7 @@ export class FakeMessengerLeg extends TypedEmitter<MessengerLegEvents> implement
   sendRtp(packet: Buffer): void {
     if (this.#closed) return;
     this.sent.push(Buffer.from(packet));
+    this.sentAt.push(performance.now());
     this.core.receive(packet);
   }
 
