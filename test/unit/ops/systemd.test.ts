@@ -176,8 +176,7 @@ function run(cmd: string, args: string[], timeoutMs = 30_000): SpawnSyncReturns<
   return spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs });
 }
 
-const haveSystemdAnalyze = hasCommand('systemd-analyze');
-const noSystemdAnalyze = haveSystemdAnalyze ? false : 'systemd-analyze is missing (Debian package systemd)';
+const noSystemdAnalyze = hasCommand('systemd-analyze') ? false : 'systemd-analyze is missing (Debian package systemd)';
 const noOfflineSecurity =
   noSystemdAnalyze ||
   (run('systemd-analyze', ['security', '--help']).stdout.includes('--offline')
@@ -248,6 +247,7 @@ t.test('the unit sets the production environment and the Debian mediasoup worker
   const installScript = readFileSync(join(repoRoot, 'scripts/install.sh'), 'utf8');
   const installed = /^WORKER_BIN=(\S+)$/m.exec(installScript)?.[1];
   t.equal(workerBin, installed, 'the worker path is where scripts/install.sh installs it');
+  t.equal(workerBin, defaults.media.worker_bin, "the path agrees with the config's default media.worker_bin");
   const dockerEnv = inStage(stageOf('runtime'), 'ENV').map((d) => d.args).join(' ');
   t.match(dockerEnv, new RegExp(`MEDIASOUP_WORKER_BIN=${workerBin}(\\s|$)`), 'the image uses the same path');
   if (existsSync(workerBin ?? '')) {
