@@ -1,0 +1,679 @@
+/**
+ * A stand-in for Meta's media servers, on mediasoup: its WebRtcTransport is ICE-lite and acts as DTLS server,
+ * exactly Meta's role. It answers the business's offer with an SDP shaped like Meta's sample answer, sends and
+ * captures Opus through a DirectTransport (tones, DTMF), sends renegotiation offers with a second m=audio like
+ * Meta's media_update, and reports calls that receive no media (Meta ends those after about 20 s).
+ */
+import { randomBytes } from 'node:crypto';
+import { accessSync, constants as fsConstants } from 'node:fs';
+import { isIPv6 } from 'node:net';
+import { Decoder, Encoder } from '@evan/opus';
+import type { types as ms } from 'mediasoup';
+import type { Logger } from 'pino';
+import sdpTransform from 'sdp-transform';
+import { InvalidStateError, MediaError } from '../../core/errors.js';
+import { TypedEmitter } from '../../core/TypedEmitter.js';
+import {
+  DTMF_EVENT_DIGITS,
+  FRAME_SAMPLES,
+  InbandDtmfDetector,
+  SineSource,
+  buildRtpPacket,
+  dtmfFrequencies,
+  parseRtpPacket,
+  telephoneEventPayload,
+} from './audio.js';
+
+export const DEFAULT_WORKER_BIN = '/usr/lib/x86_64-linux-gnu/mediasoup/mediasoup-worker';
+/** Meta's sample answer fmtp for Opus. */
+const META_OPUS_FMTP = 'minptime=10;useinbandfec=1;usedtx=1;maxplaybackrate=16000;maxaveragebitrate=20000';
+/** Longest capture kept by receivedPcm() (samples at 48 kHz): 2 minutes. */
+const MAX_CAPTURE_SAMPLES = 48000 * 120;
+
+type MediasoupModule = typeof import('mediasoup');
+
+async function loadMediasoup(workerBin: string | undefined): Promise<MediasoupModule> {
+  const bin = workerBin ?? process.env.MEDIASOUP_WORKER_BIN ?? DEFAULT_WORKER_BIN;
+  try {
+    accessSync(bin, fsConstants.X_OK);
+  } catch (err) {
+    throw new MediaError('WORKER_BIN_MISSING', `mediasoup worker binary not executable at ${bin}`, { cause: err });
+  }
+  // mediasoup reads the variable when it loads; set it before the first import.
+  process.env.MEDIASOUP_WORKER_BIN ??= bin;
+  const mod = (await import('mediasoup')) as Partial<MediasoupModule> & { default?: MediasoupModule };
+  return mod.createWorker !== undefined ? (mod as MediasoupModule) : mod.default!;
+}
+
+export interface MetaMediaServerOptions {
+  /** Address the WebRtcTransports listen on (e.g. 127.0.0.1). */
+  listenIp: string;
+  /** Address written into candidates instead of listenIp. */
+  announcedIp?: string;
+  log: Logger;
+  rtcMinPort?: number;
+  rtcMaxPort?: number;
+  /** mediasoup worker binary; default MEDIASOUP_WORKER_BIN, else the Debian path. */
+  workerBin?: string;
+}
+
+export interface AnswerOptions {
+  /** Keep telephone-event/48000 in the answer (Meta's sample answer is Opus only). Default false. */
+  telephoneEvent?: boolean;
+  /** Also offer ICE-TCP passive candidates, as Meta does (port is mediasoup's, not 3478). Default false. */
+  tcpCandidates?: boolean;
+  /** Emit 'no-media' when no RTP arrived from the business for this long (ms). Default: never. */
+  noMediaTimeoutMs?: number;
+}
+
+export interface ReceivedDtmf {
+  digit: string;
+  durationMs: number;
+  via: 'rfc4733' | 'inband';
+}
+
+export interface MetaMediaSessionEvents {
+  /** DTLS connected: SRTP flows. */
+  connected: [];
+  /** ICE or DTLS failed / closed under the session. */
+  failed: [Error];
+  /** No RTP from the business for noMediaTimeoutMs. */
+  'no-media': [];
+  closed: [];
+}
+
+interface OfferInfo {
+  mid: string;
+  opusPt: number;
+  /** telephone-event/48000 PT the business offered, if any. */
+  telephoneEventPt: number | undefined;
+  fingerprint: { algorithm: string; value: string };
+  ssrc: number;
+}
+
+function parseBusinessOffer(sdp: string): OfferInfo {
+  const session = sdpTransform.parse(sdp);
+  const audio = (session.media ?? []).find((m) => m.type === 'audio' && m.port !== 0);
+  if (audio === undefined) throw new MediaError('SDP_INVALID', 'offer has no audio section');
+  const opus = audio.rtp.find((r) => r.codec.toLowerCase() === 'opus' && r.rate === 48000);
+  if (opus === undefined) throw new MediaError('SDP_INVALID', 'offer has no Opus/48000');
+  const te = audio.rtp.find((r) => r.codec.toLowerCase() === 'telephone-event' && r.rate === 48000);
+  const fp = audio.fingerprint ?? session.fingerprint;
+  if (fp === undefined) throw new MediaError('SDP_INVALID', 'offer has no fingerprint');
+  const ssrc = audio.ssrcs?.[0]?.id;
+  if (ssrc === undefined) throw new MediaError('SDP_INVALID', 'offer has no a=ssrc');
+  return {
+    mid: audio.mid === undefined ? '0' : String(audio.mid),
+    opusPt: opus.payload,
+    telephoneEventPt: te?.payload,
+    fingerprint: { algorithm: fp.type.toLowerCase(), value: fp.hash },
+    ssrc: Number(ssrc),
+  };
+}
+
+export class MetaMediaServer {
+  readonly #options: MetaMediaServerOptions;
+  readonly #worker: ms.Worker;
+  readonly #log: Logger;
+  readonly #sessions = new Set<MetaMediaSession>();
+  #closed = false;
+
+  private constructor(options: MetaMediaServerOptions, worker: ms.Worker) {
+    this.#options = options;
+    this.#worker = worker;
+    this.#log = options.log;
+  }
+
+  /** Start one mediasoup worker; resolves once it runs. */
+  static async create(options: MetaMediaServerOptions): Promise<MetaMediaServer> {
+    const mediasoup = await loadMediasoup(options.workerBin);
+    const worker = await mediasoup.createWorker({
+      logLevel: 'warn',
+      ...(options.rtcMinPort !== undefined ? { rtcMinPort: options.rtcMinPort } : {}),
+      ...(options.rtcMaxPort !== undefined ? { rtcMaxPort: options.rtcMaxPort } : {}),
+    });
+    const log = options.log.child({ component: 'meta-media' });
+    const server = new MetaMediaServer({ ...options, log }, worker);
+    worker.on('died', (err: Error) => {
+      log.error({ err }, 'mediasoup worker died');
+      server.close();
+    });
+    return server;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  get sessionCount(): number {
+    return this.#sessions.size;
+  }
+
+  /** Answer the business's offer like Meta does (ICE-lite, setup:passive, Opus only unless asked). */
+  async answerOffer(offerSdp: string, options: AnswerOptions = {}): Promise<{ sdp: string; session: MetaMediaSession }> {
+    if (this.#closed) throw new InvalidStateError('MetaMediaServer is closed');
+    const offer = parseBusinessOffer(offerSdp);
+    const telephoneEventPt = options.telephoneEvent ? offer.telephoneEventPt : undefined;
+    const mediaCodecs: ms.RtpCodecCapability[] = [
+      { kind: 'audio', mimeType: 'audio/opus', clockRate: 48000, channels: 2, preferredPayloadType: offer.opusPt },
+    ];
+    if (telephoneEventPt !== undefined) {
+      mediaCodecs.push({
+        kind: 'audio',
+        mimeType: 'audio/telephone-event',
+        clockRate: 48000,
+        preferredPayloadType: telephoneEventPt,
+      });
+    }
+    const router = await this.#worker.createRouter({ mediaCodecs });
+    const session = new MetaMediaSession({
+      router,
+      offer,
+      telephoneEventPt,
+      listenIp: this.#options.listenIp,
+      ...(this.#options.announcedIp !== undefined ? { announcedIp: this.#options.announcedIp } : {}),
+      tcpCandidates: options.tcpCandidates ?? false,
+      ...(options.noMediaTimeoutMs !== undefined ? { noMediaTimeoutMs: options.noMediaTimeoutMs } : {}),
+      log: this.#log.child({ session: router.id }),
+    });
+    this.#sessions.add(session);
+    session.on('closed', () => this.#sessions.delete(session));
+    try {
+      const sdp = await session.start();
+      return { sdp, session };
+    } catch (err) {
+      session.close();
+      throw err;
+    }
+  }
+
+  /** Idempotent: closes every session and the worker. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const session of [...this.#sessions]) session.close();
+    this.#worker.close();
+  }
+}
+
+interface SessionInit {
+  router: ms.Router;
+  offer: OfferInfo;
+  telephoneEventPt: number | undefined;
+  listenIp: string;
+  announcedIp?: string;
+  tcpCandidates: boolean;
+  noMediaTimeoutMs?: number;
+  log: Logger;
+}
+
+export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
+  readonly #init: SessionInit;
+  readonly #log: Logger;
+  readonly #router: ms.Router;
+  #transport: ms.WebRtcTransport | undefined;
+  #direct: ms.DirectTransport | undefined;
+  /** Business -> us: producer on the WebRtcTransport, consumer on the DirectTransport. */
+  #producer: ms.Producer | undefined;
+  #capture: ms.Consumer | undefined;
+  /** Us -> business: producer on the DirectTransport, consumer on the WebRtcTransport. */
+  #source: ms.Producer | undefined;
+  #sink: ms.Consumer | undefined;
+  #state: 'new' | 'connected' | 'closed' = 'new';
+  readonly #connected: Promise<void>;
+  #resolveConnected!: () => void;
+  #rejectConnected!: (err: Error) => void;
+  #sdpVersion = 2;
+  readonly #sessionId = String(randomBytes(6).readUIntBE(0, 6));
+  #offerMid: string;
+  #pendingOffer: { secondMLine: boolean } | undefined;
+  // Sending
+  readonly #encoder = new Encoder({ channels: 1, sample_rate: 48000, application: 'voip' });
+  readonly #sendSsrc = randomBytes(4).readUInt32BE(0);
+  #seq = randomBytes(2).readUInt16BE(0);
+  #timestamp = randomBytes(4).readUInt32BE(0);
+  #tone: SineSource | undefined;
+  #dtmfQueue: Array<{ digit: string; frames: number; sent: number; source: SineSource | undefined }> = [];
+  #sendTimer: NodeJS.Timeout | undefined;
+  #sendClockStart = 0;
+  #framesSent = 0;
+  // Receiving
+  readonly #decoder = new Decoder({ channels: 1, sample_rate: 48000 });
+  #pcmChunks: Int16Array[] = [];
+  #pcmSamples = 0;
+  readonly #dtmf: ReceivedDtmf[] = [];
+  readonly #inband: InbandDtmfDetector;
+  #lastEventTimestamp: number | undefined;
+  #packetsReceived = 0;
+  #packetsSent = 0;
+  #receivedPts = new Map<number, number>();
+  #noMediaTimer: NodeJS.Timeout | undefined;
+
+  constructor(init: SessionInit) {
+    super();
+    this.#init = init;
+    this.#router = init.router;
+    this.#log = init.log;
+    this.#offerMid = init.offer.mid;
+    this.#connected = new Promise((resolve, reject) => {
+      this.#resolveConnected = resolve;
+      this.#rejectConnected = reject;
+    });
+    // A rejection nobody awaits must not crash the process.
+    this.#connected.catch(() => undefined);
+    this.#inband = new InbandDtmfDetector((digit, durationMs) => {
+      this.#dtmf.push({ digit, durationMs, via: 'inband' });
+    });
+  }
+
+  get closed(): boolean {
+    return this.#state === 'closed';
+  }
+
+  /** RTP packets received from the business (all payload types). */
+  get packetsReceived(): number {
+    return this.#packetsReceived;
+  }
+
+  get packetsSent(): number {
+    return this.#packetsSent;
+  }
+
+  /** Count of received packets per payload type. */
+  receivedPayloadTypes(): Map<number, number> {
+    return new Map(this.#receivedPts);
+  }
+
+  /** True when telephone-event was kept in the answer (DTMF goes as RFC 4733 both ways). */
+  get telephoneEvent(): boolean {
+    return this.#init.telephoneEventPt !== undefined;
+  }
+
+  /** Resolves when DTLS is connected; rejects if the session fails or closes first. */
+  whenConnected(): Promise<void> {
+    return this.#connected;
+  }
+
+  /** Create transports and the answer. Called once by the server. */
+  async start(): Promise<string> {
+    const { router, offer, listenIp, announcedIp } = this.#init;
+    const transport = await router.createWebRtcTransport({
+      listenIps: [{ ip: listenIp, ...(announcedIp !== undefined ? { announcedIp } : {}) }],
+      enableUdp: true,
+      enableTcp: this.#init.tcpCandidates,
+      preferUdp: true,
+    });
+    this.#transport = transport;
+    transport.on('dtlsstatechange', (state: ms.DtlsState) => {
+      this.#log.debug({ state }, 'DTLS state');
+      if (state === 'connected' && this.#state === 'new') {
+        this.#state = 'connected';
+        this.#resolveConnected();
+        this.safeEmit('connected');
+      } else if (state === 'failed' || state === 'closed') {
+        this.#failed(new MediaError('DTLS_FAILED', `DTLS ${state}`));
+      }
+    });
+    transport.on('icestatechange', (state: ms.IceState) => this.#log.debug({ state }, 'ICE state'));
+    this.#direct = await router.createDirectTransport();
+
+    await this.#produceFromBusiness(offer.ssrc);
+    this.#source = await this.#direct.produce({
+      kind: 'audio',
+      rtpParameters: {
+        codecs: this.#codecParameters(),
+        encodings: [{ ssrc: this.#sendSsrc }],
+      },
+    });
+    this.#sink = await this.#consumeToBusiness();
+
+    await transport.connect({
+      dtlsParameters: {
+        role: 'client',
+        fingerprints: [
+          { algorithm: offer.fingerprint.algorithm as ms.DtlsFingerprint['algorithm'], value: offer.fingerprint.value },
+        ],
+      },
+    });
+    this.#armNoMedia();
+    return this.#answerSdp();
+  }
+
+  /** Start sending a continuous sine tone (replaces the current one). */
+  startTone(hz: number, amplitude = 0.3): void {
+    this.#assertOpen();
+    this.#tone = new SineSource([hz], amplitude);
+    this.#ensureSending();
+  }
+
+  stopTone(): void {
+    this.#tone = undefined;
+  }
+
+  /**
+   * Send a DTMF digit: RFC 4733 when telephone-event was negotiated, else as an in-band dual tone in the Opus
+   * stream (what a person's phone does when the call carries no telephone-event).
+   */
+  sendDtmf(digit: string, durationMs = 160): void {
+    this.#assertOpen();
+    dtmfFrequencies(digit);
+    const frames = Math.max(2, Math.round(durationMs / 20));
+    const source = this.telephoneEvent ? undefined : new SineSource(dtmfFrequencies(digit), 0.4);
+    this.#dtmfQueue.push({ digit: digit.toUpperCase(), frames, sent: 0, source });
+    this.#ensureSending();
+  }
+
+  /** Decoded audio received from the business: 48 kHz mono. */
+  receivedPcm(): Int16Array {
+    const out = new Int16Array(this.#pcmSamples);
+    let offset = 0;
+    for (const chunk of this.#pcmChunks) {
+      out.set(chunk, offset);
+      offset += chunk.length;
+    }
+    return out;
+  }
+
+  /** Forget captured audio and digits. */
+  clearReceived(): void {
+    this.#pcmChunks = [];
+    this.#pcmSamples = 0;
+    this.#dtmf.length = 0;
+  }
+
+  receivedDtmf(): ReceivedDtmf[] {
+    return [...this.#dtmf];
+  }
+
+  /**
+   * An offer like Meta's media_update: same ICE/DTLS transport, a=setup:actpass, and with secondMLine two
+   * m=audio sections: mid 0 recvonly (Meta receives on it) and mid 1 sendonly (Meta sends on it).
+   */
+  renegotiationOffer(options: { secondMLine: boolean } = { secondMLine: true }): string {
+    this.#assertOpen();
+    this.#pendingOffer = { secondMLine: options.secondMLine };
+    const version = this.#sdpVersion++;
+    if (!options.secondMLine) {
+      return this.#sdp({ version, setup: 'actpass', sections: [{ mid: this.#offerMid, direction: 'sendrecv', sending: true }] });
+    }
+    return this.#sdp({
+      version,
+      setup: 'actpass',
+      sections: [
+        { mid: this.#offerMid, direction: 'recvonly', sending: false },
+        { mid: String(Number(this.#offerMid) + 1 || 1), direction: 'sendonly', sending: true },
+      ],
+    });
+  }
+
+  /** Apply the business's answer to renegotiationOffer(): follow its sending SSRC and restart our stream. */
+  async applyRenegotiationAnswer(sdp: string): Promise<void> {
+    this.#assertOpen();
+    const pending = this.#pendingOffer;
+    if (pending === undefined) throw new InvalidStateError('no renegotiation offer pending');
+    this.#pendingOffer = undefined;
+    const session = sdpTransform.parse(sdp);
+    const media = session.media ?? [];
+    const setup = media[0]?.setup ?? session.setup;
+    if (setup !== 'active') {
+      throw new MediaError('SDP_INVALID', `answer must be a=setup:active (we never start DTLS), got ${setup}`);
+    }
+    const sending = media.find((m) => m.port !== 0 && (m.direction === 'sendonly' || m.direction === 'sendrecv'));
+    const ssrc = sending?.ssrcs?.[0]?.id;
+    if (sending === undefined || ssrc === undefined) {
+      throw new MediaError('SDP_INVALID', 'answer has no sending audio section with a=ssrc');
+    }
+    if (pending.secondMLine) {
+      const expected = media[0];
+      if (expected?.direction !== 'sendonly') {
+        throw new MediaError('SDP_INVALID', `answer sends on the wrong m-line (mid ${sending.mid})`);
+      }
+    }
+    if (Number(ssrc) !== this.#init.offer.ssrc) {
+      this.#producer?.close();
+      this.#capture?.close();
+      await this.#produceFromBusiness(Number(ssrc));
+    }
+    this.#log.info({ ssrc, secondMLine: pending.secondMLine }, 'renegotiation applied');
+  }
+
+  /** Idempotent. */
+  close(): void {
+    if (this.#state === 'closed') return;
+    this.#state = 'closed';
+    clearInterval(this.#sendTimer);
+    clearTimeout(this.#noMediaTimer);
+    this.#sendTimer = undefined;
+    this.#noMediaTimer = undefined;
+    this.#inband.flush();
+    this.#rejectConnected(new InvalidStateError('session closed'));
+    // Closing the router closes its transports, producers and consumers.
+    this.#router.close();
+    this.safeEmit('closed');
+    this.removeAllListeners();
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+
+  #assertOpen(): void {
+    if (this.#state === 'closed') throw new InvalidStateError('MetaMediaSession is closed');
+  }
+
+  #failed(err: Error): void {
+    if (this.#state === 'closed') return;
+    this.#log.warn({ err }, 'session failed');
+    this.#rejectConnected(err);
+    this.safeEmit('failed', err);
+  }
+
+  #codecParameters(): ms.RtpCodecParameters[] {
+    const codecs: ms.RtpCodecParameters[] = [
+      {
+        mimeType: 'audio/opus',
+        payloadType: this.#init.offer.opusPt,
+        clockRate: 48000,
+        channels: 2,
+        parameters: { minptime: 10, useinbandfec: 1 },
+      },
+    ];
+    if (this.#init.telephoneEventPt !== undefined) {
+      codecs.push({ mimeType: 'audio/telephone-event', payloadType: this.#init.telephoneEventPt, clockRate: 48000 });
+    }
+    return codecs;
+  }
+
+  #rtpCapabilities(): ms.RtpCapabilities {
+    return { codecs: this.#router.rtpCapabilities.codecs ?? [], headerExtensions: [] };
+  }
+
+  async #produceFromBusiness(ssrc: number): Promise<void> {
+    const producer = await this.#transport!.produce({
+      kind: 'audio',
+      rtpParameters: { codecs: this.#codecParameters(), encodings: [{ ssrc }] },
+    });
+    const capture = await this.#direct!.consume({ producerId: producer.id, rtpCapabilities: this.#rtpCapabilities() });
+    capture.on('rtp', (packet: Buffer) => this.#onRtp(packet));
+    this.#producer = producer;
+    this.#capture = capture;
+  }
+
+  async #consumeToBusiness(): Promise<ms.Consumer> {
+    return this.#transport!.consume({ producerId: this.#source!.id, rtpCapabilities: this.#rtpCapabilities() });
+  }
+
+  #answerSdp(): string {
+    return this.#sdp({
+      version: 1,
+      setup: 'passive',
+      sections: [{ mid: this.#offerMid, direction: 'sendrecv', sending: true }],
+    });
+  }
+
+  #sdp(spec: {
+    version: number;
+    setup: 'passive' | 'actpass';
+    sections: Array<{ mid: string; direction: string; sending: boolean }>;
+  }): string {
+    const transport = this.#transport!;
+    const udp = transport.iceCandidates.find((c) => c.protocol === 'udp')!;
+    const ipv = isIPv6(udp.ip) ? 'IP6' : 'IP4';
+    const fingerprint =
+      transport.dtlsParameters.fingerprints.find((f) => f.algorithm === 'sha-256') ??
+      transport.dtlsParameters.fingerprints[0]!;
+    const opusPt = this.#init.offer.opusPt;
+    const tePt = this.#init.telephoneEventPt;
+    const pts = tePt === undefined ? `${opusPt}` : `${opusPt} ${tePt}`;
+    const sinkSsrc = this.#sink?.rtpParameters.encodings?.[0]?.ssrc;
+    const lines = [
+      'v=0',
+      `o=- ${this.#sessionId} ${spec.version} IN ${ipv} ${udp.ip}`,
+      's=-',
+      't=0 0',
+      'a=ice-lite',
+      `a=group:BUNDLE ${spec.sections.map((s) => s.mid).join(' ')}`,
+      'a=msid-semantic: WMS *',
+    ];
+    for (const section of spec.sections) {
+      lines.push(`m=audio ${udp.port} UDP/TLS/RTP/SAVPF ${pts}`, `c=IN ${ipv} ${udp.ip}`);
+      for (const c of transport.iceCandidates) {
+        let line = `a=candidate:${c.foundation} 1 ${c.protocol} ${c.priority} ${c.ip} ${c.port} typ ${c.type}`;
+        if (c.protocol === 'tcp') line += ` tcptype ${c.tcpType ?? 'passive'}`;
+        lines.push(line);
+      }
+      lines.push(
+        `a=ice-ufrag:${transport.iceParameters.usernameFragment}`,
+        `a=ice-pwd:${transport.iceParameters.password}`,
+        `a=fingerprint:${fingerprint.algorithm} ${fingerprint.value.toUpperCase()}`,
+        `a=setup:${spec.setup}`,
+        `a=mid:${section.mid}`,
+        `a=${section.direction}`,
+        'a=rtcp-mux',
+        `a=rtpmap:${opusPt} opus/48000/2`,
+        `a=fmtp:${opusPt} ${META_OPUS_FMTP}`,
+      );
+      if (tePt !== undefined) lines.push(`a=rtpmap:${tePt} telephone-event/48000`, `a=fmtp:${tePt} 0-15`);
+      if (section.sending && sinkSsrc !== undefined) lines.push(`a=ssrc:${sinkSsrc} cname:meta-media`);
+    }
+    return `${lines.join('\r\n')}\r\n`;
+  }
+
+  #armNoMedia(): void {
+    const ms = this.#init.noMediaTimeoutMs;
+    if (ms === undefined || this.#state === 'closed') return;
+    clearTimeout(this.#noMediaTimer);
+    this.#noMediaTimer = setTimeout(() => {
+      this.#noMediaTimer = undefined;
+      if (this.#state === 'closed') return;
+      this.#log.info({ ms }, 'no media from the business');
+      this.safeEmit('no-media');
+    }, ms);
+  }
+
+  #onRtp(packet: Buffer): void {
+    const rtp = parseRtpPacket(packet);
+    if (rtp === undefined) return;
+    this.#packetsReceived++;
+    this.#receivedPts.set(rtp.payloadType, (this.#receivedPts.get(rtp.payloadType) ?? 0) + 1);
+    this.#armNoMedia();
+    if (rtp.payloadType === this.#init.telephoneEventPt) {
+      this.#onTelephoneEvent(rtp.timestamp, rtp.payload);
+      return;
+    }
+    if (rtp.payloadType !== this.#init.offer.opusPt || rtp.payload.length === 0) return;
+    let pcm: Int16Array;
+    try {
+      const decoded = this.#decoder.decode(rtp.payload);
+      pcm = new Int16Array(decoded.buffer, decoded.byteOffset, decoded.byteLength / 2).slice();
+    } catch (err) {
+      this.#log.debug({ err }, 'Opus decode failed');
+      return;
+    }
+    if (this.#pcmSamples + pcm.length <= MAX_CAPTURE_SAMPLES) {
+      this.#pcmChunks.push(pcm);
+      this.#pcmSamples += pcm.length;
+    }
+    this.#inband.push(pcm);
+  }
+
+  #onTelephoneEvent(timestamp: number, payload: Buffer): void {
+    if (payload.length < 4) return;
+    const end = (payload[1]! & 0x80) !== 0;
+    if (!end || timestamp === this.#lastEventTimestamp) return;
+    this.#lastEventTimestamp = timestamp;
+    const digit = DTMF_EVENT_DIGITS[payload[0]!];
+    if (digit === undefined) return;
+    this.#dtmf.push({ digit, durationMs: Math.round(payload.readUInt16BE(2) / 48), via: 'rfc4733' });
+  }
+
+  #ensureSending(): void {
+    if (this.#sendTimer !== undefined) return;
+    this.#sendClockStart = performance.now();
+    this.#framesSent = 0;
+    // Catch up on timer drift so the stream keeps 50 packets per second.
+    this.#sendTimer = setInterval(() => {
+      const due = Math.floor((performance.now() - this.#sendClockStart) / 20) + 1;
+      let budget = Math.min(due - this.#framesSent, 5);
+      while (budget-- > 0) {
+        this.#framesSent++;
+        if (!this.#sendFrame()) {
+          clearInterval(this.#sendTimer);
+          this.#sendTimer = undefined;
+          return;
+        }
+      }
+    }, 20);
+  }
+
+  /** Send one 20 ms frame; false when there is nothing left to send. */
+  #sendFrame(): boolean {
+    if (this.#state === 'closed' || this.#source === undefined) return false;
+    const dtmf = this.#dtmfQueue[0];
+    if (dtmf !== undefined) {
+      if (dtmf.source === undefined) {
+        this.#sendTelephoneEvent(dtmf);
+      } else {
+        this.#sendOpus(dtmf.source.next(), false);
+        this.#timestamp += FRAME_SAMPLES;
+      }
+      dtmf.sent++;
+      if (dtmf.sent >= dtmf.frames + (dtmf.source === undefined ? 0 : 2)) this.#dtmfQueue.shift();
+      return true;
+    }
+    if (this.#tone !== undefined) {
+      this.#sendOpus(this.#tone.next(), false);
+      this.#timestamp += FRAME_SAMPLES;
+      return true;
+    }
+    return false;
+  }
+
+  #sendOpus(pcm: Int16Array, marker: boolean): void {
+    const payload = this.#encoder.encode(pcm);
+    this.#send(this.#init.offer.opusPt, marker, this.#timestamp, payload);
+  }
+
+  #sendTelephoneEvent(dtmf: { digit: string; frames: number; sent: number }): void {
+    // One event: constant timestamp, growing duration, three end packets (RFC 4733 2.5.1.4).
+    const event = DTMF_EVENT_DIGITS.indexOf(dtmf.digit);
+    const last = dtmf.sent + 1 >= dtmf.frames;
+    const duration = (dtmf.sent + 1) * FRAME_SAMPLES;
+    const payload = telephoneEventPayload(event, last, duration);
+    const repeats = last ? 3 : 1;
+    for (let i = 0; i < repeats; i++) this.#send(this.#init.telephoneEventPt!, dtmf.sent === 0, this.#timestamp, payload);
+    if (last) this.#timestamp += duration;
+  }
+
+  #send(pt: number, marker: boolean, timestamp: number, payload: Uint8Array): void {
+    this.#seq = (this.#seq + 1) & 0xffff;
+    const packet = buildRtpPacket(
+      { payloadType: pt, marker, sequenceNumber: this.#seq, timestamp, ssrc: this.#sendSsrc },
+      payload,
+    );
+    try {
+      this.#source!.send(packet);
+      this.#packetsSent++;
+    } catch (err) {
+      this.#log.debug({ err }, 'send failed');
+    }
+  }
+}
