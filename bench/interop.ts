@@ -1,0 +1,73 @@
+/**
+ * Interop bench for the Messenger leg: N consecutive call set-ups against each ICE-lite, DTLS-passive peer
+ * (rtpengine and mediasoup on loopback), each with a tone detected both ways. Prints the success count and the time
+ * from applying the answer to DTLS connected (p50/p99) per peer.
+ *
+ *   npx tsx bench/interop.ts [--calls 100] [--peer rtpengine|mediasoup|both] [--without-fix] [--rtpengine-threads 2]
+ *
+ * --without-fix runs werift's DTLS client as shipped (no src/messenger/dtlsFix.ts), to see the failure it fixes;
+ * failed set-ups then wait for the leg's DTLS timeout (lowered to 4 s here).
+ */
+import { parseArgs } from 'node:util';
+import { pino } from 'pino';
+import { applyWeriftDtlsFix } from '../src/messenger/dtlsFix.js';
+import { WeriftMessengerLegFactory } from '../src/messenger/index.js';
+import { MediasoupPeer, RtpenginePeer, percentile, runCall, type InteropPeer } from '../test/interop/harness.js';
+
+const { values } = parseArgs({
+  options: {
+    calls: { type: 'string', default: '100' },
+    peer: { type: 'string', default: 'both' },
+    'without-fix': { type: 'boolean', default: false },
+    'rtpengine-threads': { type: 'string', default: '2' },
+  },
+});
+const calls = Number(values.calls);
+const withFix = !values['without-fix'];
+if (withFix) applyWeriftDtlsFix();
+
+const log = pino({ level: process.env['LOG_LEVEL'] ?? 'silent' });
+const factory = new WeriftMessengerLegFactory({
+  log,
+  iceListenIps: ['127.0.0.1'],
+  iceTimeoutMs: 5000,
+  dtlsTimeoutMs: withFix ? 10_000 : 4000,
+});
+await factory.prepare();
+
+const peerNames = values.peer === 'both' ? ['rtpengine', 'mediasoup'] : [values.peer ?? 'both'];
+const out = (line: string): void => void process.stdout.write(`${line}\n`);
+out(`werift DTLS client fix: ${withFix ? 'applied' : 'NOT applied'}; ${calls} calls per peer`);
+
+let allOk = true;
+for (const name of peerNames) {
+  let peer: InteropPeer;
+  if (name === 'rtpengine') peer = await RtpenginePeer.start({ numThreads: Number(values['rtpengine-threads']) });
+  else if (name === 'mediasoup') peer = await MediasoupPeer.start();
+  else throw new Error(`unknown peer ${name}`);
+  const connectMs: number[] = [];
+  const dtlsMs: number[] = [];
+  const failures: string[] = [];
+  let ok = 0;
+  const started = performance.now();
+  for (let i = 0; i < calls; i++) {
+    const r = await runCall(peer, factory, { callId: `bench-${name}-${i}-${Date.now()}`, log });
+    if (r.ok) {
+      ok++;
+      connectMs.push(r.answerToConnectedMs!);
+      if (r.legTimings?.dtlsMs !== undefined) dtlsMs.push(r.legTimings.dtlsMs);
+    } else {
+      failures.push(`#${i}: ${r.error}`);
+    }
+  }
+  await peer.close();
+  const seconds = ((performance.now() - started) / 1000).toFixed(1);
+  out(`${name}: ${ok}/${calls} call set-ups with tone both ways (${seconds} s)`);
+  out(
+    `${name}: answer -> DTLS connected p50 ${percentile(connectMs, 50).toFixed(1)} ms, p99 ${percentile(connectMs, 99).toFixed(1)} ms` +
+      (dtlsMs.length ? `; DTLS handshake alone p50 ${percentile(dtlsMs, 50)} ms, p99 ${percentile(dtlsMs, 99)} ms` : ''),
+  );
+  for (const f of failures.slice(0, 10)) out(`${name}: failed ${f}`);
+  if (ok !== calls) allOk = false;
+}
+process.exitCode = allOk ? 0 : 1;
