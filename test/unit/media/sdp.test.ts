@@ -1,0 +1,142 @@
+import t from 'tap';
+import * as sdpTransform from 'sdp-transform';
+import { MediaError } from '../../../src/core/errors.js';
+import { FakeMessengerLeg } from './fakeMessengerLeg.js';
+import { createEngine } from './setup.js';
+
+const { pool, engine, log } = await createEngine();
+t.teardown(() => {
+  engine.close();
+  pool.close();
+});
+
+async function newMedia(t: { teardown(fn: () => void): void }, codecs: ('opus' | 'PCMU' | 'PCMA')[]) {
+  const leg = new FakeMessengerLeg();
+  const media = await engine.createMediasoupCallMedia({ callId: 'sdp', log, messenger: leg, codecs });
+  t.teardown(() => media.close());
+  return media;
+}
+
+function pbxOffer(body: { media: string[]; c?: string }): string {
+  return [
+    'v=0',
+    'o=pbx 1 1 IN IP4 127.0.0.1',
+    's=pbx',
+    `c=IN IP4 ${body.c ?? '127.0.0.1'}`,
+    't=0 0',
+    ...body.media,
+    '',
+  ].join('\r\n');
+}
+
+t.test('offer toward the PBX: codecs in preference order, static PTs, telephone-event, ptime, rtcp-mux', async (t) => {
+  const media = await newMedia(t, ['PCMA', 'opus', 'PCMU']);
+  const first = sdpTransform.parse(media.createPbxOffer());
+  const m = first.media[0]!;
+  t.equal(m.protocol, 'RTP/AVP');
+  t.equal(m.port, media.pbxPort);
+  t.equal(m.payloads, '8 111 0 101 102');
+  t.same(
+    m.rtp.map((r) => `${r.payload} ${r.codec}/${r.rate}${r.encoding ? `/${r.encoding}` : ''}`),
+    ['8 PCMA/8000', '111 opus/48000/2', '0 PCMU/8000', '101 telephone-event/8000', '102 telephone-event/48000'],
+  );
+  t.equal(m.ptime, 20);
+  t.equal(m.direction, 'sendrecv');
+  t.equal(m.rtcpMux, 'rtcp-mux');
+  t.equal(first.connection?.ip, '127.0.0.1');
+  const second = sdpTransform.parse(media.createPbxOffer());
+  t.equal(second.origin.sessionId, first.origin.sessionId, 'same session');
+  t.equal(Number(second.origin.sessionVersion), Number(first.origin.sessionVersion) + 1, 'o= version increments');
+});
+
+t.test('G.711-only offer has no telephone-event/48000', async (t) => {
+  const media = await newMedia(t, ['PCMU']);
+  const m = sdpTransform.parse(media.createPbxOffer()).media[0]!;
+  t.equal(m.payloads, '0 101');
+});
+
+t.test('answering a PBX offer picks the first codec of our preference that the PBX offered', async (t) => {
+  const media = await newMedia(t, ['opus', 'PCMA', 'PCMU']);
+  const answer = media.answerPbxOffer(
+    pbxOffer({
+      media: ['m=audio 4000 RTP/AVP 0 8 96', 'a=rtpmap:0 PCMU/8000', 'a=rtpmap:8 PCMA/8000', 'a=rtpmap:96 telephone-event/8000'],
+    }),
+  );
+  t.equal(media.pbxCodec, 'PCMA');
+  const m = sdpTransform.parse(answer).media[0]!;
+  t.equal(m.payloads, '8 96', 'PBX payload types are kept');
+  t.equal(m.direction, 'sendrecv');
+});
+
+t.test('Opus offered by the PBX under another PT is matched by name', async (t) => {
+  const media = await newMedia(t, ['opus', 'PCMU']);
+  const answer = media.answerPbxOffer(
+    pbxOffer({ media: ['m=audio 4000 RTP/AVP 0 98', 'a=rtpmap:98 opus/48000/2', 'a=rtpmap:0 PCMU/8000'] }),
+  );
+  t.equal(media.pbxCodec, 'opus');
+  t.match(answer, /m=audio \d+ RTP\/AVP 98\r\n/);
+});
+
+t.test('a re-INVITE that still lists the current codec keeps it', async (t) => {
+  const media = await newMedia(t, ['PCMU', 'PCMA']);
+  media.answerPbxOffer(pbxOffer({ media: ['m=audio 4000 RTP/AVP 8', 'a=rtpmap:8 PCMA/8000'] }));
+  t.equal(media.pbxCodec, 'PCMA');
+  media.answerPbxOffer(pbxOffer({ media: ['m=audio 4000 RTP/AVP 0 8', 'a=rtpmap:0 PCMU/8000', 'a=rtpmap:8 PCMA/8000'] }));
+  t.equal(media.pbxCodec, 'PCMA');
+});
+
+t.test('no common codec: NO_COMMON_CODEC naming what the PBX offered', async (t) => {
+  const media = await newMedia(t, ['PCMU', 'PCMA']);
+  const err = (() => {
+    try {
+      media.answerPbxOffer(pbxOffer({ media: ['m=audio 4000 RTP/AVP 18 3', 'a=rtpmap:18 G729/8000'] }));
+    } catch (e) {
+      return e;
+    }
+    return undefined;
+  })();
+  t.ok(err instanceof MediaError);
+  t.equal((err as MediaError).code, 'NO_COMMON_CODEC');
+  t.match((err as MediaError).message, /G729\/8000/);
+  t.match((err as MediaError).message, /GSM\/8000/);
+});
+
+t.test('an offer with only video, or no media, is SDP_INVALID', async (t) => {
+  const media = await newMedia(t, ['PCMU']);
+  t.throws(() => media.answerPbxOffer(pbxOffer({ media: ['m=video 5000 RTP/AVP 96', 'a=rtpmap:96 H264/90000'] })), {
+    code: 'SDP_INVALID',
+    message: /video/,
+  });
+  t.throws(() => media.answerPbxOffer(pbxOffer({ media: [] })), { code: 'SDP_INVALID' });
+  t.throws(() => media.applyPbxAnswer('garbage'), { code: 'SDP_INVALID' });
+});
+
+t.test('audio plus video: video is rejected with port 0 in its place', async (t) => {
+  const media = await newMedia(t, ['PCMU']);
+  const answer = media.answerPbxOffer(
+    pbxOffer({ media: ['m=video 5000 RTP/AVP 96', 'a=rtpmap:96 H264/90000', 'm=audio 4000 RTP/AVP 0', 'a=rtpmap:0 PCMU/8000'] }),
+  );
+  const parsed = sdpTransform.parse(answer);
+  t.equal(parsed.media.length, 2);
+  t.equal(parsed.media[0]!.type, 'video');
+  t.equal(parsed.media[0]!.port, 0);
+  t.equal(parsed.media[1]!.type, 'audio');
+  t.equal(parsed.media[1]!.port, media.pbxPort);
+});
+
+t.test('hold offers: sendonly -> recvonly, inactive -> inactive', async (t) => {
+  const media = await newMedia(t, ['PCMU']);
+  const base = ['m=audio 4000 RTP/AVP 0', 'a=rtpmap:0 PCMU/8000'];
+  t.match(media.answerPbxOffer(pbxOffer({ media: [...base, 'a=sendonly'] })), /a=recvonly/);
+  t.match(media.answerPbxOffer(pbxOffer({ media: [...base, 'a=inactive'] })), /a=inactive/);
+  t.match(media.answerPbxOffer(pbxOffer({ media: [...base, 'a=recvonly'] })), /a=sendonly/);
+});
+
+t.test('applyPbxAnswer without a common codec throws NO_COMMON_CODEC; start() needs both sides', async (t) => {
+  const media = await newMedia(t, ['PCMU']);
+  t.throws(() => media.start(), { code: 'NOT_NEGOTIATED' });
+  media.createPbxOffer();
+  t.throws(() => media.applyPbxAnswer(pbxOffer({ media: ['m=audio 4000 RTP/AVP 8', 'a=rtpmap:8 PCMA/8000'] })), {
+    code: 'NO_COMMON_CODEC',
+  });
+});
