@@ -1,0 +1,324 @@
+/**
+ * The PBX side of end-to-end SIP tests, with two backends behind one small interface:
+ *  - 'double': the in-process drachtio-server double and its fake PBX (always available);
+ *  - 'sipp': a real drachtio-server (DRACHTIO_HOST/PORT/SECRET/SIP set) with sipp (Debian `sip-tester`) as PBX,
+ *    answering the app's INVITEs and placing calls into it from the XML scenarios in test/helpers/sipp/.
+ * Tests written against `PbxSide` run on both; without the environment the real variant is skipped with a reason.
+ */
+import { spawn } from 'node:child_process';
+import dgram from 'node:dgram';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startDrachtioDouble, type DrachtioDouble } from './drachtio/index.js';
+import { SipMsg } from './drachtio/sip.js';
+
+export interface DrachtioTarget {
+  host: string;
+  port: number;
+  secret: string;
+}
+
+export interface PbxAnswerPlan {
+  /** Refuse with this final status instead of answering. */
+  reject?: number;
+  /** Time between 180 and 200 (ms). Default 50. */
+  ringMs?: number;
+  /** SDP of the 200 OK (the RTP peer's). */
+  sdp?: string;
+  /** Hang up this long after answering; without it the PBX waits for the app's BYE. */
+  hangupAfterMs?: number;
+}
+
+/** An INVITE as the PBX received it. */
+export interface PbxSeenInvite {
+  requestUri: string;
+  header(name: string): string | undefined;
+  sdp: string;
+}
+
+export interface PbxCallEnd {
+  /** Who sent BYE ('none' for a rejected call). */
+  byeFrom: 'pbx' | 'app' | 'none';
+}
+
+export interface PbxInbound {
+  /** Where the app must send its INVITE. */
+  targetUri: string;
+  /** Settles when the PBX's part is over. */
+  done: Promise<PbxCallEnd & { invite: PbxSeenInvite }>;
+}
+
+export interface PbxPlacePlan {
+  /** Request-URI user part (the target PSID when routing by Request-URI). */
+  user: string;
+  headers?: Record<string, string>;
+  sdp: string;
+  hangupAfterMs?: number;
+}
+
+export interface PbxPlaced {
+  done: Promise<PbxCallEnd & { status: number; answerSdp: string }>;
+}
+
+export interface PbxSide {
+  readonly kind: 'double' | 'sipp';
+  /** What the bridge's SIP leg connects to. */
+  readonly drachtio: DrachtioTarget;
+  /** Address INVITEs from the PBX come from (for the bridge's ACL). */
+  readonly sourceAddress: string;
+  expectInvite(plan: PbxAnswerPlan): Promise<PbxInbound>;
+  placeCall(plan: PbxPlacePlan): Promise<PbxPlaced>;
+  close(): Promise<void>;
+}
+
+export const REAL_DRACHTIO_SKIP_REASON =
+  'real drachtio-server variant skipped: set DRACHTIO_HOST, DRACHTIO_PORT, DRACHTIO_SECRET and ' +
+  'DRACHTIO_SIP=<ip:port of its SIP listener> (sipp from the Debian package sip-tester plays the PBX)';
+
+/** The real drachtio-server from the environment, or undefined. */
+export function realDrachtioEnv(env: NodeJS.ProcessEnv = process.env): { drachtio: DrachtioTarget; sip: { address: string; port: number } } | undefined {
+  const { DRACHTIO_HOST, DRACHTIO_PORT, DRACHTIO_SECRET, DRACHTIO_SIP } = env;
+  if (!DRACHTIO_HOST || !DRACHTIO_PORT || !DRACHTIO_SECRET || !DRACHTIO_SIP) return undefined;
+  const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(DRACHTIO_SIP);
+  if (!m) return undefined;
+  return {
+    drachtio: { host: DRACHTIO_HOST, port: Number(DRACHTIO_PORT), secret: DRACHTIO_SECRET },
+    sip: { address: m[1]!, port: Number(m[2]) },
+  };
+}
+
+/** The backends to run a suite on: the double always, the real server when configured (else a skip reason). */
+export function pbxBackends(): Array<{ name: string; create?: () => Promise<PbxSide>; skip?: string }> {
+  const real = realDrachtioEnv();
+  return [
+    { name: 'drachtio double + fake PBX', create: () => createDoublePbxSide() },
+    real
+      ? { name: 'real drachtio-server + sipp', create: () => createSippPbxSide(real) }
+      : { name: 'real drachtio-server + sipp', skip: REAL_DRACHTIO_SKIP_REASON },
+  ];
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Backend 1: the double
+// ---------------------------------------------------------------------------------------------------------------
+
+export async function createDoublePbxSide(existing?: DrachtioDouble): Promise<PbxSide & { double: DrachtioDouble }> {
+  const double = existing ?? (await startDrachtioDouble({ secret: 'cymru' }));
+  const plans = new Map<string, (inv: import('./drachtio/fakePbx.js').PbxInvite) => void>();
+  double.pbx.onInvite((inv) => {
+    const user = /^sips?:([^@]+)@/.exec(inv.requestUri)?.[1] ?? '';
+    const plan = plans.get(user);
+    if (!plan) inv.reject(404);
+    else plan(inv);
+  });
+  let seq = 0;
+  return {
+    kind: 'double',
+    double,
+    drachtio: { host: double.host, port: double.port, secret: double.secret },
+    sourceAddress: '127.0.0.1',
+    async expectInvite(plan) {
+      const user = `pbx${++seq}`;
+      let resolveDone!: (v: PbxCallEnd & { invite: PbxSeenInvite }) => void;
+      let rejectDone!: (err: unknown) => void;
+      const done = new Promise<PbxCallEnd & { invite: PbxSeenInvite }>((res, rej) => {
+        resolveDone = res;
+        rejectDone = rej;
+      });
+      plans.set(user, (inv) => {
+        plans.delete(user);
+        const invite: PbxSeenInvite = { requestUri: inv.requestUri, header: (n) => inv.header(n), sdp: inv.sdp };
+        if (plan.reject) {
+          inv.reject(plan.reject);
+          resolveDone({ invite, byeFrom: 'none' });
+          return;
+        }
+        inv.ringing();
+        setTimeout(() => {
+          inv
+            .answer(plan.sdp ?? '')
+            .then(async (dialog) => {
+              if (plan.hangupAfterMs !== undefined) {
+                await new Promise((r) => setTimeout(r, plan.hangupAfterMs));
+                if (!dialog.ended) {
+                  await dialog.bye();
+                  return resolveDone({ invite, byeFrom: 'pbx' });
+                }
+              }
+              await dialog.waitForBye(30_000);
+              resolveDone({ invite, byeFrom: 'app' });
+            })
+            .catch(rejectDone);
+        }, plan.ringMs ?? 50);
+      });
+      return { targetUri: double.pbx.uri(user), done };
+    },
+    async placeCall(plan) {
+      const call = double.pbx.call({ user: plan.user, headers: plan.headers, sdp: plan.sdp });
+      const done = call.final.then(async (final) => {
+        if (!final.dialog) return { status: final.status, answerSdp: final.sdp, byeFrom: 'none' as const };
+        if (plan.hangupAfterMs !== undefined) {
+          await new Promise((r) => setTimeout(r, plan.hangupAfterMs));
+          if (!final.dialog.ended) {
+            await final.dialog.bye();
+            return { status: final.status, answerSdp: final.sdp, byeFrom: 'pbx' as const };
+          }
+        }
+        await final.dialog.waitForBye(30_000);
+        return { status: final.status, answerSdp: final.sdp, byeFrom: 'app' as const };
+      });
+      return { done };
+    },
+    close: () => (existing ? Promise.resolve() : double.close()),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Backend 2: a real drachtio-server with sipp as the PBX
+// ---------------------------------------------------------------------------------------------------------------
+
+const SIPP_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'sipp');
+/** Longest a sipp run may take before it stops by itself (s). */
+const SIPP_TIMEOUT_S = 30;
+
+async function freeUdpPort(): Promise<number> {
+  const socket = dgram.createSocket('udp4');
+  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  const { port } = socket.address();
+  await new Promise<void>((resolve) => socket.close(() => resolve()));
+  return port;
+}
+
+/** Indent a block as sipp's CDATA sections are (sipp strips the common leading whitespace). */
+function indent(text: string, spaces = 6): string {
+  return text
+    .replace(/\r\n/g, '\n')
+    .replace(/\n+$/, '')
+    .split('\n')
+    .map((l) => ' '.repeat(spaces) + l)
+    .join('\n');
+}
+
+async function scenario(name: string, values: Record<string, string>): Promise<string> {
+  let text = await readFile(path.join(SIPP_DIR, name), 'utf8');
+  for (const [k, v] of Object.entries(values)) text = text.split(`{{${k}}}`).join(v);
+  return text;
+}
+
+/** Messages in a sipp `-trace_msg` log, with their direction. */
+export function parseSippMessages(log: string): Array<{ direction: 'sent' | 'received'; msg: SipMsg }> {
+  const out: Array<{ direction: 'sent' | 'received'; msg: SipMsg }> = [];
+  const blocks = log.split(/^-{10,}.*$/m);
+  for (const block of blocks) {
+    const m = /^\s*\w+ message (sent|received)[^\n]*\n\n?([\s\S]*)$/m.exec(block.replace(/\r\n/g, '\n'));
+    if (!m) continue;
+    const text = m[2]!.replace(/^\n+/, '').replace(/\n/g, '\r\n');
+    try {
+      out.push({ direction: m[1] === 'sent' ? 'sent' : 'received', msg: SipMsg.parse(text) });
+    } catch {
+      // not a SIP message (sipp's own notes)
+    }
+  }
+  return out;
+}
+
+interface SippRun {
+  exitCode: number | null;
+  stderr: string;
+  messages: Array<{ direction: 'sent' | 'received'; msg: SipMsg }>;
+}
+
+function runSipp(args: string[], dir: string): Promise<SippRun> {
+  const logFile = path.join(dir, 'messages.log');
+  const child = spawn(
+    'sipp',
+    [...args, '-m', '1', '-trace_msg', '-message_file', logFile, '-nostdin', '-timeout', `${SIPP_TIMEOUT_S}s`, '-timeout_error'],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('exit', (exitCode) => {
+      readFile(logFile, 'utf8')
+        .catch(() => '')
+        .then((log) => resolve({ exitCode, stderr, messages: parseSippMessages(log) }), reject);
+    });
+  });
+}
+
+export async function createSippPbxSide(real: { drachtio: DrachtioTarget; sip: { address: string; port: number } }): Promise<PbxSide> {
+  const dirs: string[] = [];
+  const newDir = async (): Promise<string> => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'pbx-sipp-'));
+    dirs.push(dir);
+    return dir;
+  };
+  const after = async (hangupAfterMs: number | undefined, who: 'uas' | 'uac'): Promise<string> =>
+    hangupAfterMs !== undefined
+      ? scenario(`after-send-bye-${who}.xml.part`, { HOLD_MS: String(hangupAfterMs) })
+      : scenario('after-wait-bye.xml.part', { WAIT_BYE_MS: String((SIPP_TIMEOUT_S - 2) * 1000) });
+
+  return {
+    kind: 'sipp',
+    drachtio: real.drachtio,
+    sourceAddress: '127.0.0.1',
+    async expectInvite(plan) {
+      const dir = await newDir();
+      const port = await freeUdpPort();
+      const file = path.join(dir, 'uas.xml');
+      const xml = plan.reject
+        ? await scenario('uas-reject.xml', { STATUS: String(plan.reject), REASON: 'Rejected' })
+        : await scenario('uas-answer.xml', {
+            RING_MS: String(plan.ringMs ?? 50),
+            INVITE_ACTIONS: plan.hangupAfterMs !== undefined ? await scenario('invite-actions-keep-tags.xml.part', {}) : '',
+            SDP: indent(plan.sdp ?? ''),
+            AFTER: await after(plan.hangupAfterMs, 'uas'),
+          });
+      await writeFile(file, xml);
+      const run = runSipp(['-sf', file, '-i', '127.0.0.1', '-p', String(port)], dir);
+      // Give sipp a moment to bind before the app sends its INVITE.
+      await new Promise((r) => setTimeout(r, 300));
+      const done = run.then((r) => {
+        const inviteMsg = r.messages.find((m) => m.direction === 'received' && m.msg.kind === 'request' && m.msg.method === 'INVITE')?.msg;
+        if (r.exitCode !== 0 || !inviteMsg) {
+          throw new Error(`sipp UAS failed (exit ${r.exitCode}): ${r.stderr.slice(-500)}`);
+        }
+        const byeFrom = plan.reject ? 'none' : plan.hangupAfterMs !== undefined ? 'pbx' : 'app';
+        return {
+          invite: { requestUri: inviteMsg.uri, header: (n: string) => inviteMsg.get(n), sdp: inviteMsg.body },
+          byeFrom,
+        } as PbxCallEnd & { invite: PbxSeenInvite };
+      });
+      return { targetUri: `sip:pbx@127.0.0.1:${port}`, done };
+    },
+    async placeCall(plan) {
+      const dir = await newDir();
+      const port = await freeUdpPort();
+      const file = path.join(dir, 'uac.xml');
+      const headers = Object.entries(plan.headers ?? {})
+        .map(([n, v]) => `      ${n}: ${v}`)
+        .join('\n');
+      await writeFile(
+        file,
+        await scenario('uac-call.xml', { HEADERS: headers, SDP: indent(plan.sdp), AFTER: await after(plan.hangupAfterMs, 'uac') }),
+      );
+      const target = `${real.sip.address.includes(':') ? `[${real.sip.address}]` : real.sip.address}:${real.sip.port}`;
+      const run = runSipp([target, '-sf', file, '-s', plan.user, '-i', '127.0.0.1', '-p', String(port)], dir);
+      const done = run.then((r) => {
+        const finals = r.messages.filter((m) => m.direction === 'received' && m.msg.kind === 'response' && m.msg.cseq.method === 'INVITE' && m.msg.status >= 200);
+        const final = finals[0]?.msg;
+        if (!final) throw new Error(`sipp UAC got no final response (exit ${r.exitCode}): ${r.stderr.slice(-500)}`);
+        if (final.status >= 300) return { status: final.status, answerSdp: '', byeFrom: 'none' as const };
+        if (r.exitCode !== 0) throw new Error(`sipp UAC failed after ${final.status} (exit ${r.exitCode}): ${r.stderr.slice(-500)}`);
+        return { status: final.status, answerSdp: final.body, byeFrom: plan.hangupAfterMs !== undefined ? ('pbx' as const) : ('app' as const) };
+      });
+      return { done };
+    },
+    async close() {
+      await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+    },
+  };
+}
