@@ -59,7 +59,8 @@ export class DtmfToneGenerator {
   readonly sampleRate: number;
   readonly #amplitude: number;
   readonly #gapSamples: number;
-  readonly #rampSamples: number;
+  /** Raised-cosine gain for the first (and, mirrored, the last) samples of a tone. */
+  readonly #ramp: Float64Array;
   readonly #queue: QueuedDigit[] = [];
   /** Sample position inside the digit at the head of the queue. */
   #position = 0;
@@ -70,7 +71,9 @@ export class DtmfToneGenerator {
     this.sampleRate = sampleRate;
     this.#amplitude = 32767 * 10 ** ((options.levelDbfs ?? DTMF_TONE_LEVEL_DBFS) / 20);
     this.#gapSamples = Math.round((Math.max(DTMF_MIN_GAP_MS, options.gapMs ?? DTMF_MIN_GAP_MS) * sampleRate) / 1000);
-    this.#rampSamples = Math.round(0.002 * sampleRate);
+    const rampSamples = Math.round(0.002 * sampleRate);
+    this.#ramp = new Float64Array(rampSamples);
+    for (let n = 0; n < rampSamples; n++) this.#ramp[n] = 0.5 - 0.5 * Math.cos((Math.PI * (n + 0.5)) / rampSamples);
   }
 
   /**
@@ -130,20 +133,38 @@ export class DtmfToneGenerator {
   #render(frame: Int16Array, replace: boolean): void {
     let i = 0;
     const amp = this.#amplitude;
-    const ramp = this.#rampSamples;
+    const ramp = this.#ramp;
+    const rampLength = ramp.length;
     while (i < frame.length && this.#queue.length > 0) {
       const head = this.#queue[0]!;
       const toneEnd = head.toneSamples;
-      while (i < frame.length && this.#position < toneEnd) {
-        const n = this.#position;
-        let gain = amp;
-        const edge = Math.min(n, toneEnd - 1 - n);
-        if (edge < ramp) gain *= 0.5 - 0.5 * Math.cos((Math.PI * (edge + 0.5)) / ramp);
-        const tone = gain * (Math.sin(head.rowW * n) + Math.sin(head.columnW * n));
-        const v = Math.round(replace ? tone : frame[i]! + tone);
-        frame[i] = v > 32767 ? 32767 : v < -32768 ? -32768 : v;
-        i++;
-        this.#position++;
+      if (this.#position < toneEnd) {
+        // Oscillators by rotation, seeded exactly at the frame's first sample so no error builds up.
+        const n0 = this.#position;
+        let rs = Math.sin(head.rowW * n0);
+        let rc = Math.cos(head.rowW * n0);
+        let cs = Math.sin(head.columnW * n0);
+        let cc = Math.cos(head.columnW * n0);
+        const rSin = Math.sin(head.rowW);
+        const rCos = Math.cos(head.rowW);
+        const cSin = Math.sin(head.columnW);
+        const cCos = Math.cos(head.columnW);
+        while (i < frame.length && this.#position < toneEnd) {
+          const n = this.#position;
+          const edge = n < toneEnd - 1 - n ? n : toneEnd - 1 - n;
+          const gain = edge < rampLength ? amp * ramp[edge]! : amp;
+          const tone = gain * (rs + cs);
+          const v = Math.round(replace ? tone : frame[i]! + tone);
+          frame[i] = v > 32767 ? 32767 : v < -32768 ? -32768 : v;
+          const rs2 = rs * rCos + rc * rSin;
+          rc = rc * rCos - rs * rSin;
+          rs = rs2;
+          const cs2 = cs * cCos + cc * cSin;
+          cc = cc * cCos - cs * cSin;
+          cs = cs2;
+          i++;
+          this.#position++;
+        }
       }
       const skip = Math.min(frame.length - i, head.totalSamples - this.#position);
       i += skip;
@@ -154,6 +175,7 @@ export class DtmfToneGenerator {
       }
     }
   }
+
 }
 
 /** A digit the detector accepted, reported once when it ends. */
