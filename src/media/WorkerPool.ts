@@ -64,7 +64,7 @@ export async function loadMediasoup(workerBin?: string): Promise<MediasoupModule
   if (process.env.MEDIASOUP_WORKER_BIN !== undefined && process.env.MEDIASOUP_WORKER_BIN !== bin) {
     // mediasoup may already be loaded with another binary; a different path would be silently ignored.
     throw new MediaError(
-      'WORKER_BIN_MISSING',
+      'WORKER_BIN_CONFLICT',
       `MEDIASOUP_WORKER_BIN is ${process.env.MEDIASOUP_WORKER_BIN} but ${bin} was requested`,
     );
   }
