@@ -289,7 +289,8 @@ export class DtmfToneDetector {
   constructor(sampleRate: number, options: DtmfToneDetectorOptions = {}) {
     if (!(sampleRate >= CORE_RATE)) throw new RangeError(`DTMF detection needs at least 8000 Hz, got ${sampleRate}`);
     this.sampleRate = sampleRate;
-    if (sampleRate !== CORE_RATE) this.#resampler = new Resampler(sampleRate, CORE_RATE);
+    // 60 dB of anti-aliasing is ample for detection and keeps the filter short.
+    if (sampleRate !== CORE_RATE) this.#resampler = new Resampler(sampleRate, CORE_RATE, { stopbandDb: 60 });
     const minAmp = 32767 * 10 ** ((options.minToneDbfs ?? -36) / 20);
     this.#minTonePower = (minAmp * minAmp) / 2;
     this.#tolerance = options.frequencyTolerance ?? 0.025;
