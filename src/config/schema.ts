@@ -185,6 +185,17 @@ const MediaSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * Loopback ports the mediasoup workers use between the PBX-facing RTP sockets and their routers
+     * (never seen by the PBX; keep the range clear of the rtp and messenger ranges).
+     */
+    internal_ports: z
+      .object({
+        min_port: Port.default(30_000),
+        max_port: Port.default(39_999),
+      })
+      .strict()
+      .prefault({}),
     codecs: Codecs.default(['PCMU', 'PCMA', 'opus']),
     dtmf: z
       .object({
@@ -287,6 +298,7 @@ export const ConfigSchema = z
     });
     checkPortRange(ctx, cfg.media.rtp, ['media', 'rtp']);
     checkPortRange(ctx, cfg.messenger.ice, ['messenger', 'ice']);
+    checkPortRange(ctx, cfg.media.internal_ports, ['media', 'internal_ports']);
   });
 
 export type Config = z.infer<typeof ConfigSchema>;

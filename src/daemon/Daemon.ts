@@ -10,11 +10,13 @@ import { CallController, type CallControllerOptions } from '../calls/CallControl
 import type { CallRoute, PbxCodecName } from '../calls/ports.js';
 import { pageIds, pageTokens, routeCodecs, type Config } from '../config/index.js';
 import { GraphClient } from '../graph/index.js';
-import { MediasoupMediaEngine, WorkerPool } from '../media/index.js';
+import { MediasoupMediaEngine } from '../media/MediasoupMediaEngine.js';
+import { WorkerPool } from '../media/WorkerPool.js';
 import { WeriftMessengerLegFactory } from '../messenger/index.js';
 import { Metrics, buildAdminApp } from '../observability/index.js';
-import { DrachtioSipLeg, selectRoute } from '../sip/index.js';
-import { buildWebhookApp } from '../webhook/index.js';
+import { DrachtioSipLeg } from '../sip/DrachtioSipLeg.js';
+import { selectRoute } from '../sip/routing.js';
+import { buildWebhookApp, webhookSettingsFromConfig } from '../webhook/index.js';
 
 export interface DaemonOptions {
   log: Logger;
@@ -78,10 +80,12 @@ export class Daemon {
 
     const pool = await WorkerPool.create({
       workerBin: config.media.worker_bin,
-      numWorkers: config.media.workers,
+      ...(config.media.workers > 0 ? { size: config.media.workers } : {}),
+      rtcMinPort: config.media.internal_ports.min_port,
+      rtcMaxPort: config.media.internal_ports.max_port,
       log: log.child({ component: 'media' }),
-      onWorkerRestart: () => metrics.workerRestarted(),
     });
+    pool.on('workerRestarted', () => metrics.workerRestarted());
     try {
       const media = new MediasoupMediaEngine({
         pool,
@@ -92,14 +96,13 @@ export class Daemon {
           maxPort: config.media.rtp.max_port,
           comedia: config.media.rtp.comedia,
         },
-        dtmf: { inbandDetect: config.media.dtmf.inband_detect, inbandGenerate: config.media.dtmf.inband_generate },
+        dtmf: dtmfOptions(config),
         log: log.child({ component: 'media' }),
-        onTranscodingChange: (active: boolean) => (active ? metrics.transcodingStarted() : metrics.transcodingEnded()),
       });
       const iceListen = config.messenger.ice.listen_ip;
       const legs = new WeriftMessengerLegFactory({
-        iceListenIps: Array.isArray(iceListen) ? iceListen : [iceListen],
-        announcedIp: config.messenger.ice.announced_ip ?? undefined,
+        ...iceListenIps(iceListen),
+        ...(config.messenger.ice.announced_ip ? { announcedIp: config.messenger.ice.announced_ip } : {}),
         portRange: [config.messenger.ice.min_port, config.messenger.ice.max_port],
         iceTimeoutMs: config.messenger.ice_timeout_ms,
         dtlsTimeoutMs: config.messenger.dtls_timeout_ms,
@@ -109,7 +112,7 @@ export class Daemon {
       const graph = new GraphClient({
         baseUrl: config.meta.graph_base_url,
         version: config.meta.graph_version,
-        pages: (pageId: string) => tokens.get(pageId),
+        pages: tokens,
         timeoutMs: config.meta.graph_timeout_ms,
         log: log.child({ component: 'graph' }),
         metrics,
@@ -119,7 +122,7 @@ export class Daemon {
         port: config.sip.drachtio.port,
         secret: config.sip.drachtio.secret,
         acl: config.sip.acl,
-        digest: config.sip.digest,
+        ...(config.sip.digest ? { digest: config.sip.digest } : {}),
         target: {
           psidFrom: config.sip.target.psid_from,
           psidHeader: config.sip.target.psid_header,
@@ -127,7 +130,7 @@ export class Daemon {
         },
         fromUser: config.sip.from_user,
         log: log.child({ component: 'sip' }),
-        onSipResponse: (direction: 'sent' | 'received', code: number) => metrics.sipResponse(direction, code),
+        metrics: { onSipResponse: (direction, code) => metrics.sipResponse(direction, code) },
       });
       sip.on('connection', (connected) => {
         metrics.drachtioConnection(connected);
@@ -146,11 +149,19 @@ export class Daemon {
       });
 
       const adminApp = buildAdminApp({ metrics, readiness: () => daemon.readiness() });
-      const webhookApp = buildWebhookApp({ config, sink: controller, log: log.child({ component: 'webhook' }), metrics });
+      const webhookApp = buildWebhookApp({
+        settings: webhookSettingsFromConfig(config),
+        sink: controller,
+        log: log.child({ component: 'webhook' }),
+        metrics,
+      });
       const daemon = new Daemon({ config, log, metrics, pool, sip, graph, pageTokens: tokens, controller, webhookApp, adminApp });
 
-      sip.connect();
-      if (options.waitForSipMs) await sip.waitConnected(options.waitForSipMs).catch(() => undefined);
+      if (options.waitForSipMs) {
+        await sip.whenConnected(AbortSignal.timeout(options.waitForSipMs)).catch(() => {
+          log.warn({ waitedMs: options.waitForSipMs }, 'drachtio-server not connected yet; calls are refused until it is');
+        });
+      }
 
       const adminAddress = await adminApp.listen({ host: config.admin.listen.host, port: config.admin.listen.port });
       daemon.adminUrl = adminAddress;
@@ -218,6 +229,17 @@ export class Daemon {
       if (delta.toMessenger.jitterMs) this.metrics.mediaJitter('to_messenger', delta.toMessenger.jitterMs / 1000);
     }
   }
+}
+
+function iceListenIps(listen: string | string[]): { iceListenIps?: string[] } {
+  const list = (Array.isArray(listen) ? listen : [listen]).filter((ip) => ip !== '0.0.0.0' && ip !== '::');
+  // A wildcard means every interface, which is the factory's default.
+  return list.length > 0 ? { iceListenIps: list } : {};
+}
+
+function dtmfOptions(config: Config): { inbandDetect?: boolean } {
+  const detect = config.media.dtmf.inband_detect;
+  return detect === 'auto' ? {} : { inbandDetect: detect };
 }
 
 function controllerOptions(config: Config): CallControllerOptions {
