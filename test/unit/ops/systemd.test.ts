@@ -176,6 +176,16 @@ function run(cmd: string, args: string[], timeoutMs = 30_000): SpawnSyncReturns<
   return spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs });
 }
 
+/**
+ * The argv that runs `cmd` with exactly `env`. `env -i` also drops what the test runner adds to every child it
+ * spawns (its --import hooks load a TypeScript loader and write process records), which would slow the children
+ * and show up in their system call traces.
+ */
+function clean(env: Record<string, string | undefined>, cmd: string, args: string[]): [string, string[]] {
+  const vars = Object.entries(env).flatMap(([k, v]) => (v === undefined ? [] : [`${k}=${v}`]));
+  return ['env', ['-i', ...vars, cmd, ...args]];
+}
+
 const noSystemdAnalyze = hasCommand('systemd-analyze') ? false : 'systemd-analyze is missing (Debian package systemd)';
 const noOfflineSecurity =
   noSystemdAnalyze ||
@@ -280,12 +290,10 @@ t.test('an invalid configuration ends the daemon with a status the unit does not
   const [, script, ...args] = unitExecStart;
   const source = join(repoRoot, 'src', basename(script ?? '').replace(/\.js$/, '.ts'));
   const daemonArgs = args.map((a) => (a === '/etc/messenger-sip-bridge/config.yaml' ? config : a));
-  const result = spawnSync(process.execPath, ['--import', 'tsx', source, ...daemonArgs], {
-    cwd: repoRoot,
-    encoding: 'utf8',
-    timeout: 30_000,
-    env: { PATH: process.env.PATH, ...unitEnv },
-  });
+  const result = spawnSync(
+    ...clean({ PATH: process.env.PATH, ...unitEnv }, process.execPath, ['--import', 'tsx', source, ...daemonArgs]),
+    { cwd: repoRoot, encoding: 'utf8', timeout: 30_000 },
+  );
   t.ok(words('Service', 'RestartPreventExitStatus').includes(String(result.status)), `exit status ${result.status}`);
   t.match(result.stderr, /pages/, 'the problem is reported');
 });
@@ -363,12 +371,18 @@ t.test("the sandbox allows every system call and socket family the daemon's libr
   writeFileSync(workload, WORKLOAD);
   const tracePath = join(dir, 'trace.txt');
 
-  // The environment systemd gives the unit: PATH and the unit's Environment= only. `env -i` also drops what the
-  // test runner injects into every child it spawns (its own --import hooks write files).
-  const cleanEnv = Object.entries({ PATH: process.env.PATH ?? '/usr/bin:/bin', ...unitEnv }).map(([k, v]) => `${k}=${v}`);
+  // The environment systemd gives the unit: PATH and the unit's Environment= only.
   const child = spawn(
-    'env',
-    ['-i', ...cleanEnv, 'strace', '-f', '-qq', '-o', tracePath, process.execPath, workload, repoRoot, configFile],
+    ...clean({ PATH: process.env.PATH, ...unitEnv }, 'strace', [
+      '-f',
+      '-qq',
+      '-o',
+      tracePath,
+      process.execPath,
+      workload,
+      repoRoot,
+      configFile,
+    ]),
     { stdio: 'pipe' },
   );
   let stdout = '';
@@ -508,11 +522,10 @@ t.test('the image build refuses a mediasoup worker of another release than the n
   const fakeBin = mkdtempSync(join(scratch, 'bin-'));
   const check = (debVersion: string): number | null => {
     writeFileSync(join(fakeBin, 'dpkg-query'), `#!/bin/sh\nprintf '%s' '${debVersion}'\n`, { mode: 0o755 });
-    return spawnSync('sh', ['-c', guard ?? 'exit 2'], {
+    return spawnSync(...clean({ PATH: `${fakeBin}:${process.env.PATH ?? ''}` }, 'sh', ['-c', guard ?? 'exit 2']), {
       cwd: repoRoot,
       encoding: 'utf8',
       timeout: 15_000,
-      env: { PATH: `${fakeBin}:${process.env.PATH ?? ''}` },
     }).status;
   };
   t.equal(check(`${npmVersion}~dfsg1-1`), 0, `Debian ${npmVersion}~dfsg1-1 matches npm ${npmVersion}`);
@@ -533,9 +546,8 @@ t.test('the health check passes only when /readyz answers 200', async (t) => {
   t.ok(script.includes(target), `probes ${target}`);
 
   const probe = async (port: number): Promise<number | null> => {
-    const child = spawn(process.execPath, [...argv.slice(1, -1), script.replace(target, `http://127.0.0.1:${port}/readyz`)], {
-      stdio: 'ignore',
-    });
+    const probeArgs = [...argv.slice(1, -1), script.replace(target, `http://127.0.0.1:${port}/readyz`)];
+    const child = spawn(...clean({ PATH: process.env.PATH }, process.execPath, probeArgs), { stdio: 'ignore' });
     const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
     const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
     clearTimeout(timer);
@@ -552,14 +564,13 @@ t.test('the health check passes only when /readyz answers 200', async (t) => {
     return { server, port: (server.address() as AddressInfo).port, paths };
   };
 
-  const ready = await serve(200);
-  t.equal(await probe(ready.port), 0, 'healthy when ready');
-  t.same(ready.paths, ['/readyz']);
-  const notReady = await serve(503);
-  t.equal(await probe(notReady.port), 1, 'unhealthy when /readyz says 503');
-  const closed = await serve(200);
+  const [ready, notReady, closed] = await Promise.all([serve(200), serve(503), serve(200)]);
   await new Promise<void>((resolve) => closed.server.close(() => resolve()));
-  t.equal(await probe(closed.port), 1, 'unhealthy when nothing listens');
+  const [whenReady, whenNotReady, whenClosed] = await Promise.all([ready, notReady, closed].map((s) => probe(s.port)));
+  t.equal(whenReady, 0, 'healthy when ready');
+  t.same(ready.paths, ['/readyz']);
+  t.equal(whenNotReady, 1, 'unhealthy when /readyz says 503');
+  t.equal(whenClosed, 1, 'unhealthy when nothing listens');
 });
 
 t.test('the build context holds what the build copies and none of the local secrets', async (t) => {
