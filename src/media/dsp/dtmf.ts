@@ -104,6 +104,11 @@ export class DtmfToneGenerator {
     return head !== undefined && this.#position < head.toneSamples;
   }
 
+  /** Digits queued, counting the one playing (its tone or its pause). */
+  get queued(): number {
+    return this.#queue.length;
+  }
+
   /** Samples still to play for everything queued, tones and pauses. */
   get pendingSamples(): number {
     let total = -this.#position;
