@@ -1,7 +1,7 @@
 /**
  * The operations endpoints: /metrics, /healthz, /readyz. No listen(): the daemon listens, tests inject().
  */
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Metrics } from './Metrics.js';
 
@@ -20,7 +20,7 @@ export interface AdminAppOptions {
 export function buildAdminApp(options: AdminAppOptions): FastifyInstance {
   const app = Fastify({
     loggerInstance: options.log?.child({ component: 'admin' }) as FastifyBaseLogger | undefined,
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
   });
   app.get('/metrics', async (_req, reply) => {
     const text = await options.metrics.registry.metrics();

@@ -4,7 +4,7 @@
  * parsed, filtered and handed to the sink on the next turn of the event loop.
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { MetaEvent, MetaEventSink } from '../calls/ports.js';
 import type { Config } from '../config/schema.js';
@@ -80,7 +80,7 @@ export function buildWebhookApp(options: WebhookAppOptions): FastifyInstance {
 
   const app = Fastify({
     loggerInstance: log as FastifyBaseLogger,
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit,
   });
 

@@ -1,0 +1,383 @@
+/**
+ * The Graph API client for Messenger calling, over the global fetch.
+ *
+ * Retries (exponential backoff with jitter, bounded by a deadline and the caller's signal):
+ * - checkPermission (GET), reject and terminate (idempotent: ending an ended call changes nothing) are retried on
+ *   5xx, timeouts and network errors;
+ * - accept, connect, mediaUpdate and requestPermission change state at Meta or reach the person, and a lost
+ *   response cannot tell whether Meta acted: they are retried only when the connection was refused, i.e. the
+ *   request provably never left this host.
+ * The access token travels only in the Authorization header; it is never put in a URL nor logged.
+ */
+import type { Logger } from 'pino';
+import type { AcceptResult, ConnectResult, GraphPort, PermissionResult, TrackUpdate } from '../calls/ports.js';
+import { GraphError } from '../core/errors.js';
+import type { Metrics } from '../observability/Metrics.js';
+import { graphErrorFromResponse } from './errors.js';
+
+export type PageTokens = ReadonlyMap<string, string> | ((pageId: string) => string | undefined);
+
+export interface RetryOptions {
+  /** Attempts in all, first included. Default 3. */
+  attempts?: number;
+  /** First backoff (ms), doubled each time, with ±50 % jitter. Default 200. */
+  baseDelayMs?: number;
+  /** Cap on one backoff (ms). Default 2000. */
+  maxDelayMs?: number;
+  /** No attempt starts after this long from the first (ms). Default 3 × timeoutMs. */
+  deadlineMs?: number;
+}
+
+export interface GraphClientOptions {
+  /** e.g. 'https://graph.facebook.com' (no version). */
+  baseUrl: string;
+  /** e.g. 'v23.0'. */
+  version: string;
+  pages: PageTokens;
+  /** Per request (ms). */
+  timeoutMs: number;
+  log: Logger;
+  metrics?: Metrics;
+  retry?: RetryOptions;
+}
+
+type RetryPolicy = 'safe' | 'refused_only';
+
+interface RequestSpec {
+  action: string;
+  method: 'GET' | 'POST';
+  pageId: string;
+  /** Path after /{version}/{page-id}/ */
+  edge: string;
+  query?: Record<string, string>;
+  body?: unknown;
+  retry: RetryPolicy;
+  signal?: AbortSignal;
+  /** For logs only. */
+  callId?: string;
+}
+
+/** `{sdp_type, sdp}` or a bare string: Meta's examples show both. */
+function sdpOf(value: unknown): string | undefined {
+  if (typeof value === 'string' && value !== '') return value;
+  if (typeof value === 'object' && value !== null && typeof (value as { sdp?: unknown }).sdp === 'string') {
+    const sdp = (value as { sdp: string }).sdp;
+    return sdp === '' ? undefined : sdp;
+  }
+  return undefined;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Statuses meaning the person may be called. */
+const GRANTED = new Set(['has_permission', 'temporary_permission', 'permanent', 'temporary', 'granted', 'approved', 'approve', 'accept']);
+
+/**
+ * Read a permission answer. Accepted shapes:
+ * - documented: `{ permission: { status, expiration_time }, actions: [{ action_name: 'start_call', can_perform }] }`;
+ *   `actions[start_call].can_perform` decides when present, else the status;
+ * - list: `{ data: [{ permission_status | status, expiration_time }] }` (first element).
+ * Granting statuses: has_permission, temporary_permission, permanent, temporary, granted, approved.
+ * An `expiration_time` (unix s) in the past means no permission.
+ */
+export function parsePermission(body: unknown, nowSec = Date.now() / 1000): PermissionResult {
+  let status: string | undefined;
+  let expires: number | undefined;
+  let canPerform: boolean | undefined;
+  if (isObject(body)) {
+    const perm = isObject(body.permission) ? body.permission : Array.isArray(body.data) && isObject(body.data[0]) ? body.data[0] : undefined;
+    if (perm) {
+      const s = perm.status ?? perm.permission_status;
+      if (typeof s === 'string') status = s.toLowerCase();
+      const e = Number(perm.expiration_time ?? perm.expiration_timestamp);
+      if (Number.isFinite(e) && e > 0) expires = e;
+    }
+    if (Array.isArray(body.actions)) {
+      const start = body.actions.find((a) => isObject(a) && a.action_name === 'start_call');
+      if (isObject(start) && typeof start.can_perform === 'boolean') canPerform = start.can_perform;
+    }
+  }
+  let canCall = canPerform ?? (status !== undefined && GRANTED.has(status));
+  if (expires !== undefined && expires < nowSec) canCall = false;
+  return { canCall, ...(expires !== undefined ? { expiresAt: expires } : {}), raw: body };
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** The connection was refused: the request never left, so repeating it cannot act twice. */
+function wasRefused(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if ((e as NodeJS.ErrnoException).code === 'ECONNREFUSED') return true;
+    if (e instanceof AggregateError && e.errors.some((inner) => (inner as NodeJS.ErrnoException).code === 'ECONNREFUSED')) return true;
+  }
+  return false;
+}
+
+export class GraphClient implements GraphPort {
+  readonly #baseUrl: string;
+  readonly #version: string;
+  readonly #pages: PageTokens;
+  readonly #timeoutMs: number;
+  readonly #log: Logger;
+  readonly #metrics?: Metrics;
+  readonly #retry: Required<RetryOptions>;
+
+  constructor(options: GraphClientOptions) {
+    this.#baseUrl = options.baseUrl.replace(/\/+$/, '');
+    this.#version = options.version;
+    this.#pages = options.pages;
+    this.#timeoutMs = options.timeoutMs;
+    this.#log = options.log.child({ component: 'graph' });
+    this.#metrics = options.metrics;
+    this.#retry = {
+      attempts: options.retry?.attempts ?? 3,
+      baseDelayMs: options.retry?.baseDelayMs ?? 200,
+      maxDelayMs: options.retry?.maxDelayMs ?? 2000,
+      deadlineMs: options.retry?.deadlineMs ?? 3 * options.timeoutMs,
+    };
+  }
+
+  async accept(pageId: string, callId: string, sdpOffer: string, signal?: AbortSignal): Promise<AcceptResult> {
+    const body = await this.#request({
+      action: 'accept',
+      method: 'POST',
+      pageId,
+      edge: 'calls',
+      callId,
+      body: { platform: 'messenger', call_id: callId, action: 'accept', session: { sdp_type: 'offer', sdp: sdpOffer } },
+      retry: 'refused_only',
+      signal,
+    });
+    const session = isObject(body) && isObject(body.session) ? body.session : undefined;
+    const sdpAnswer = sdpOf(session?.sdp_response);
+    if (sdpAnswer === undefined) {
+      throw new GraphError('GRAPH_BAD_RESPONSE', 'accept: the response carries no session.sdp_response', {
+        httpStatus: 200,
+        retryable: false,
+      });
+    }
+    const sdpRenegotiation = sdpOf(session?.sdp_renegotiation);
+    return sdpRenegotiation !== undefined ? { sdpAnswer, sdpRenegotiation } : { sdpAnswer };
+  }
+
+  async reject(pageId: string, callId: string, signal?: AbortSignal): Promise<void> {
+    await this.#request({
+      action: 'reject',
+      method: 'POST',
+      pageId,
+      edge: 'calls',
+      callId,
+      body: { platform: 'messenger', call_id: callId, action: 'reject' },
+      retry: 'safe',
+      signal,
+    });
+  }
+
+  async terminate(pageId: string, callId: string, signal?: AbortSignal): Promise<void> {
+    await this.#request({
+      action: 'terminate',
+      method: 'POST',
+      pageId,
+      edge: 'calls',
+      callId,
+      body: { platform: 'messenger', call_id: callId, action: 'terminate' },
+      retry: 'safe',
+      signal,
+    });
+  }
+
+  async connect(pageId: string, psid: string, sdpOffer: string, signal?: AbortSignal): Promise<ConnectResult> {
+    const body = await this.#request({
+      action: 'connect',
+      method: 'POST',
+      pageId,
+      edge: 'calls',
+      body: { platform: 'messenger', to: psid, action: 'connect', session: { sdp_type: 'offer', sdp: sdpOffer } },
+      retry: 'refused_only',
+      signal,
+    });
+    const id = isObject(body) ? body.id : undefined;
+    if (typeof id !== 'string' || id === '') {
+      throw new GraphError('GRAPH_BAD_RESPONSE', 'connect: the response carries no call id', { httpStatus: 200, retryable: false });
+    }
+    const sdpAnswer = sdpOf(isObject(body) && isObject(body.session) ? body.session.sdp_response : undefined);
+    return sdpAnswer !== undefined ? { callId: id, sdpAnswer } : { callId: id };
+  }
+
+  async mediaUpdate(
+    pageId: string,
+    callId: string,
+    update: { fromVersion: number; toVersion: number; tracks: TrackUpdate[]; sdpOffer?: string },
+    signal?: AbortSignal,
+  ): Promise<{ sdpAnswer?: string }> {
+    const body = await this.#request({
+      action: 'media_update',
+      method: 'POST',
+      pageId,
+      edge: 'calls',
+      callId,
+      body: {
+        platform: 'messenger',
+        call_id: callId,
+        action: 'media_update',
+        from_version: update.fromVersion,
+        to_version: update.toVersion,
+        tracks: update.tracks.map((t) => ({ ...(t.msid !== undefined ? { msid: t.msid } : {}), label: t.label, status: t.status })),
+        ...(update.sdpOffer !== undefined ? { session: { sdp_type: 'offer', sdp: update.sdpOffer } } : {}),
+      },
+      retry: 'refused_only',
+      signal,
+    });
+    const sdpAnswer = sdpOf(isObject(body) && isObject(body.session) ? body.session.sdp_response : undefined);
+    return sdpAnswer !== undefined ? { sdpAnswer } : {};
+  }
+
+  async checkPermission(pageId: string, psid: string, signal?: AbortSignal): Promise<PermissionResult> {
+    const body = await this.#request({
+      action: 'check_permission',
+      method: 'GET',
+      pageId,
+      edge: 'messenger_call_permissions',
+      query: { psid },
+      retry: 'safe',
+      signal,
+    });
+    return parsePermission(body);
+  }
+
+  /**
+   * The `calling_optin` template, as Meta's business-initiated call flow shows it:
+   * `POST /{page-id}/messages {recipient: {id: psid}, message: {attachment: {type: 'template',
+   * payload: {template_type: 'calling_optin'}}}}`. Meta limits it to 2 a day per person.
+   */
+  async requestPermission(pageId: string, psid: string, signal?: AbortSignal): Promise<void> {
+    await this.#request({
+      action: 'request_permission',
+      method: 'POST',
+      pageId,
+      edge: 'messages',
+      body: {
+        recipient: { id: psid },
+        message: { attachment: { type: 'template', payload: { template_type: 'calling_optin' } } },
+      },
+      retry: 'refused_only',
+      signal,
+    });
+  }
+
+  #token(pageId: string): string | undefined {
+    return typeof this.#pages === 'function' ? this.#pages(pageId) : this.#pages.get(pageId);
+  }
+
+  async #request(spec: RequestSpec): Promise<unknown> {
+    const token = this.#token(spec.pageId);
+    if (token === undefined) {
+      throw new GraphError('GRAPH_UNKNOWN_PAGE', `${spec.action}: no access token for page ${spec.pageId}`, {
+        httpStatus: 0,
+        retryable: false,
+      });
+    }
+    const url = new URL(`${this.#baseUrl}/${this.#version}/${encodeURIComponent(spec.pageId)}/${spec.edge}`);
+    for (const [k, v] of Object.entries(spec.query ?? {})) url.searchParams.set(k, v);
+    const log = this.#log.child({ action: spec.action, pageId: spec.pageId, ...(spec.callId ? { callId: spec.callId } : {}) });
+    const started = Date.now();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#attempt(spec, url, token, log);
+      } catch (err) {
+        if (!(err instanceof GraphError)) throw err;
+        const may =
+          spec.retry === 'safe' ? err.httpStatus === 0 || err.httpStatus >= 500 : err.code === 'GRAPH_NETWORK' && wasRefused(err);
+        const delay = Math.min(this.#retry.maxDelayMs, this.#retry.baseDelayMs * 2 ** (attempt - 1)) * (0.5 + Math.random());
+        const withinDeadline = Date.now() - started + delay < this.#retry.deadlineMs;
+        if (!may || attempt >= this.#retry.attempts || !withinDeadline || spec.signal?.aborted) {
+          log.warn(
+            { code: err.code, httpStatus: err.httpStatus, metaCode: err.metaCode, fbtraceId: err.fbtraceId, attempt },
+            `graph request failed: ${err.message}`,
+          );
+          throw err;
+        }
+        log.info({ code: err.code, attempt, delayMs: Math.round(delay) }, 'graph request failed, retrying');
+        try {
+          await sleep(delay, spec.signal);
+        } catch {
+          throw err;
+        }
+      }
+    }
+  }
+
+  async #attempt(spec: RequestSpec, url: URL, token: string, log: Logger): Promise<unknown> {
+    const timeout = AbortSignal.timeout(this.#timeoutMs);
+    const signal = spec.signal ? AbortSignal.any([timeout, spec.signal]) : timeout;
+    const started = performance.now();
+    const seconds = (): number => (performance.now() - started) / 1000;
+    let response: Response;
+    let text: string;
+    try {
+      response = await fetch(url, {
+        method: spec.method,
+        headers: {
+          authorization: `Bearer ${token}`,
+          accept: 'application/json',
+          ...(spec.body !== undefined ? { 'content-type': 'application/json' } : {}),
+        },
+        body: spec.body !== undefined ? JSON.stringify(spec.body) : undefined,
+        signal,
+      });
+      text = await response.text();
+    } catch (err) {
+      if (spec.signal?.aborted) {
+        this.#metrics?.graphRequest(spec.action, 'error', 'aborted', seconds());
+        throw new GraphError('GRAPH_ABORTED', `${spec.action}: aborted by the caller`, { httpStatus: 0, retryable: false }, { cause: err });
+      }
+      if (timeout.aborted) {
+        this.#metrics?.graphRequest(spec.action, 'timeout', '', seconds());
+        throw new GraphError('GRAPH_TIMEOUT', `${spec.action}: no answer within ${this.#timeoutMs} ms`, { httpStatus: 0, retryable: true }, { cause: err });
+      }
+      this.#metrics?.graphRequest(spec.action, 'network', '', seconds());
+      const detail = err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err);
+      throw new GraphError('GRAPH_NETWORK', `${spec.action}: network error: ${detail}`, { httpStatus: 0, retryable: true }, { cause: err });
+    }
+    let body: unknown;
+    try {
+      body = text === '' ? {} : JSON.parse(text);
+    } catch (err) {
+      body = undefined;
+      if (response.ok) {
+        this.#metrics?.graphRequest(spec.action, 'error', response.status, seconds());
+        throw new GraphError('GRAPH_BAD_RESPONSE', `${spec.action}: the response is not JSON`, { httpStatus: response.status, retryable: false }, { cause: err });
+      }
+    }
+    if (!response.ok || (isObject(body) && body.error !== undefined)) {
+      const error = graphErrorFromResponse(spec.action, response.status, body);
+      this.#metrics?.graphRequest(spec.action, 'error', error.metaCode ?? response.status, seconds());
+      throw error;
+    }
+    if (isObject(body) && body.success === false) {
+      this.#metrics?.graphRequest(spec.action, 'error', 'unsuccessful', seconds());
+      throw new GraphError('GRAPH_UNSUCCESSFUL', `${spec.action}: Meta answered success: false`, { httpStatus: response.status, retryable: false });
+    }
+    this.#metrics?.graphRequest(spec.action, 'ok', '', seconds());
+    log.debug({ httpStatus: response.status, ms: Math.round(seconds() * 1000) }, 'graph request done');
+    return body;
+  }
+}

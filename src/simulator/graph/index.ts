@@ -1,0 +1,13 @@
+export {
+  GraphSimulator,
+  createGraphSimulator,
+  type GraphSimulatorOptions,
+  type GraphSimulatorEvents,
+  type SimCall,
+  type SimCallState,
+  type SimAction,
+  type SimTerminateEvent,
+  type PermissionStatus,
+  type Fault,
+} from './GraphSimulator.js';
+export { cannedAnswer, offerProblem } from './sdp.js';
