@@ -430,3 +430,38 @@ t.test('close() is idempotent and fails pending INVITEs with 503', async (t) => 
   t.equal(leg.connected, false);
   t.equal(leg.closed, true);
 });
+
+t.test('drachtio-server not up at start: the leg keeps trying and connects when it appears', async (t) => {
+  const double = await startDrachtioDouble({ secret: 's3cret' });
+  await double.stop();
+  const leg = new DrachtioSipLeg({
+    host: '127.0.0.1',
+    port: double.port,
+    secret: 's3cret',
+    acl: ['127.0.0.1/32'],
+    target: { psidFrom: 'request_uri', psidHeader: 'X-PSID', pageHeader: 'X-Page' },
+    fromUser: 'm',
+    log,
+    reconnectMaxDelayMs: 200,
+  });
+  t.teardown(async () => {
+    leg.close();
+    await double.close();
+  });
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(leg.connected, false);
+  await double.restart();
+  await leg.whenConnected(AbortSignal.timeout(5000));
+  t.equal(leg.connected, true);
+});
+
+t.test('close() while reconnecting stops the retries', async (t) => {
+  const { double, leg } = await setup(t);
+  await double.stop();
+  await leg.waitFor('connection', AbortSignal.timeout(3000));
+  leg.close();
+  await double.restart();
+  await new Promise((r) => setTimeout(r, 600));
+  t.equal(double.server.clientCount, 0, 'no connection after close');
+  t.equal(leg.connected, false);
+});
