@@ -32,6 +32,11 @@ export interface RtpMediaCoreOptions {
   teClockRate?: number;
   /** Where packets go. */
   transmit(packet: Buffer): void;
+  /**
+   * Load generation: do not decode or keep what arrives (only counts), and encode a tone frame once and resend it
+   * (for tones with whole cycles per 20 ms). Default false.
+   */
+  lean?: boolean;
 }
 
 /** Packets and digits we sent and heard. */
@@ -57,6 +62,8 @@ export class RtpMediaCore {
   readonly received: ReceivedPacket[] = [];
 
   readonly #transmit: (packet: Buffer) => void;
+  readonly #lean: boolean;
+  #cachedTone?: { hz: number; payload: Buffer };
   readonly #frameSamples: number;
   readonly #pcm: Int16Array[] = [];
   readonly #digits: string[] = [];
@@ -85,6 +92,7 @@ export class RtpMediaCore {
     this.sampleRate = this.clockRate;
     this.teClockRate = options.teClockRate ?? this.clockRate;
     this.#transmit = options.transmit;
+    this.#lean = options.lean ?? false;
     this.#frameSamples = this.sampleRate / 50;
   }
 
@@ -157,6 +165,7 @@ export class RtpMediaCore {
     const header = parseRtp(packet);
     if (!header || this.#closed) return;
     this.packetsReceived++;
+    if (this.#lean) return;
     this.received.push({ ...header, at: performance.now() });
     const payload = packet.subarray(header.payloadOffset, header.payloadOffset + header.payloadLength);
     if (this.tePt !== undefined && header.payloadType === this.tePt) {
@@ -215,7 +224,14 @@ export class RtpMediaCore {
 
   #sendAudio(pcm: Int16Array, timestamp: number): void {
     const index = this.#audioPackets++;
-    const payload = this.#encode(pcm);
+    let payload: Buffer;
+    const tone = this.#tone;
+    if (this.#lean && tone && (tone.hz * 20) % 1000 === 0) {
+      if (this.#cachedTone?.hz !== tone.hz) this.#cachedTone = { hz: tone.hz, payload: this.#encode(pcm) };
+      payload = this.#cachedTone.payload;
+    } else {
+      payload = this.#encode(pcm);
+    }
     if (this.drop?.(index)) {
       this.#seq = (this.#seq + 1) & 0xffff;
       return;
@@ -270,6 +286,8 @@ export interface RtpPeerOptions {
   teClockRate?: number;
   /** Loopback address to bind. Default 127.0.0.1. */
   address?: string;
+  /** Load generation only: count what arrives without decoding, reuse encoded tone frames. */
+  lean?: boolean;
 }
 
 export interface RtpPeer {
@@ -318,6 +336,7 @@ export async function createRtpPeer(options: RtpPeerOptions): Promise<RtpPeer> {
     pt: options.pt,
     tePt: options.tePt,
     teClockRate: options.teClockRate,
+    lean: options.lean,
     transmit: (packet) => {
       if (remote && !closed) socket.send(packet, remote.port, remote.address);
     },

@@ -15,15 +15,24 @@ export class FakeMessengerLeg extends TypedEmitter<MessengerLegEvents> implement
   /** performance.now() of each entry of `sent`. */
   readonly sentAt: number[] = [];
   #closed = false;
+  /** With `lean`: packets sent toward Meta, and those that were not silence frames. */
+  sentCount = 0;
+  sentAudioCount = 0;
 
-  constructor(options: { opusPt?: number; telephoneEvent?: { pt: number; clockRate: number } } = {}) {
+  readonly #keepSent: boolean;
+
+  constructor(
+    options: { opusPt?: number; telephoneEvent?: { pt: number; clockRate: number }; lean?: boolean } = {},
+  ) {
     super();
+    this.#keepSent = !options.lean;
     this.#negotiated = { opusPt: options.opusPt ?? 111, telephoneEvent: options.telephoneEvent };
     this.core = new RtpMediaCore({
       codec: 'opus',
       pt: this.#negotiated.opusPt,
       tePt: options.telephoneEvent?.pt,
       teClockRate: options.telephoneEvent?.clockRate,
+      lean: options.lean,
       transmit: (packet) => {
         for (const listener of this.#listeners) listener(packet);
       },
@@ -36,8 +45,13 @@ export class FakeMessengerLeg extends TypedEmitter<MessengerLegEvents> implement
 
   sendRtp(packet: Buffer): void {
     if (this.#closed) return;
-    this.sent.push(Buffer.from(packet));
-    this.sentAt.push(performance.now());
+    if (this.#keepSent) {
+      this.sent.push(Buffer.from(packet));
+      this.sentAt.push(performance.now());
+    } else {
+      this.sentCount++;
+      if (packet.length - 12 !== 3 || packet[12] !== 0xf8) this.sentAudioCount++;
+    }
     this.core.receive(packet);
   }
 
