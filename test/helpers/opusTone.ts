@@ -30,6 +30,7 @@ export class OpusToneSender {
   #timestamp = Math.floor(Math.random() * 2 ** 32);
   #start = 0;
   #frames = 0;
+  #events: Array<{ pt: number; event: number; frames: number; sent: number; perFrame: number }> = [];
   packetsSent = 0;
 
   constructor(endpoint: RtpEndpoint, options: { pt: number; hz: number | [number, number]; amplitude?: number }) {
@@ -62,42 +63,50 @@ export class OpusToneSender {
     this.#timer = undefined;
   }
 
+  /**
+   * Replace the audio by one RFC 4733 event in the same stream (same sequence space, as a browser does): an update
+   * every 20 ms with a constant timestamp, three end packets; then audio resumes. Resolves when it was sent.
+   */
+  sendEvent(options: { pt: number; digit: string; durationMs: number; clockRate: number }): Promise<void> {
+    const event = DTMF_EVENT_DIGITS.indexOf(options.digit);
+    if (event < 0) throw new RangeError(`not a DTMF digit: ${options.digit}`);
+    const frames = Math.max(1, Math.round(options.durationMs / 20));
+    this.#events.push({ pt: options.pt, event, frames, sent: 0, perFrame: (options.clockRate * 20) / 1000 });
+    this.start();
+    return new Promise((resolve) => {
+      const check = setInterval(() => {
+        if (!this.#events.some((e) => e.event === event && e.sent < e.frames)) {
+          clearInterval(check);
+          resolve();
+        }
+      }, 10);
+    });
+  }
+
   #sendFrame(): void {
-    const payload = this.#encoder.encode(this.#source.next());
+    const ev = this.#events[0];
+    if (ev !== undefined) {
+      ev.sent++;
+      const end = ev.sent >= ev.frames;
+      for (let r = 0; r < (end ? 3 : 1); r++) {
+        this.#send(ev.pt, ev.sent === 1, telephoneEventPayload(ev.event, end, ev.sent * ev.perFrame));
+      }
+      if (end) {
+        this.#events.shift();
+        this.#timestamp = (this.#timestamp + ev.frames * FRAME_SAMPLES) >>> 0;
+      }
+      return;
+    }
+    this.#send(this.#pt, false, this.#encoder.encode(this.#source.next()));
+    this.#timestamp = (this.#timestamp + FRAME_SAMPLES) >>> 0;
+  }
+
+  #send(pt: number, marker: boolean, payload: Uint8Array): void {
     this.#seq = (this.#seq + 1) & 0xffff;
     this.#endpoint.sendRtp(
-      buildRtpPacket(
-        { payloadType: this.#pt, marker: false, sequenceNumber: this.#seq, timestamp: this.#timestamp, ssrc: 1 },
-        payload,
-      ),
+      buildRtpPacket({ payloadType: pt, marker, sequenceNumber: this.#seq, timestamp: this.#timestamp, ssrc: 1 }, payload),
     );
-    this.#timestamp = (this.#timestamp + FRAME_SAMPLES) >>> 0;
     this.packetsSent++;
-  }
-}
-
-/** Send one RFC 4733 event (as a browser would): `frames` updates 20 ms apart, then three end packets. */
-export async function sendTelephoneEvent(
-  endpoint: RtpEndpoint,
-  options: { pt: number; digit: string; durationMs: number; clockRate: number },
-): Promise<void> {
-  const event = DTMF_EVENT_DIGITS.indexOf(options.digit);
-  if (event < 0) throw new RangeError(`not a DTMF digit: ${options.digit}`);
-  const frames = Math.max(1, Math.round(options.durationMs / 20));
-  const perFrame = (options.clockRate * 20) / 1000;
-  const timestamp = Math.floor(Math.random() * 2 ** 31);
-  let seq = Math.floor(Math.random() * 60000);
-  for (let i = 1; i <= frames; i++) {
-    const end = i === frames;
-    for (let r = 0; r < (end ? 3 : 1); r++) {
-      endpoint.sendRtp(
-        buildRtpPacket(
-          { payloadType: options.pt, marker: i === 1, sequenceNumber: seq++, timestamp, ssrc: 1 },
-          telephoneEventPayload(event, end, i * perFrame),
-        ),
-      );
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
 

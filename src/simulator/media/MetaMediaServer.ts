@@ -14,14 +14,12 @@ import sdpTransform from 'sdp-transform';
 import { InvalidStateError, MediaError } from '../../core/errors.js';
 import { TypedEmitter } from '../../core/TypedEmitter.js';
 import {
-  DTMF_EVENT_DIGITS,
   FRAME_SAMPLES,
   InbandDtmfDetector,
   SineSource,
   buildRtpPacket,
   dtmfFrequencies,
   parseRtpPacket,
-  telephoneEventPayload,
 } from './audio.js';
 
 export const DEFAULT_WORKER_BIN = '/usr/lib/x86_64-linux-gnu/mediasoup/mediasoup-worker';
@@ -70,6 +68,18 @@ export interface ReceivedDtmf {
   digit: string;
   durationMs: number;
   via: 'rfc4733' | 'inband';
+}
+
+/**
+ * An RFC 4733 event from the business, seen through mediasoup's producer trace: the header only (mediasoup does not
+ * hand telephone-event payloads to any consumer), so the digit itself is unknown.
+ */
+export interface ReceivedTelephoneEvent {
+  /** RTP timestamp shared by all packets of the event. */
+  timestamp: number;
+  /** Marker bit of the first packet seen (set on the first packet of an event). */
+  marker: boolean;
+  packets: number;
 }
 
 export interface MetaMediaSessionEvents {
@@ -233,7 +243,7 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
   #seq = randomBytes(2).readUInt16BE(0);
   #timestamp = randomBytes(4).readUInt32BE(0);
   #tone: SineSource | undefined;
-  #dtmfQueue: Array<{ digit: string; frames: number; sent: number; source: SineSource | undefined }> = [];
+  #dtmfQueue: Array<{ frames: number; sent: number; source: SineSource }> = [];
   #sendTimer: NodeJS.Timeout | undefined;
   #sendClockStart = 0;
   #framesSent = 0;
@@ -243,7 +253,8 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
   #pcmSamples = 0;
   readonly #dtmf: ReceivedDtmf[] = [];
   readonly #inband: InbandDtmfDetector;
-  #lastEventTimestamp: number | undefined;
+  #telephoneEvents: ReceivedTelephoneEvent[] = [];
+  #idleTimer: NodeJS.Timeout | undefined;
   #packetsReceived = 0;
   #packetsSent = 0;
   #receivedPts = new Map<number, number>();
@@ -284,7 +295,7 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
     return new Map(this.#receivedPts);
   }
 
-  /** True when telephone-event was kept in the answer (DTMF goes as RFC 4733 both ways). */
+  /** True when telephone-event/48000 was kept in the answer. */
   get telephoneEvent(): boolean {
     return this.#init.telephoneEventPt !== undefined;
   }
@@ -351,15 +362,15 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
   }
 
   /**
-   * Send a DTMF digit: RFC 4733 when telephone-event was negotiated, else as an in-band dual tone in the Opus
-   * stream (what a person's phone does when the call carries no telephone-event).
+   * Send a DTMF digit as an in-band dual tone in the Opus stream, followed by 40 ms of silence. Meta's answers
+   * carry no telephone-event; and even when this simulator keeps it in the SDP, mediasoup 3.8.4 consumers forward
+   * no telephone-event packets, so digits from this side are always in-band.
    */
   sendDtmf(digit: string, durationMs = 160): void {
     this.#assertOpen();
-    dtmfFrequencies(digit);
+    const source = new SineSource(dtmfFrequencies(digit), 0.4);
     const frames = Math.max(2, Math.round(durationMs / 20));
-    const source = this.telephoneEvent ? undefined : new SineSource(dtmfFrequencies(digit), 0.4);
-    this.#dtmfQueue.push({ digit: digit.toUpperCase(), frames, sent: 0, source });
+    this.#dtmfQueue.push({ frames, sent: 0, source });
     this.#ensureSending();
   }
 
@@ -379,10 +390,17 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
     this.#pcmChunks = [];
     this.#pcmSamples = 0;
     this.#dtmf.length = 0;
+    this.#telephoneEvents = [];
   }
 
+  /** Digits detected in the audio from the business (in-band tones). */
   receivedDtmf(): ReceivedDtmf[] {
     return [...this.#dtmf];
+  }
+
+  /** RFC 4733 events from the business, when telephone-event was negotiated (headers only, see the type). */
+  receivedTelephoneEvents(): ReceivedTelephoneEvent[] {
+    return this.#telephoneEvents.map((e) => ({ ...e }));
   }
 
   /**
@@ -443,6 +461,7 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
     this.#state = 'closed';
     clearInterval(this.#sendTimer);
     clearTimeout(this.#noMediaTimer);
+    clearTimeout(this.#idleTimer);
     this.#sendTimer = undefined;
     this.#noMediaTimer = undefined;
     this.#inband.flush();
@@ -493,6 +512,15 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
     });
     const capture = await this.#direct!.consume({ producerId: producer.id, rtpCapabilities: this.#rtpCapabilities() });
     capture.on('rtp', (packet: Buffer) => this.#onRtp(packet));
+    const tePt = this.#init.telephoneEventPt;
+    if (tePt !== undefined) {
+      // mediasoup forwards no telephone-event to consumers; the producer's trace still reports each packet's header.
+      await producer.enableTraceEvent(['rtp']);
+      producer.on('trace', (trace: ms.ProducerTraceEventData) => {
+        const info = trace.info as { payloadType?: number; timestamp?: number; marker?: boolean; sequenceNumber?: number };
+        if (trace.type === 'rtp' && info.payloadType === tePt) this.#onTelephoneEventHeader(info);
+      });
+    }
     this.#producer = producer;
     this.#capture = capture;
   }
@@ -575,10 +603,6 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
     this.#packetsReceived++;
     this.#receivedPts.set(rtp.payloadType, (this.#receivedPts.get(rtp.payloadType) ?? 0) + 1);
     this.#armNoMedia();
-    if (rtp.payloadType === this.#init.telephoneEventPt) {
-      this.#onTelephoneEvent(rtp.timestamp, rtp.payload);
-      return;
-    }
     if (rtp.payloadType !== this.#init.offer.opusPt || rtp.payload.length === 0) return;
     let pcm: Int16Array;
     try {
@@ -593,16 +617,19 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
       this.#pcmSamples += pcm.length;
     }
     this.#inband.push(pcm);
+    // A digit at the end of a talk spurt (then DTX) is reported once the stream pauses.
+    clearTimeout(this.#idleTimer);
+    this.#idleTimer = setTimeout(() => this.#inband.flush(), 200);
   }
 
-  #onTelephoneEvent(timestamp: number, payload: Buffer): void {
-    if (payload.length < 4) return;
-    const end = (payload[1]! & 0x80) !== 0;
-    if (!end || timestamp === this.#lastEventTimestamp) return;
-    this.#lastEventTimestamp = timestamp;
-    const digit = DTMF_EVENT_DIGITS[payload[0]!];
-    if (digit === undefined) return;
-    this.#dtmf.push({ digit, durationMs: Math.round(payload.readUInt16BE(2) / 48), via: 'rfc4733' });
+  #onTelephoneEventHeader(info: { timestamp?: number; marker?: boolean }): void {
+    this.#armNoMedia();
+    const last = this.#telephoneEvents.at(-1);
+    if (last !== undefined && last.timestamp === info.timestamp) {
+      last.packets++;
+      return;
+    }
+    this.#telephoneEvents.push({ timestamp: info.timestamp ?? 0, marker: info.marker ?? false, packets: 1 });
   }
 
   #ensureSending(): void {
@@ -629,38 +656,23 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
     if (this.#state === 'closed' || this.#source === undefined) return false;
     const dtmf = this.#dtmfQueue[0];
     if (dtmf !== undefined) {
-      if (dtmf.source === undefined) {
-        this.#sendTelephoneEvent(dtmf);
-      } else {
-        this.#sendOpus(dtmf.source.next(), false);
-        this.#timestamp += FRAME_SAMPLES;
-      }
+      // The digit, then two frames of silence so a detector sees where it ends.
+      this.#sendOpus(dtmf.sent < dtmf.frames ? dtmf.source.next() : new Int16Array(FRAME_SAMPLES));
       dtmf.sent++;
-      if (dtmf.sent >= dtmf.frames + (dtmf.source === undefined ? 0 : 2)) this.#dtmfQueue.shift();
+      if (dtmf.sent >= dtmf.frames + 2) this.#dtmfQueue.shift();
       return true;
     }
     if (this.#tone !== undefined) {
-      this.#sendOpus(this.#tone.next(), false);
-      this.#timestamp += FRAME_SAMPLES;
+      this.#sendOpus(this.#tone.next());
       return true;
     }
     return false;
   }
 
-  #sendOpus(pcm: Int16Array, marker: boolean): void {
+  #sendOpus(pcm: Int16Array): void {
     const payload = this.#encoder.encode(pcm);
-    this.#send(this.#init.offer.opusPt, marker, this.#timestamp, payload);
-  }
-
-  #sendTelephoneEvent(dtmf: { digit: string; frames: number; sent: number }): void {
-    // One event: constant timestamp, growing duration, three end packets (RFC 4733 2.5.1.4).
-    const event = DTMF_EVENT_DIGITS.indexOf(dtmf.digit);
-    const last = dtmf.sent + 1 >= dtmf.frames;
-    const duration = (dtmf.sent + 1) * FRAME_SAMPLES;
-    const payload = telephoneEventPayload(event, last, duration);
-    const repeats = last ? 3 : 1;
-    for (let i = 0; i < repeats; i++) this.#send(this.#init.telephoneEventPt!, dtmf.sent === 0, this.#timestamp, payload);
-    if (last) this.#timestamp += duration;
+    this.#send(this.#init.offer.opusPt, false, this.#timestamp, payload);
+    this.#timestamp = (this.#timestamp + FRAME_SAMPLES) >>> 0;
   }
 
   #send(pt: number, marker: boolean, timestamp: number, payload: Uint8Array): void {
