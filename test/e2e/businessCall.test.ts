@@ -1,0 +1,65 @@
+import t from 'tap';
+import { createRtpPeer } from '../helpers/rtpPeer.js';
+import { analyzeTone } from '../helpers/tone.js';
+import { PSID, sdpTarget, sleep, startHarness, until } from '../helpers/bridgeHarness.js';
+
+t.test('business-initiated call: INVITE -> connect -> ringing 180 -> accepted 200 OK, tone both ways, PBX BYE -> Meta terminate', async (t) => {
+  const h = await startHarness();
+  t.teardown(() => h.close());
+  const pbxRtp = await createRtpPeer({ codec: 'PCMA' });
+  t.teardown(() => pbxRtp.close());
+
+  const connectSeen = h.sim.graph.events.waitFor('connect');
+  const call = h.drachtio.pbx.call({ user: PSID, sdp: pbxRtp.sdp() });
+  const [connect] = await connectSeen;
+  t.equal(connect.psid, PSID, 'Graph connect names the PSID from the Request-URI');
+  const callId = connect.callId;
+
+  h.sim.graph.consumerRinging(callId);
+  await call.waitForProvisional(180, 3000);
+  t.pass('ringing became 180 Ringing');
+
+  h.sim.graph.consumerAccept(callId);
+  const final = await call.final;
+  t.equal(final.status, 200, 'accepted became 200 OK');
+  const target = sdpTarget(final.sdp);
+  pbxRtp.setRemote(target.address, target.port);
+  t.match(final.sdp, /PCMA\/8000/, 'answer keeps the PBX codec PCMA');
+
+  const session = await h.sim.waitForSession(callId);
+  await session.whenConnected();
+  pbxRtp.startTone(1000);
+  session.startTone(1000);
+  await sleep(1500);
+  const atPbx = analyzeTone(pbxRtp.receivedPcm().slice(-8000), 8000, 1000);
+  const atMeta = analyzeTone(session.receivedPcm().slice(-48000), 48000, 1000);
+  t.ok(atPbx.detected, `1 kHz from Meta heard at the PBX (${JSON.stringify(atPbx)})`);
+  t.ok(atMeta.detected, `1 kHz from the PBX heard at Meta (${JSON.stringify(atMeta)})`);
+
+  const ended = h.sim.waitForEnd(callId, 3000);
+  const byeAt = Date.now();
+  await final.dialog!.bye();
+  const end = await ended;
+  t.equal(end.by, 'business', 'Meta saw the business terminate the call');
+  t.ok(Date.now() - byeAt < 1000, 'terminate reached Meta within a second');
+  await until(() => h.daemon.controller.registry.size === 0, 2000, 'call released');
+});
+
+t.test('business-initiated call: the person hangs up -> BYE to the PBX', async (t) => {
+  const h = await startHarness();
+  t.teardown(() => h.close());
+  const pbxRtp = await createRtpPeer({ codec: 'PCMU' });
+  t.teardown(() => pbxRtp.close());
+  const connectSeen = h.sim.graph.events.waitFor('connect');
+  const call = h.drachtio.pbx.call({ user: PSID, sdp: pbxRtp.sdp() });
+  const [connect] = await connectSeen;
+  h.sim.graph.consumerAccept(connect.callId);
+  const final = await call.final;
+  t.equal(final.status, 200);
+  await (await h.sim.waitForSession(connect.callId)).whenConnected();
+  const byeAt = Date.now();
+  h.sim.hangUp(connect.callId);
+  await final.dialog!.waitForBye(2000);
+  t.ok(Date.now() - byeAt < 1000, 'BYE within a second');
+  await until(() => h.daemon.controller.registry.size === 0, 2000, 'call released');
+});
