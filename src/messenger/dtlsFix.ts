@@ -23,13 +23,15 @@
  *   ICE-lite and DTLS passive: it has answered before we start and is ready when our nominated check succeeds; a
  *   ClientHello that still arrives too early is retransmitted by werift after 500 ms.
  *
- * werift's own retransmission timer (0.5 s, 1 s, 1.5 s, ... 10 times) is left as it is: with fresh record numbers the
- * first retransmission recovers from a lost or discarded record.
+ * werift's retransmission schedule (0.5 s, 1 s, 1.5 s, ... 10 times, ~27 s in all) is kept: with fresh record numbers
+ * the first retransmission recovers from a lost or discarded record. What is changed is that closing the DTLS socket
+ * now ends the retransmission loop at once; werift kept it (and a timer holding the process) running for up to
+ * ~27 s after a failed leg was closed.
  *
  * Apply once per process before the first connection: `applyWeriftDtlsFix()`. It patches werift's `DtlsClient` and
  * `RTCDtlsTransport` prototypes; it is idempotent. Servers (`DtlsServer`) are not touched.
  */
-import { DtlsClient, RTCDtlsTransport } from 'werift';
+import { DtlsClient, DtlsSocket, RTCDtlsTransport } from 'werift';
 
 /** DTLS record header: type(1) version(2) epoch(2) sequence_number(6) length(2). */
 export const DTLS_RECORD_HEADER_BYTES = 13;
@@ -173,6 +175,20 @@ interface AeadCipherLike {
 interface DtlsClientInternals {
   transport: { send: (buf: Buffer, addr?: unknown) => Promise<void> };
   cipher: { sessionType: number; cipher?: AeadCipherLike };
+  dtls: DtlsContextLike;
+}
+interface DtlsContextLike {
+  flight: number;
+  sessionId: string;
+}
+/** werift's (unexported) Flight base class, as far as transmit() needs it. */
+interface FlightLike {
+  dtls: DtlsContextLike;
+  flight: number;
+  nextFlight: number | undefined;
+  send: (buffers: Buffer[]) => Promise<unknown>;
+  setState: (state: 'PREPARING' | 'SENDING' | 'WAITING' | 'FINISHED') => void;
+  transmit: (buffers: Buffer[]) => Promise<void>;
 }
 
 const SESSION_CLIENT = 1;
@@ -182,10 +198,104 @@ const connectPromise = Symbol('connectPromise');
 const writerInstalled = Symbol('writerInstalled');
 
 let appliedOptions: Required<WeriftDtlsFixOptions> | undefined;
+let retransmissionPatched = false;
+
+/** DTLS contexts of closed sockets, and the retransmission waits to cut short when they close. */
+const closedContexts = new WeakSet<object>();
+const pendingWaits = new WeakMap<object, Set<() => void>>();
+
+/** Sleep `ms`, or less if the socket owning `context` closes meanwhile. */
+function retransmissionWait(context: object, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    let waits = pendingWaits.get(context);
+    if (!waits) {
+      waits = new Set();
+      pendingWaits.set(context, waits);
+    }
+    const wake = (): void => {
+      clearTimeout(timer);
+      waits.delete(wake);
+      resolve();
+    };
+    const timer = setTimeout(wake, ms);
+    waits.add(wake);
+  });
+}
+
+function wakeRetransmissionWaits(context: object): void {
+  closedContexts.add(context);
+  for (const wake of [...(pendingWaits.get(context) ?? [])]) wake();
+}
+
+/**
+ * werift's Flight class is internal to its bundle; reach its prototype through a Flight5 that a throw-away client
+ * creates when handed an (empty, unparsable) ServerHello. Undefined if werift's shape changed.
+ */
+function findFlightPrototype(): FlightLike | undefined {
+  const probeTransport = {
+    type: 'probe',
+    address: {},
+    closed: true,
+    onData: () => undefined,
+    send: async () => undefined,
+    close: async () => undefined,
+  };
+  const probe = new DtlsClient({ transport: probeTransport, srtpProfiles: [] } as unknown as ConstructorParameters<
+    typeof DtlsClient
+  >[0]) as unknown as {
+    handleHandshakes: (assembled: { msg_type: number; fragment: Buffer }[]) => Promise<void>;
+    flight5?: object;
+  };
+  // The empty ServerHello fails to parse after flight5 is created; that failure is the expected end of the probe.
+  probe.handleHandshakes([{ msg_type: 2, fragment: Buffer.alloc(0) }]).catch(() => undefined);
+  const flight5 = probe.flight5;
+  if (!flight5) return undefined;
+  const flightProto = Object.getPrototypeOf(Object.getPrototypeOf(flight5)) as FlightLike | null;
+  return flightProto && typeof flightProto.transmit === 'function' ? flightProto : undefined;
+}
+
+/** werift's Flight.transmit with the same schedule, ending as soon as the socket is closed. */
+function patchRetransmission(): boolean {
+  const flightProto = findFlightPrototype();
+  if (!flightProto) return false;
+  flightProto.transmit = async function transmit(this: FlightLike, buffers: Buffer[]): Promise<void> {
+    const retransmitCount = (this.constructor as { RetransmitCount?: number }).RetransmitCount ?? 10;
+    for (let attempt = 0; attempt <= retransmitCount; attempt++) {
+      if (closedContexts.has(this.dtls)) return;
+      this.setState('SENDING');
+      // A send failure is a lost datagram: the next retransmission covers it.
+      this.send(buffers).catch(() => undefined);
+      this.setState('WAITING');
+      if (this.nextFlight === undefined) {
+        this.setState('FINISHED');
+        return;
+      }
+      await retransmissionWait(this.dtls, (1000 * (attempt + 1)) / 2);
+      if (closedContexts.has(this.dtls)) return;
+      if (this.dtls.flight >= this.nextFlight) {
+        this.setState('FINISHED');
+        return;
+      }
+    }
+    throw new Error(`over retransmitCount : ${this.flight} ${this.nextFlight}`);
+  };
+  const socketProto = DtlsSocket.prototype as unknown as { close: () => void };
+  const close = socketProto.close;
+  socketProto.close = function (this: { dtls: object }): void {
+    wakeRetransmissionWaits(this.dtls);
+    close.call(this);
+  };
+  return true;
+}
 
 /** True once `applyWeriftDtlsFix()` ran in this process. */
 export function isWeriftDtlsFixApplied(): boolean {
   return appliedOptions !== undefined;
+}
+
+/** True when the retransmission loop patch is in force (false if werift's internals were not found). */
+export function isWeriftRetransmissionPatched(): boolean {
+  return retransmissionPatched;
 }
 
 /** Options in force (undefined before `applyWeriftDtlsFix()`). */
@@ -260,6 +370,7 @@ export function applyWeriftDtlsFix(options: WeriftDtlsFixOptions = {}): void {
     };
   }
 
+  retransmissionPatched = patchRetransmission();
   clientProto[patched] = true;
   appliedOptions = config;
 }

@@ -510,3 +510,79 @@ export function percentile(values: number[], p: number): number {
   const rank = Math.min(sorted.length, Math.max(1, Math.ceil((p / 100) * sorted.length)));
   return sorted[rank - 1]!;
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// A hostile path for the leg's DTLS datagrams
+// ---------------------------------------------------------------------------------------------------------------
+
+/** DTLS records of one batch of datagrams the client wrote in the same tick (a flight, or part of one). */
+export interface DtlsBatch {
+  records: Buffer[];
+  /** Content types of the records, in order (20 = ChangeCipherSpec, 22 = handshake). */
+  types: number[];
+}
+
+function splitRecords(datagram: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  let pos = 0;
+  while (pos + 13 <= datagram.length) {
+    const end = pos + 13 + datagram.readUInt16BE(pos + 11);
+    out.push(datagram.subarray(pos, end));
+    pos = end;
+  }
+  return out;
+}
+
+/**
+ * Intercepts what werift's DTLS clients put on the wire (below any record writer), batched per tick, and lets
+ * `decide` return the datagrams to send instead (each Buffer one datagram; [] drops the batch).
+ * Returns the function that removes the interception. Process-wide, like the patch it sits under.
+ */
+export async function interceptDtlsDatagrams(decide: (batch: DtlsBatch) => Buffer[] | undefined): Promise<() => void> {
+  const { DtlsClient } = await import('werift');
+  const proto = DtlsClient.prototype as unknown as { connect: () => Promise<void> };
+  const connect = proto.connect;
+  proto.connect = function (this: { transport: { socket: { send: (b: Buffer) => Promise<void> } } }) {
+    const socket = this.transport.socket;
+    const send = socket.send.bind(socket);
+    let pending: Buffer[] = [];
+    socket.send = (datagram: Buffer) => {
+      pending.push(datagram);
+      if (pending.length === 1) {
+        queueMicrotask(() => {
+          const datagrams = pending;
+          pending = [];
+          const records = datagrams.flatMap(splitRecords);
+          const replaced = decide({ records, types: records.map((r) => r[0]!) });
+          for (const d of replaced ?? datagrams) void send(d);
+        });
+      }
+      return Promise.resolve();
+    };
+    return connect.call(this);
+  };
+  return () => {
+    proto.connect = connect;
+  };
+}
+
+/**
+ * The reordering that stalls werift against OpenSSL: the first time the final flight goes out, every record in its
+ * own datagram and the ChangeCipherSpec moved before the CertificateVerify (the record before it). Later
+ * transmissions pass untouched. `fired` counts the reorderings done.
+ */
+export function reorderFinalFlightOnce(): { decide: (batch: DtlsBatch) => Buffer[] | undefined; fired: () => number } {
+  let fired = 0;
+  return {
+    decide: (batch) => {
+      const ccs = batch.types.indexOf(20);
+      if (fired > 0 || ccs < 1) return undefined;
+      fired++;
+      const records = [...batch.records];
+      const [moved] = records.splice(ccs, 1);
+      records.splice(ccs - 1, 0, moved!);
+      return records;
+    },
+    fired: () => fired,
+  };
+}
