@@ -5,6 +5,7 @@ import { isIP } from 'node:net';
 import type { Logger } from 'pino';
 import type { MessengerLegFactory } from '../calls/ports.js';
 import { createDtlsCertificate } from './certificate.js';
+import { applyWeriftDtlsFix } from './dtlsFix.js';
 import type { DtlsCertificate } from './certificate.js';
 import { WeriftMessengerLeg } from './WeriftMessengerLeg.js';
 
@@ -23,11 +24,18 @@ export interface WeriftMessengerLegFactoryOptions {
   consentTimeoutMs?: number;
   /** RTCP sender report interval in ms; 0 disables. Default 5000. */
   rtcpIntervalMs?: number;
+  /**
+   * Apply the process-wide fix to werift's DTLS client (dtlsFix.ts: one datagram per flight, fresh record numbers on
+   * retransmission) so that OpenSSL-based DTLS servers complete the handshake. Default true.
+   */
+  weriftDtlsFix?: boolean;
   log: Logger;
 }
 
 export class WeriftMessengerLegFactory implements MessengerLegFactory {
-  readonly #options: Readonly<Required<Omit<WeriftMessengerLegFactoryOptions, 'iceListenIps' | 'announcedIp' | 'portRange'>>> &
+  readonly #options: Readonly<
+    Required<Omit<WeriftMessengerLegFactoryOptions, 'iceListenIps' | 'announcedIp' | 'portRange' | 'weriftDtlsFix'>>
+  > &
     Pick<WeriftMessengerLegFactoryOptions, 'iceListenIps' | 'announcedIp' | 'portRange'>;
   #certificate: Promise<DtlsCertificate> | undefined;
 
@@ -39,6 +47,7 @@ export class WeriftMessengerLegFactory implements MessengerLegFactory {
     if (range !== undefined && !(range[0] > 0 && range[0] <= range[1] && range[1] <= 65535)) {
       throw new TypeError(`invalid portRange ${range.join('-')}`);
     }
+    if (options.weriftDtlsFix ?? true) applyWeriftDtlsFix();
     this.#options = Object.freeze({
       iceListenIps: options.iceListenIps,
       announcedIp: options.announcedIp,
