@@ -203,7 +203,6 @@ export class SrfSipDialog extends TypedEmitter<SipDialogEvents> implements SipDi
     } else {
       this.#sessionTimeout = setTimeout(() => void this.#refresh(timer), (timer.expiresSec * 1000) / 2);
     }
-    this.#sessionTimeout.unref?.();
   }
 
   /** We are the refresher: re-INVITE with our unchanged description. A failed refresh ends the call. */
