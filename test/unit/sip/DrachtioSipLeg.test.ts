@@ -465,3 +465,17 @@ t.test('close() while reconnecting stops the retries', async (t) => {
   t.equal(double.server.clientCount, 0, 'no connection after close');
   t.equal(leg.connected, false);
 });
+
+t.test('ACL on IPv6 sources: ::1 allowed by ::1/128, 192.0.2.7 refused', async (t) => {
+  const { double, leg } = await setup(t, { acl: ['::1/128'] });
+  const sources: string[] = [];
+  leg.on('invite', (call) => {
+    sources.push(call.sourceAddress);
+    call.reject(486, 'busy');
+  });
+  const v6 = await double.pbx.call({ user: '1', sdp: sdp(7030), source: { address: '::1', port: 5070 } }).final;
+  t.equal(v6.status, 486, 'reached the controller');
+  const v4 = await double.pbx.call({ user: '1', sdp: sdp(7030), source: { address: '192.0.2.7', port: 5070 } }).final;
+  t.equal(v4.status, 403);
+  t.same(sources, ['::1']);
+});
