@@ -202,19 +202,26 @@ export interface DtmfToneDetectorOptions {
   reverseTwistDb?: number;
 }
 
-// The core runs at 8 kHz: 20 ms analysis windows hopping by 5 ms (four 40-sample quarters).
+// The core runs at 8 kHz: 20 ms analysis windows hopping by 2.5 ms (eight blocks of 20 samples).
 const CORE_RATE = 8000;
-const QUARTER = 40;
-const WINDOW = 4 * QUARTER;
-const HOP_MS = (QUARTER * 1000) / CORE_RATE;
+const BLOCK = 20;
+const BLOCKS = 8;
+const WINDOW = BLOCKS * BLOCK;
+const HOP_MS = (BLOCK * 1000) / CORE_RATE;
 const WINDOW_MS = (WINDOW * 1000) / CORE_RATE;
-/** Consecutive passing windows that confirm a digit: 4 windows span 35 ms of tone. */
-const CONFIRM_WINDOWS = 4;
 /**
- * Consecutive failing windows that end a digit: 6 windows mean a pause of about 20 ms or more; a dropout of
- * 10 ms or less fails at most 5 windows and is bridged.
+ * Consecutive passing windows that confirm a digit. A window passes when at least 80 % of it is tone, so a tone
+ * of D ms passes about (D - 12) / 2.5 windows: 9 windows need about 34 ms. A 30 ms tone (at most 8 windows) is
+ * never a digit; a 40 ms tone (11 or 12 windows) always is, with room for edges smeared by a codec.
  */
-const END_WINDOWS = 6;
+const CONFIRM_WINDOWS = 9;
+/**
+ * Consecutive failing windows that end a digit. A pause of G ms fails about (G + 12) / 2.5 windows: a dropout of
+ * 10 ms or less (at most 9) is bridged, a pause of 20 ms or more (at least 12) ends the digit.
+ */
+const END_WINDOWS = 12;
+/** Failing windows a not yet confirmed digit survives: the same 10 ms dropout as above. */
+const CANDIDATE_MAX_MISSES = 9;
 /** The two tones must hold this share of the window's power (talk-off and noise rejection). */
 const MIN_TONE_POWER_SHARE = 0.8;
 /** Each tone's strongest competitor in its own group must be this much weaker, dB. */
@@ -244,12 +251,13 @@ function goertzelTonePower(window: Float64Array, hz: number): number {
  * Detects DTMF digits in a stream of audio frames (any frame size; 8 kHz natively, any other rate is
  * resampled to 8 kHz first).
  *
- * Each 20 ms window (every 5 ms) must show: one row and one column tone within `frequencyTolerance` of Q.23
+ * Each 20 ms window (every 2.5 ms) must show: one row and one column tone within `frequencyTolerance` of Q.23
  * (frequency measured from the phase advance between the window's halves, then the power re-measured at the
  * measured frequency), each above `minToneDbfs`, twist within limits, each tone at least 10 dB above the others
- * of its group, the two tones holding 80 % of the power, and weak second harmonics. Four passing windows in a
- * row (about 35 ms of tone) confirm a digit; dropouts up to 10 ms are bridged; a pause of about 20 ms ends it,
- * and the digit is reported then, once, with its duration. Tones shorter than about 30 ms are never reported.
+ * of its group, the two tones holding 80 % of the power, and weak second harmonics. Nine passing windows in a
+ * row (about 34 ms of tone) confirm a digit; dropouts up to 10 ms are bridged; a pause of about 20 ms ends it,
+ * and the digit is reported then (about 30 ms after the tone stopped), once, with its duration. Tones of 30 ms
+ * or less are never reported, tones of 40 ms or more always are.
  */
 export class DtmfToneDetector {
   readonly sampleRate: number;
@@ -259,17 +267,17 @@ export class DtmfToneDetector {
   readonly #normalTwist: number;
   readonly #reverseTwist: number;
 
-  /** Per frequency: cos / -sin of w*n for n in one quarter. */
+  /** Per frequency: cos / -sin of w*n for n in one block. */
   readonly #cos: Float64Array[];
   readonly #sin: Float64Array[];
-  /** Per frequency: e^{-j w QUARTER}. */
+  /** Per frequency k and block position m in the window: e^{-j w BLOCK m}, at [k * BLOCKS + m]. */
   readonly #rotRe: Float64Array;
   readonly #rotIm: Float64Array;
-  /** Quarter DFT sums of the last four quarters, ring indexed by quarter number & 3, then frequency. */
-  readonly #qRe = new Float64Array(4 * 8);
-  readonly #qIm = new Float64Array(4 * 8);
-  readonly #qEnergy = new Float64Array(4);
-  /** Running sums of the quarter in progress. */
+  /** DFT sums of the last BLOCKS blocks at each frequency: ring slot (block number % BLOCKS) * 8 + frequency. */
+  readonly #qRe = new Float64Array(BLOCKS * 8);
+  readonly #qIm = new Float64Array(BLOCKS * 8);
+  readonly #qEnergy = new Float64Array(BLOCKS);
+  /** Running sums of the block in progress. */
   readonly #accRe = new Float64Array(8);
   readonly #accIm = new Float64Array(8);
   #accEnergy = 0;
@@ -278,7 +286,7 @@ export class DtmfToneDetector {
   readonly #ring = new Float64Array(WINDOW);
   #ringPos = 0;
   readonly #window = new Float64Array(WINDOW);
-  #quarters = 0;
+  #blocks = 0;
   /** Scratch of the window analysis: half-window DFTs and whole-window powers per frequency. */
   readonly #h1Re = new Float64Array(8);
   readonly #h1Im = new Float64Array(8);
@@ -288,7 +296,7 @@ export class DtmfToneDetector {
 
   // Digit tracking, in window counts.
   #current: { digit: string; first: number; last: number; misses: number } | undefined;
-  #candidate: { digit: string; first: number; run: number } | undefined;
+  #candidate: { digit: string; first: number; last: number; hits: number; misses: number } | undefined;
 
   /** @param sampleRate Hz of the frames passed to `process()` */
   constructor(sampleRate: number, options: DtmfToneDetectorOptions = {}) {
@@ -303,20 +311,22 @@ export class DtmfToneDetector {
     this.#reverseTwist = 10 ** ((options.reverseTwistDb ?? 4) / 10);
     this.#cos = [];
     this.#sin = [];
-    this.#rotRe = new Float64Array(8);
-    this.#rotIm = new Float64Array(8);
+    this.#rotRe = new Float64Array(8 * BLOCKS);
+    this.#rotIm = new Float64Array(8 * BLOCKS);
     ALL_HZ.forEach((hz, k) => {
       const w = (2 * Math.PI * hz) / CORE_RATE;
-      const c = new Float64Array(QUARTER);
-      const s = new Float64Array(QUARTER);
-      for (let n = 0; n < QUARTER; n++) {
+      const c = new Float64Array(BLOCK);
+      const s = new Float64Array(BLOCK);
+      for (let n = 0; n < BLOCK; n++) {
         c[n] = Math.cos(w * n);
         s[n] = -Math.sin(w * n);
       }
       this.#cos.push(c);
       this.#sin.push(s);
-      this.#rotRe[k] = Math.cos(w * QUARTER);
-      this.#rotIm[k] = -Math.sin(w * QUARTER);
+      for (let m = 0; m < BLOCKS; m++) {
+        this.#rotRe[k * BLOCKS + m] = Math.cos(w * BLOCK * m);
+        this.#rotIm[k * BLOCKS + m] = -Math.sin(w * BLOCK * m);
+      }
     });
   }
 
@@ -334,7 +344,7 @@ export class DtmfToneDetector {
       this.#accEnergy += x * x;
       this.#ring[this.#ringPos] = x;
       this.#ringPos = (this.#ringPos + 1) % WINDOW;
-      if (++this.#accCount === QUARTER) this.#endQuarter(found);
+      if (++this.#accCount === BLOCK) this.#endBlock(found);
     }
     return found;
   }
@@ -358,8 +368,8 @@ export class DtmfToneDetector {
     return found;
   }
 
-  #endQuarter(found: DetectedDigit[]): void {
-    const slot = this.#quarters & 3;
+  #endBlock(found: DetectedDigit[]): void {
+    const slot = this.#blocks % BLOCKS;
     for (let k = 0; k < 8; k++) {
       this.#qRe[slot * 8 + k] = this.#accRe[k]!;
       this.#qIm[slot * 8 + k] = this.#accIm[k]!;
@@ -369,48 +379,49 @@ export class DtmfToneDetector {
     this.#accIm.fill(0);
     this.#accEnergy = 0;
     this.#accCount = 0;
-    this.#quarters++;
-    if (this.#quarters < 4) return;
-    this.#track(this.#quarters - 4, this.#analyseWindow(), found);
+    this.#blocks++;
+    if (this.#blocks < BLOCKS) return;
+    this.#track(this.#blocks - BLOCKS, this.#analyseWindow(), found);
   }
 
-  /** The digit the window (last four quarters) holds, or undefined. */
+  /** The digit the window (the last BLOCKS blocks) holds, or undefined. */
   #analyseWindow(): string | undefined {
-    const q = this.#quarters;
-    const energy = this.#qEnergy[0]! + this.#qEnergy[1]! + this.#qEnergy[2]! + this.#qEnergy[3]!;
+    const first = this.#blocks - BLOCKS;
+    let energy = 0;
+    for (let m = 0; m < BLOCKS; m++) energy += this.#qEnergy[m]!;
     const meanPower = energy / WINDOW;
     if (meanPower < 2 * this.#minTonePower) return undefined;
 
-    // Halves (two quarters each) at each frequency, phase-referenced to each half's start.
+    // DFT of each half window at each frequency, both phase-referenced to the window's start.
     const h1Re = this.#h1Re;
     const h1Im = this.#h1Im;
     const h2Re = this.#h2Re;
     const h2Im = this.#h2Im;
     const power = this.#power;
-    const s0 = (q - 4) & 3;
-    const s1 = (q - 3) & 3;
-    const s2 = (q - 2) & 3;
-    const s3 = (q - 1) & 3;
+    h1Re.fill(0);
+    h1Im.fill(0);
+    h2Re.fill(0);
+    h2Im.fill(0);
+    for (let m = 0; m < BLOCKS; m++) {
+      const slot = ((first + m) % BLOCKS) * 8;
+      const toFirstHalf = m < BLOCKS / 2;
+      for (let k = 0; k < 8; k++) {
+        const qRe = this.#qRe[slot + k]!;
+        const qIm = this.#qIm[slot + k]!;
+        const rr = this.#rotRe[k * BLOCKS + m]!;
+        const ri = this.#rotIm[k * BLOCKS + m]!;
+        const re = qRe * rr - qIm * ri;
+        const im = qRe * ri + qIm * rr;
+        if (toFirstHalf) {
+          h1Re[k] += re;
+          h1Im[k] += im;
+        } else {
+          h2Re[k] += re;
+          h2Im[k] += im;
+        }
+      }
+    }
     for (let k = 0; k < 8; k++) {
-      const rr = this.#rotRe[k]!;
-      const ri = this.#rotIm[k]!;
-      const aRe = this.#qRe[s0 * 8 + k]!;
-      const aIm = this.#qIm[s0 * 8 + k]!;
-      const bRe = this.#qRe[s1 * 8 + k]!;
-      const bIm = this.#qIm[s1 * 8 + k]!;
-      h1Re[k] = aRe + bRe * rr - bIm * ri;
-      h1Im[k] = aIm + bRe * ri + bIm * rr;
-      const cRe = this.#qRe[s2 * 8 + k]!;
-      const cIm = this.#qIm[s2 * 8 + k]!;
-      const dRe = this.#qRe[s3 * 8 + k]!;
-      const dIm = this.#qIm[s3 * 8 + k]!;
-      // Second half referenced to the window's start: times e^{-j w 2 QUARTER}.
-      const hRe = cRe + dRe * rr - dIm * ri;
-      const hIm = cIm + dRe * ri + dIm * rr;
-      const r2Re = rr * rr - ri * ri;
-      const r2Im = 2 * rr * ri;
-      h2Re[k] = hRe * r2Re - hIm * r2Im;
-      h2Im[k] = hRe * r2Im + hIm * r2Re;
       const xRe = h1Re[k]! + h2Re[k]!;
       const xIm = h1Im[k]! + h2Im[k]!;
       power[k] = xRe * xRe + xIm * xIm;
@@ -460,37 +471,49 @@ export class DtmfToneDetector {
     const re = h2Re[k]! * h1Re[k]! + h2Im[k]! * h1Im[k]!;
     const im = h2Im[k]! * h1Re[k]! - h2Re[k]! * h1Im[k]!;
     const advance = Math.atan2(im, re);
-    const hz = nominal + (advance * CORE_RATE) / (2 * Math.PI * 2 * QUARTER);
+    const hz = nominal + (advance * CORE_RATE) / (2 * Math.PI * (WINDOW / 2));
     if (Math.abs(hz - nominal) > this.#tolerance * nominal) return undefined;
     return hz;
   }
 
   #track(windowIndex: number, digit: string | undefined, found: DetectedDigit[]): void {
     const cur = this.#current;
-    if (cur) {
-      if (digit === cur.digit) {
-        cur.last = windowIndex;
-        cur.misses = 0;
-        this.#candidate = undefined;
-        return;
-      }
-      cur.misses++;
-      this.#advanceCandidate(windowIndex, digit);
-      if (cur.misses >= END_WINDOWS) this.#finish(found);
+    if (cur && digit === cur.digit) {
+      cur.last = windowIndex;
+      cur.misses = 0;
+      this.#candidate = undefined;
       return;
     }
     this.#advanceCandidate(windowIndex, digit);
+    if (cur) {
+      if (++cur.misses >= END_WINDOWS) this.#finish(found);
+      return;
+    }
+    this.#promoteCandidate();
+  }
+
+  /**
+   * A candidate collects passing windows of one digit. Short runs of failing windows (a dropout, a lost packet
+   * concealed imperfectly) do not reset it; a longer pause or another digit does.
+   */
+  #advanceCandidate(windowIndex: number, digit: string | undefined): void {
     const cand = this.#candidate;
-    if (cand && cand.run >= CONFIRM_WINDOWS) {
-      this.#current = { digit: cand.digit, first: cand.first, last: windowIndex, misses: 0 };
-      this.#candidate = undefined;
+    if (digit === undefined) {
+      if (cand && ++cand.misses > CANDIDATE_MAX_MISSES) this.#candidate = undefined;
+    } else if (cand?.digit === digit) {
+      cand.hits++;
+      cand.last = windowIndex;
+      cand.misses = 0;
+    } else {
+      this.#candidate = { digit, first: windowIndex, last: windowIndex, hits: 1, misses: 0 };
     }
   }
 
-  #advanceCandidate(windowIndex: number, digit: string | undefined): void {
-    if (digit === undefined) this.#candidate = undefined;
-    else if (this.#candidate?.digit === digit) this.#candidate.run++;
-    else this.#candidate = { digit, first: windowIndex, run: 1 };
+  #promoteCandidate(): void {
+    const cand = this.#candidate;
+    if (!cand || cand.hits < CONFIRM_WINDOWS) return;
+    this.#current = { digit: cand.digit, first: cand.first, last: cand.last, misses: cand.misses };
+    this.#candidate = undefined;
   }
 
   #finish(found: DetectedDigit[]): void {
@@ -499,11 +522,7 @@ export class DtmfToneDetector {
     this.#current = undefined;
     found.push({ digit: cur.digit, durationMs: (cur.last - cur.first) * HOP_MS + WINDOW_MS });
     // A different digit that followed without a pause may already be confirmed.
-    const cand = this.#candidate;
-    if (cand && cand.run >= CONFIRM_WINDOWS) {
-      this.#current = { digit: cand.digit, first: cand.first, last: cand.first + cand.run - 1, misses: 0 };
-      this.#candidate = undefined;
-    }
+    this.#promoteCandidate();
   }
 }
 
