@@ -5,6 +5,9 @@
 import { GraphError, MediaError, MessengerLegError, SipError } from '../core/errors.js';
 import type { CallOutcome } from './ports.js';
 
+/** Meta's calling error: the person has not allowed calls from this page. */
+const META_PERMISSION_MISSING = 2018391;
+
 export interface SipRefusal {
   status: number;
   reason: string;
@@ -25,6 +28,7 @@ export const REFUSALS = {
 /** Map an error from Graph (permission check or connect) to the SIP refusal sent to the PBX. */
 export function refusalForGraphError(err: unknown): SipRefusal {
   if (err instanceof GraphError) {
+    if (err.metaCode === META_PERMISSION_MISSING) return REFUSALS.noPermission;
     if (err.httpStatus === 0 || err.retryable) {
       return { status: 503, reason: `Messenger API unavailable (${err.code})`, outcome: 'meta_error' };
     }

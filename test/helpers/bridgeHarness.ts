@@ -23,6 +23,8 @@ export interface Harness {
   metrics: Metrics;
   config: Config;
   log: Logger;
+  /** Parsed JSON log lines of the bridge (with `captureLogs`). */
+  logs(): Array<Record<string, unknown>>;
   close(): Promise<void>;
 }
 
@@ -37,6 +39,8 @@ export interface HarnessOptions {
   routes?: unknown[];
   /** Meta's accept window (ms). */
   metaAcceptDeadlineMs?: number;
+  /** Keep the bridge's JSON log lines (info and up) for assertions: `harness.logs()`. */
+  captureLogs?: boolean;
 }
 
 function mergeSections(base: Record<string, unknown>, extra: Record<string, Record<string, unknown>> = {}): Record<string, unknown> {
@@ -48,7 +52,10 @@ function mergeSections(base: Record<string, unknown>, extra: Record<string, Reco
 }
 
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
-  const log = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+  const lines: string[] = [];
+  const log = options.captureLogs
+    ? pino({ level: 'info' }, { write: (line: string) => void lines.push(line) })
+    : pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
   const sim = await MetaSimulator.start({
     pages: { [PAGE_ID]: PAGE_TOKEN },
     appSecret: APP_SECRET,
@@ -103,6 +110,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     metrics,
     config,
     log,
+    logs: () => lines.map((line) => JSON.parse(line) as Record<string, unknown>),
     async close() {
       if (closed) return;
       closed = true;
