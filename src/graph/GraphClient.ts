@@ -381,3 +381,19 @@ export class GraphClient implements GraphPort {
     return body;
   }
 }
+
+/** The client as the configuration describes it. */
+export function graphClientFromConfig(
+  config: { meta: { graph_base_url: string; graph_version: string; graph_timeout_ms: number }; pages: readonly { id: string; access_token: string }[] },
+  log: Logger,
+  metrics?: Metrics,
+): GraphClient {
+  return new GraphClient({
+    baseUrl: config.meta.graph_base_url,
+    version: config.meta.graph_version,
+    pages: new Map(config.pages.map((p) => [p.id, p.access_token])),
+    timeoutMs: config.meta.graph_timeout_ms,
+    log,
+    metrics,
+  });
+}

@@ -1,6 +1,7 @@
 import t from 'tap';
 import { Writable } from 'node:stream';
 import { createLogger, callLogger, hashPsid, Metrics, buildAdminApp } from '../../../src/observability/index.js';
+import type { CallMetricsSink } from '../../../src/calls/ports.js';
 
 function capture(): { stream: Writable; lines: () => Record<string, unknown>[] } {
   const chunks: string[] = [];
@@ -165,4 +166,14 @@ t.test('a throwing readiness check means not ready', async (t) => {
   t.teardown(() => app.close());
   const r = await app.inject({ method: 'GET', url: '/readyz' });
   t.equal(r.statusCode, 503);
+});
+
+t.test('Metrics serves as the call controller\'s metrics sink', async (t) => {
+  const sink: CallMetricsSink = new Metrics();
+  sink.callStarted('business_initiated');
+  sink.callEnded('business_initiated', 'rejected_no_permission', 0);
+  sink.permissionReply('approve');
+  const text = await (sink as Metrics).text();
+  t.match(text, /msb_calls_ended_total\{direction="business_initiated",outcome="rejected_no_permission"\} 1/);
+  t.match(text, /msb_calls_active\{direction="business_initiated"\} 0/);
 });
