@@ -1,8 +1,18 @@
 import t from 'tap';
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, posix, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -225,6 +235,94 @@ function traceUnavailable(): string | false {
 }
 const noTrace = traceUnavailable();
 
+const esbuildBin = join(repoRoot, 'node_modules/.bin/esbuild');
+
+/** A TCP port on loopback that was free a moment ago. */
+async function freePort(): Promise<number> {
+  const server = createNetServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** Polls `attempt` until it yields a value; rejects after `deadlineMs`. */
+async function waitFor<T>(what: string, deadlineMs: number, attempt: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + deadlineMs;
+  for (;;) {
+    const value = await attempt().catch(() => undefined);
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** The Dockerfile's HEALTHCHECK command. */
+const healthCheckArgv = (() => {
+  const health = docker.filter((d) => d.instruction === 'HEALTHCHECK').at(-1)?.args ?? '';
+  const cmdAt = health.indexOf('CMD ');
+  return cmdAt < 0 ? [] : execForm(health.slice(cmdAt + 4).trim());
+})();
+const healthCheckTarget = `http://127.0.0.1:${defaults.admin.listen.port}/readyz`;
+
+/** Runs the image's health check against an admin endpoint on `port`; resolves its exit status. */
+async function runHealthCheck(port: number): Promise<number | null> {
+  const script = (healthCheckArgv.at(-1) ?? '').replace(healthCheckTarget, `http://127.0.0.1:${port}/readyz`);
+  const child = spawn(...clean({ PATH: process.env.PATH }, process.execPath, [...healthCheckArgv.slice(1, -1), script]), {
+    stdio: 'ignore',
+  });
+  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+  const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
+  clearTimeout(timer);
+  return code;
+}
+
+/** The assertions a check helper reports through. */
+type Assertions = Pick<typeof t, 'ok' | 'same'>;
+
+/** Every system call the unit's SystemCallFilter allows, groups expanded by systemd-analyze. */
+function allowedSyscalls(): Set<string> {
+  const allowed = new Set<string>();
+  const seen = new Set<string>();
+  const expand = (name: string): void => {
+    if (!name.startsWith('@')) {
+      allowed.add(name);
+      return;
+    }
+    if (seen.has(name)) return;
+    seen.add(name);
+    const listed = run('systemd-analyze', ['syscall-filter', '--no-pager', name]);
+    for (const line of listed.stdout.split('\n').slice(1)) {
+      const item = line.trim();
+      if (item !== '' && !item.startsWith('#')) expand(item);
+    }
+  };
+  for (const group of words('Service', 'SystemCallFilter')) expand(group);
+  return allowed;
+}
+
+/** Checks an `strace -f` log against the unit's system call filter, socket families and read-only file system. */
+function auditTrace(t: Assertions, trace: string): void {
+  const used = new Set([...trace.matchAll(/^\d+\s+([a-z0-9_]+)\(/gm)].map((m) => m[1] ?? ''));
+  t.ok(used.has('execve') && used.has('socket'), 'the trace holds the process');
+
+  const allowed = allowedSyscalls();
+  t.ok(allowed.has('read') && allowed.has('socket'), 'the allow-list resolved');
+  t.same([...used].filter((s) => !allowed.has(s)).sort(), [], 'no system call outside SystemCallFilter');
+
+  const families = new Set([...trace.matchAll(/\bsocket\((AF_[A-Z0-9]+)/g)].map((m) => m[1] ?? ''));
+  const allowedFamilies = new Set(words('Service', 'RestrictAddressFamilies'));
+  t.same([...families].filter((f) => !allowedFamilies.has(f)), [], 'no socket family outside RestrictAddressFamilies');
+
+  // ProtectSystem=strict and no ReadWritePaths: nothing may be opened for writing outside the API file systems.
+  const written = [...trace.matchAll(/\bopen(?:at)?\([^"]*"([^"]+)", [^)]*O_(?:WRONLY|RDWR|CREAT)[^)]*\)\s*=\s*\d+/g)]
+    .map((m) => m[1] ?? '')
+    .filter((p) => !/^\/(dev|proc|sys)\//.test(p));
+  t.same(written, [], 'no file opened for writing');
+  const created = [...trace.matchAll(/^\d+\s+(mkdir|mkdirat|unlink|unlinkat|rename|renameat2?)\(.*= 0$/gm)];
+  t.same(created.map((m) => m[0]), [], 'no file created, removed or renamed');
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // systemd unit
 
@@ -401,43 +499,115 @@ t.test("the sandbox allows every system call and socket family the daemon's libr
     t.equal(summary[step], true, `workload step ${step}`);
   }
 
-  const trace = readFileSync(tracePath, 'utf8');
-  const used = new Set([...trace.matchAll(/^\d+\s+([a-z0-9_]+)\(/gm)].map((m) => m[1] ?? ''));
-  t.ok(used.has('execve') && (used.has('sendmsg') || used.has('sendto')), 'the trace holds the workload');
-
-  const allowed = new Set<string>();
-  const expand = (name: string, seen: Set<string>): void => {
-    if (!name.startsWith('@')) {
-      allowed.add(name);
-      return;
-    }
-    if (seen.has(name)) return;
-    seen.add(name);
-    const listed = run('systemd-analyze', ['syscall-filter', '--no-pager', name]);
-    for (const line of listed.stdout.split('\n').slice(1)) {
-      const item = line.trim();
-      if (item !== '' && !item.startsWith('#')) expand(item, seen);
-    }
-  };
-  const seen = new Set<string>();
-  for (const group of words('Service', 'SystemCallFilter')) expand(group, seen);
-  t.ok(allowed.has('read') && allowed.has('socket'), 'the allow-list resolved');
-  const outside = [...used].filter((s) => !allowed.has(s)).sort();
-  t.same(outside, [], 'no system call outside SystemCallFilter');
-
-  const families = new Set([...trace.matchAll(/\bsocket\((AF_[A-Z0-9]+)/g)].map((m) => m[1] ?? ''));
-  t.ok(families.has('AF_INET') && families.has('AF_NETLINK'), 'sockets were opened');
-  const allowedFamilies = new Set(words('Service', 'RestrictAddressFamilies'));
-  t.same([...families].filter((f) => !allowedFamilies.has(f)), [], 'no socket family outside RestrictAddressFamilies');
-
-  // ProtectSystem=strict and no ReadWritePaths: nothing may be opened for writing outside the API file systems.
-  const written = [...trace.matchAll(/\bopen(?:at)?\([^"]*"([^"]+)", [^)]*O_(?:WRONLY|RDWR|CREAT)[^)]*\)\s*=\s*\d+/g)]
-    .map((m) => m[1] ?? '')
-    .filter((p) => !/^\/(dev|proc|sys)\//.test(p));
-  t.same(written, [], 'no file opened for writing');
-  const created = [...trace.matchAll(/^\d+\s+(mkdir|mkdirat|unlink|unlinkat|rename|renameat2?)\(.*= 0$/gm)];
-  t.same(created.map((m) => m[0]), [], 'no file created, removed or renamed');
+  auditTrace(t, readFileSync(tracePath, 'utf8'));
 });
+
+t.test(
+  'the daemon, laid out as installed and started like the unit does, reloads on SIGHUP and stops cleanly on SIGTERM',
+  { skip: existsSync(esbuildBin) ? false : `no ${esbuildBin} to transpile src/ quickly` },
+  async (t) => {
+    // /opt/messenger-sip-bridge as the unit sees it: package.json, dist/ built from src/, node_modules.
+    const installDir = mkdtempSync(join(scratch, 'opt-'));
+    const sources = filesUnder(join(repoRoot, 'src')).filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'));
+    const outDir = join(installDir, 'dist');
+    const built = spawnSync(
+      ...clean({ PATH: process.env.PATH }, esbuildBin, [
+        ...sources,
+        `--outdir=${outDir}`,
+        `--outbase=${join(repoRoot, 'src')}`,
+        '--format=esm',
+        '--platform=node',
+        '--target=node20',
+        '--log-level=error',
+      ]),
+      { encoding: 'utf8', timeout: 60_000 },
+    );
+    t.equal(built.status, 0, `src/ transpiles ${built.stderr}`);
+    copyFileSync(join(repoRoot, 'package.json'), join(installDir, 'package.json'));
+    symlinkSync(join(repoRoot, 'node_modules'), join(installDir, 'node_modules'));
+
+    const [webhookPort, adminPort, drachtioPort] = await Promise.all([freePort(), freePort(), freePort()]);
+    const configPath = join(installDir, 'config.yaml');
+    writeFileSync(
+      configPath,
+      [
+        'meta: { app_secret: s3cret, verify_token: vt, graph_base_url: "http://127.0.0.1:9" }',
+        'pages: [{ id: "106378625516323", access_token: tok }]',
+        `webhook: { listen: { host: 127.0.0.1, port: ${webhookPort} } }`,
+        `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
+        `sip: { drachtio: { host: 127.0.0.1, port: ${drachtioPort}, secret: x } }`,
+        'media: { workers: 1 }',
+        '',
+      ].join('\n'),
+    );
+    const [, script, ...args] = unitExecStart;
+    const daemonArgv = [
+      process.execPath,
+      join(installDir, relative(one('Service', 'WorkingDirectory') ?? '', script ?? '')),
+      ...args.map((a) => (a.endsWith('.yaml') ? configPath : a)),
+    ];
+    const tracePath = join(installDir, 'trace.txt');
+    const env = { PATH: process.env.PATH, ...unitEnv };
+    const [cmd, cmdArgs] =
+      noTrace === false
+        ? clean(env, 'strace', ['-f', '-qq', '-o', tracePath, ...daemonArgv])
+        : clean(env, process.execPath, daemonArgv.slice(1));
+    const child = spawn(cmd, cmdArgs, { cwd: installDir, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (b: Buffer) => (output += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (output += b.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('close', resolve));
+
+    // Under strace the daemon is strace's child: its pid opens the trace.
+    const daemonPid =
+      noTrace === false
+        ? await waitFor('the trace', 20_000, async () => {
+            const first = /^(\d+) /.exec(existsSync(tracePath) ? readFileSync(tracePath, 'utf8') : '')?.[1];
+            return first === undefined ? undefined : Number(first);
+          })
+        : (child.pid ?? 0);
+    t.teardown(() => {
+      for (const pid of [daemonPid, child.pid ?? 0]) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+    });
+
+    const admin = `http://127.0.0.1:${adminPort}`;
+    const healthy = async (): Promise<true | undefined> => ((await fetch(`${admin}/healthz`)).ok ? true : undefined);
+    await waitFor('the admin endpoint', 30_000, healthy).catch((err: unknown) => t.fail(`${String(err)}\n${output}`));
+
+    const ready = await fetch(`${admin}/readyz`);
+    t.equal(ready.status, 503, 'not ready while drachtio-server is unreachable');
+    const checks = ((await ready.json()) as { checks?: Record<string, boolean> }).checks;
+    t.equal(checks?.drachtio, false, '/readyz names the drachtio check');
+    t.equal(await runHealthCheck(adminPort), 1, "the image's health check reports it unhealthy");
+    const challenge = await fetch(
+      `http://127.0.0.1:${webhookPort}/webhook?hub.mode=subscribe&hub.verify_token=vt&hub.challenge=4242`,
+    );
+    t.equal(await challenge.text(), '4242', 'the webhook answers the subscription handshake');
+    t.equal((await fetch(`${admin}/metrics`)).status, 200, '/metrics answers');
+
+    // systemctl reload: SIGHUP must not end the daemon (it is Node's default action).
+    process.kill(daemonPid, 'SIGHUP');
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    t.equal(child.exitCode, null, 'still running after SIGHUP');
+    t.equal(await healthy().catch(() => undefined), true, 'still serving after SIGHUP');
+
+    // systemctl stop: SIGTERM, then a clean exit well within TimeoutStopSec (no calls to drain).
+    process.kill(daemonPid, 'SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    const status = await exited;
+    clearTimeout(timer);
+    t.equal(status, 0, 'exit status 0 after SIGTERM: a clean stop, not a failure to restart');
+
+    if (noTrace === false) auditTrace(t, readFileSync(tracePath, 'utf8'));
+    else t.comment(`system calls not audited: ${noTrace}`);
+  },
+);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Container image
@@ -535,24 +705,9 @@ t.test('the image build refuses a mediasoup worker of another release than the n
 });
 
 t.test('the health check passes only when /readyz answers 200', async (t) => {
-  const runtime = stageOf('runtime');
-  const health = inStage(runtime, 'HEALTHCHECK').at(-1)?.args ?? '';
-  const cmdAt = health.indexOf('CMD ');
-  t.ok(cmdAt >= 0, 'HEALTHCHECK CMD present');
-  const argv = execForm(health.slice(cmdAt + 4).trim());
-  t.equal(argv[0], 'node', 'no curl needed: node does the request');
-  const script = argv.at(-1) ?? '';
-  const target = `http://127.0.0.1:${defaults.admin.listen.port}/readyz`;
-  t.ok(script.includes(target), `probes ${target}`);
+  t.equal(healthCheckArgv[0], 'node', 'HEALTHCHECK runs node: no curl needed');
+  t.ok((healthCheckArgv.at(-1) ?? '').includes(healthCheckTarget), `probes ${healthCheckTarget}`);
 
-  const probe = async (port: number): Promise<number | null> => {
-    const probeArgs = [...argv.slice(1, -1), script.replace(target, `http://127.0.0.1:${port}/readyz`)];
-    const child = spawn(...clean({ PATH: process.env.PATH }, process.execPath, probeArgs), { stdio: 'ignore' });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
-    clearTimeout(timer);
-    return code;
-  };
   const serve = async (status: number): Promise<{ server: Server; port: number; paths: string[] }> => {
     const paths: string[] = [];
     const server = createServer((req, res) => {
@@ -566,7 +721,9 @@ t.test('the health check passes only when /readyz answers 200', async (t) => {
 
   const [ready, notReady, closed] = await Promise.all([serve(200), serve(503), serve(200)]);
   await new Promise<void>((resolve) => closed.server.close(() => resolve()));
-  const [whenReady, whenNotReady, whenClosed] = await Promise.all([ready, notReady, closed].map((s) => probe(s.port)));
+  const [whenReady, whenNotReady, whenClosed] = await Promise.all(
+    [ready, notReady, closed].map((s) => runHealthCheck(s.port)),
+  );
   t.equal(whenReady, 0, 'healthy when ready');
   t.same(ready.paths, ['/readyz']);
   t.equal(whenNotReady, 1, 'unhealthy when /readyz says 503');
