@@ -63,6 +63,8 @@ const MAX_QUEUED_PBX_PACKETS = 25;
 export interface CallMediaDtmfOptions {
   /** Detect DTMF tones in Meta's audio (when Meta negotiated no telephone-event) and send them as RFC 4733. */
   inbandDetect: boolean;
+  /** Play PBX digits as tones toward Meta when Meta negotiated no telephone-event (else they are dropped). */
+  inbandGenerate: boolean;
 }
 
 export interface MediasoupCallMediaOptions {
@@ -134,7 +136,12 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     super();
     this.#o = options;
     this.#log = options.log;
-    this.#stream = new MessengerStream({ leg: options.messenger, log: options.log, encoderComplexity: options.encoderComplexity });
+    this.#stream = new MessengerStream({
+      leg: options.messenger,
+      log: options.log,
+      encoderComplexity: options.encoderComplexity,
+      inbandGenerate: options.dtmf.inbandGenerate,
+    });
     options.socket.setHandlers({
       onAudio: (packet, header) => this.#onPbxAudio(packet, header),
       onTelephoneEvent: (packet, header) => this.#onPbxTelephoneEvent(packet, header),

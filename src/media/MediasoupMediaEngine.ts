@@ -35,7 +35,7 @@ export interface MediaEngineHooks {
 export interface MediasoupMediaEngineOptions {
   pool: WorkerPool;
   rtp: PbxRtpOptions;
-  /** DTMF options. Default: in-band detection on. */
+  /** DTMF options. Default: in-band detection and generation on (used only when Meta has no telephone-event). */
   dtmf?: Partial<CallMediaDtmfOptions>;
   /** Opus encoder complexity for transcoded calls (0-10). Default 3. */
   opusComplexity?: number;
@@ -117,7 +117,10 @@ export class MediasoupMediaEngine implements MediaEngine {
         direct,
         socket,
         announcedIp: this.#announcedIp,
-        dtmf: { inbandDetect: this.#o.dtmf?.inbandDetect ?? true },
+        dtmf: {
+          inbandDetect: this.#o.dtmf?.inbandDetect ?? true,
+          inbandGenerate: this.#o.dtmf?.inbandGenerate ?? true,
+        },
         encoderComplexity: this.#o.opusComplexity,
         workerDied: (w) => this.#o.pool.workerDied(w),
         onClose: () => {

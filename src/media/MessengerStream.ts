@@ -33,6 +33,8 @@ export interface MessengerStreamOptions {
   log: Logger;
   /** Opus encoder complexity (0-10) for transcoded audio and in-band tones. Default 3. */
   encoderComplexity?: number;
+  /** Play digits as in-band tones when Meta negotiated no telephone-event. Default true. */
+  inbandGenerate?: boolean;
 }
 
 export interface MessengerStreamFormat {
@@ -46,6 +48,7 @@ export class MessengerStream {
   readonly #leg: RtpEndpoint;
   readonly #log: Logger;
   readonly #complexity: number;
+  readonly #inbandGenerate: boolean;
   readonly #ssrc = randomSsrc();
   #seq = randomSeq();
   #ts = randomSsrc();
@@ -70,6 +73,7 @@ export class MessengerStream {
     this.#leg = options.leg;
     this.#log = options.log;
     this.#complexity = options.encoderComplexity ?? 3;
+    this.#inbandGenerate = options.inbandGenerate ?? true;
   }
 
   get ssrc(): number {
@@ -176,6 +180,10 @@ export class MessengerStream {
   }
 
   #playTone(digit: string, durationMs: number): void {
+    if (!this.#inbandGenerate) {
+      this.#log.warn({ digit }, 'Meta negotiated no telephone-event and in-band tones are off: digit dropped');
+      return;
+    }
     this.#tone ??= new DtmfToneGenerator(8000);
     try {
       this.#tone.play(digit, Math.max(40, durationMs));

@@ -138,6 +138,7 @@ export class PbxRtpSocket {
   readonly #ssrc = randomSsrc();
   #seq = randomSeq();
   #lastInSeq?: number;
+  #lastInSsrc?: number;
   #lastTs?: number;
   #lastSentAt = 0;
   #suppressAudio = false;
@@ -319,8 +320,12 @@ export class PbxRtpSocket {
     }
     const header = parseRtp(msg);
     if (!header) return;
-    const gap = this.#lastInSeq === undefined ? 1 : seqDiff(header.sequenceNumber, this.#lastInSeq);
-    if (gap <= 0) return;
+    // A new consumer (codec change) starts its own SSRC and sequence: continue our stream from it.
+    const newStream = this.#lastInSsrc !== header.ssrc || this.#lastInSeq === undefined;
+    let gap = newStream ? 1 : seqDiff(header.sequenceNumber, this.#lastInSeq!);
+    if (gap <= 0 && gap > -100) return; // duplicate or late
+    if (gap <= 0) gap = 1;
+    this.#lastInSsrc = header.ssrc;
     this.#lastInSeq = header.sequenceNumber;
     if (this.#suppressAudio) return;
     // Keep the source's loss visible to the PBX, but never a huge jump.

@@ -48,7 +48,13 @@ interface Slot {
 
 type MediasoupModule = typeof import('mediasoup');
 
-/** Load mediasoup after pointing it at the worker binary (it reads MEDIASOUP_WORKER_BIN when it loads). */
+/** The worker binary mediasoup was loaded with by `loadMediasoup` (it is process-wide state in mediasoup). */
+let loadedWithBin: string | undefined;
+
+/**
+ * Load mediasoup after pointing it at the worker binary (it reads MEDIASOUP_WORKER_BIN when it loads).
+ * `workerBin` wins over the environment; default: the environment, else {@link DEFAULT_WORKER_BIN}.
+ */
 export async function loadMediasoup(workerBin?: string): Promise<MediasoupModule> {
   const bin = workerBin ?? process.env.MEDIASOUP_WORKER_BIN ?? DEFAULT_WORKER_BIN;
   try {
@@ -61,13 +67,11 @@ export async function loadMediasoup(workerBin?: string): Promise<MediasoupModule
       { cause: err },
     );
   }
-  if (process.env.MEDIASOUP_WORKER_BIN !== undefined && process.env.MEDIASOUP_WORKER_BIN !== bin) {
-    // mediasoup may already be loaded with another binary; a different path would be silently ignored.
-    throw new MediaError(
-      'WORKER_BIN_CONFLICT',
-      `MEDIASOUP_WORKER_BIN is ${process.env.MEDIASOUP_WORKER_BIN} but ${bin} was requested`,
-    );
+  if (loadedWithBin !== undefined && loadedWithBin !== bin) {
+    // mediasoup reads the variable once, when it loads: a second path would be silently ignored.
+    throw new MediaError('WORKER_BIN_CONFLICT', `mediasoup is already loaded with worker ${loadedWithBin}, not ${bin}`);
   }
+  loadedWithBin = bin;
   process.env.MEDIASOUP_WORKER_BIN = bin;
   const mod = (await import('mediasoup')) as Partial<MediasoupModule> & { default?: MediasoupModule };
   return (typeof mod.createWorker === 'function' ? mod : mod.default!) as MediasoupModule;

@@ -37,6 +37,8 @@ export interface RtpMediaCoreOptions {
    * (for tones with whole cycles per 20 ms). Default false.
    */
   lean?: boolean;
+  /** Audio payloads for which this returns true are counted but not added to `receivedPcm()`. */
+  ignorePayload?: (payload: Uint8Array) => boolean;
 }
 
 /** Packets and digits we sent and heard. */
@@ -63,6 +65,7 @@ export class RtpMediaCore {
 
   readonly #transmit: (packet: Buffer) => void;
   readonly #lean: boolean;
+  readonly #ignorePayload?: (payload: Uint8Array) => boolean;
   #cachedTone?: { hz: number; payload: Buffer };
   readonly #frameSamples: number;
   readonly #pcm: Int16Array[] = [];
@@ -93,6 +96,7 @@ export class RtpMediaCore {
     this.teClockRate = options.teClockRate ?? this.clockRate;
     this.#transmit = options.transmit;
     this.#lean = options.lean ?? false;
+    this.#ignorePayload = options.ignorePayload;
     this.#frameSamples = this.sampleRate / 50;
   }
 
@@ -178,7 +182,8 @@ export class RtpMediaCore {
       return;
     }
     if (header.payloadType !== this.pt) return;
-    this.#pcm.push(this.#decode(payload));
+    const pcm = this.#decode(payload);
+    if (!this.#ignorePayload?.(payload)) this.#pcm.push(pcm);
   }
 
   close(): void {

