@@ -730,6 +730,25 @@ t.test('the health check passes only when /readyz answers 200', async (t) => {
   t.equal(whenClosed, 1, 'unhealthy when nothing listens');
 });
 
+t.test('everything src/ loads at run time is a production dependency', async (t) => {
+  // The image and the install directory keep production dependencies only (npm ci --omit=dev).
+  const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
+  const runtimeImport = /(?:^|[;\s])(?:import|export)\s+(?!type\s)(?:[^'";]*?\sfrom\s*)?['"]([^'"]+)['"]|\bimport\(\s*['"]([^'"]+)['"]\s*\)/g;
+  const missing = new Set<string>();
+  let seen = 0;
+  for (const file of filesUnder(join(repoRoot, 'src')).filter((f) => f.endsWith('.ts'))) {
+    for (const m of readFileSync(file, 'utf8').matchAll(runtimeImport)) {
+      const specifier = m[1] ?? m[2] ?? '';
+      if (specifier.startsWith('.') || specifier.startsWith('node:')) continue;
+      seen += 1;
+      const name = specifier.startsWith('@') ? specifier.split('/').slice(0, 2).join('/') : (specifier.split('/')[0] ?? '');
+      if (!(name in pkg.dependencies)) missing.add(`${name} (${relative(repoRoot, file)})`);
+    }
+  }
+  t.ok(seen > 0, 'package imports found');
+  t.same([...missing], [], 'no run-time import of a package outside "dependencies"');
+});
+
 t.test('the build context holds what the build copies and none of the local secrets', async (t) => {
   const patterns = readFileSync(join(repoRoot, '.dockerignore'), 'utf8')
     .split('\n')
