@@ -83,7 +83,12 @@ t.test('a handshake that never completes ends in exactly one failed event (reaso
   const peer = await RtpenginePeer.start({ numThreads: 1 });
   t.teardown(() => peer.close());
   // The final flight never reaches the server: the handshake stalls however often it is retransmitted.
-  const restore = await interceptDtlsDatagrams((batch) => (batch.types.includes(20) ? [] : undefined));
+  let finalFlightsSent = 0;
+  const restore = await interceptDtlsDatagrams((batch) => {
+    if (!batch.types.includes(20)) return undefined;
+    finalFlightsSent++;
+    return [];
+  });
   t.teardown(restore);
   const dtlsTimeoutMs = 2500;
   const factory = legFactory(dtlsTimeoutMs);
@@ -104,8 +109,11 @@ t.test('a handshake that never completes ends in exactly one failed event (reaso
   t.type(err, MessengerLegError, 'whenConnected rejects with the leg error');
   t.equal((err as MessengerLegError).reason, 'dtls');
   t.ok(elapsed >= dtlsTimeoutMs - 100 && elapsed < dtlsTimeoutMs + 2000, `failed after ${elapsed.toFixed(0)} ms`);
-  // Let any late retransmission timer fire: still one event.
-  await new Promise((resolve) => setTimeout(resolve, 1500));
+  t.ok(finalFlightsSent >= 3, `the final flight was retransmitted (${finalFlightsSent} times) before giving up`);
+  const sentAtFailure = finalFlightsSent;
+  // Let any late retransmission timer fire: still one event, and nothing more on the wire.
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+  t.equal(finalFlightsSent, sentAtFailure, 'no retransmission after the leg closed');
   t.equal(failed.length, 1, 'one failed event');
   t.equal(failed[0]?.reason, 'dtls');
   t.equal(closedEvents, 1, 'one closed event');
