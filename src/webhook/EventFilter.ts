@@ -58,8 +58,11 @@ export class TtlCache<V> {
 }
 
 export interface EventFilterOptions {
-  /** Pages served; events for others are dropped. */
-  pageIds: Iterable<string>;
+  /**
+   * Pages served; events for others are dropped. A Set is used by reference (it may change later),
+   * a function is asked for every event.
+   */
+  pageIds: Iterable<string> | ((pageId: string) => boolean);
   /** How long a seen event is remembered (ms). Default 15 min. */
   ttlMs?: number;
   /** Cap on remembered events. Default 20000. */
@@ -84,13 +87,18 @@ function dedupeKey(event: MetaEvent): string {
 }
 
 export class EventFilter {
-  readonly #pageIds: Set<string>;
+  readonly #isKnownPage: (pageId: string) => boolean;
   readonly #seen: TtlCache<true>;
   readonly #mediaVersions: TtlCache<number>;
   readonly #now: () => number;
 
   constructor(options: EventFilterOptions) {
-    this.#pageIds = new Set(options.pageIds);
+    const pages = options.pageIds;
+    if (typeof pages === 'function') this.#isKnownPage = pages;
+    else {
+      const set = pages instanceof Set ? (pages as Set<string>) : new Set(pages);
+      this.#isKnownPage = (pageId) => set.has(pageId);
+    }
     this.#now = options.now ?? Date.now;
     const cache = { ttlMs: options.ttlMs ?? 15 * 60_000, maxEntries: options.maxEntries ?? 20_000, now: this.#now };
     this.#seen = new TtlCache(cache);
@@ -99,7 +107,7 @@ export class EventFilter {
 
   /** Decide, and remember the event when it is accepted or a duplicate. */
   check(event: MetaEvent): FilterVerdict {
-    if (!this.#pageIds.has(event.pageId)) return 'unknown_page';
+    if (!this.#isKnownPage(event.pageId)) return 'unknown_page';
     const key = dedupeKey(event);
     if (this.#seen.has(key)) return 'duplicate';
     if (event.kind === 'connect' && this.#now() / 1000 - event.timestamp > CONNECT_MAX_AGE_SECONDS) {

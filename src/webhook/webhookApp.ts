@@ -26,7 +26,11 @@ export interface WebhookSettings {
 }
 
 export interface WebhookAppOptions {
-  settings: WebhookSettings;
+  /**
+   * The settings, or a function returning the current ones (asked on every request, so a configuration reload
+   * takes effect for secrets and pages; `path` and `bodyLimitBytes` are read once, at build time).
+   */
+  settings: WebhookSettings | (() => WebhookSettings);
   sink: MetaEventSink;
   log: Logger;
   metrics?: Metrics;
@@ -71,12 +75,20 @@ export function verifySignature(
 }
 
 export function buildWebhookApp(options: WebhookAppOptions): FastifyInstance {
-  const { settings, sink, metrics } = options;
+  const { sink, metrics } = options;
+  const current = (): WebhookSettings => (typeof options.settings === 'function' ? options.settings() : options.settings);
+  const initial = current();
   const log = options.log.child({ component: 'webhook' });
-  const path = settings.path ?? '/webhook';
-  const bodyLimit = settings.bodyLimitBytes ?? 262_144;
+  const path = initial.path ?? '/webhook';
+  const bodyLimit = initial.bodyLimitBytes ?? 262_144;
   const now = options.now ?? Date.now;
-  const filter = new EventFilter({ pageIds: settings.pageIds, now, ttlMs: options.dedupeTtlMs });
+  let knownPages: { from: Iterable<string>; set: Set<string> } | undefined;
+  const isKnownPage = (pageId: string): boolean => {
+    const pages = current().pageIds;
+    if (knownPages?.from !== pages) knownPages = { from: pages, set: pages instanceof Set ? (pages as Set<string>) : new Set(pages) };
+    return knownPages.set.has(pageId);
+  };
+  const filter = new EventFilter({ pageIds: isKnownPage, now, ttlMs: options.dedupeTtlMs });
 
   const app = Fastify({
     loggerInstance: log as FastifyBaseLogger,
@@ -93,7 +105,7 @@ export function buildWebhookApp(options: WebhookAppOptions): FastifyInstance {
     const mode = q['hub.mode'];
     const token = q['hub.verify_token'] ?? '';
     const challenge = q['hub.challenge'] ?? '';
-    if (mode === 'subscribe' && safeEqual(token, settings.verifyToken)) {
+    if (mode === 'subscribe' && safeEqual(token, current().verifyToken)) {
       log.info('webhook subscription verified');
       return reply.code(200).type('text/plain').send(challenge);
     }
@@ -136,7 +148,7 @@ export function buildWebhookApp(options: WebhookAppOptions): FastifyInstance {
   app.post(path, async (req, reply) => {
     const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     const header = req.headers['x-hub-signature-256'];
-    const verdict = verifySignature(raw, Array.isArray(header) ? header[0] : header, settings.appSecret);
+    const verdict = verifySignature(raw, Array.isArray(header) ? header[0] : header, current().appSecret);
     if (verdict !== 'ok') {
       log.warn({ ip: req.ip, bytes: raw.length, reason: verdict }, 'webhook POST refused: signature');
       metrics?.webhook('post', verdict);

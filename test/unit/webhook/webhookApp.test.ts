@@ -21,7 +21,7 @@ const FIXTURE_NOW_MS = 1671644830_000;
 const sign = (body: Buffer | string, secret = APP_SECRET): string =>
   `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
 
-const settle = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 5));
+const settle = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 20));
 
 function setup(t: { teardown: (fn: () => unknown) => void }, opts: { now?: () => number; bodyLimitBytes?: number; sinkThrows?: boolean } = {}) {
   const events: MetaEvent[] = [];
@@ -345,4 +345,33 @@ t.test('the dedupe memory is bounded and expires', async (t) => {
     if (filter.check({ kind: 'call_status', pageId: PAGE, callId: `c${i}`, timestamp: 1, status: 'ringing' }) === 'accepted') accepted++;
   }
   t.equal(accepted, 500, 'distinct events all pass while memory stays capped');
+});
+
+t.test('settings given as a function follow a configuration reload', async (t) => {
+  let settings = { appSecret: 'old-secret', verifyToken: 'old-token', pageIds: ['111'] as Iterable<string> };
+  const events: MetaEvent[] = [];
+  const app = buildWebhookApp({
+    settings: () => settings,
+    sink: { handleMetaEvent: (e) => events.push(e) },
+    log: pino({ level: 'silent' }),
+    now: () => FIXTURE_NOW_MS,
+  });
+  t.teardown(() => app.close());
+  const send = (body: unknown, secret: string) => {
+    const payload = JSON.stringify(body);
+    return app.inject({ method: 'POST', url: '/webhook', headers: { 'x-hub-signature-256': sign(payload, secret) }, payload });
+  };
+  t.equal((await send(fixture('call_status_ringing'), 'old-secret')).statusCode, 200);
+  await settle();
+  settings = { appSecret: 'new-secret', verifyToken: 'new-token', pageIds: ['111', PAGE] };
+  t.equal((await send(fixture('call_status_accepted'), 'old-secret')).statusCode, 403, 'old secret refused after reload');
+  t.equal((await send(fixture('call_status_accepted'), 'new-secret')).statusCode, 200);
+  const hs = await app.inject({ method: 'GET', url: '/webhook?hub.mode=subscribe&hub.verify_token=new-token&hub.challenge=ok' });
+  t.equal(hs.body, 'ok');
+  await settle();
+  t.same(
+    events.map((e) => (e.kind === 'call_status' ? e.status : e.kind)),
+    ['accepted'],
+    'the page added by the reload is served; before it, the page was unknown',
+  );
 });
