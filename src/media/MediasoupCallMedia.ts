@@ -373,12 +373,12 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
   }
 
   #digitToPbx(digit: string, durationMs: number, live: boolean): void {
-    if (this.#pbxTeSender) {
-      if (live) this.#pbxTeSender.end(digit, durationMs);
-      else this.#pbxTeSender.play(digit, durationMs);
-    } else {
+    if (!this.#pbxTeSender) {
       this.#log.warn({ digit }, 'PBX negotiated no telephone-event: digit dropped');
+      return;
     }
+    if (live) this.#pbxTeSender.end(digit, durationMs);
+    else this.#pbxTeSender.play(digit, durationMs);
     this.safeEmit('dtmf', { digit, durationMs, direction: 'to_pbx' });
   }
 

@@ -86,18 +86,41 @@ for (const codec of ['PCMU', 'opus'] as const) {
   });
 }
 
-t.test('without Meta telephone-event, tones from Meta are detected and sent to the PBX as RFC 4733', async (t) => {
-  const { leg, media, peer } = await setupCall(t, engine, log, { codec: 'PCMU' });
+for (const codec of ['PCMU', 'opus'] as const) {
+  t.test(`without Meta telephone-event, tones from Meta are detected and sent to the PBX as RFC 4733 (${codec})`, async (t) => {
+    const { leg, media, peer } = await setupCall(t, engine, log, { codec });
+    const generator = new DtmfToneGenerator(48000, { gapMs: 100 });
+    for (const digit of '2580') generator.play(digit, 120);
+    leg.core.startSource((frame) => {
+      if (!generator.active) return false;
+      generator.mixInto(frame);
+      return true;
+    });
+    const events: string[] = [];
+    media.on('dtmf', (e) => events.push(`${e.direction}:${e.digit}`));
+    await until(() => peer.receivedDtmf().length >= 4, 5000, 'digits at the PBX');
+    t.equal(peer.receivedDtmf().join(''), '2580');
+    t.same(events, [...'2580'].map((d) => `to_pbx:${d}`));
+  });
+}
+
+t.test('in-band detection off: tones from Meta are not turned into events', async (t) => {
+  const quiet = await createEngine({ dtmf: { inbandDetect: false } });
+  t.teardown(() => {
+    quiet.engine.close();
+    quiet.pool.close();
+  });
+  const { leg, peer } = await setupCall(t, quiet.engine, quiet.log, { codec: 'PCMU' });
   const generator = new DtmfToneGenerator(48000, { gapMs: 100 });
-  for (const digit of '2580') generator.play(digit, 120);
+  for (const digit of '12') generator.play(digit, 120);
   leg.core.startSource((frame) => {
     if (!generator.active) return false;
     generator.mixInto(frame);
     return true;
   });
-  const events: string[] = [];
-  media.on('dtmf', (e) => events.push(`${e.direction}:${e.digit}`));
-  await until(() => peer.receivedDtmf().length >= 4, 5000, 'digits at the PBX');
-  t.equal(peer.receivedDtmf().join(''), '2580');
-  t.same(events, [...'2580'].map((d) => `to_pbx:${d}`));
+  await until(() => !generator.active, 3000);
+  await sleep(300);
+  t.same(peer.receivedDtmf(), []);
+  const detector = new DtmfToneDetector(8000);
+  t.equal(detector.process(peer.receivedPcm()).map((d) => d.digit).join(''), '12', 'the tones themselves pass');
 });

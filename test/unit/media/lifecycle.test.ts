@@ -189,3 +189,26 @@ t.test('close() frees router, transports, sockets, timers and listeners; it is i
   t.equal(after.Timeout ?? 0, before.Timeout ?? 0, 'no timer left');
   t.throws(() => media.createPbxOffer(), { code: 'CLOSED' });
 });
+
+t.test('symmetric RTP: with comedia the PBX audio goes where its packets come from, without it to its SDP', async (t) => {
+  for (const comedia of [true, false]) {
+    const e = await createEngine({ comedia });
+    t.teardown(() => {
+      e.engine.close();
+      e.pool.close();
+    });
+    // The PBX announces one port (sdpPeer) but sends from another (natPeer), as behind a NAT.
+    const { leg, media, peer: sdpPeer } = await setupCall(t, e.engine, e.log, { codec: 'PCMU' });
+    const natPeer = await createRtpPeer({ codec: 'PCMU', tePt: 101 });
+    t.teardown(() => natPeer.close());
+    natPeer.setRemote('127.0.0.1', media.pbxPort);
+    natPeer.startTone(1000);
+    leg.core.startTone(1000);
+    await sleep(600);
+    natPeer.stopTone();
+    const latched = natPeer.packetsReceived;
+    const announced = sdpPeer.packetsReceived;
+    if (comedia) t.ok(latched > 10 && announced <= 5, `comedia: NAT source gets ${latched}, SDP address ${announced}`);
+    else t.ok(announced > 10 && latched === 0, `no comedia: SDP address gets ${announced}, NAT source ${latched}`);
+  }
+});

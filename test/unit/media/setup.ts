@@ -24,14 +24,19 @@ export function workerPorts(): { rtcMinPort: number; rtcMaxPort: number } {
 }
 
 export async function createEngine(
-  options: { size?: number; dtmf?: MediasoupMediaEngineOptions['dtmf']; hooks?: MediasoupMediaEngineOptions['hooks'] } = {},
+  options: {
+    size?: number;
+    comedia?: boolean;
+    dtmf?: MediasoupMediaEngineOptions['dtmf'];
+    hooks?: MediasoupMediaEngineOptions['hooks'];
+  } = {},
 ): Promise<{ pool: WorkerPool; engine: MediasoupMediaEngine; log: Logger }> {
   const log = testLogger();
   const pool = await WorkerPool.create({ log, size: options.size ?? 1, ...workerPorts(), restartDelayMs: 50 });
   const engine = new MediasoupMediaEngine({
     pool,
     log,
-    rtp: { listenIp: '127.0.0.1', minPort: 0, maxPort: 0, comedia: true },
+    rtp: { listenIp: '127.0.0.1', minPort: 0, maxPort: 0, comedia: options.comedia ?? true },
     dtmf: options.dtmf,
     hooks: options.hooks,
   });
