@@ -87,6 +87,9 @@ export interface GraphSimulatorOptions {
 
 const VERSION = /^v\d+\.\d+$/;
 
+/** Ended calls kept in `calls` for inspection. */
+const MAX_ENDED_CALLS = 1000;
+
 function newCallId(): string {
   return `c_${randomBytes(27).toString('base64url')}`;
 }
@@ -279,10 +282,23 @@ export class GraphSimulator {
     const duration = call.acceptedAt !== undefined ? Math.round((call.endedAt - call.acceptedAt) / 1000) : undefined;
     const event: SimTerminateEvent = { pageId: call.pageId, callId: call.callId, call, by, status, startTime, endTime, ...(duration !== undefined ? { duration } : {}) };
     this.#log?.info({ callId: call.callId, by, reason }, 'simulated call ended');
+    this.#forgetOldCalls();
     this.events.safeEmit('terminate', event);
     this.#sendWebhook(() =>
       this.#webhooks!.terminate(call.pageId, { callId: call.callId, status, startTime, endTime, ...(duration !== undefined ? { duration } : {}) }),
     );
+  }
+
+  /** Ended calls are kept for inspection, the newest MAX_ENDED_CALLS of them: long demo runs stay bounded. */
+  #forgetOldCalls(): void {
+    let ended = 0;
+    for (const call of this.calls.values()) if (call.endedAt !== undefined) ended++;
+    for (const [id, call] of this.calls) {
+      if (ended <= MAX_ENDED_CALLS) break;
+      if (call.endedAt === undefined) continue;
+      this.calls.delete(id);
+      ended--;
+    }
   }
 
   #stateError(call: SimCall): MetaFailure {

@@ -208,3 +208,14 @@ t.test('with a webhook sender, Meta\'s webhooks reach the bridge\'s webhook endp
   t.match(received[5], { kind: 'terminate', callId: b, status: 'Completed', duration: Number });
   t.match(received[6], { kind: 'call_permission_reply', pageId: PAGE, psid: PSID, response: 'approve' });
 });
+
+t.test('ended calls are forgotten beyond a bound, live ones never', async (t) => {
+  const { s } = sim(t);
+  const live = s.startConsumerCall({ pageId: PAGE, psid: PSID });
+  const first = s.startConsumerCall({ pageId: PAGE, psid: PSID });
+  s.hangUp(first);
+  for (let i = 0; i < 1100; i++) s.hangUp(s.startConsumerCall({ pageId: PAGE, psid: PSID }));
+  t.equal(s.calls.size, 1001, '1000 ended calls and the live one');
+  t.ok(s.calls.has(live));
+  t.notOk(s.calls.has(first), 'the oldest ended call went first');
+});
