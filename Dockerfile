@@ -35,8 +35,13 @@ RUN npm run build
 FROM ${NODE_IMAGE} AS runtime
 
 # mediasoup-worker from Debian's experimental suite, taken from the archive
-# this image is already configured for and pinned at priority 1 so nothing
-# else is ever pulled from experimental: the same set-up as scripts/install.sh.
+# this image is already configured for and pinned at priority 1: the same
+# source and pin as scripts/install.sh. The worker is selected by exact
+# version rather than by release ("/experimental"), because selecting by
+# release lets apt take any dependency that is not installed yet from
+# experimental too; by version, every dependency comes from bookworm.
+# The version must be the release of the npm mediasoup package (checked below).
+ARG MEDIASOUP_WORKER_VERSION=3.8.4~dfsg1-1
 RUN set -eu; \
     uri="$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources)"; \
     test -n "$uri"; \
@@ -45,7 +50,7 @@ RUN set -eu; \
     printf 'Package: *\nPin: release a=experimental\nPin-Priority: 1\n' \
       > /etc/apt/preferences.d/messenger-sip-bridge-experimental; \
     apt-get update; \
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mediasoup-worker/experimental; \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "mediasoup-worker=${MEDIASOUP_WORKER_VERSION}"; \
     rm -rf /var/lib/apt/lists/*; \
     test -x /usr/lib/x86_64-linux-gnu/mediasoup/mediasoup-worker
 

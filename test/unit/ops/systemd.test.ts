@@ -653,32 +653,78 @@ t.test('the image builds in stages on Node 20 / Debian 12 and runs as a non-root
   t.ok(exposed.includes(`${defaults.admin.listen.port}/tcp`), 'the admin port is exposed');
 });
 
-t.test('the image installs the mediasoup worker from Debian experimental like the host install', async (t) => {
+/** The runtime stage's apt step, the worker version it asks for, and the packages it names. */
+const aptStep = (() => {
   const runtime = stageOf('runtime');
-  const aptRun = inStage(runtime, 'RUN').find((d) => /apt-get install/.test(d.args))?.args ?? '';
-  t.match(aptRun, /apt-get install [^;]*\bmediasoup-worker\/experimental\b/, 'only the worker from experimental');
-  t.match(aptRun, /Pin: release a=experimental\\nPin-Priority: 1\\n/, 'experimental pinned at priority 1');
-  t.match(aptRun, /Suites: experimental/);
-  t.match(aptRun, /rm -rf \/var\/lib\/apt\/lists/, 'apt lists removed from the layer');
+  const args = inStage(runtime, 'RUN').find((d) => /apt-get install/.test(d.args))?.args ?? '';
+  const versionArg = inStage(runtime, 'ARG')
+    .map((d) => /^MEDIASOUP_WORKER_VERSION=(\S+)$/.exec(d.args)?.[1])
+    .find((v) => v !== undefined);
+  const packages = (/apt-get install ([^;]*);/.exec(args)?.[1] ?? '')
+    .split(/\s+/)
+    .filter((w) => w !== '' && !w.startsWith('-'))
+    .map((w) => w.replace(/^"|"$/g, '').replace('${MEDIASOUP_WORKER_VERSION}', versionArg ?? '?'));
+  return { args, versionArg, packages };
+})();
+
+/** The host's Debian experimental apt source (as scripts/install.sh writes it), if any. */
+function hostExperimentalSource(): string | undefined {
+  const dir = '/etc/apt/sources.list.d';
+  if (!existsSync(dir)) return undefined;
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.sources'))
+    .map((f) => readFileSync(join(dir, f), 'utf8'))
+    .find((s) => /^Suites:\s*experimental\s*$/m.test(s));
+}
+
+t.test('the image installs the mediasoup worker from Debian experimental like the host install', async (t) => {
+  const npmVersion = (
+    JSON.parse(readFileSync(join(repoRoot, 'node_modules/mediasoup/package.json'), 'utf8')) as { version: string }
+  ).version;
+  t.same(aptStep.packages, [`mediasoup-worker=${aptStep.versionArg}`], 'only the worker, by exact version');
+  t.ok(aptStep.versionArg?.startsWith(`${npmVersion}~`), `worker ${aptStep.versionArg} is npm mediasoup ${npmVersion}`);
+  t.match(aptStep.args, /Pin: release a=experimental\\nPin-Priority: 1\\n/, 'experimental pinned at priority 1');
+  t.match(aptStep.args, /Suites: experimental/);
+  t.match(aptStep.args, /rm -rf \/var\/lib\/apt\/lists/, 'apt lists removed from the layer');
 
   // The archive URI comes from the image's own sources. The same command, run on this Debian host's sources,
   // must yield the archive that the host's experimental source (written by scripts/install.sh) uses.
-  const derive = /uri="\$\((awk .*? \/etc\/apt\/sources\.list\.d\/debian\.sources)\)"/.exec(aptRun)?.[1];
+  const derive = /uri="\$\((awk .*? \/etc\/apt\/sources\.list\.d\/debian\.sources)\)"/.exec(aptStep.args)?.[1];
   t.ok(derive, 'the URI is read from /etc/apt/sources.list.d/debian.sources');
-  const sourcesDir = '/etc/apt/sources.list.d';
-  const hostExperimental = existsSync(sourcesDir)
-    ? readdirSync(sourcesDir)
-        .filter((f) => f.endsWith('.sources'))
-        .map((f) => readFileSync(join(sourcesDir, f), 'utf8'))
-        .find((s) => /^Suites:\s*experimental\s*$/m.test(s))
-    : undefined;
-  if (derive === undefined || hostExperimental === undefined || !existsSync(join(sourcesDir, 'debian.sources'))) {
+  const hostExperimental = hostExperimentalSource();
+  if (derive === undefined || hostExperimental === undefined || !existsSync('/etc/apt/sources.list.d/debian.sources')) {
     t.comment('this host has no Debian experimental source to compare the derived archive URI with');
     return;
   }
   const derived = run('sh', ['-c', derive]);
   t.equal(derived.status, 0);
   t.equal(derived.stdout.trim(), /^URIs:\s*(\S+)/m.exec(hostExperimental)?.[1], 'same archive as the host install');
+});
+
+t.test('apt resolves the image\'s worker install with every dependency from the stable release', async (t) => {
+  if (hostExperimentalSource() === undefined || !hasCommand('apt-get')) {
+    t.comment('this host has no Debian experimental source: nothing to resolve against');
+    return;
+  }
+  // Simulate on an empty system (no package installed): the strictest case, every dependency is new.
+  const status = join(scratch, 'empty-dpkg-status');
+  writeFileSync(status, '');
+  const simulated = run(
+    'apt-get',
+    ['-s', '-o', `Dir::State::status=${status}`, 'install', '--no-install-recommends', ...aptStep.packages],
+    60_000,
+  );
+  t.equal(simulated.status, 0, `apt-get resolves ${aptStep.packages.join(' ')} ${simulated.stderr.trim()}`);
+  const installs = [...simulated.stdout.matchAll(/^Inst (\S+) \((.*)\)/gm)].map((m) => ({ pkg: m[1], from: m[2] ?? '' }));
+  t.ok(
+    installs.some((i) => i.pkg === 'mediasoup-worker' && i.from.startsWith(`${aptStep.versionArg} `) && /experimental/.test(i.from)),
+    'the worker comes from experimental',
+  );
+  t.same(
+    installs.filter((i) => i.pkg !== 'mediasoup-worker' && /experimental/.test(i.from)).map((i) => i.pkg),
+    [],
+    'no dependency comes from experimental',
+  );
 });
 
 t.test('the image build refuses a mediasoup worker of another release than the npm package', async (t) => {
