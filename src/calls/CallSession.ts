@@ -449,6 +449,12 @@ export class CallSession {
     });
   }
 
+  /** Media counters since the call started; undefined without media. */
+  mediaStats(): CallMediaStats | undefined {
+    const media = this.#media;
+    return media && !media.closed ? media.stats() : undefined;
+  }
+
   /** Media counters since the previous call of this method (for metrics); undefined without media. */
   takeMediaStatsDelta(): CallMediaStats | undefined {
     const media = this.#media;

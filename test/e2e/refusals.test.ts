@@ -2,13 +2,13 @@
  * Every refusal path, end to end: the Meta simulator, the bridge and the drachtio double; each produces the stated
  * Meta action or SIP response, and leaves no call behind.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { PAGE_ID, PSID, startHarness, until, type Harness } from '../helpers/bridgeHarness.js';
 
 const emptySdp = (codecs = 'PCMU') =>
   ['v=0', 'o=pbx 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', `m=audio 40000 RTP/AVP ${codecs === 'PCMU' ? 0 : 8}`, `a=rtpmap:${codecs === 'PCMU' ? '0 PCMU' : '8 PCMA'}/8000`, 'a=sendrecv', ''].join('\r\n');
 
-async function released(t: Tap.Test, h: Harness): Promise<void> {
+async function released(t: Test, h: Harness): Promise<void> {
   await until(() => h.daemon.controller.registry.size === 0, 3000, 'no call left');
   t.equal(h.daemon.controller.registry.size, 0, 'no call left');
 }

@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import { SipMsg, tagOf, token, uriOf } from './sip.js';
 import type { DrachtioServerDouble, NetworkSide, Peer } from './server.js';
-import { buildAuthorization } from '../../../src/sip/digest.js';
+import { buildAuthorization } from '../../sip/digest.js';
 
 /** How long helper waits default to (ms). */
 const DEFAULT_WAIT_MS = 5000;

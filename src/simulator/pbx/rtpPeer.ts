@@ -7,7 +7,7 @@
  */
 import dgram from 'node:dgram';
 import { Decoder, Encoder } from '@evan/opus';
-import { decodePcma, decodePcmu, encodePcma, encodePcmu } from '../../src/media/dsp/g711.js';
+import { decodePcma, decodePcmu, encodePcma, encodePcmu } from '../../media/dsp/g711.js';
 import {
   buildRtp,
   buildTelephoneEvent,
@@ -17,8 +17,8 @@ import {
   parseTelephoneEvent,
   randomSeq,
   randomSsrc,
-} from '../../src/media/rtp.js';
-import type { RtpHeader } from '../../src/media/rtp.js';
+} from '../../media/rtp.js';
+import type { RtpHeader } from '../../media/rtp.js';
 
 export type RtpPeerCodec = 'PCMU' | 'PCMA' | 'opus';
 

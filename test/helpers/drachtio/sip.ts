@@ -1,0 +1,1 @@
+export * from '../../../src/simulator/drachtio/sip.js';
