@@ -92,8 +92,10 @@ export interface MetaMediaSessionEvents {
   closed: [];
 }
 
-interface OfferInfo {
+/** The business's SDP (offer or answer), reduced to what the simulator uses. */
+interface BusinessSdp {
   mid: string;
+  setup: string | undefined;
   opusPt: number;
   /** telephone-event/48000 PT the business offered, if any. */
   telephoneEventPt: number | undefined;
@@ -101,19 +103,20 @@ interface OfferInfo {
   ssrc: number;
 }
 
-function parseBusinessOffer(sdp: string): OfferInfo {
+function parseBusinessSdp(sdp: string): BusinessSdp {
   const session = sdpTransform.parse(sdp);
   const audio = (session.media ?? []).find((m) => m.type === 'audio' && m.port !== 0);
-  if (audio === undefined) throw new MediaError('SDP_INVALID', 'offer has no audio section');
+  if (audio === undefined) throw new MediaError('SDP_INVALID', 'SDP has no audio section');
   const opus = audio.rtp.find((r) => r.codec.toLowerCase() === 'opus' && r.rate === 48000);
-  if (opus === undefined) throw new MediaError('SDP_INVALID', 'offer has no Opus/48000');
+  if (opus === undefined) throw new MediaError('SDP_INVALID', 'SDP has no Opus/48000');
   const te = audio.rtp.find((r) => r.codec.toLowerCase() === 'telephone-event' && r.rate === 48000);
   const fp = audio.fingerprint ?? session.fingerprint;
-  if (fp === undefined) throw new MediaError('SDP_INVALID', 'offer has no fingerprint');
+  if (fp === undefined) throw new MediaError('SDP_INVALID', 'SDP has no fingerprint');
   const ssrc = audio.ssrcs?.[0]?.id;
-  if (ssrc === undefined) throw new MediaError('SDP_INVALID', 'offer has no a=ssrc');
+  if (ssrc === undefined) throw new MediaError('SDP_INVALID', 'SDP has no a=ssrc');
   return {
     mid: audio.mid === undefined ? '0' : String(audio.mid),
+    setup: audio.setup ?? session.setup,
     opusPt: opus.payload,
     telephoneEventPt: te?.payload,
     fingerprint: { algorithm: fp.type.toLowerCase(), value: fp.hash },
@@ -162,10 +165,40 @@ export class MetaMediaServer {
   /** Answer the business's offer like Meta does (ICE-lite, setup:passive, Opus only unless asked). */
   async answerOffer(offerSdp: string, options: AnswerOptions = {}): Promise<{ sdp: string; session: MetaMediaSession }> {
     if (this.#closed) throw new InvalidStateError('MetaMediaServer is closed');
-    const offer = parseBusinessOffer(offerSdp);
+    const offer = parseBusinessSdp(offerSdp);
     const telephoneEventPt = options.telephoneEvent ? offer.telephoneEventPt : undefined;
+    const session = await this.#createSession(offer.mid, offer.opusPt, telephoneEventPt, options);
+    try {
+      return { sdp: await session.answer(offer), session };
+    } catch (err) {
+      session.close();
+      throw err;
+    }
+  }
+
+  /**
+   * Offer first, as Meta may do (a connect carrying an offer, WhatsApp-style): ICE-lite, a=setup:actpass, Opus 111
+   * (and telephone-event/48000 as 110 when asked). Apply the business's answer with session.applyAnswer().
+   */
+  async createOffer(options: AnswerOptions = {}): Promise<{ sdp: string; session: MetaMediaSession }> {
+    if (this.#closed) throw new InvalidStateError('MetaMediaServer is closed');
+    const session = await this.#createSession('0', 111, options.telephoneEvent ? 110 : undefined, options);
+    try {
+      return { sdp: await session.offer(), session };
+    } catch (err) {
+      session.close();
+      throw err;
+    }
+  }
+
+  async #createSession(
+    mid: string,
+    opusPt: number,
+    telephoneEventPt: number | undefined,
+    options: AnswerOptions,
+  ): Promise<MetaMediaSession> {
     const mediaCodecs: ms.RtpCodecCapability[] = [
-      { kind: 'audio', mimeType: 'audio/opus', clockRate: 48000, channels: 2, preferredPayloadType: offer.opusPt },
+      { kind: 'audio', mimeType: 'audio/opus', clockRate: 48000, channels: 2, preferredPayloadType: opusPt },
     ];
     if (telephoneEventPt !== undefined) {
       mediaCodecs.push({
@@ -178,7 +211,8 @@ export class MetaMediaServer {
     const router = await this.#worker.createRouter({ mediaCodecs });
     const session = new MetaMediaSession({
       router,
-      offer,
+      mid,
+      opusPt,
       telephoneEventPt,
       listenIp: this.#options.listenIp,
       ...(this.#options.announcedIp !== undefined ? { announcedIp: this.#options.announcedIp } : {}),
@@ -188,13 +222,7 @@ export class MetaMediaServer {
     });
     this.#sessions.add(session);
     session.on('closed', () => this.#sessions.delete(session));
-    try {
-      const sdp = await session.start();
-      return { sdp, session };
-    } catch (err) {
-      session.close();
-      throw err;
-    }
+    return session;
   }
 
   /** Idempotent: closes every session and the worker. */
@@ -208,7 +236,8 @@ export class MetaMediaServer {
 
 interface SessionInit {
   router: ms.Router;
-  offer: OfferInfo;
+  mid: string;
+  opusPt: number;
   telephoneEventPt: number | undefined;
   listenIp: string;
   announcedIp?: string;
@@ -237,6 +266,8 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
   readonly #sessionId = String(randomBytes(6).readUIntBE(0, 6));
   #offerMid: string;
   #pendingOffer: { secondMLine: boolean } | undefined;
+  #awaitingAnswer = false;
+  #businessSsrc: number | undefined;
   // Sending
   readonly #encoder = new Encoder({ channels: 1, sample_rate: 48000, application: 'voip' });
   readonly #sendSsrc = randomBytes(4).readUInt32BE(0);
@@ -265,7 +296,7 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
     this.#init = init;
     this.#router = init.router;
     this.#log = init.log;
-    this.#offerMid = init.offer.mid;
+    this.#offerMid = init.mid;
     this.#connected = new Promise((resolve, reject) => {
       this.#resolveConnected = resolve;
       this.#rejectConnected = reject;
@@ -305,9 +336,42 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
     return this.#connected;
   }
 
-  /** Create transports and the answer. Called once by the server. */
-  async start(): Promise<string> {
-    const { router, offer, listenIp, announcedIp } = this.#init;
+  /** Answer mode (server.answerOffer): transports, the business's stream, DTLS server; returns Meta's answer. */
+  async answer(offer: BusinessSdp): Promise<string> {
+    await this.#createTransports();
+    await this.#connectBusiness(offer);
+    return this.#sdp({
+      version: 1,
+      setup: 'passive',
+      sections: [{ mid: this.#offerMid, direction: 'sendrecv', sending: true }],
+    });
+  }
+
+  /** Offer mode (server.createOffer): transports only; the business's answer comes through applyAnswer(). */
+  async offer(): Promise<string> {
+    await this.#createTransports();
+    this.#awaitingAnswer = true;
+    return this.#sdp({
+      version: 1,
+      setup: 'actpass',
+      sections: [{ mid: this.#offerMid, direction: 'sendrecv', sending: true }],
+    });
+  }
+
+  /** Apply the business's answer to server.createOffer(): it must take the DTLS client role (a=setup:active). */
+  async applyAnswer(sdp: string): Promise<void> {
+    this.#assertOpen();
+    if (!this.#awaitingAnswer) throw new InvalidStateError('no initial offer pending');
+    const answer = parseBusinessSdp(sdp);
+    if (answer.setup !== 'active') {
+      throw new MediaError('SDP_INVALID', `answer must be a=setup:active (we never start DTLS), got ${answer.setup}`);
+    }
+    this.#awaitingAnswer = false;
+    await this.#connectBusiness(answer);
+  }
+
+  async #createTransports(): Promise<void> {
+    const { router, listenIp, announcedIp } = this.#init;
     const transport = await router.createWebRtcTransport({
       listenIps: [{ ip: listenIp, ...(announcedIp !== undefined ? { announcedIp } : {}) }],
       enableUdp: true,
@@ -327,27 +391,25 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
     });
     transport.on('icestatechange', (state: ms.IceState) => this.#log.debug({ state }, 'ICE state'));
     this.#direct = await router.createDirectTransport();
-
-    await this.#produceFromBusiness(offer.ssrc);
     this.#source = await this.#direct.produce({
       kind: 'audio',
-      rtpParameters: {
-        codecs: this.#codecParameters(),
-        encodings: [{ ssrc: this.#sendSsrc }],
-      },
+      rtpParameters: { codecs: this.#codecParameters(), encodings: [{ ssrc: this.#sendSsrc }] },
     });
     this.#sink = await this.#consumeToBusiness();
+  }
 
-    await transport.connect({
+  async #connectBusiness(remote: BusinessSdp): Promise<void> {
+    await this.#produceFromBusiness(remote.ssrc);
+    await this.#transport!.connect({
       dtlsParameters: {
+        // The business is the DTLS client; mediasoup becomes the server, as Meta's media servers are.
         role: 'client',
         fingerprints: [
-          { algorithm: offer.fingerprint.algorithm as ms.DtlsFingerprint['algorithm'], value: offer.fingerprint.value },
+          { algorithm: remote.fingerprint.algorithm as ms.DtlsFingerprint['algorithm'], value: remote.fingerprint.value },
         ],
       },
     });
     this.#armNoMedia();
-    return this.#answerSdp();
   }
 
   /** Start sending a continuous sine tone (replaces the current one). */
@@ -447,7 +509,7 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
         throw new MediaError('SDP_INVALID', `answer sends on the wrong m-line (mid ${sending.mid})`);
       }
     }
-    if (Number(ssrc) !== this.#init.offer.ssrc) {
+    if (Number(ssrc) !== this.#businessSsrc) {
       this.#producer?.close();
       this.#capture?.close();
       await this.#produceFromBusiness(Number(ssrc));
@@ -489,7 +551,7 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
     const codecs: ms.RtpCodecParameters[] = [
       {
         mimeType: 'audio/opus',
-        payloadType: this.#init.offer.opusPt,
+        payloadType: this.#init.opusPt,
         clockRate: 48000,
         channels: 2,
         parameters: { minptime: 10, useinbandfec: 1 },
@@ -522,19 +584,12 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
       });
     }
     this.#producer = producer;
+    this.#businessSsrc = ssrc;
     this.#capture = capture;
   }
 
   async #consumeToBusiness(): Promise<ms.Consumer> {
     return this.#transport!.consume({ producerId: this.#source!.id, rtpCapabilities: this.#rtpCapabilities() });
-  }
-
-  #answerSdp(): string {
-    return this.#sdp({
-      version: 1,
-      setup: 'passive',
-      sections: [{ mid: this.#offerMid, direction: 'sendrecv', sending: true }],
-    });
   }
 
   #sdp(spec: {
@@ -548,7 +603,7 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
     const fingerprint =
       transport.dtlsParameters.fingerprints.find((f) => f.algorithm === 'sha-256') ??
       transport.dtlsParameters.fingerprints[0]!;
-    const opusPt = this.#init.offer.opusPt;
+    const opusPt = this.#init.opusPt;
     const tePt = this.#init.telephoneEventPt;
     const pts = tePt === undefined ? `${opusPt}` : `${opusPt} ${tePt}`;
     const sinkSsrc = this.#sink?.rtpParameters.encodings?.[0]?.ssrc;
@@ -603,7 +658,7 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
     this.#packetsReceived++;
     this.#receivedPts.set(rtp.payloadType, (this.#receivedPts.get(rtp.payloadType) ?? 0) + 1);
     this.#armNoMedia();
-    if (rtp.payloadType !== this.#init.offer.opusPt || rtp.payload.length === 0) return;
+    if (rtp.payloadType !== this.#init.opusPt || rtp.payload.length === 0) return;
     let pcm: Int16Array;
     try {
       const decoded = this.#decoder.decode(rtp.payload);
@@ -671,7 +726,7 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
 
   #sendOpus(pcm: Int16Array): void {
     const payload = this.#encoder.encode(pcm);
-    this.#send(this.#init.offer.opusPt, false, this.#timestamp, payload);
+    this.#send(this.#init.opusPt, false, this.#timestamp, payload);
     this.#timestamp = (this.#timestamp + FRAME_SAMPLES) >>> 0;
   }
 

@@ -181,6 +181,50 @@ t.test('a renegotiation offer with a second m=audio keeps audio flowing both way
   t.ok(leg.connected, 'same transport, still connected');
 });
 
+t.test('an offer from Meta (connect with an offer): we answer setup:active and connect as DTLS client', async (t) => {
+  const { sdp: offer, session } = await server.createOffer({ telephoneEvent: true });
+  const leg = factory.create({ callId: 'meta-offers', log });
+  t.teardown(() => {
+    leg.close();
+    session.close();
+  });
+  const answer = await leg.applyOffer(offer);
+  const m = sdpTransform.parse(answer).media;
+  t.equal(m.length, 1);
+  t.equal(m[0]!.setup, 'active');
+  t.equal(m[0]!.direction, 'sendrecv');
+  t.equal(m[0]!.endOfCandidates, 'end-of-candidates');
+  t.same(leg.negotiated(), { opusPt: 111, telephoneEvent: { pt: 110, clockRate: 48000 } });
+  await session.applyAnswer(answer);
+  await Promise.all([leg.whenConnected(AbortSignal.timeout(5000)), session.whenConnected()]);
+
+  const capture = new OpusCapture(leg, { opusPt: 111 });
+  const sender = new OpusToneSender(leg, { pt: 111, hz: 1000 }).start();
+  t.teardown(() => sender.stop());
+  session.startTone(1000);
+  await waitUntil(() => capture.samples >= 48000 * 0.5, 5000, 'audio at the leg');
+  await waitUntil(() => session.receivedPcm().length >= 48000 * 0.5, 5000, 'audio at Meta');
+  t.equal(lastDominant(capture.pcm()).frequency, 1000);
+  t.equal(lastDominant(session.receivedPcm()).frequency, 1000);
+});
+
+t.test('offers asking us to be DTLS server, or restarting ICE, are refused with reason sdp', async (t) => {
+  const { sdp: offer, session } = await server.createOffer();
+  t.teardown(() => session.close());
+  const leg = factory.create({ callId: 'bad-offers', log });
+  t.teardown(() => leg.close());
+  await rejectsWithReason(t, leg.applyOffer(offer.replace(/a=setup:actpass/g, 'a=setup:active')), 'sdp', 'setup:active');
+  await session.applyAnswer(await leg.applyOffer(offer));
+  await leg.whenConnected(AbortSignal.timeout(5000));
+  const restart = session.renegotiationOffer({ secondMLine: false }).replace(/a=ice-ufrag:\S+/g, 'a=ice-ufrag:zzzz');
+  await rejectsWithReason(t, leg.applyOffer(restart), 'sdp', 'ICE restart');
+  const newCert = session
+    .renegotiationOffer({ secondMLine: false })
+    .replace(/a=fingerprint:sha-256 \S+/g, `a=fingerprint:sha-256 ${Array.from({ length: 32 }, () => '00').join(':')}`);
+  await rejectsWithReason(t, leg.applyOffer(newCert), 'sdp', 'new DTLS fingerprint');
+  t.ok(leg.connected, 'a refused offer leaves the call up');
+});
+
 t.test('TCP candidates and candidates of a family we do not have are ignored', async (t) => {
   let answer = '';
   const { leg, session } = await connectedPair('families', { tcpCandidates: true }, (sdp) => {
