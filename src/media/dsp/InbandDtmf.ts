@@ -175,9 +175,11 @@ export class InbandDtmfWatcher extends TypedEmitter<InbandDtmfWatcherEvents> {
    * Feed one frame of decoded audio from Meta.
    * @param pcm mono samples at `sampleRate`
    * @param rtpTimestamp RTP timestamp of the frame's first sample (clock `clockRate`); enables gap filling
+   * @param concealed the frame is the decoder's concealment of a lost packet (not real audio): it neither
+   *   ends nor splits a digit in progress
    * @returns the digits that ended (also emitted as `digit`)
    */
-  push(pcm: Int16Array, rtpTimestamp?: number): DetectedDigit[] {
+  push(pcm: Int16Array, rtpTimestamp?: number, concealed = false): DetectedDigit[] {
     if (this.#closed) return [];
     const found: DetectedDigit[] = [];
     if (rtpTimestamp !== undefined) {
@@ -195,7 +197,7 @@ export class InbandDtmfWatcher extends TypedEmitter<InbandDtmfWatcherEvents> {
       this.#expectedTs = (rtpTimestamp + Math.round((pcm.length * this.clockRate) / this.sampleRate)) >>> 0;
     }
     const audio = this.#resampler ? this.#resampler.process(pcm) : pcm;
-    found.push(...this.#detector.process(audio));
+    found.push(...this.#detector.process(audio, concealed));
     this.#emit(found);
     return found;
   }

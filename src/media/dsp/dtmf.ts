@@ -282,6 +282,9 @@ export class DtmfToneDetector {
   readonly #accIm = new Float64Array(8);
   #accEnergy = 0;
   #accCount = 0;
+  #accConcealed = false;
+  /** Per block slot: the block holds concealed audio. */
+  readonly #blockConcealed = new Uint8Array(BLOCKS);
   /** Last WINDOW samples (ring) and a scratch copy in order. */
   readonly #ring = new Float64Array(WINDOW);
   #ringPos = 0;
@@ -330,10 +333,16 @@ export class DtmfToneDetector {
     });
   }
 
-  /** Feed one frame; returns the digits that ended in it (usually none). */
-  process(frame: Int16Array): DetectedDigit[] {
+  /**
+   * Feed one frame; returns the digits that ended in it (usually none).
+   * @param concealed the frame is not real audio but a decoder's concealment of a lost packet: windows that touch
+   *   it count neither for nor against a digit, so a loss inside a long tone neither splits it in two nor ends it
+   *   (concealment rarely keeps a tone's exact frequency)
+   */
+  process(frame: Int16Array, concealed = false): DetectedDigit[] {
     const samples = this.#resampler ? this.#resampler.process(frame) : frame;
     const found: DetectedDigit[] = [];
+    if (concealed && samples.length > 0) this.#accConcealed = true;
     for (let i = 0; i < samples.length; i++) {
       const x = samples[i]!;
       const n = this.#accCount;
@@ -344,7 +353,10 @@ export class DtmfToneDetector {
       this.#accEnergy += x * x;
       this.#ring[this.#ringPos] = x;
       this.#ringPos = (this.#ringPos + 1) % WINDOW;
-      if (++this.#accCount === BLOCK) this.#endBlock(found);
+      if (++this.#accCount === BLOCK) {
+        this.#endBlock(found);
+        if (concealed) this.#accConcealed = true;
+      }
     }
     return found;
   }
@@ -364,6 +376,8 @@ export class DtmfToneDetector {
     this.#accIm.fill(0);
     this.#accEnergy = 0;
     this.#accCount = 0;
+    this.#accConcealed = false;
+    this.#blockConcealed.fill(0);
     this.#ring.fill(0);
     return found;
   }
@@ -375,12 +389,15 @@ export class DtmfToneDetector {
       this.#qIm[slot * 8 + k] = this.#accIm[k]!;
     }
     this.#qEnergy[slot] = this.#accEnergy;
+    this.#blockConcealed[slot] = this.#accConcealed ? 1 : 0;
+    this.#accConcealed = false;
     this.#accRe.fill(0);
     this.#accIm.fill(0);
     this.#accEnergy = 0;
     this.#accCount = 0;
     this.#blocks++;
     if (this.#blocks < BLOCKS) return;
+    for (let m = 0; m < BLOCKS; m++) if (this.#blockConcealed[m]) return;
     this.#track(this.#blocks - BLOCKS, this.#analyseWindow(), found);
   }
 

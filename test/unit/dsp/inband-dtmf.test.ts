@@ -179,3 +179,23 @@ t.test('timestamps wrap around 2^32 without a false gap', async (t) => {
   injector2.enqueue('8', 80);
   t.equal(digitsOf(inject(injector2).flatMap((f) => plain.process(f))), '88');
 });
+
+t.test('the watcher passes the concealment flag on: a lost packet in a long press is still one digit', async (t) => {
+  const injector = new InbandDtmfInjector();
+  injector.enqueue('C', 300);
+  const frames = inject(injector);
+  const wrongPitch = generateTone(1000, 48000, 960, -10);
+  const run = (flag: boolean) => {
+    const watcher = new InbandDtmfWatcher();
+    let ts = 0;
+    const got: DetectedDigit[] = [];
+    frames.forEach((f, i) => {
+      const lost = i === 7;
+      got.push(...watcher.push(lost ? wrongPitch : f, ts, flag && lost));
+      ts += 960;
+    });
+    return digitsOf(got);
+  };
+  t.equal(run(true), 'C');
+  t.equal(run(false), 'CC', 'unflagged, the odd frame splits the digit');
+});
