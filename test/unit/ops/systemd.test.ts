@@ -461,7 +461,7 @@ t.test('systemd-analyze security rates the unit well', { skip: noOfflineSecurity
   t.ok(Number(score) <= 2.0, `exposure ${score} <= 2.0`);
 });
 
-t.test("the sandbox allows every system call and socket family the daemon's libraries use", { skip: noTrace }, async (t) => {
+t.test('the sandbox allows what the media libraries do during a call', { skip: noTrace }, async (t) => {
   const dir = mkdtempSync(join(scratch, 'strace-'));
   const configFile = join(dir, 'config.yaml');
   writeFileSync(configFile, 'answer: 42\n');
@@ -830,7 +830,7 @@ t.test('the deployment files name no host other than loopback', async (t) => {
   }
 });
 
-// A process that does, in small, what the daemon does at run time: the mediasoup worker with WebRTC, plain and
+// A process that does, in small, what the daemon does during a call: the mediasoup worker with WebRTC, plain and
 // direct transports; werift as full-ICE DTLS client against it; Opus; UDP; an HTTP server and client; metrics;
 // DNS; reading a YAML config; a worker thread; SIGHUP. Prints which steps worked as one JSON line.
 const WORKLOAD = String.raw`
