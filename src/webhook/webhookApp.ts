@@ -100,6 +100,14 @@ export function buildWebhookApp(options: WebhookAppOptions): FastifyInstance {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit }, (_req, body, done) => done(null, body));
 
+  // Refused before our handler runs (fastify's body limit): still logged and counted.
+  app.addHook('onResponse', async (req, reply) => {
+    if (reply.statusCode === 413) {
+      log.warn({ ip: req.ip, bytes: Number(req.headers['content-length'] ?? 0), limit: bodyLimit }, 'webhook POST refused: body too large');
+      metrics?.webhook('post', 'invalid');
+    }
+  });
+
   app.get(path, async (req, reply) => {
     const q = req.query as Record<string, string | undefined>;
     const mode = q['hub.mode'];

@@ -294,12 +294,27 @@ t.test('events for pages not configured are dropped and counted', async (t) => {
 });
 
 t.test('an oversize body is refused with 413', async (t) => {
-  const { events, post } = setup(t, { bodyLimitBytes: 2048 });
+  const { events, post, counter } = setup(t, { bodyLimitBytes: 2048 });
   const body = { ...fixture('connect'), padding: 'x'.repeat(4096) };
   const r = await post(body);
   t.equal(r.statusCode, 413);
   await settle();
   t.same(events, []);
+  t.equal(await counter('post', 'invalid'), 1);
+  t.equal((await post(fixture('connect'))).statusCode, 200, 'a normal body right after is fine');
+});
+
+t.test('many concurrent deliveries: every one acknowledged, every event delivered once', async (t) => {
+  const { events, post } = setup(t);
+  const bodies = Array.from({ length: 200 }, (_, i) => ({
+    object: 'page',
+    entry: [{ id: PAGE, time: 1671644830, calls: [{ id: `c${i % 100}`, event: 'call_status', timestamp: 1671644829, recipient_id: PSID, call_status: 'ringing' }] }],
+  }));
+  const replies = await Promise.all(bodies.map((b) => post(b)));
+  t.ok(replies.every((r) => r.statusCode === 200 && r.body === 'EVENT_RECEIVED'));
+  await settle();
+  t.equal(events.length, 100, 'each call once: the second half were retries');
+  t.equal(new Set(events.map((e) => (e.kind === 'call_status' ? e.callId : ''))).size, 100);
 });
 
 t.test('a signed body that is not JSON gets 400', async (t) => {
