@@ -169,7 +169,7 @@ t.test('with a webhook sender, Meta\'s webhooks reach the bridge\'s webhook endp
   t.teardown(() => hook.close());
   const url = `${await hook.listen({ host: '127.0.0.1', port: 0 })}/webhook`;
   const next = async (count: number): Promise<void> => {
-    const deadline = Date.now() + 3000;
+    const deadline = Date.now() + 8000;
     while (received.length < count && Date.now() < deadline) {
       await new Promise<void>((resolve) => {
         waiter = resolve;
@@ -178,7 +178,7 @@ t.test('with a webhook sender, Meta\'s webhooks reach the bridge\'s webhook endp
     }
   };
   const webhooks = new WebhookSender({ url, appSecret: 'app-secret', attempts: 2, baseDelayMs: 10 });
-  const { s, calls } = sim(t, { webhooks, acceptDeadlineMs: 300 });
+  const { s, calls } = sim(t, { webhooks, acceptDeadlineMs: 1500 });
 
   const a = s.startConsumerCall({ pageId: PAGE, psid: PSID });
   await next(1);
