@@ -459,6 +459,13 @@ t.test('systemd-analyze security rates the unit well', { skip: noOfflineSecurity
   t.ok(score !== undefined, 'an exposure score is printed');
   // Measured 1.5 with systemd 252 (Debian 12); 2.0 leaves room for other systemd versions' weights.
   t.ok(Number(score) <= 2.0, `exposure ${score} <= 2.0`);
+
+  // docs/DEPLOY.md records the score and the systemd version it was measured with: on that version it must match.
+  const deploy = readFileSync(join(repoRoot, 'docs/DEPLOY.md'), 'utf8');
+  const recorded = /rates the unit \*\*(\d+(?:\.\d+)?) "OK"\*\* with systemd (\d+)/.exec(deploy);
+  t.ok(recorded, 'docs/DEPLOY.md records the exposure score');
+  const version = /^systemd (\d+)/m.exec(run('systemd-analyze', ['--version']).stdout)?.[1];
+  if (recorded?.[2] === version) t.equal(recorded?.[1], score, `the recorded score is systemd ${version}'s`);
 });
 
 t.test('the sandbox allows what the media libraries do during a call', { skip: noTrace }, async (t) => {
