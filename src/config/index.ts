@@ -13,3 +13,4 @@ export {
 export { loadConfig, parseConfig, parseConfigText, formatPath, isSecretPath } from './loadConfig.js';
 export { redactConfig, formatConfig, REDACTED } from './redact.js';
 export { pageTokens, pageIds, routeCodecs } from './accessors.js';
+export { configWarnings } from './warnings.js';

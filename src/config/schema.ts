@@ -299,6 +299,20 @@ export const ConfigSchema = z
     checkPortRange(ctx, cfg.media.rtp, ['media', 'rtp']);
     checkPortRange(ctx, cfg.messenger.ice, ['messenger', 'ice']);
     checkPortRange(ctx, cfg.media.internal_ports, ['media', 'internal_ports']);
+    // Each range is bound by a different component; sharing ports makes them fail at random under load.
+    const ranges: [string, { min_port: number; max_port: number }][] = [
+      ['media.rtp', cfg.media.rtp],
+      ['media.internal_ports', cfg.media.internal_ports],
+      ['messenger.ice', cfg.messenger.ice],
+    ];
+    ranges.forEach(([nameA, a], i) => {
+      for (const [nameB, b] of ranges.slice(i + 1)) {
+        const shared = a.min_port !== 0 && b.min_port !== 0 && a.min_port <= b.max_port && b.min_port <= a.max_port;
+        if (shared) {
+          ctx.addIssue({ code: 'custom', path: nameA.split('.'), message: `port range overlaps ${nameB}` });
+        }
+      }
+    });
   });
 
 export type Config = z.infer<typeof ConfigSchema>;

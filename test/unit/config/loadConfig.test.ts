@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError } from '../../../src/core/errors.js';
-import { loadConfig, parseConfigText, redactConfig, formatConfig, pageTokens } from '../../../src/config/index.js';
+import { loadConfig, parseConfigText, redactConfig, formatConfig, pageTokens, configWarnings } from '../../../src/config/index.js';
 
 const examplePath = fileURLToPath(new URL('../../../config/config.example.yaml', import.meta.url));
 
@@ -215,4 +215,28 @@ t.test('redactConfig and formatConfig never show secrets', async (t) => {
   for (const secret of Object.values(exampleEnv)) t.notOk(text.includes(secret), `${secret} not shown`);
   t.match(text, /graph_version: v23\.0/);
   t.match(text, /app_secret: "?\[redacted\]"?/);
+});
+
+t.test('port ranges of different components must not overlap', async (t) => {
+  const text = `${minimal}\nmedia: { rtp: { min_port: 50000, max_port: 50100 } }\n`;
+  t.same(problemsOf(() => parseConfigText(text, {})), ['media.rtp: port range overlaps messenger.ice']);
+});
+
+t.test('configWarnings points at likely mistakes, and the example has none', async (t) => {
+  t.same(configWarnings(loadConfig(examplePath, exampleEnv)), []);
+  const risky = parseConfigText(
+    `${minimal}
+sip: { acl: ["0.0.0.0/0"] }
+admin: { listen: { host: 0.0.0.0 } }
+routes:
+  - { name: vip, match: { psids: ["1"] }, targets: ["sip:a@10.0.0.1", "sip:b@10.0.0.2", "sip:c@10.0.0.3", "sip:d@10.0.0.4"], target_timeout_ms: 20000 }
+`,
+    {},
+  );
+  const warnings = configWarnings(risky);
+  t.ok(warnings.some((w) => w.startsWith('routes: no default route')), warnings.join('\n'));
+  t.ok(warnings.some((w) => w.startsWith('routes[0].targets: ') && w.includes('only the first 2 of 4')));
+  t.ok(warnings.some((w) => w.startsWith('sip.acl: ')));
+  t.ok(warnings.some((w) => w.startsWith('admin.listen.host: ')));
+  t.ok(configWarnings(parseConfigText(minimal, {})).some((w) => w.startsWith('routes: none configured')));
 });
