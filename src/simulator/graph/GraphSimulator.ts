@@ -79,6 +79,11 @@ export interface GraphSimulatorOptions {
   acceptDeadlineMs?: number;
   /** Shape of `session.sdp_response` in accept answers: Meta's examples show both. Default 'string'. */
   acceptAnswerShape?: 'string' | 'object';
+  /**
+   * Meta may follow its answer at once with a renegotiation offer in the same accept response
+   * (`session.sdp_renegotiation`). When given, called after `answerOffer`; a string is sent as that offer.
+   */
+  renegotiateOnAccept?: (ctx: { pageId: string; callId: string; answer: string }) => Promise<string | undefined>;
   /** Permission of people not set with setPermission. Default 'has_permission'. */
   defaultPermission?: PermissionStatus;
   /** Permission requests allowed per person per 24 h (Meta: 2). */
@@ -134,6 +139,7 @@ export class GraphSimulator {
   readonly #webhooks?: WebhookSender;
   readonly #acceptDeadlineMs: number;
   readonly #acceptAnswerShape: 'string' | 'object';
+  readonly #renegotiateOnAccept?: GraphSimulatorOptions['renegotiateOnAccept'];
   readonly #defaultPermission: PermissionStatus;
   readonly #requestsPerDay: number;
   readonly #timers = new Map<string, NodeJS.Timeout>();
@@ -149,6 +155,7 @@ export class GraphSimulator {
     this.#webhooks = options.webhooks;
     this.#acceptDeadlineMs = options.acceptDeadlineMs ?? 60_000;
     this.#acceptAnswerShape = options.acceptAnswerShape ?? 'string';
+    this.#renegotiateOnAccept = options.renegotiateOnAccept;
     this.#defaultPermission = options.defaultPermission ?? 'has_permission';
     this.#requestsPerDay = options.permissionRequestsPerDay ?? 2;
     this.app = Fastify({ loggerInstance: this.#log as FastifyBaseLogger | undefined, logController: new LogController({ disableRequestLogging: true }) });
@@ -461,6 +468,7 @@ export class GraphSimulator {
     if (call.state !== 'ringing') throw this.#stateError(call);
     const sdp = this.#offer(body);
     const answer = await this.#answerOffer({ pageId, callId: call.callId, sdp });
+    const reoffer = this.#renegotiateOnAccept ? await this.#renegotiateOnAccept({ pageId, callId: call.callId, answer }) : undefined;
     // The answer may take a while: the call may have ended meanwhile.
     if (call.state !== 'ringing') throw this.#stateError(call);
     this.#clearTimer(call.callId);
@@ -469,8 +477,12 @@ export class GraphSimulator {
     call.offer = sdp;
     call.answer = answer;
     this.events.safeEmit('accept', { pageId, callId: call.callId, sdp, call });
-    const sdpResponse = this.#acceptAnswerShape === 'string' ? answer : { sdp_type: 'answer', sdp: answer };
-    return { success: true, session: { sdp_response: sdpResponse } };
+    const shaped = (sdp: string, type: 'answer' | 'offer') => (this.#acceptAnswerShape === 'string' ? sdp : { sdp_type: type, sdp });
+    if (reoffer !== undefined) call.mediaVersion += 1;
+    return {
+      success: true,
+      session: { sdp_response: shaped(answer, 'answer'), ...(reoffer !== undefined ? { sdp_renegotiation: shaped(reoffer, 'offer') } : {}) },
+    };
   }
 
   async #reject(pageId: string, body: Record<string, unknown>): Promise<unknown> {
@@ -514,6 +526,10 @@ export class GraphSimulator {
     this.#armDeadline(call);
     this.events.safeEmit('call', call);
     this.events.safeEmit('connect', { pageId, psid, callId: call.callId, sdp, call });
+    // Meta's connect webhook covers business-initiated calls too.
+    this.#sendWebhook(() =>
+      this.#webhooks!.connect({ callId: call.callId, pageId, psid, direction: 'business_initiated', timestamp: Math.floor(call.createdAt / 1000) }),
+    );
     return { success: true, id: call.callId, session: { sdp_response: { sdp_type: 'answer', sdp: answer } } };
   }
 

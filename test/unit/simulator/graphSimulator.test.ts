@@ -102,6 +102,18 @@ t.test('call state machine: accept once, reject only while ringing, terminate af
   t.same(ended, [`${a}:business:Completed:Completed`, `${b}:business:Completed:Rejected`]);
 });
 
+t.test('an accept answer may carry a renegotiation offer', async (t) => {
+  for (const shape of ['string', 'object'] as const) {
+    const { s, calls } = sim(t, { acceptAnswerShape: shape, renegotiateOnAccept: async ({ answer }) => answer.replace('a=sendrecv', 'a=sendonly') });
+    const a = s.startConsumerCall({ pageId: PAGE, psid: PSID });
+    const r = (await calls({ call_id: a, action: 'accept', session: { sdp_type: 'offer', sdp: OFFER } })).json();
+    const reoffer = shape === 'string' ? r.session.sdp_renegotiation : r.session.sdp_renegotiation.sdp;
+    t.match(reoffer, /a=sendonly/, shape);
+    if (shape === 'object') t.equal(r.session.sdp_renegotiation.sdp_type, 'offer');
+    t.equal(s.calls.get(a)?.mediaVersion, 1);
+  }
+});
+
 t.test('the person hanging up ends the call with a duration', async (t) => {
   const { s, calls } = sim(t);
   const a = s.startConsumerCall({ pageId: PAGE, psid: PSID });
@@ -190,23 +202,25 @@ t.test('with a webhook sender, Meta\'s webhooks reach the bridge\'s webhook endp
   const connected = await calls({ platform: 'messenger', to: PSID, action: 'connect', session: { sdp_type: 'offer', sdp: OFFER } });
   const b = connected.json().id as string;
   t.match(connected.json().session.sdp_response, { sdp_type: 'answer', sdp: /a=ice-lite/ });
-  s.consumerRinging(b);
   await next(3);
-  s.consumerAccept(b);
+  t.match(received[2], { kind: 'connect', callId: b, from: PAGE, to: PSID, direction: 'business_initiated' });
+  s.consumerRinging(b);
   await next(4);
-  const version = s.sendMediaUpdate(b, OFFER);
+  s.consumerAccept(b);
   await next(5);
-  s.hangUp(b);
+  const version = s.sendMediaUpdate(b, OFFER);
   await next(6);
-  s.replyPermission(PAGE, PSID, 'approve');
+  s.hangUp(b);
   await next(7);
+  s.replyPermission(PAGE, PSID, 'approve');
+  await next(8);
   t.same(
-    received.slice(2).map((e) => (e.kind === 'call_status' ? `${e.kind}:${e.status}` : e.kind)),
+    received.slice(3).map((e) => (e.kind === 'call_status' ? `${e.kind}:${e.status}` : e.kind)),
     ['call_status:ringing', 'call_status:accepted', 'media_update', 'terminate', 'call_permission_reply'],
   );
-  t.match(received[4], { kind: 'media_update', callId: b, version, session: { sdpType: 'offer', sdp: OFFER } });
-  t.match(received[5], { kind: 'terminate', callId: b, status: 'Completed', duration: Number });
-  t.match(received[6], { kind: 'call_permission_reply', pageId: PAGE, psid: PSID, response: 'approve' });
+  t.match(received[5], { kind: 'media_update', callId: b, version, session: { sdpType: 'offer', sdp: OFFER } });
+  t.match(received[6], { kind: 'terminate', callId: b, status: 'Completed', duration: Number });
+  t.match(received[7], { kind: 'call_permission_reply', pageId: PAGE, psid: PSID, response: 'approve' });
 });
 
 t.test('ended calls are forgotten beyond a bound, live ones never', async (t) => {
