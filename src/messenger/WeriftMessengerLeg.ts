@@ -563,6 +563,9 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
         this.#clearTimer(dtlsTimer);
         this.#fail('dtls', 'DTLS handshake failed', err);
       });
+    }, (err: unknown) => {
+      this.#clearTimer(dtlsTimer);
+      this.#fail('dtls', 'no DTLS certificate', err);
     });
   }
 

@@ -111,6 +111,26 @@ t.test('the offer looks like a browser offer and carries every candidate', async
   t.equal(audio.ssrcs?.[0]?.id, leg.ssrc);
 });
 
+t.test('portRange bounds our ports; announcedIp replaces the address in our candidates', async (t) => {
+  const ranged = new WeriftMessengerLegFactory({
+    iceListenIps: ['127.0.0.1'],
+    announcedIp: '198.51.100.7',
+    portRange: [45100, 45120],
+    log,
+  });
+  const leg = ranged.create({ callId: 'ranged', log });
+  t.teardown(() => leg.close());
+  const audio = sdpTransform.parse(await leg.createOffer()).media[0]!;
+  t.ok((audio.candidates ?? []).length > 0);
+  for (const c of audio.candidates ?? []) {
+    t.ok(c.port >= 45100 && c.port <= 45120, `port ${c.port} in range`);
+    t.equal(c.ip, '198.51.100.7');
+  }
+  t.equal(audio.connection?.ip, '198.51.100.7');
+  t.throws(() => new WeriftMessengerLegFactory({ iceListenIps: ['localhost'], log }), TypeError);
+  t.throws(() => new WeriftMessengerLegFactory({ portRange: [5000, 4000], log }), TypeError);
+});
+
 t.test('connects to an ICE-lite DTLS server and carries a 1 kHz tone both ways', async (t) => {
   const { leg, session } = await connectedPair('tone');
   t.teardown(() => {
