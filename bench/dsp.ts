@@ -21,7 +21,8 @@ function bench(name: string, frame: () => void): void {
   }
   perFrame.sort((a, b) => a - b);
   const us = perFrame[Math.floor(RUNS / 2)]!;
-  process.stdout.write(`${name.padEnd(40)} ${us.toFixed(2).padStart(8)} us/frame  ${((us / 20000) * 100).toFixed(3)} % of a core\n`);
+  const share = ((us / 20000) * 100).toFixed(3);
+  process.stdout.write(`${name.padEnd(40)} ${us.toFixed(2).padStart(8)} us/frame  ${share} % of a core\n`);
 }
 
 const pcm48 = generateTone(1000, 48000, 960, -12);

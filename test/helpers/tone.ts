@@ -1,7 +1,14 @@
 /**
  * Test audio: single tones (re-exported from the media DSP) and a speech-like signal for DTMF talk-off tests.
  */
-export { analyzeTone, generateTone, levelDbfs, peakFrequency, toneEnergy, tonesEnergy } from '../../src/media/dsp/tone.js';
+export {
+  analyzeTone,
+  generateTone,
+  levelDbfs,
+  peakFrequency,
+  toneEnergy,
+  tonesEnergy,
+} from '../../src/media/dsp/tone.js';
 export type { ToneAnalysis } from '../../src/media/dsp/tone.js';
 
 /** Small seeded PRNG (mulberry32): the same seed gives the same audio on every run. */

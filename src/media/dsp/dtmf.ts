@@ -180,7 +180,6 @@ export class DtmfToneGenerator {
       }
     }
   }
-
 }
 
 /** A digit the detector accepted, reported once when it ends. */
@@ -210,9 +209,10 @@ const WINDOW = BLOCKS * BLOCK;
 const HOP_MS = (BLOCK * 1000) / CORE_RATE;
 const WINDOW_MS = (WINDOW * 1000) / CORE_RATE;
 /**
- * Consecutive passing windows that confirm a digit. A window passes when at least 80 % of it is tone, so a tone
- * of D ms passes about (D - 12) / 2.5 windows: 9 windows need about 34 ms. A 30 ms tone (at most 8 windows) is
- * never a digit; a 40 ms tone (11 or 12 windows) always is, with room for edges smeared by a codec.
+ * Passing windows that confirm a digit (dropouts up to 10 ms between them allowed). A window passes when at
+ * least 80 % of it is tone, so a tone of D ms passes about (D - 12) / 2.5 windows: 9 windows need about 34 ms.
+ * A 30 ms tone (at most 8 windows) is never a digit; a 40 ms tone (11 or 12 windows) always is, with room for
+ * edges smeared by a codec.
  */
 const CONFIRM_WINDOWS = 9;
 /**
@@ -254,10 +254,11 @@ function goertzelTonePower(window: Float64Array, hz: number): number {
  * Each 20 ms window (every 2.5 ms) must show: one row and one column tone within `frequencyTolerance` of Q.23
  * (frequency measured from the phase advance between the window's halves, then the power re-measured at the
  * measured frequency), each above `minToneDbfs`, twist within limits, each tone at least 10 dB above the others
- * of its group, the two tones holding 80 % of the power, and weak second harmonics. Nine passing windows in a
- * row (about 34 ms of tone) confirm a digit; dropouts up to 10 ms are bridged; a pause of about 20 ms ends it,
- * and the digit is reported then (about 30 ms after the tone stopped), once, with its duration. Tones of 30 ms
- * or less are never reported, tones of 40 ms or more always are.
+ * of its group, the two tones holding 80 % of the power, and weak second harmonics. Nine passing windows
+ * (about 34 ms of tone) confirm a digit; dropouts up to 10 ms are bridged and frames flagged as packet-loss
+ * concealment are ignored; a pause of about 20 ms ends the digit, which is reported then (about 30 ms after
+ * the tone stopped), once, with its duration. Tones of 30 ms or less are never reported, tones of 40 ms or more
+ * always are.
  */
 export class DtmfToneDetector {
   readonly sampleRate: number;
@@ -474,7 +475,7 @@ export class DtmfToneDetector {
     return KEYPAD[row]![col - 4];
   }
 
-  /** Frequency of the tone near nominal frequency `k`, from the phase advance between the halves; undefined when off. */
+  /** Frequency of the tone near nominal frequency `k`, from the phase advance between the halves; undefined if off. */
   #measuredHz(
     k: number,
     h1Re: Float64Array,

@@ -62,7 +62,8 @@ function designPolyphase(
   const stopHz = lowRate - passHz;
   const transitionHz = stopHz - passHz;
   const cutoffHz = (passHz + stopHz) / 2;
-  const beta = stopbandDb > 50 ? 0.1102 * (stopbandDb - 8.7) : 0.5842 * (stopbandDb - 21) ** 0.4 + 0.07886 * (stopbandDb - 21);
+  const beta =
+    stopbandDb > 50 ? 0.1102 * (stopbandDb - 8.7) : 0.5842 * (stopbandDb - 21) ** 0.4 + 0.07886 * (stopbandDb - 21);
   const deltaOmega = (2 * Math.PI * transitionHz) / highRate;
   const estimate = Math.ceil((stopbandDb - 8) / (2.285 * deltaOmega)) + 1;
   const tapsPerPhase = Math.max(2, Math.ceil(estimate / up));

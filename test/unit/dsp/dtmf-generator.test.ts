@@ -61,10 +61,12 @@ for (const rate of [8000, 48000]) {
       const body = out.subarray(tone![0] + rate / 100, tone![1] - rate / 100);
       const { rowHz, columnHz } = dtmfFrequencies(digit)!;
       const fit = tonesEnergy(body, rate, [rowHz, columnHz]);
-      const [rowDb, colDb] = fit.each.map((e) => 10 * Math.log10((2 * e) / body.length / 32767 ** 2)) as [number, number];
+      const dbfs = (energy: number) => 10 * Math.log10((2 * energy) / body.length / 32767 ** 2);
+      const [rowDb, colDb] = fit.each.map(dbfs) as [number, number];
       t.ok(Math.abs(rowDb - DTMF_TONE_LEVEL_DBFS) < 0.2, `${digit}: ${rowHz} Hz at ${rowDb.toFixed(2)} dBFS`);
       t.ok(Math.abs(colDb - DTMF_TONE_LEVEL_DBFS) < 0.2, `${digit}: ${columnHz} Hz at ${colDb.toFixed(2)} dBFS`);
-      t.ok(fit.tones / fit.total > 0.9999, `${digit}: nothing else in the signal (${(fit.tones / fit.total).toFixed(6)})`);
+      const share = fit.tones / fit.total;
+      t.ok(share > 0.9999, `${digit}: nothing else in the signal (${share.toFixed(6)})`);
     }
   });
 }
@@ -128,7 +130,9 @@ t.test('mixInto adds to the frame, replaceInto replaces it during the tone only'
   t.same(withVoice, voice, 'deterministic');
   let diff = 0;
   const v = speech();
-  for (let i = 0; i < withVoice.length; i++) diff = Math.max(diff, Math.abs(withVoice[i]! - (toneOnly[i]! + v[i % v.length]!)));
+  for (let i = 0; i < withVoice.length; i++) {
+    diff = Math.max(diff, Math.abs(withVoice[i]! - (toneOnly[i]! + v[i % v.length]!)));
+  }
   t.ok(diff <= 1, 'mix = tone + frame');
 
   const replacing = new DtmfToneGenerator(rate);

@@ -5,7 +5,10 @@ import { DtmfToneDetector, DTMF_DIGITS, type DetectedDigit } from '../../../src/
 import { generateTone, speechLike } from '../../helpers/tone.js';
 
 /** Run the injector over `frames` (or silence) until idle; returns the frames sent. */
-function inject(injector: InbandDtmfInjector, source: (i: number) => Int16Array = () => new Int16Array(960)): Int16Array[] {
+function inject(
+  injector: InbandDtmfInjector,
+  source: (i: number) => Int16Array = () => new Int16Array(960),
+): Int16Array[] {
   const sent: Int16Array[] = [];
   for (let i = 0; injector.active && i < 3000; i++) sent.push(injector.process(source(i)));
   for (let i = 0; i < 15; i++) sent.push(source(i)); // the stream goes on after the digits
@@ -64,7 +67,10 @@ t.test('active covers the tone and its pause; frames pass untouched otherwise', 
 
 t.test('replace mode: digits over loud speech are still heard; mix mode keeps the speech', async (t) => {
   const speech = speechLike(3, 48000, 11);
-  const frameOf = (i: number) => speech.slice((i * 960) % (speech.length - 960), ((i * 960) % (speech.length - 960)) + 960);
+  const frameOf = (i: number) => {
+    const at = (i * 960) % (speech.length - 960);
+    return speech.slice(at, at + 960);
+  };
   const replacing = new InbandDtmfInjector();
   replacing.enqueue('4', 100);
   replacing.enqueue('2', 100);

@@ -104,7 +104,8 @@ t.test('round trip 48k -> 8k -> 48k keeps a 1 kHz tone clean', async (t) => {
   const out = new Int16Array(parts.length * 960);
   parts.forEach((p, i) => out.set(p, i * 960));
   const a = analyzeTone(settled(out, 48000), 48000, 1000);
-  t.ok(a.powerRatio > 0.999 && Math.abs(a.levelDbfs - -12) < 0.5, `tone clean (${a.powerRatio.toFixed(5)}, ${a.levelDbfs.toFixed(2)} dBFS)`);
+  const detail = `${a.powerRatio.toFixed(5)}, ${a.levelDbfs.toFixed(2)} dBFS`;
+  t.ok(a.powerRatio > 0.999 && Math.abs(a.levelDbfs - -12) < 0.5, `tone clean (${detail})`);
 });
 
 t.test('same rate copies; odd ratios work; bad rates throw', async (t) => {
