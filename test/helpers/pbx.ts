@@ -23,6 +23,8 @@ export interface DrachtioTarget {
 export interface PbxAnswerPlan {
   /** Refuse with this final status instead of answering. */
   reject?: number;
+  /** Ring (180) and never answer: the app's CANCEL gets 200 and the INVITE 487. */
+  ringForever?: boolean;
   /** Time between 180 and 200 (ms). Default 50. */
   ringMs?: number;
   /** SDP of the 200 OK (the RTP peer's). */
@@ -39,8 +41,10 @@ export interface PbxSeenInvite {
 }
 
 export interface PbxCallEnd {
-  /** Who sent BYE ('none' for a rejected call). */
+  /** Who sent BYE ('none' for a rejected or canceled call). */
   byeFrom: 'pbx' | 'app' | 'none';
+  /** The app CANCELed the INVITE (ringForever plans). */
+  canceled?: boolean;
 }
 
 export interface PbxInbound {
@@ -56,10 +60,18 @@ export interface PbxPlacePlan {
   headers?: Record<string, string>;
   sdp: string;
   hangupAfterMs?: number;
+  /** After the ACK: INFO application/dtmf-relay with this digit, then a re-INVITE with `holdSdp`. */
+  midCall?: { dtmfDigit: string; holdSdp: string };
+}
+
+export interface PbxMidCallResult {
+  infoStatus: number;
+  reinviteStatus: number;
+  reinviteAnswerSdp: string;
 }
 
 export interface PbxPlaced {
-  done: Promise<PbxCallEnd & { status: number; answerSdp: string }>;
+  done: Promise<PbxCallEnd & { status: number; answerSdp: string; midCall?: PbxMidCallResult }>;
 }
 
 export interface PbxSide {
@@ -136,6 +148,10 @@ export async function createDoublePbxSide(existing?: DrachtioDouble): Promise<Pb
           return;
         }
         inv.ringing();
+        if (plan.ringForever) {
+          inv.whenCanceled.then(() => resolveDone({ invite, byeFrom: 'none', canceled: true }), rejectDone);
+          return;
+        }
         setTimeout(() => {
           inv
             .answer(plan.sdp ?? '')
@@ -159,15 +175,22 @@ export async function createDoublePbxSide(existing?: DrachtioDouble): Promise<Pb
       const call = double.pbx.call({ user: plan.user, headers: plan.headers, sdp: plan.sdp });
       const done = call.final.then(async (final) => {
         if (!final.dialog) return { status: final.status, answerSdp: final.sdp, byeFrom: 'none' as const };
+        let midCall: PbxMidCallResult | undefined;
+        if (plan.midCall) {
+          await new Promise((r) => setTimeout(r, 100));
+          const info = await final.dialog.info('application/dtmf-relay', `Signal=${plan.midCall.dtmfDigit}\r\nDuration=160\r\n`);
+          const reinvite = await final.dialog.reinvite(plan.midCall.holdSdp);
+          midCall = { infoStatus: info.status, reinviteStatus: reinvite.status, reinviteAnswerSdp: reinvite.body };
+        }
         if (plan.hangupAfterMs !== undefined) {
           await new Promise((r) => setTimeout(r, plan.hangupAfterMs));
           if (!final.dialog.ended) {
             await final.dialog.bye();
-            return { status: final.status, answerSdp: final.sdp, byeFrom: 'pbx' as const };
+            return { status: final.status, answerSdp: final.sdp, byeFrom: 'pbx' as const, midCall };
           }
         }
         await final.dialog.waitForBye(30_000);
-        return { status: final.status, answerSdp: final.sdp, byeFrom: 'app' as const };
+        return { status: final.status, answerSdp: final.sdp, byeFrom: 'app' as const, midCall };
       });
       return { done };
     },
@@ -256,9 +279,9 @@ export async function createSippPbxSide(real: { drachtio: DrachtioTarget; sip: {
     dirs.push(dir);
     return dir;
   };
-  const after = async (hangupAfterMs: number | undefined, who: 'uas' | 'uac'): Promise<string> =>
+  const after = async (hangupAfterMs: number | undefined, who: 'uas' | 'uac', byeCseq = 2): Promise<string> =>
     hangupAfterMs !== undefined
-      ? scenario(`after-send-bye-${who}.xml.part`, { HOLD_MS: String(hangupAfterMs) })
+      ? scenario(`after-send-bye-${who}.xml.part`, { HOLD_MS: String(hangupAfterMs), BYE_CSEQ: String(byeCseq) })
       : scenario('after-wait-bye.xml.part', { WAIT_BYE_MS: String((SIPP_TIMEOUT_S - 2) * 1000) });
 
   return {
@@ -271,7 +294,9 @@ export async function createSippPbxSide(real: { drachtio: DrachtioTarget; sip: {
       const file = path.join(dir, 'uas.xml');
       const xml = plan.reject
         ? await scenario('uas-reject.xml', { STATUS: String(plan.reject), REASON: 'Rejected' })
-        : await scenario('uas-answer.xml', {
+        : plan.ringForever
+          ? await scenario('uas-ring-cancel.xml', {})
+          : await scenario('uas-answer.xml', {
             RING_MS: String(plan.ringMs ?? 50),
             INVITE_ACTIONS: plan.hangupAfterMs !== undefined ? await scenario('invite-actions-keep-tags.xml.part', {}) : '',
             SDP: indent(plan.sdp ?? ''),
@@ -286,10 +311,11 @@ export async function createSippPbxSide(real: { drachtio: DrachtioTarget; sip: {
         if (r.exitCode !== 0 || !inviteMsg) {
           throw new Error(`sipp UAS failed (exit ${r.exitCode}): ${r.stderr.slice(-500)}`);
         }
-        const byeFrom = plan.reject ? 'none' : plan.hangupAfterMs !== undefined ? 'pbx' : 'app';
+        const byeFrom = plan.reject || plan.ringForever ? 'none' : plan.hangupAfterMs !== undefined ? 'pbx' : 'app';
         return {
           invite: { requestUri: inviteMsg.uri, header: (n: string) => inviteMsg.get(n), sdp: inviteMsg.body },
           byeFrom,
+          ...(plan.ringForever ? { canceled: true } : {}),
         } as PbxCallEnd & { invite: PbxSeenInvite };
       });
       return { targetUri: `sip:pbx@127.0.0.1:${port}`, done };
@@ -301,10 +327,11 @@ export async function createSippPbxSide(real: { drachtio: DrachtioTarget; sip: {
       const headers = Object.entries(plan.headers ?? {})
         .map(([n, v]) => `      ${n}: ${v}`)
         .join('\n');
-      await writeFile(
-        file,
-        await scenario('uac-call.xml', { HEADERS: headers, SDP: indent(plan.sdp), AFTER: await after(plan.hangupAfterMs, 'uac') }),
-      );
+      const midCall = plan.midCall
+        ? await scenario('midcall-info-reinvite-uac.xml.part', { DIGIT: plan.midCall.dtmfDigit, HOLD_SDP: indent(plan.midCall.holdSdp) })
+        : '';
+      const afterPart = await after(plan.hangupAfterMs, 'uac', plan.midCall ? 5 : 2);
+      await writeFile(file, await scenario('uac-call.xml', { HEADERS: headers, SDP: indent(plan.sdp), AFTER: midCall + '\n' + afterPart }));
       const target = `${real.sip.address.includes(':') ? `[${real.sip.address}]` : real.sip.address}:${real.sip.port}`;
       const run = runSipp([target, '-sf', file, '-s', plan.user, '-i', '127.0.0.1', '-p', String(port)], dir);
       const done = run.then((r) => {
@@ -313,7 +340,15 @@ export async function createSippPbxSide(real: { drachtio: DrachtioTarget; sip: {
         if (!final) throw new Error(`sipp UAC got no final response (exit ${r.exitCode}): ${r.stderr.slice(-500)}`);
         if (final.status >= 300) return { status: final.status, answerSdp: '', byeFrom: 'none' as const };
         if (r.exitCode !== 0) throw new Error(`sipp UAC failed after ${final.status} (exit ${r.exitCode}): ${r.stderr.slice(-500)}`);
-        return { status: final.status, answerSdp: final.body, byeFrom: plan.hangupAfterMs !== undefined ? ('pbx' as const) : ('app' as const) };
+        let midCall: PbxMidCallResult | undefined;
+        if (plan.midCall) {
+          const finalFor = (method: string): SipMsg | undefined =>
+            r.messages.find((m) => m.direction === 'received' && m.msg.kind === 'response' && m.msg.cseq.method === method && m.msg.status >= 200 && m.msg.cseq.seq > 1)?.msg;
+          const info = finalFor('INFO');
+          const reinvite = finalFor('INVITE');
+          midCall = { infoStatus: info?.status ?? 0, reinviteStatus: reinvite?.status ?? 0, reinviteAnswerSdp: reinvite?.body ?? '' };
+        }
+        return { status: final.status, answerSdp: final.body, byeFrom: plan.hangupAfterMs !== undefined ? ('pbx' as const) : ('app' as const), midCall };
       });
       return { done };
     },

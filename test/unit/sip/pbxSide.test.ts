@@ -74,6 +74,51 @@ for (const backend of pbxBackends()) {
       await inbound.done;
     });
 
+    t.test('a target that only rings is CANCELed at its timeout and the next target answers', async (t) => {
+      const ringing = await pbx.expectInvite({ ringForever: true });
+      const answering = await pbx.expectInvite({ sdp: sdp(41020), ringMs: 10 });
+      const result = await leg.invite({
+        targets: [ringing.targetUri, answering.targetUri],
+        headers: {},
+        sdp: sdp(40020),
+        targetTimeoutMs: 700,
+        signal: AbortSignal.timeout(10_000),
+      });
+      t.equal(result.target, answering.targetUri);
+      const first = await ringing.done;
+      t.equal(first.canceled, true, 'the ringing target saw CANCEL');
+      await result.dialog.end();
+      t.equal((await answering.done).byeFrom, 'app');
+    });
+
+    t.test('inbound call with INFO DTMF and a hold re-INVITE mid-call', async (t) => {
+      const incoming = leg.waitFor('invite', AbortSignal.timeout(10_000));
+      const placed = await pbx.placeCall({
+        user: '5550001',
+        sdp: sdp(41022),
+        hangupAfterMs: 100,
+        midCall: { dtmfDigit: '7', holdSdp: sdp(41022).replace('o=- 7 1', 'o=- 7 2') + 'a=sendonly\r\n' },
+      });
+      const [call] = await incoming;
+      const dialog = await call.answer(sdp(40022));
+      const offers: string[] = [];
+      dialog.setReinviteHandler((offer) => {
+        offers.push(offer);
+        return sdp(40022).replace('o=- 7 1', 'o=- 7 2') + 'a=recvonly\r\n';
+      });
+      const digits: string[] = [];
+      dialog.on('dtmf', (e) => digits.push(e.digit));
+      const bye = dialog.waitFor('bye', AbortSignal.timeout(10_000));
+      const end = await placed.done;
+      await bye;
+      t.same(digits, ['7']);
+      t.equal(offers.length, 1);
+      t.match(offers[0]!, /a=sendonly/);
+      t.equal(end.midCall?.infoStatus, 200);
+      t.equal(end.midCall?.reinviteStatus, 200);
+      t.match(end.midCall?.reinviteAnswerSdp ?? '', /a=recvonly/);
+    });
+
     t.test('inbound call: PSID from the Request-URI, answered; the PBX hangs up', async (t) => {
       const incoming = leg.waitFor('invite', AbortSignal.timeout(10_000));
       const placed = await pbx.placeCall({ user: '1122334455', headers: { 'X-Messenger-Page-ID': '6677' }, sdp: sdp(41016), hangupAfterMs: 200 });
