@@ -13,7 +13,7 @@
  */
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { isWeriftDtlsFixApplied } from '../src/messenger/dtlsFix.js';
+import { isWeriftDtlsFixApplied, warmUpWeriftEcdhe } from '../src/messenger/dtlsFix.js';
 import { WeriftMessengerLegFactory } from '../src/messenger/index.js';
 import {
   MediasoupPeer,
@@ -46,13 +46,16 @@ const factory = new WeriftMessengerLegFactory({
   weriftDtlsFix: withFix,
 });
 await factory.prepare();
+// What the daemon does at start-up: otherwise the first handshake also builds the P-256 tables (~1 s).
+const warmUpMs = await warmUpWeriftEcdhe();
 if (isWeriftDtlsFixApplied() !== withFix) throw new Error('the werift DTLS client fix is not in the state asked for');
 
 const peerNames = values.peer === 'both' ? ['rtpengine', 'mediasoup'] : [values.peer ?? 'both'];
 const out = (line: string): void => void process.stdout.write(`${line}\n`);
 out(
   `werift DTLS client fix: ${withFix ? 'applied' : 'NOT applied'}; ${calls} calls per peer` +
-    (values.reorder ? '; final flight reordered on the wire' : ''),
+    (values.reorder ? '; final flight reordered on the wire' : '') +
+    `; P-256 warm-up ${warmUpMs === undefined ? 'not possible' : `${warmUpMs.toFixed(0)} ms`}`,
 );
 
 let allOk = true;

@@ -28,6 +28,10 @@
  * now ends the retransmission loop at once; werift kept it (and a timer holding the process) running for up to
  * ~27 s after a failed leg was closed.
  *
+ * Cost of a handshake: werift does its ECDHE on P-256 in pure JavaScript (@noble/curves): about 20-25 ms of CPU per
+ * handshake on the event loop, and about 1 s more for the very first one (noble builds its base-point tables then).
+ * `warmUpWeriftEcdhe()` pays that first cost at start-up instead of during the first call.
+ *
  * Apply once per process before the first connection: `applyWeriftDtlsFix()`. It patches werift's `DtlsClient` and
  * `RTCDtlsTransport` prototypes; it is idempotent. Servers (`DtlsServer`) are not touched.
  */
@@ -373,4 +377,32 @@ export function applyWeriftDtlsFix(options: WeriftDtlsFixOptions = {}): void {
   retransmissionPatched = patchRetransmission();
   clientProto[patched] = true;
   appliedOptions = config;
+}
+
+/**
+ * Build @noble/curves' P-256 base-point tables now (werift's ECDHE uses that library; the first key pair otherwise
+ * costs ~1 s of CPU inside the first call's handshake). Call at start-up; resolves with the time it took in ms, or
+ * undefined when the library is not where werift would load it from (then nothing is warmed, nothing breaks).
+ */
+export async function warmUpWeriftEcdhe(): Promise<number | undefined> {
+  // A transitive dependency of werift: the specifier is resolved at run time, the same way werift's bundle does.
+  const specifier = '@noble/curves/p256';
+  let curve: NobleP256 | undefined;
+  try {
+    curve = ((await import(specifier)) as { p256?: NobleP256 }).p256;
+  } catch {
+    return undefined;
+  }
+  if (!curve) return undefined;
+  const started = performance.now();
+  const a = curve.utils.randomPrivateKey();
+  const b = curve.utils.randomPrivateKey();
+  curve.getSharedSecret(a, curve.getPublicKey(b, false));
+  return performance.now() - started;
+}
+
+interface NobleP256 {
+  utils: { randomPrivateKey(): Uint8Array };
+  getPublicKey(privateKey: Uint8Array, isCompressed?: boolean): Uint8Array;
+  getSharedSecret(privateKey: Uint8Array, publicKey: Uint8Array, isCompressed?: boolean): Uint8Array;
 }

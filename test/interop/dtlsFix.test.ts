@@ -5,6 +5,10 @@
 import t from 'tap';
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import {
+  applyWeriftDtlsFix,
+  isWeriftDtlsFixApplied,
+  isWeriftRetransmissionPatched,
+  warmUpWeriftEcdhe,
   DtlsRecordWriter,
   parseDtlsRecords,
   serializeDtlsRecord,
@@ -160,4 +164,13 @@ t.test('an AES-GCM record re-sealed under a new number opens with the new number
   t.equal(out!.sequenceNumber, 0);
   t.same(open(out!), finished, 'decrypts under its new number');
   t.throws(() => open({ ...out!, sequenceNumber: 6 }), 'does not authenticate under the old number');
+});
+
+t.test('the patch finds the werift internals it needs (guards a werift upgrade)', async (t) => {
+  applyWeriftDtlsFix();
+  applyWeriftDtlsFix();
+  t.ok(isWeriftDtlsFixApplied(), 'client patched');
+  t.ok(isWeriftRetransmissionPatched(), "werift's Flight.transmit found and replaced");
+  const ms = await warmUpWeriftEcdhe();
+  t.type(ms, 'number', "werift's P-256 library found and warmed up");
 });

@@ -7,7 +7,7 @@
 import t from 'tap';
 import { pino } from 'pino';
 import { MessengerLegError } from '../../src/core/errors.js';
-import { applyWeriftDtlsFix } from '../../src/messenger/dtlsFix.js';
+import { applyWeriftDtlsFix, warmUpWeriftEcdhe } from '../../src/messenger/dtlsFix.js';
 import { WeriftMessengerLegFactory } from '../../src/messenger/index.js';
 import {
   MediasoupPeer,
@@ -20,6 +20,7 @@ import {
 } from './harness.js';
 
 applyWeriftDtlsFix();
+await warmUpWeriftEcdhe();
 
 const CALLS = Number(process.env['INTEROP_CALLS'] ?? 10);
 const log = pino({ level: 'silent' });
