@@ -54,6 +54,8 @@ export class MessengerStream {
   #ts = randomSsrc();
   #format?: MessengerStreamFormat;
   #ticker?: NodeJS.Timeout;
+  #lastTickAt?: number;
+  #fillPending?: NodeJS.Immediate;
   #closed = false;
 
   #lastSentAt?: number;
@@ -173,6 +175,8 @@ export class MessengerStream {
     this.#closed = true;
     if (this.#ticker) clearInterval(this.#ticker);
     this.#ticker = undefined;
+    if (this.#fillPending) clearImmediate(this.#fillPending);
+    this.#fillPending = undefined;
     this.#teSender?.close();
     this.#teSender = undefined;
     this.#tone?.clear();
@@ -202,6 +206,20 @@ export class MessengerStream {
   }
 
   #tick(): void {
+    if (this.#closed || !this.#format) return;
+    const now = performance.now();
+    const stalled = this.#lastTickAt !== undefined && now - this.#lastTickAt > TICK_MS * 2.5;
+    this.#lastTickAt = now;
+    // After an event-loop stall timers run before the I/O that queued up meanwhile: give the PBX's audio one
+    // more tick rather than cutting into it with silence. Otherwise decide after this turn's I/O.
+    if (stalled || this.#fillPending) return;
+    this.#fillPending = setImmediate(() => {
+      this.#fillPending = undefined;
+      this.#fill();
+    });
+  }
+
+  #fill(): void {
     if (this.#closed || !this.#format) return;
     const now = performance.now();
     const toneActive = this.#tone?.active ?? false;

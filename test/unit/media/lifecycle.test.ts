@@ -187,6 +187,7 @@ t.test('close() frees router, transports, sockets, timers and listeners; it is i
   const after = countResources();
   t.equal(after.UDPWrap ?? 0, before.UDPWrap ?? 0, 'no UDP socket left');
   t.equal(after.Timeout ?? 0, before.Timeout ?? 0, 'no timer left');
+  t.equal(after.Immediate ?? 0, before.Immediate ?? 0, 'no immediate left');
   t.throws(() => media.createPbxOffer(), { code: 'CLOSED' });
 });
 
