@@ -38,14 +38,18 @@ t.test('timestamps toward Meta follow the wall clock across silence, PBX audio a
   const headers = leg.sent.map((p) => parseRtp(p)!);
   t.equal(new Set(headers.map((h) => h.ssrc)).size, 1, 'one SSRC throughout');
   const first = headers[0]!;
+  const driftAt = (i: number): number =>
+    (((headers[i]!.timestamp - first.timestamp) >>> 0) * 1000) / 48000 - (arrivals[i]! - arrivals[0]!);
   let worst = 0;
   for (let i = 1; i < headers.length; i++) {
     t.equal((headers[i]!.sequenceNumber - headers[i - 1]!.sequenceNumber) & 0xffff, 1);
     t.ok(((headers[i]!.timestamp - headers[i - 1]!.timestamp) | 0) > 0, 'timestamps never stuck or backwards');
-    const mediaMs = (((headers[i]!.timestamp - first.timestamp) >>> 0) * 1000) / 48000;
-    worst = Math.max(worst, Math.abs(mediaMs - (arrivals[i]! - arrivals[0]!)));
+    worst = Math.max(worst, Math.abs(driftAt(i)));
   }
-  t.ok(worst < 80, `media clock stays within 80 ms of the wall clock (worst ${worst.toFixed(1)} ms)`);
+  // Packets delayed by a stalled (loaded) machine arrive late but keep their media time: allow that, not drift.
+  const end = Math.abs(driftAt(headers.length - 1));
+  t.ok(end < 60, `media clock ends within 60 ms of the wall clock (${end.toFixed(1)} ms)`);
+  t.ok(worst < 200, `media clock never strays far from the wall clock (worst ${worst.toFixed(1)} ms)`);
   t.ok(headers.filter((h) => h.marker).length <= 3, 'marker only at the start of talkspurts');
 });
 
@@ -205,11 +209,12 @@ t.test('symmetric RTP: with comedia the PBX audio goes where its packets come fr
     natPeer.setRemote('127.0.0.1', media.pbxPort);
     natPeer.startTone(1000);
     leg.core.startTone(1000);
-    await sleep(600);
+    if (comedia) await until(() => natPeer.packetsReceived > 10, 5000, 'audio at the NAT source');
+    else await until(() => sdpPeer.packetsReceived > 10, 5000, 'audio at the SDP address');
     natPeer.stopTone();
     const latched = natPeer.packetsReceived;
     const announced = sdpPeer.packetsReceived;
-    if (comedia) t.ok(latched > 10 && announced <= 5, `comedia: NAT source gets ${latched}, SDP address ${announced}`);
-    else t.ok(announced > 10 && latched === 0, `no comedia: SDP address gets ${announced}, NAT source ${latched}`);
+    if (comedia) t.ok(announced <= 5, `comedia: NAT source gets ${latched}, SDP address ${announced}`);
+    else t.equal(latched, 0, `no comedia: SDP address gets ${announced}, NAT source ${latched}`);
   }
 });
