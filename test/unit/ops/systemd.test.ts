@@ -230,10 +230,13 @@ function traceUnavailable(): string | false {
   if (noSystemdAnalyze) return noSystemdAnalyze;
   if (!hasCommand('strace')) return 'strace is missing (Debian package strace)';
   if (workerBin === undefined || !existsSync(workerBin)) return `no mediasoup worker at ${workerBin}`;
-  const probe = run('strace', ['-qq', '-o', '/dev/null', process.execPath, '-e', '0']);
+  const probe = run('strace', ['-f', '--seccomp-bpf', '-qq', '-o', '/dev/null', '-e', 'trace=execve', process.execPath, '-e', '0']);
   return probe.status === 0 ? false : `strace cannot trace here: ${probe.stderr.trim()}`;
 }
 const noTrace = traceUnavailable();
+const noLayout = existsSync(join(repoRoot, 'node_modules/.bin/esbuild'))
+  ? false
+  : 'node_modules/.bin/esbuild (from tsx) is missing: cannot lay out dist/ quickly';
 
 const esbuildBin = join(repoRoot, 'node_modules/.bin/esbuild');
 
@@ -301,10 +304,62 @@ function allowedSyscalls(): Set<string> {
   return allowed;
 }
 
+/** System calls the audit must see even though the filter allows them: sockets, files written, the start. */
+const WATCHED_SYSCALLS = ['execve', 'socket', 'open', 'openat', 'openat2', 'creat', 'mkdir', 'mkdirat', 'unlink',
+  'unlinkat', 'rename', 'renameat', 'renameat2'];
+
+/**
+ * strace arguments for the audit. With --seccomp-bpf the traced process stops only on the system calls traced:
+ * those outside the unit's filter and the watched ones, so it runs at nearly its normal speed.
+ */
+function auditStraceArgs(tracePath: string): string[] {
+  const quiet = [...allowedSyscalls()].filter((s) => !WATCHED_SYSCALLS.includes(s)).map((s) => `?${s}`);
+  return ['-f', '--seccomp-bpf', '-qq', '-o', tracePath, '-e', `trace=!${quiet.join(',')}`];
+}
+
+let installDir: string | undefined;
+
+/**
+ * /opt/messenger-sip-bridge as the unit (and the image) sees it: package.json, dist/ transpiled from src/,
+ * node_modules. Built once per run; esbuild transpiles without type-checking, which is all a run needs.
+ */
+function installLayout(t: Assertions): string {
+  if (installDir !== undefined) return installDir;
+  const dir = mkdtempSync(join(scratch, 'opt-'));
+  const sources = filesUnder(join(repoRoot, 'src')).filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'));
+  const built = spawnSync(
+    ...clean({ PATH: process.env.PATH }, esbuildBin, [
+      ...sources,
+      `--outdir=${join(dir, 'dist')}`,
+      `--outbase=${join(repoRoot, 'src')}`,
+      '--format=esm',
+      '--platform=node',
+      '--target=node20',
+      '--log-level=error',
+    ]),
+    { encoding: 'utf8', timeout: 60_000 },
+  );
+  t.ok(built.status === 0, `src/ transpiles into ${dir}/dist ${built.stderr}`);
+  copyFileSync(join(repoRoot, 'package.json'), join(dir, 'package.json'));
+  symlinkSync(join(repoRoot, 'node_modules'), join(dir, 'node_modules'));
+  installDir = dir;
+  return dir;
+}
+
+/** The unit's ExecStart argv, moved into an install layout at `dir`; `config` replaces the config file. */
+function daemonArgv(dir: string, config?: string): string[] {
+  const [, script, ...args] = unitExecStart;
+  return [
+    process.execPath,
+    join(dir, relative(one('Service', 'WorkingDirectory') ?? '', script ?? '')),
+    ...args.map((a) => (config !== undefined && a.endsWith('.yaml') ? config : a)),
+  ];
+}
+
 /** Checks an `strace -f` log against the unit's system call filter, socket families and read-only file system. */
 function auditTrace(t: Assertions, trace: string): void {
   const used = new Set([...trace.matchAll(/^\d+\s+([a-z0-9_]+)\(/gm)].map((m) => m[1] ?? ''));
-  t.ok(used.has('execve') && used.has('socket'), 'the trace holds the process');
+  t.ok(used.has('execve') && used.has('socket') && used.has('openat'), 'the trace holds the process');
 
   const allowed = allowedSyscalls();
   t.ok(allowed.has('read') && allowed.has('socket'), 'the allow-list resolved');
@@ -381,20 +436,23 @@ t.test('the unit restarts on crashes, never on config errors, and drains on stop
   t.same(words('Install', 'WantedBy'), ['multi-user.target']);
 });
 
-t.test('an invalid configuration ends the daemon with a status the unit does not restart', async (t) => {
-  const dir = mkdtempSync(join(scratch, 'config-'));
-  const config = join(dir, 'config.yaml');
-  writeFileSync(config, 'meta:\n  app_secret: x\n');
-  const [, script, ...args] = unitExecStart;
-  const source = join(repoRoot, 'src', basename(script ?? '').replace(/\.js$/, '.ts'));
-  const daemonArgs = args.map((a) => (a === '/etc/messenger-sip-bridge/config.yaml' ? config : a));
-  const result = spawnSync(
-    ...clean({ PATH: process.env.PATH, ...unitEnv }, process.execPath, ['--import', 'tsx', source, ...daemonArgs]),
-    { cwd: repoRoot, encoding: 'utf8', timeout: 30_000 },
-  );
-  t.ok(words('Service', 'RestartPreventExitStatus').includes(String(result.status)), `exit status ${result.status}`);
-  t.match(result.stderr, /pages/, 'the problem is reported');
-});
+t.test(
+  'an invalid configuration ends the daemon with a status the unit does not restart',
+  { skip: noLayout },
+  async (t) => {
+    const config = join(scratch, 'invalid-config.yaml');
+    writeFileSync(config, 'meta:\n  app_secret: x\n');
+    const dir = installLayout(t);
+    const argv = daemonArgv(dir, config);
+    const result = spawnSync(...clean({ PATH: process.env.PATH, ...unitEnv }, process.execPath, argv.slice(1)), {
+      cwd: dir,
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    t.ok(words('Service', 'RestartPreventExitStatus').includes(String(result.status)), `exit status ${result.status}`);
+    t.match(result.stderr, /pages/, 'the problem is reported');
+  },
+);
 
 t.test('the unit is sandboxed', async (t) => {
   const expected: Record<string, string> = {
@@ -468,73 +526,46 @@ t.test('systemd-analyze security rates the unit well', { skip: noOfflineSecurity
   if (recorded?.[2] === version) t.equal(recorded?.[1], score, `the recorded score is systemd ${version}'s`);
 });
 
-t.test('the sandbox allows what the media libraries do during a call', { skip: noTrace }, async (t) => {
-  const dir = mkdtempSync(join(scratch, 'strace-'));
-  const configFile = join(dir, 'config.yaml');
-  writeFileSync(configFile, 'answer: 42\n');
-  const workload = join(dir, 'workload.mjs');
-  writeFileSync(workload, WORKLOAD);
-  const tracePath = join(dir, 'trace.txt');
-
-  // The environment systemd gives the unit: PATH and the unit's Environment= only.
+t.test('a whole call through the daemon stays inside the sandbox', { skip: noTrace || noLayout }, async (t) => {
+  // The CLI's demo: a simulated Meta calls, the daemon bridges it through a drachtio double to a SIP peer, tones
+  // cross both ways, the person hangs up. It runs the daemon's own call path (webhook, Graph, werift ICE and DTLS,
+  // mediasoup, Opus and G.711, SIP) in the install layout, with the unit's environment.
+  const dir = installLayout(t);
+  const tracePath = join(scratch, 'demo-trace.txt');
+  const [node, script] = daemonArgv(dir);
   const child = spawn(
     ...clean({ PATH: process.env.PATH, ...unitEnv }, 'strace', [
-      '-f',
-      '-qq',
-      '-o',
-      tracePath,
-      process.execPath,
-      workload,
-      repoRoot,
-      configFile,
+      ...auditStraceArgs(tracePath),
+      node ?? process.execPath,
+      script ?? '',
+      'demo',
+      '--duration',
+      '1',
     ]),
-    { stdio: 'pipe' },
+    { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] },
   );
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
-  child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 45_000);
+  let output = '';
+  child.stdout.on('data', (b: Buffer) => (output += b.toString()));
+  child.stderr.on('data', (b: Buffer) => (output += b.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 50_000);
   const status = await new Promise<number | null>((resolve) => child.once('close', resolve));
   clearTimeout(timer);
-  t.equal(status, 0, `workload exits 0 ${stderr.trim().slice(-500)}`);
-
-  // The workload exercised the paths it claims to.
-  const summaryLine = stdout.trim().split('\n').at(-1) ?? '{}';
-  const summary = JSON.parse(summaryLine) as Record<string, boolean>;
-  for (const step of ['sighup', 'dtls', 'rtp', 'opus', 'http', 'metrics', 'dns', 'config', 'thread']) {
-    t.equal(summary[step], true, `workload step ${step}`);
-  }
-
+  // The audit needs the call to have happened, not the demo's audio verdict (its tone checks can miss on a
+  // loaded machine): it must end by itself, after the Messenger leg came up and the call was released.
+  t.ok(status === 0 || status === 1, `the demo ends by itself (status ${status})\n${output}`);
+  t.match(output, /ok\s+Messenger leg up/, 'the Messenger leg (ICE, DTLS) came up');
+  t.match(output, /ok\s+call released/, 'the call was released');
   auditTrace(t, readFileSync(tracePath, 'utf8'));
 });
 
 t.test(
   'the daemon, laid out as installed and started like the unit does, reloads on SIGHUP and stops cleanly on SIGTERM',
-  { skip: existsSync(esbuildBin) ? false : `no ${esbuildBin} to transpile src/ quickly` },
+  { skip: noLayout },
   async (t) => {
-    // /opt/messenger-sip-bridge as the unit sees it: package.json, dist/ built from src/, node_modules.
-    const installDir = mkdtempSync(join(scratch, 'opt-'));
-    const sources = filesUnder(join(repoRoot, 'src')).filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'));
-    const outDir = join(installDir, 'dist');
-    const built = spawnSync(
-      ...clean({ PATH: process.env.PATH }, esbuildBin, [
-        ...sources,
-        `--outdir=${outDir}`,
-        `--outbase=${join(repoRoot, 'src')}`,
-        '--format=esm',
-        '--platform=node',
-        '--target=node20',
-        '--log-level=error',
-      ]),
-      { encoding: 'utf8', timeout: 60_000 },
-    );
-    t.equal(built.status, 0, `src/ transpiles ${built.stderr}`);
-    copyFileSync(join(repoRoot, 'package.json'), join(installDir, 'package.json'));
-    symlinkSync(join(repoRoot, 'node_modules'), join(installDir, 'node_modules'));
+    const dir = installLayout(t);
 
     const [webhookPort, adminPort, drachtioPort] = await Promise.all([freePort(), freePort(), freePort()]);
-    const configPath = join(installDir, 'config.yaml');
+    const configPath = join(scratch, 'daemon-config.yaml');
     writeFileSync(
       configPath,
       [
@@ -547,19 +578,14 @@ t.test(
         '',
       ].join('\n'),
     );
-    const [, script, ...args] = unitExecStart;
-    const daemonArgv = [
-      process.execPath,
-      join(installDir, relative(one('Service', 'WorkingDirectory') ?? '', script ?? '')),
-      ...args.map((a) => (a.endsWith('.yaml') ? configPath : a)),
-    ];
-    const tracePath = join(installDir, 'trace.txt');
+    const argv = daemonArgv(dir, configPath);
+    const tracePath = join(scratch, 'daemon-trace.txt');
     const env = { PATH: process.env.PATH, ...unitEnv };
     const [cmd, cmdArgs] =
       noTrace === false
-        ? clean(env, 'strace', ['-f', '-qq', '-o', tracePath, ...daemonArgv])
-        : clean(env, process.execPath, daemonArgv.slice(1));
-    const child = spawn(cmd, cmdArgs, { cwd: installDir, stdio: ['ignore', 'pipe', 'pipe'] });
+        ? clean(env, 'strace', [...auditStraceArgs(tracePath), ...argv])
+        : clean(env, process.execPath, argv.slice(1));
+    const child = spawn(cmd, cmdArgs, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     child.stdout.on('data', (b: Buffer) => (output += b.toString()));
     child.stderr.on('data', (b: Buffer) => (output += b.toString()));
@@ -836,116 +862,3 @@ t.test('the deployment files name no host other than loopback', async (t) => {
     );
   }
 });
-
-// A process that does, in small, what the daemon does during a call: the mediasoup worker with WebRTC, plain and
-// direct transports; werift as full-ICE DTLS client against it; Opus; UDP; an HTTP server and client; metrics;
-// DNS; reading a YAML config; a worker thread; SIGHUP. Prints which steps worked as one JSON line.
-const WORKLOAD = String.raw`
-import { createRequire } from 'node:module';
-import dgram from 'node:dgram';
-import os from 'node:os';
-import dns from 'node:dns/promises';
-import crypto from 'node:crypto';
-import { readFile } from 'node:fs/promises';
-import { Worker } from 'node:worker_threads';
-
-const [root, configFile] = process.argv.slice(2);
-const req = createRequire(root + '/package.json');
-const load = (name) => import(req.resolve(name));
-const done = {};
-const within = (ms, p) => Promise.race([p, new Promise((resolve) => setTimeout(() => resolve(false), ms))]);
-
-const mediasoup = await load('mediasoup');
-const { RTCPeerConnection, RTCRtpCodecParameters } = await load('werift');
-const fastify = (await load('fastify')).default;
-const pino = (await load('pino')).default;
-const prom = await load('prom-client');
-const yaml = await load('yaml');
-const opus = await load('@evan/opus');
-
-const log = pino({ level: 'warn' });
-log.warn({ cpus: os.cpus().length, parallel: os.availableParallelism(), ifs: Object.keys(os.networkInterfaces()).length }, 'start');
-const hup = new Promise((resolve) => process.once('SIGHUP', () => resolve(true)));
-process.kill(process.pid, 'SIGHUP');
-done.sighup = await within(2000, hup);
-
-const worker = await mediasoup.createWorker({ rtcMinPort: 47000, rtcMaxPort: 47999, logLevel: 'warn' });
-const router = await worker.createRouter({ mediaCodecs: [
-  { kind: 'audio', mimeType: 'audio/opus', clockRate: 48000, channels: 2 },
-  { kind: 'audio', mimeType: 'audio/PCMU', clockRate: 8000 },
-] });
-const wrt = await router.createWebRtcTransport({ listenIps: [{ ip: '127.0.0.1' }], enableUdp: true });
-const plain = await router.createPlainTransport({ listenIp: { ip: '127.0.0.1' }, rtcpMux: true, comedia: false });
-const direct = await router.createDirectTransport();
-
-const pc = new RTCPeerConnection({
-  iceServers: [], iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' },
-  iceAdditionalHostAddresses: ['127.0.0.1'], iceFilterCandidatePair: (p) => p.remoteCandidate.host === '127.0.0.1',
-  codecs: { audio: [new RTCRtpCodecParameters({ mimeType: 'audio/opus', clockRate: 48000, channels: 2, payloadType: 111 })] },
-});
-pc.addTransceiver('audio', { direction: 'sendrecv' });
-await pc.setLocalDescription(await pc.createOffer());
-await within(5000, new Promise((resolve) => {
-  if (pc.iceGatheringState === 'complete') resolve(true);
-  else pc.iceGatheringStateChange.subscribe((s) => { if (s === 'complete') resolve(true); });
-}));
-const fp = /a=fingerprint:(\S+) (\S+)/.exec(pc.localDescription.sdp);
-await wrt.connect({ dtlsParameters: { role: 'client', fingerprints: [{ algorithm: fp[1], value: fp[2] }] } });
-const f = wrt.dtlsParameters.fingerprints.find((x) => x.algorithm === 'sha-256');
-const c = wrt.iceCandidates[0];
-const answer = [
-  'v=0', 'o=- 1 1 IN IP4 127.0.0.1', 's=-', 't=0 0', 'a=ice-lite', 'a=group:BUNDLE 0',
-  'm=audio ' + c.port + ' UDP/TLS/RTP/SAVPF 111', 'c=IN IP4 127.0.0.1', 'a=rtcp-mux', 'a=mid:0', 'a=sendrecv',
-  'a=ice-ufrag:' + wrt.iceParameters.usernameFragment, 'a=ice-pwd:' + wrt.iceParameters.password,
-  'a=candidate:' + c.foundation + ' 1 udp ' + c.priority + ' 127.0.0.1 ' + c.port + ' typ host', 'a=end-of-candidates',
-  'a=fingerprint:sha-256 ' + f.value, 'a=setup:passive', 'a=rtpmap:111 opus/48000/2', '',
-].join('\r\n');
-const dtls = new Promise((resolve) => wrt.on('dtlsstatechange', (s) => { if (s === 'connected') resolve(true); }));
-await pc.setRemoteDescription({ type: 'answer', sdp: answer });
-done.dtls = await within(8000, dtls);
-
-const enc = new opus.Encoder({ channels: 1, sample_rate: 48000, application: 'voip' });
-const dec = new opus.Decoder({ channels: 1, sample_rate: 48000 });
-const pcm = new Int16Array(960).map((_, i) => Math.round(8000 * Math.sin(i / 10)));
-const packet = enc.encode(pcm);
-done.opus = dec.decode(packet).length > 0;
-
-const producer = await direct.produce({ kind: 'audio', rtpParameters: {
-  codecs: [{ mimeType: 'audio/opus', clockRate: 48000, channels: 2, payloadType: 111 }], encodings: [{ ssrc: 1111 }] } });
-const consumer = await plain.consume({ producerId: producer.id, rtpCapabilities: router.rtpCapabilities });
-const sink = dgram.createSocket('udp4');
-await new Promise((resolve) => sink.bind(0, '127.0.0.1', resolve));
-const rtp = new Promise((resolve) => sink.once('message', () => resolve(true)));
-await plain.connect({ ip: '127.0.0.1', port: sink.address().port });
-for (let seq = 0; seq < 10; seq += 1) {
-  const hdr = Buffer.alloc(12);
-  hdr[0] = 0x80; hdr[1] = 111; hdr.writeUInt16BE(seq, 2); hdr.writeUInt32BE(seq * 960, 4); hdr.writeUInt32BE(1111, 8);
-  producer.send(Buffer.concat([hdr, Buffer.from(packet)]));
-  await new Promise((resolve) => setTimeout(resolve, 5));
-}
-done.rtp = await within(3000, rtp);
-await consumer.getStats();
-
-const app = fastify({ logger: false });
-app.get('/readyz', async () => ({ ok: true }));
-await app.listen({ host: '127.0.0.1', port: 0 });
-const res = await fetch('http://127.0.0.1:' + app.server.address().port + '/readyz');
-done.http = res.ok && crypto.createHmac('sha256', 'k').update('body').digest('hex').length === 64;
-await app.close();
-
-prom.collectDefaultMetrics();
-done.metrics = (await prom.register.metrics()).includes('process_cpu');
-done.dns = (await dns.lookup('localhost')).address.length > 0;
-done.config = yaml.parse(await readFile(configFile, 'utf8')).answer === 42;
-done.thread = await within(5000, new Promise((resolve) => {
-  const w = new Worker('require("node:worker_threads").parentPort.postMessage(1)', { eval: true });
-  w.once('message', () => resolve(true));
-  w.once('error', () => resolve(false));
-}));
-
-await pc.close();
-sink.close();
-worker.close();
-process.stdout.write(JSON.stringify(done) + '\n');
-process.exit(0);
-`;
