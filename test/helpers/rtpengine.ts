@@ -262,6 +262,8 @@ export interface RtpengineDaemon {
   readonly ng: NgClient;
   /** The last lines the daemon logged (bounded). */
   readonly logs: string[];
+  /** Resolves when the process has exited (stopped, killed at the end of its lifetime, or crashed). */
+  readonly exited: Promise<void>;
   /** SIGTERM, then SIGKILL after 2 s; resolves when the process is gone. Idempotent. */
   stop(): Promise<void>;
 }
@@ -384,5 +386,5 @@ export async function startRtpengine(options: RtpengineOptions = {}): Promise<Rt
       }
     }
   }
-  return { pid: child.pid ?? -1, ngPort, portMin, portMax, ng, logs, stop };
+  return { pid: child.pid ?? -1, ngPort, portMin, portMax, ng, logs, exited: exitedPromise, stop };
 }
