@@ -135,6 +135,7 @@ export class CallSession {
   #onRemoteAnswer: (() => void) | undefined;
   readonly #timers = new Set<NodeJS.Timeout>();
   #lastStats: CallMediaStats | undefined;
+  #mediaStartedReported = false;
 
   constructor(init: {
     id: string;
@@ -237,6 +238,7 @@ export class CallSession {
         await this.#accept(offer);
       }
       media.start();
+      this.#reportMediaStarted(media);
       await this.#connectMedia(leg);
     } catch (err) {
       this.#failFromFlow(err);
@@ -385,6 +387,7 @@ export class CallSession {
       this.#sipStatus = 200;
       this.#adoptDialog(dialog);
       media.start();
+      this.#reportMediaStarted(media);
       await this.#connectMedia(leg);
     } catch (err) {
       this.#failFromFlow(err);
@@ -491,6 +494,8 @@ export class CallSession {
     const { graph } = this.#deps;
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();
+    const lastStats = this.takeMediaStatsDelta();
+    if (lastStats && this.#mediaStartedReported) this.#deps.metrics?.mediaStats?.(this.id, lastStats, true);
     this.#media?.close();
     this.#leg?.close();
 
@@ -607,6 +612,12 @@ export class CallSession {
       this.#deps.metrics?.dtmf(event.direction);
     });
     return { leg, media };
+  }
+
+  #reportMediaStarted(media: CallMedia): void {
+    if (this.#mediaStartedReported) return;
+    this.#mediaStartedReported = true;
+    this.#deps.metrics?.mediaStarted?.(this.id, media.stats().transcoding);
   }
 
   #adoptDialog(dialog: SipDialog): void {

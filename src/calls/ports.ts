@@ -356,4 +356,8 @@ export interface CallMetricsSink {
   pbxAnswerToAccept(seconds: number): void;
   dtmf(direction: 'to_pbx' | 'to_messenger'): void;
   permissionReply(response: string): void;
+  /** Media of a call started bridging (once per call); `transcoding` is false for Opus passthrough. */
+  mediaStarted?(callId: string, transcoding: boolean): void;
+  /** Media counters of a call since its previous report; `final` on the last report, when the call ends. */
+  mediaStats?(callId: string, delta: CallMediaStats, final: boolean): void;
 }

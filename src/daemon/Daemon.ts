@@ -7,7 +7,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { CallController, type CallControllerOptions } from '../calls/CallController.js';
-import type { CallRoute, PbxCodecName } from '../calls/ports.js';
+import type { CallMediaStats, CallMetricsSink, CallRoute, PbxCodecName } from '../calls/ports.js';
 import { pageIds, pageTokens, routeCodecs, type Config } from '../config/index.js';
 import { GraphClient } from '../graph/index.js';
 import { MediasoupMediaEngine } from '../media/MediasoupMediaEngine.js';
@@ -144,7 +144,7 @@ export class Daemon {
         legs,
         graph,
         log,
-        metrics,
+        metrics: callMetrics(metrics),
         options: controllerOptions(config),
       });
 
@@ -219,16 +219,43 @@ export class Daemon {
     this.log.info('messenger-sip-bridge stopped');
   }
 
+  /** Media counters of live calls into the metrics (every 5 s; each call's last report comes when it ends). */
   #collectMediaStats(): void {
     for (const call of this.controller.registry.all()) {
       const delta = call.takeMediaStatsDelta();
-      if (!delta) continue;
-      this.metrics.mediaPackets('to_pbx', delta.toPbx.packets, delta.toPbx.lost);
-      this.metrics.mediaPackets('to_messenger', delta.toMessenger.packets, delta.toMessenger.lost);
-      if (delta.toPbx.jitterMs) this.metrics.mediaJitter('to_pbx', delta.toPbx.jitterMs / 1000);
-      if (delta.toMessenger.jitterMs) this.metrics.mediaJitter('to_messenger', delta.toMessenger.jitterMs / 1000);
+      if (delta) recordMediaStats(this.metrics, delta);
     }
   }
+}
+
+function recordMediaStats(metrics: Metrics, delta: CallMediaStats): void {
+  metrics.mediaPackets('to_pbx', delta.toPbx.packets, delta.toPbx.lost);
+  metrics.mediaPackets('to_messenger', delta.toMessenger.packets, delta.toMessenger.lost);
+  if (delta.toPbx.jitterMs) metrics.mediaJitter('to_pbx', delta.toPbx.jitterMs / 1000);
+  if (delta.toMessenger.jitterMs) metrics.mediaJitter('to_messenger', delta.toMessenger.jitterMs / 1000);
+}
+
+/** The controller's metrics sink: Metrics itself, plus media counters and the transcoding-sessions gauge. */
+function callMetrics(metrics: Metrics): CallMetricsSink {
+  const transcoding = new Set<string>();
+  return {
+    callStarted: (direction) => metrics.callStarted(direction),
+    callEnded: (direction, outcome, seconds) => metrics.callEnded(direction, outcome, seconds),
+    webhookToInvite: (seconds) => metrics.webhookToInvite(seconds),
+    pbxAnswerToAccept: (seconds) => metrics.pbxAnswerToAccept(seconds),
+    dtmf: (direction) => metrics.dtmf(direction),
+    permissionReply: (response) => metrics.permissionReply(response),
+    mediaStarted: (callId, isTranscoding) => {
+      if (isTranscoding && !transcoding.has(callId)) {
+        transcoding.add(callId);
+        metrics.transcodingStarted();
+      }
+    },
+    mediaStats: (callId, delta, final) => {
+      recordMediaStats(metrics, delta);
+      if (final && transcoding.delete(callId)) metrics.transcodingEnded();
+    },
+  };
 }
 
 function iceListenIps(listen: string | string[]): { iceListenIps?: string[] } {
