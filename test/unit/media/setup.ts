@@ -79,6 +79,7 @@ export async function setupCall(
     codec: PbxCodecName;
     metaTe?: { pt: number; clockRate: number };
     pbxTePt?: number;
+    pbxTeClockRate?: number;
     start?: boolean;
   },
 ): Promise<{ leg: FakeMessengerLeg; media: MediasoupCallMedia; peer: RtpPeer }> {
@@ -89,7 +90,11 @@ export async function setupCall(
     messenger: leg,
     codecs: [options.codec],
   });
-  const peer = await createRtpPeer({ codec: options.codec, tePt: options.pbxTePt ?? 101 });
+  const peer = await createRtpPeer({
+    codec: options.codec,
+    tePt: options.pbxTePt ?? 101,
+    teClockRate: options.pbxTeClockRate,
+  });
   t.teardown(() => {
     media.close();
     peer.close();

@@ -1,0 +1,61 @@
+import t from 'tap';
+import { DtmfToneDetector, DtmfToneGenerator } from '../../../src/media/dsp/dtmf.js';
+import { createEngine, setupCall, sleep, until } from './setup.js';
+
+const { pool, engine, log } = await createEngine();
+t.teardown(() => {
+  engine.close();
+  pool.close();
+});
+
+for (const codec of ['PCMU', 'opus'] as const) {
+  t.test(`without Meta telephone-event, PBX digits reach Meta as in-band tones (${codec})`, async (t) => {
+    const { leg, peer } = await setupCall(t, engine, log, { codec });
+    await sleep(100);
+    await peer.sendDigits('159#', 120, 100);
+    await sleep(400);
+    const detector = new DtmfToneDetector(48000);
+    const found = detector.process(leg.core.receivedPcm()).map((d) => d.digit);
+    t.equal(found.join(''), '159#', 'tones detected in the audio toward Meta');
+    t.same(leg.core.receivedDtmf(), [], 'no RFC 4733 toward Meta');
+  });
+}
+
+for (const codec of ['PCMU', 'opus'] as const) {
+  t.test(`without Meta telephone-event, tones from Meta are detected and sent to the PBX as RFC 4733 (${codec})`, async (t) => {
+    const { leg, media, peer } = await setupCall(t, engine, log, { codec });
+    const generator = new DtmfToneGenerator(48000, { gapMs: 100 });
+    for (const digit of '2580') generator.play(digit, 120);
+    leg.core.startSource((frame) => {
+      if (!generator.active) return false;
+      generator.mixInto(frame);
+      return true;
+    });
+    const events: string[] = [];
+    media.on('dtmf', (e) => events.push(`${e.direction}:${e.digit}`));
+    await until(() => peer.receivedDtmf().length >= 4, 5000, 'digits at the PBX');
+    t.equal(peer.receivedDtmf().join(''), '2580');
+    t.same(events, [...'2580'].map((d) => `to_pbx:${d}`));
+  });
+}
+
+t.test('in-band detection off: tones from Meta are not turned into events', async (t) => {
+  const quiet = await createEngine({ dtmf: { inbandDetect: false } });
+  t.teardown(() => {
+    quiet.engine.close();
+    quiet.pool.close();
+  });
+  const { leg, peer } = await setupCall(t, quiet.engine, quiet.log, { codec: 'PCMU' });
+  const generator = new DtmfToneGenerator(48000, { gapMs: 100 });
+  for (const digit of '12') generator.play(digit, 120);
+  leg.core.startSource((frame) => {
+    if (!generator.active) return false;
+    generator.mixInto(frame);
+    return true;
+  });
+  await until(() => !generator.active, 3000);
+  await sleep(300);
+  t.same(peer.receivedDtmf(), []);
+  const detector = new DtmfToneDetector(8000);
+  t.equal(detector.process(peer.receivedPcm()).map((d) => d.digit).join(''), '12', 'the tones themselves pass');
+});
