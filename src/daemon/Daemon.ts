@@ -48,6 +48,7 @@ export class Daemon {
   readonly #graph: GraphClient;
   readonly #pageTokens: Map<string, string>;
   #statsTimer: NodeJS.Timeout | undefined;
+  #onReload: (config: Config) => void = () => undefined;
   #stopped = false;
 
   private constructor(parts: {
@@ -149,13 +150,18 @@ export class Daemon {
       });
 
       const adminApp = buildAdminApp({ metrics, readiness: () => daemon.readiness() });
+      // Asked on every request: a reload (SIGHUP) changes pages, secrets and tokens without a restart.
+      let webhookSettings = webhookSettingsFromConfig(config);
       const webhookApp = buildWebhookApp({
-        settings: webhookSettingsFromConfig(config),
+        settings: () => webhookSettings,
         sink: controller,
         log: log.child({ component: 'webhook' }),
         metrics,
       });
       const daemon = new Daemon({ config, log, metrics, pool, sip, graph, pageTokens: tokens, controller, webhookApp, adminApp });
+      daemon.#onReload = (next) => {
+        webhookSettings = webhookSettingsFromConfig(next);
+      };
 
       if (options.waitForSipMs) {
         await sip.whenConnected(AbortSignal.timeout(options.waitForSipMs)).catch(() => {
@@ -196,6 +202,7 @@ export class Daemon {
     this.#pageTokens.clear();
     for (const [id, token] of tokens) this.#pageTokens.set(id, token);
     this.controller.updateOptions(controllerOptions(config));
+    this.#onReload(config);
     this.#config = config;
   }
 
