@@ -151,6 +151,8 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
       queueMicrotask(() => {
         if (this.#o.workerDied(this.#o.worker)) {
           this.#fail(new MediaError('WORKER_DIED', `media worker ${this.#o.worker.pid} died`));
+        } else if (this.#o.worker.closed) {
+          this.#fail(new MediaError('WORKER_CLOSED', 'media worker closed (shutdown)'));
         } else {
           this.#fail(new MediaError('TRANSPORT_CLOSED', `${what} closed under the call`));
         }

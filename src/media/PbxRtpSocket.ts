@@ -101,10 +101,12 @@ async function bindInRange(type: 'udp4' | 'udp6', address: string, minPort: numb
     return socket;
   }
   const span = maxPort - minPort + 1;
-  const attempts = Math.min(span, 64);
+  // A random start spreads calls over the range; then walk it, so that a nearly full range still finds its gaps.
+  const attempts = Math.min(span, 1000);
+  const start = Math.floor(Math.random() * span);
   let lastError: unknown;
   for (let i = 0; i < attempts; i++) {
-    const port = minPort + Math.floor(Math.random() * span);
+    const port = minPort + ((start + i) % span);
     const socket = dgram.createSocket(type);
     try {
       await bindSocket(socket, port, address);

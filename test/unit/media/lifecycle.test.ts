@@ -218,3 +218,15 @@ t.test('symmetric RTP: with comedia the PBX audio goes where its packets come fr
     else t.equal(latched, 0, `no comedia: SDP address gets ${announced}, NAT source ${latched}`);
   }
 });
+
+t.test('closing the pool under live calls fails them with WORKER_CLOSED (shutdown), not WORKER_DIED', async (t) => {
+  const e = await createEngine();
+  const { media } = await setupCall(t, e.engine, e.log, { codec: 'PCMU' });
+  const failed = media.waitFor('failed', AbortSignal.timeout(3000));
+  e.pool.close();
+  const [err] = await failed;
+  t.equal(err.code, 'WORKER_CLOSED');
+  t.ok(media.closed);
+  t.equal(e.engine.activeCalls, 0);
+  e.engine.close();
+});
