@@ -238,6 +238,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
       telephoneEvents: telephoneEvent ? [telephoneEvent] : [],
       direction: this.#localDirection,
       rtcpMux: parsed.rtcpMux,
+      protocol: parsed.audio.protocol,
       audioIndex: parsed.audioIndex,
       rejected: parsed.all.flatMap((media, index) => (index === parsed.audioIndex ? [] : [{ index, media }])),
     });

@@ -76,6 +76,8 @@ export interface PbxSdpBody {
   telephoneEvents: PbxTelephoneEvent[];
   direction: SdpDirection;
   rtcpMux: boolean;
+  /** Transport profile of the audio m-line. Default 'RTP/AVP' (an answer repeats the offer's). */
+  protocol?: string;
   /**
    * Other m-lines of the PBX's offer, rejected (port 0) in our answer at their original index; the audio section
    * goes to `audioIndex`.
@@ -100,7 +102,7 @@ export function writePbxSdp(body: PbxSdpBody): string {
   const audio: MediaDescription = {
     type: 'audio',
     port: body.port,
-    protocol: 'RTP/AVP',
+    protocol: body.protocol ?? 'RTP/AVP',
     payloads: [...body.codecs.map((c) => c.pt), ...body.telephoneEvents.map((t) => t.pt)].join(' '),
     rtp,
     fmtp,
@@ -188,8 +190,9 @@ export function parsePbxSdp(sdp: string): ParsedPbxSdp {
     throw new MediaError('SDP_INVALID', `PBX SDP has no active audio section; it offered: ${offered}`);
   }
   const audio = all[audioIndex]!;
-  if (!/^RTP\/(S)?AVP(F)?$/i.test(audio.protocol)) {
-    throw new MediaError('SDP_INVALID', `PBX audio uses unsupported transport ${audio.protocol}`);
+  if (!/^RTP\/AVPF?$/i.test(audio.protocol)) {
+    // SRTP (RTP/SAVP, SDES keys) toward the PBX is not implemented: refuse rather than answer in clear.
+    throw new MediaError('SDP_INVALID', `PBX audio uses unsupported transport ${audio.protocol} (plain RTP/AVP only)`);
   }
   const address = audio.connection?.ip ?? session.connection?.ip;
   if (!address) throw new MediaError('SDP_INVALID', 'PBX SDP has no connection address (c=)');

@@ -109,6 +109,14 @@ t.test('an offer with only video, or no media, is SDP_INVALID', async (t) => {
   });
   t.throws(() => media.answerPbxOffer(pbxOffer({ media: [] })), { code: 'SDP_INVALID' });
   t.throws(() => media.applyPbxAnswer('garbage'), { code: 'SDP_INVALID' });
+  t.throws(
+    () =>
+      media.answerPbxOffer(
+        pbxOffer({ media: ['m=audio 4000 RTP/SAVP 0', 'a=rtpmap:0 PCMU/8000', 'a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:x'] }),
+      ),
+    { code: 'SDP_INVALID', message: /RTP\/SAVP/ },
+    'SRTP offers are refused, not answered in clear',
+  );
 });
 
 t.test('audio plus video: video is rejected with port 0 in its place', async (t) => {
