@@ -117,8 +117,11 @@ export class MessengerStream {
   /** Forward one Opus payload from an Opus PBX; `timestamp` is the PBX's RTP timestamp (48 kHz). */
   sendPassthrough(payload: Uint8Array, timestamp: number): void {
     if (!this.#format || !this.started) return;
-    // In-band digits replace the PBX's audio for their duration; the filler encodes them meanwhile.
-    if (this.#tone?.active) return;
+    // In-band digits replace the PBX's audio for their duration; the filler encodes them meanwhile, at once.
+    if (this.#tone?.active) {
+      this.#lastPbxAudioAt = -Infinity;
+      return;
+    }
     let delta: number | undefined;
     if (this.#lastSource === 'pbx' && this.#lastPassthroughTs !== undefined) {
       delta = (timestamp - this.#lastPassthroughTs) | 0;
@@ -222,8 +225,10 @@ export class MessengerStream {
   #fill(): void {
     if (this.#closed || !this.#format) return;
     const now = performance.now();
+    // Transcoded PBX audio carries in-band digits itself (mixed in sendPcm8k); passthrough audio is held back
+    // while a digit plays (sendPassthrough), so the filler takes over.
+    if (now - this.#lastPbxAudioAt < SILENCE_AFTER_MS) return;
     const toneActive = this.#tone?.active ?? false;
-    if (now - this.#lastPbxAudioAt < SILENCE_AFTER_MS && !toneActive) return;
     if (this.#lastSentAt !== undefined && now - this.#lastSentAt < TICK_MS / 2) return;
     let payload: Buffer = OPUS_SILENCE_FRAME;
     if (toneActive) {
