@@ -158,7 +158,13 @@ export class GraphSimulator {
     this.#renegotiateOnAccept = options.renegotiateOnAccept;
     this.#defaultPermission = options.defaultPermission ?? 'has_permission';
     this.#requestsPerDay = options.permissionRequestsPerDay ?? 2;
-    this.app = Fastify({ loggerInstance: this.#log as FastifyBaseLogger | undefined, logController: new LogController({ disableRequestLogging: true }) });
+    this.app = Fastify({
+      loggerInstance: this.#log as FastifyBaseLogger | undefined,
+      logController: new LogController({ disableRequestLogging: true }),
+      // A request still held by failNext's delay keeps its connection; without this, close() waits for the
+      // keep-alive timeout (72 s) after it is answered.
+      forceCloseConnections: true,
+    });
     this.app.addHook('onClose', async () => this.#clearTimers());
     this.#routes();
   }
