@@ -59,3 +59,21 @@ t.test('in-band detection off: tones from Meta are not turned into events', asyn
   const detector = new DtmfToneDetector(8000);
   t.equal(detector.process(peer.receivedPcm()).map((d) => d.digit).join(''), '12', 'the tones themselves pass');
 });
+
+for (const codec of ['PCMU', 'opus'] as const) {
+  t.test(`SIP INFO digits while the PBX talks: in-band toward Meta, one packet per 20 ms (${codec})`, async (t) => {
+    const { leg, media, peer } = await setupCall(t, engine, log, { codec });
+    peer.startTone(300, -30);
+    await until(() => leg.core.packetsReceived > 20, 3000, 'PBX audio at Meta');
+    const from = leg.sent.length;
+    const fromAt = performance.now();
+    for (const digit of '46') media.sendDtmfToMessenger({ digit, durationMs: 150 });
+    await sleep(700);
+    peer.stopTone();
+    const packets = leg.sent.length - from;
+    const expected = (performance.now() - fromAt) / 20;
+    t.ok(packets <= expected * 1.2 + 2, `${packets} packets toward Meta for ~${expected.toFixed(0)} frames`);
+    const detector = new DtmfToneDetector(48000);
+    t.equal(detector.process(leg.core.receivedPcm()).map((d) => d.digit).join(''), '46');
+  });
+}
