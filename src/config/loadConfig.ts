@@ -59,9 +59,23 @@ interface ResolveContext {
   reported: Set<string>;
 }
 
+const WHOLE_REF = /^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$/;
+
+/**
+ * A non-secret value that is exactly one `${NAME}` takes the type the text would have had in the YAML file
+ * (`port: ${PORT}` is a number, `comedia: ${COMEDIA}` a boolean). Secrets always stay strings.
+ */
+function typedValue(original: string, value: string, path: readonly PathPart[]): unknown {
+  if (isSecretPath(path) || !WHOLE_REF.test(original)) return value;
+  if (/^-?\d+(\.\d+)?$/.test(value)) return Number(value);
+  if (value === 'true' || value === 'false') return value === 'true';
+  if (value === 'null') return null;
+  return value;
+}
+
 /** Walk the raw tree: interpolate strings, read `*_file` secrets into their sibling key. */
 function resolveTree(node: unknown, path: PathPart[], ctx: ResolveContext): unknown {
-  if (typeof node === 'string') return interpolate(node, path, ctx);
+  if (typeof node === 'string') return typedValue(node, interpolate(node, path, ctx), path);
   if (Array.isArray(node)) return node.map((item, i) => resolveTree(item, [...path, i], ctx));
   if (!isPlainObject(node)) return node;
   const out: Record<string, unknown> = {};

@@ -240,3 +240,20 @@ routes:
   t.ok(warnings.some((w) => w.startsWith('admin.listen.host: ')));
   t.ok(configWarnings(parseConfigText(minimal, {})).some((w) => w.startsWith('routes: none configured')));
 });
+
+t.test('a value that is exactly one env reference takes its YAML type, except secrets', async (t) => {
+  const text = `${minimal.replace('verify_token: vt', 'verify_token: ${VT}')}
+webhook:
+  listen:
+    port: \${PORT}
+media: { rtp: { comedia: "\${COMEDIA}" } }
+sip: { from_user: "bridge-\${N}" }
+`;
+  const config = parseConfigText(text, { PORT: '8443', COMEDIA: 'true', VT: '12345', N: '7' });
+  t.equal(config.webhook.listen.port, 8443);
+  t.equal(config.media.rtp.comedia, true);
+  t.equal(config.meta.verify_token, '12345', 'a numeric-looking secret stays a string');
+  t.equal(config.sip.from_user, 'bridge-7');
+  const problems = problemsOf(() => parseConfigText(text, { PORT: 'eighty', COMEDIA: 'true', VT: 'x', N: '1' }));
+  t.ok(problems.some((p) => p.startsWith('webhook.listen.port: ')), problems.join('\n'));
+});
