@@ -479,3 +479,26 @@ t.test('ACL on IPv6 sources: ::1 allowed by ::1/128, 192.0.2.7 refused', async (
   t.equal(v4.status, 403);
   t.same(sources, ['::1']);
 });
+
+t.test('a 200 that crosses our CANCEL is hung up with BYE and the attempt still fails', async (t) => {
+  const { double, leg } = await setup(t);
+  double.pbx.onInvite((inv) => inv.ringing());
+  // The PBX answers at the moment our CANCEL reaches it, so its 200 is on the way back when srf gets there.
+  const pbx = double.pbx;
+  const original = pbx.fromServer.bind(pbx);
+  pbx.fromServer = (msg, from) => {
+    if (msg.kind === 'request' && msg.method === 'CANCEL') {
+      const inv = pbx.invites.find((i) => i.request.callId === msg.callId)!;
+      void inv.answer(sdp(6020)).catch(() => undefined);
+    }
+    original(msg, from);
+  };
+  const err = await leg.invite(outbound(double, ['late'], { targetTimeoutMs: 200 })).catch((e: unknown) => e);
+  t.equal((err as SipError).status, 408, 'the timeout is what the caller sees');
+  const dialog = await (async () => {
+    for (let i = 0; i < 100 && pbx.dialogs.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    return pbx.dialogs[0]!;
+  })();
+  const bye = await dialog.waitForBye(3000);
+  t.equal(bye.callId, pbx.invites[0]!.request.callId, 'BYE for the call that was answered late');
+});
