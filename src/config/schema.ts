@@ -75,6 +75,11 @@ const MetaSchema = z
       .regex(/^v\d+\.\d+$/, 'must look like v23.0')
       .default('v23.0'),
     graph_timeout_ms: PositiveMs.default(5000),
+    /**
+     * Send `appsecret_proof` (HMAC-SHA256 of the page token keyed with the app secret) with every Graph request:
+     * required when the app's "Require App Secret" setting is on.
+     */
+    appsecret_proof: z.boolean().default(false),
   })
   .strict();
 

@@ -9,6 +9,7 @@
  *   request provably never left this host.
  * The access token travels only in the Authorization header; it is never put in a URL nor logged.
  */
+import { createHmac } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AcceptResult, ConnectResult, GraphPort, PermissionResult, TrackUpdate } from '../calls/ports.js';
 import { GraphError } from '../core/errors.js';
@@ -39,6 +40,16 @@ export interface GraphClientOptions {
   log: Logger;
   metrics?: Metrics;
   retry?: RetryOptions;
+  /**
+   * When set, every request carries `appsecret_proof` = hex HMAC-SHA256 of its access token keyed with this
+   * app secret (Meta requires it when the app's "Require App Secret" setting is on).
+   */
+  appSecretForProof?: string;
+}
+
+/** Meta's `appsecret_proof` for a token. */
+export function appSecretProof(accessToken: string, appSecret: string): string {
+  return createHmac('sha256', appSecret).update(accessToken).digest('hex');
 }
 
 type RetryPolicy = 'safe' | 'refused_only';
@@ -139,6 +150,7 @@ export class GraphClient implements GraphPort {
   readonly #log: Logger;
   readonly #metrics?: Metrics;
   readonly #retry: Required<RetryOptions>;
+  readonly #appSecretForProof?: string;
 
   constructor(options: GraphClientOptions) {
     this.#baseUrl = options.baseUrl.replace(/\/+$/, '');
@@ -147,6 +159,7 @@ export class GraphClient implements GraphPort {
     this.#timeoutMs = options.timeoutMs;
     this.#log = options.log.child({ component: 'graph' });
     this.#metrics = options.metrics;
+    this.#appSecretForProof = options.appSecretForProof;
     this.#retry = {
       attempts: options.retry?.attempts ?? 3,
       baseDelayMs: options.retry?.baseDelayMs ?? 200,
@@ -297,6 +310,8 @@ export class GraphClient implements GraphPort {
     }
     const url = new URL(`${this.#baseUrl}/${this.#version}/${encodeURIComponent(spec.pageId)}/${spec.edge}`);
     for (const [k, v] of Object.entries(spec.query ?? {})) url.searchParams.set(k, v);
+    // The proof is derived from the token (not the token itself): Meta documents it as a request parameter.
+    if (this.#appSecretForProof !== undefined) url.searchParams.set('appsecret_proof', appSecretProof(token, this.#appSecretForProof));
     const log = this.#log.child({ action: spec.action, pageId: spec.pageId, ...(spec.callId ? { callId: spec.callId } : {}) });
     const started = Date.now();
     for (let attempt = 1; ; attempt++) {
@@ -384,7 +399,10 @@ export class GraphClient implements GraphPort {
 
 /** The client as the configuration describes it. */
 export function graphClientFromConfig(
-  config: { meta: { graph_base_url: string; graph_version: string; graph_timeout_ms: number }; pages: readonly { id: string; access_token: string }[] },
+  config: {
+    meta: { graph_base_url: string; graph_version: string; graph_timeout_ms: number; app_secret: string; appsecret_proof: boolean };
+    pages: readonly { id: string; access_token: string }[];
+  },
   log: Logger,
   metrics?: Metrics,
 ): GraphClient {
@@ -395,5 +413,6 @@ export function graphClientFromConfig(
     timeoutMs: config.meta.graph_timeout_ms,
     log,
     metrics,
+    ...(config.meta.appsecret_proof ? { appSecretForProof: config.meta.app_secret } : {}),
   });
 }

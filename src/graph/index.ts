@@ -1,2 +1,2 @@
-export { GraphClient, graphClientFromConfig, parsePermission, type GraphClientOptions, type PageTokens, type RetryOptions } from './GraphClient.js';
+export { GraphClient, graphClientFromConfig, appSecretProof, parsePermission, type GraphClientOptions, type PageTokens, type RetryOptions } from './GraphClient.js';
 export { CALLING_ERRORS, GRAPH_ERRORS, describeMetaCode, graphErrorFromResponse, type MetaErrorBody, type MetaErrorInfo } from './errors.js';

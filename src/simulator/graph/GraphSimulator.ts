@@ -9,6 +9,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { Logger } from 'pino';
 import { TypedEmitter } from '../../core/TypedEmitter.js';
 import { CALLING_ERRORS, GRAPH_ERRORS, type MetaErrorInfo } from '../../graph/errors.js';
+import { appSecretProof } from '../../graph/GraphClient.js';
 import type { WebhookSender } from '../webhookSender.js';
 import { cannedAnswer, offerProblem } from './sdp.js';
 
@@ -88,6 +89,8 @@ export interface GraphSimulatorOptions {
   defaultPermission?: PermissionStatus;
   /** Permission requests allowed per person per 24 h (Meta: 2). */
   permissionRequestsPerDay?: number;
+  /** Require `appsecret_proof` on every request, computed with this app secret ("Require App Secret"). */
+  requireAppSecretProof?: string;
 }
 
 const VERSION = /^v\d+\.\d+$/;
@@ -142,6 +145,7 @@ export class GraphSimulator {
   readonly #renegotiateOnAccept?: GraphSimulatorOptions['renegotiateOnAccept'];
   readonly #defaultPermission: PermissionStatus;
   readonly #requestsPerDay: number;
+  readonly #requireProof?: string;
   readonly #timers = new Map<string, NodeJS.Timeout>();
   readonly #faults = new Map<SimAction, Fault[]>();
   readonly #permissions = new Map<string, { status: PermissionStatus; expiresAt?: number }>();
@@ -158,6 +162,7 @@ export class GraphSimulator {
     this.#renegotiateOnAccept = options.renegotiateOnAccept;
     this.#defaultPermission = options.defaultPermission ?? 'has_permission';
     this.#requestsPerDay = options.permissionRequestsPerDay ?? 2;
+    this.#requireProof = options.requireAppSecretProof;
     this.app = Fastify({
       loggerInstance: this.#log as FastifyBaseLogger | undefined,
       logController: new LogController({ disableRequestLogging: true }),
@@ -331,6 +336,7 @@ export class GraphSimulator {
       pageId: string,
       version: string,
       auth: string | undefined,
+      proof: unknown,
       reply: FastifyReply,
       work: () => Promise<unknown>,
     ): Promise<FastifyReply> => {
@@ -352,6 +358,9 @@ export class GraphSimulator {
         const token = auth?.startsWith('Bearer ') ? auth.slice('Bearer '.length) : undefined;
         if (token === undefined) throw new MetaFailure(GRAPH_ERRORS[190]!, 104, 'An access token is required to request this resource.');
         if (this.#pages[pageId] !== token) throw graph(190, 'Invalid OAuth access token - Cannot parse access token');
+        if (this.#requireProof !== undefined && proof !== appSecretProof(token, this.#requireProof)) {
+          throw graph(100, proof === undefined ? 'API calls from the server require an appsecret_proof argument' : 'Invalid appsecret_proof provided in the API argument');
+        }
         if (action === undefined) throw graph(100, 'Invalid parameter: action');
         return send(200, await work());
       } catch (err) {
@@ -366,6 +375,8 @@ export class GraphSimulator {
 
     type Params = { version: string; pageId: string };
 
+    const proofOf = (req: { query: unknown }): unknown => (isObject(req.query) ? req.query.appsecret_proof : undefined);
+
     this.app.post<{ Params: Params; Body: unknown }>('/:version/:pageId/calls', async (req, reply) => {
       const body = isObject(req.body) ? req.body : {};
       const actions: Record<string, SimAction> = {
@@ -377,7 +388,7 @@ export class GraphSimulator {
       };
       const action = typeof body.action === 'string' ? actions[body.action] : undefined;
       const { pageId, version } = req.params;
-      return handle(action, pageId, version, req.headers.authorization, reply, async () => {
+      return handle(action, pageId, version, req.headers.authorization, proofOf(req), reply, async () => {
         if (body.platform !== undefined && body.platform !== 'messenger') throw graph(100, 'Invalid parameter: platform must be messenger');
         switch (action) {
           case 'connect':
@@ -398,7 +409,7 @@ export class GraphSimulator {
 
     this.app.get<{ Params: Params; Querystring: Record<string, string> }>('/:version/:pageId/messenger_call_permissions', async (req, reply) => {
       const { pageId, version } = req.params;
-      return handle('check_permission', pageId, version, req.headers.authorization, reply, async () => {
+      return handle('check_permission', pageId, version, req.headers.authorization, proofOf(req), reply, async () => {
         const psid = req.query.psid;
         if (!psid) throw graph(100, 'Invalid parameter: psid is required');
         const perm = this.#permission(pageId, psid);
@@ -419,7 +430,7 @@ export class GraphSimulator {
 
     this.app.post<{ Params: Params; Body: unknown }>('/:version/:pageId/messages', async (req, reply) => {
       const { pageId, version } = req.params;
-      return handle('request_permission', pageId, version, req.headers.authorization, reply, async () => {
+      return handle('request_permission', pageId, version, req.headers.authorization, proofOf(req), reply, async () => {
         const body = isObject(req.body) ? req.body : {};
         const psid = isObject(body.recipient) && typeof body.recipient.id === 'string' ? body.recipient.id : undefined;
         if (!psid) throw graph(100, 'Invalid parameter: recipient.id');

@@ -2,7 +2,9 @@ import t from 'tap';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { GraphError } from '../../../src/core/errors.js';
-import { GraphClient, parsePermission, type GraphClientOptions } from '../../../src/graph/index.js';
+import { createHmac } from 'node:crypto';
+import { parseConfigText } from '../../../src/config/index.js';
+import { GraphClient, appSecretProof, graphClientFromConfig, parsePermission, type GraphClientOptions } from '../../../src/graph/index.js';
 import { Metrics } from '../../../src/observability/index.js';
 import { createGraphSimulator, type GraphSimulatorOptions } from '../../../src/simulator/graph/index.js';
 
@@ -315,4 +317,25 @@ t.test('a non-JSON success body is an error, not a crash', async (t) => {
   t.equal((await graphError(client.terminate(PAGE, 'c'))).code, 'GRAPH_BAD_RESPONSE');
   sim.failNext('terminate', { status: 200, body: { success: false } });
   t.equal((await graphError(client.terminate(PAGE, 'c'))).code, 'GRAPH_UNSUCCESSFUL');
+});
+
+t.test('appsecret_proof is sent when configured, and required where the app demands it', async (t) => {
+  const APP_SECRET = 'the-app-secret';
+  const { sim, client, seen, address } = await setup(t, { sim: { requireAppSecretProof: APP_SECRET } });
+  const refused = await graphError(client.checkPermission(PAGE, PSID));
+  t.equal(refused.code, 'GRAPH_BAD_PARAMETER');
+  t.match(refused.message, /appsecret_proof/);
+
+  const config = parseConfigText(
+    `meta: { app_secret: ${APP_SECRET}, verify_token: v, graph_base_url: "${address}", appsecret_proof: true }\npages: [{ id: "${PAGE}", access_token: ${TOKEN} }]\n`,
+    {},
+  );
+  const proving = graphClientFromConfig(config, pino({ level: 'silent' }));
+  t.equal((await proving.checkPermission(PAGE, PSID)).canCall, true);
+  const url = new URL(seen.at(-1)!.url, 'http://x');
+  t.equal(url.searchParams.get('appsecret_proof'), appSecretProof(TOKEN, APP_SECRET));
+  t.equal(url.searchParams.get('appsecret_proof'), createHmac('sha256', APP_SECRET).update(TOKEN).digest('hex'));
+  t.notOk(seen.at(-1)!.url.includes(TOKEN), 'the token itself stays out of the URL');
+  const callId = sim.startConsumerCall({ pageId: PAGE, psid: PSID });
+  t.match((await proving.accept(PAGE, callId, OFFER)).sdpAnswer, /a=ice-lite/, 'POSTs carry it too');
 });
