@@ -493,6 +493,36 @@ t.test('the unit is sandboxed', async (t) => {
   t.same(all('Service', 'ReadWritePaths'), [], 'nothing writable: logs go to the journal');
 });
 
+t.test('Node cannot run with MemoryDenyWriteExecute, which is why the unit leaves it out', async (t) => {
+  // The kernel's own form of MemoryDenyWriteExecute, prctl(PR_SET_MDWE) (Linux 6.3+), set before exec'ing node.
+  const mdwe = String.raw`
+import ctypes, os, resource, sys
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+libc = ctypes.CDLL(None, use_errno=True)
+if sys.argv[2] == 'mdwe' and libc.prctl(65, 1, 0, 0, 0) != 0:
+    sys.exit(77)
+os.execv(sys.argv[1], [sys.argv[1], '-e', 'let s = 0; for (let i = 0; i < 1e7; i += 1) s += i;'])
+`;
+  if (!hasCommand('python3')) {
+    t.comment('python3 is missing: cannot set PR_SET_MDWE');
+    return;
+  }
+  const runNode = (mode: 'mdwe' | 'plain'): number | null =>
+    spawnSync(...clean({ PATH: process.env.PATH }, 'python3', ['-c', mdwe, process.execPath, mode]), {
+      cwd: scratch,
+      encoding: 'utf8',
+      timeout: 30_000,
+    }).status;
+  const restricted = runNode('mdwe');
+  if (restricted === 77) {
+    t.comment('this kernel has no PR_SET_MDWE');
+    return;
+  }
+  t.equal(runNode('plain'), 0, 'the same program runs without the restriction');
+  t.not(restricted, 0, 'node fails when memory cannot be both writable and executable');
+  t.same(all('Service', 'MemoryDenyWriteExecute'), [], 'so the unit does not set MemoryDenyWriteExecute');
+});
+
 t.test('systemd-analyze verify accepts the unit without a warning', { skip: noSystemdAnalyze }, async (t) => {
   const local = unitCopy(withLocalNode);
   // The copy differs from the shipped unit in ExecStart's interpreter only.
