@@ -89,6 +89,8 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
   readonly #onSipResponse: (direction: SipResponseDirection, status: number) => void;
   /** Fail functions of pending outbound attempts (connection lost, leg closed). */
   readonly #pending = new Set<(err: SipError) => void>();
+  /** Aborted by close(), so that waits on the leg end with it. */
+  readonly #closing = new AbortController();
   #connected = false;
   #closed = false;
   #localHost: string | undefined;
@@ -141,8 +143,11 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
   async whenConnected(signal?: AbortSignal): Promise<void> {
     if (this.#closed) throw new InvalidStateError('SIP leg closed');
     if (this.#connected) return;
+    const both = signal ? AbortSignal.any([signal, this.#closing.signal]) : this.#closing.signal;
     for (;;) {
-      const [up] = await this.waitFor('connection', signal);
+      const [up] = await this.waitFor('connection', both).catch((err: unknown) => {
+        throw this.#closed ? new InvalidStateError('SIP leg closed') : err;
+      });
       if (up) return;
     }
   }
@@ -157,6 +162,7 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
     this.#connected = false;
     this.#disconnectSrf(wasConnected);
     this.#log.info('SIP leg closed');
+    this.#closing.abort();
     this.removeAllListeners();
   }
 

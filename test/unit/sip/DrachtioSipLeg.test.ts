@@ -502,3 +502,21 @@ t.test('a 200 that crosses our CANCEL is hung up with BYE and the attempt still 
   const bye = await dialog.waitForBye(3000);
   t.equal(bye.callId, pbx.invites[0]!.request.callId, 'BYE for the call that was answered late');
 });
+
+t.test('whenConnected() rejects when the leg is closed while waiting', async (t) => {
+  const double = await startDrachtioDouble({ secret: 's3cret' });
+  await double.stop();
+  const leg = new DrachtioSipLeg({
+    host: '127.0.0.1',
+    port: double.port,
+    secret: 's3cret',
+    acl: [],
+    target: { psidFrom: 'request_uri', psidHeader: 'a', pageHeader: 'b' },
+    fromUser: 'm',
+    log,
+  });
+  const waiting = leg.whenConnected();
+  setTimeout(() => leg.close(), 50);
+  await t.rejects(waiting, { code: 'INVALID_STATE' });
+  await double.close();
+});
