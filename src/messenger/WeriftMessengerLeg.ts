@@ -181,6 +181,33 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
     return { ...this.#stats };
   }
 
+  /** ICE/DTLS details for logs when something looks wrong (shape may change; not for program logic). */
+  diagnostics(): Record<string, unknown> {
+    const ice = this.#ice;
+    const pair = ice?.nominated;
+    return {
+      state: this.#state,
+      iceState: ice?.state,
+      consentFresh: (ice as unknown as { consentFresh?: boolean } | undefined)?.consentFresh,
+      pairs: ice?.candidatePairs.map((p) => ({
+        local: `${p.localCandidate.host}:${p.localCandidate.port}`,
+        remote: p.remoteAddr.join(':'),
+        state: p.state,
+        nominated: p.nominated,
+      })),
+      nominated: pair
+        ? {
+            local: `${pair.localCandidate.host}:${pair.localCandidate.port}`,
+            remote: pair.remoteAddr.join(':'),
+            packetsSent: pair.packetsSent,
+            packetsReceived: pair.packetsReceived,
+            responsesReceived: pair.responsesReceived,
+          }
+        : undefined,
+      dtlsState: this.#dtls === undefined ? undefined : this.#dtls.connected ? 'connected' : 'connecting',
+    };
+  }
+
   /** Resolves once the sockets of this leg are closed (after close()). */
   whenReleased(): Promise<void> {
     return this.#released;

@@ -16,9 +16,10 @@
  * The fix, per DTLS client socket, on the datagrams werift hands to its ICE transport:
  * - the records werift sends in one go (a flight) leave in as few datagrams as fit `maxDatagramBytes`, in order, so a
  *   server always sees a flight's records in the order they were written (what OpenSSL and BoringSSL clients do);
- * - every record gets a fresh sequence number from a per-epoch counter (epoch 1 starts at 0, as RFC 6347 4.1 says);
- *   epoch-0 records are renumbered in the header, epoch-1 records are decrypted with our own write key and sealed
- *   again under their new number (AES-GCM authenticates the number), so retransmissions are not replays;
+ * - every plaintext (epoch-0) record gets a fresh sequence number, so a retransmitted flight is not a replay; an
+ *   encrypted (epoch-1) record, i.e. our Finished, keeps its number for its first retransmission and is then
+ *   decrypted with our own write key and sealed again under fresh numbers (AES-GCM authenticates the number); see
+ *   DtlsRecordWriter for why;
  * - the ClientHello goes out as soon as werift has created the DTLS client, without the 100 ms wait. Meta's side is
  *   ICE-lite and DTLS passive: it has answered before we start and is ready when our nominated check succeeds; a
  *   ClientHello that still arrives too early is retransmitted by werift after 500 ms.
@@ -92,14 +93,24 @@ export function serializeDtlsRecord(record: DtlsRecord): Buffer {
 export type RecordResealer = (record: DtlsRecord, newSequenceNumber: number) => Buffer;
 
 /**
- * Renumbers outgoing records with per-epoch counters and packs the records written in one turn of the event loop
- * into datagrams of at most `maxDatagramBytes`, in order. Independent of werift (tested on its own).
+ * Packs the records written in one turn of the event loop into datagrams of at most `maxDatagramBytes`, in order,
+ * and gives retransmitted records new sequence numbers:
+ * - epoch 0 (plaintext): every record is renumbered from a counter starting at 0, so a retransmission is never a
+ *   replay (this is what lets a ChangeCipherSpec that the server ignored get in the second time);
+ * - epoch 1 and later (encrypted): a record goes out unchanged the first `keepEncryptedSends` times (default 2: the
+ *   first transmission and the first retransmission), then re-sealed under fresh numbers. Keeping the number at
+ *   first makes a spurious early retransmission of our Finished, after the server has finished, a replay the
+ *   server drops: mediasoup 3.8.4 (OpenSSL) tears its DTLS session down when it has to process a repeated Finished.
+ *   A fresh number later still lets an RFC 6347 (4.2.4) server see that its own last flight was lost.
+ * Independent of werift (tested on its own).
  */
 export class DtlsRecordWriter {
   readonly #send: (datagram: Buffer) => Promise<void>;
   readonly #reseal: RecordResealer;
   readonly #maxDatagramBytes: number;
+  readonly #keepEncryptedSends: number;
   readonly #nextSequence = new Map<number, number>();
+  readonly #encryptedSends = new Map<string, number>();
   #queue: Buffer[] = [];
   #flushing: Promise<void> | undefined;
 
@@ -107,11 +118,18 @@ export class DtlsRecordWriter {
    * @param send puts one datagram on the wire.
    * @param reseal re-encrypts an epoch > 0 record for a new sequence number.
    * @param maxDatagramBytes datagram size limit in bytes (default 1200, below any path MTU on the Internet).
+   * @param keepEncryptedSends how many times an epoch > 0 record is sent with its original number (default 2).
    */
-  constructor(options: { send: (datagram: Buffer) => Promise<void>; reseal: RecordResealer; maxDatagramBytes?: number }) {
+  constructor(options: {
+    send: (datagram: Buffer) => Promise<void>;
+    reseal: RecordResealer;
+    maxDatagramBytes?: number;
+    keepEncryptedSends?: number;
+  }) {
     this.#send = options.send;
     this.#reseal = options.reseal;
     this.#maxDatagramBytes = options.maxDatagramBytes ?? 1200;
+    this.#keepEncryptedSends = options.keepEncryptedSends ?? 2;
   }
 
   /** Queue one buffer of whole records; all buffers written in the same tick leave together, in order. */
@@ -156,11 +174,21 @@ export class DtlsRecordWriter {
   }
 
   #renumber(record: DtlsRecord): Buffer {
-    const sequenceNumber = this.nextSequenceNumber(record.epoch);
-    this.#nextSequence.set(record.epoch, sequenceNumber + 1);
-    if (record.sequenceNumber === sequenceNumber) return serializeDtlsRecord(record);
-    const fragment = record.epoch === 0 ? record.fragment : this.#reseal(record, sequenceNumber);
-    return serializeDtlsRecord({ ...record, sequenceNumber, fragment });
+    const { epoch } = record;
+    if (epoch === 0) {
+      const sequenceNumber = this.nextSequenceNumber(0);
+      this.#nextSequence.set(0, sequenceNumber + 1);
+      return serializeDtlsRecord(record.sequenceNumber === sequenceNumber ? record : { ...record, sequenceNumber });
+    }
+    // Fresh numbers in this epoch start above every number the record's writer used.
+    if (this.nextSequenceNumber(epoch) <= record.sequenceNumber) this.#nextSequence.set(epoch, record.sequenceNumber + 1);
+    const key = `${epoch}/${record.sequenceNumber}/${record.contentType}`;
+    const sends = (this.#encryptedSends.get(key) ?? 0) + 1;
+    this.#encryptedSends.set(key, sends);
+    if (sends <= this.#keepEncryptedSends) return serializeDtlsRecord(record);
+    const sequenceNumber = this.nextSequenceNumber(epoch);
+    this.#nextSequence.set(epoch, sequenceNumber + 1);
+    return serializeDtlsRecord({ ...record, sequenceNumber, fragment: this.#reseal(record, sequenceNumber) });
   }
 }
 
@@ -184,6 +212,11 @@ interface DtlsClientInternals {
 interface DtlsContextLike {
   flight: number;
   sessionId: string;
+}
+/** werift's (unexported) client Flight5, as far as exec() needs it. */
+interface Flight5Like {
+  dtls: DtlsContextLike;
+  exec: () => Promise<void>;
 }
 /** werift's (unexported) Flight base class, as far as transmit() needs it. */
 interface FlightLike {
@@ -232,10 +265,10 @@ function wakeRetransmissionWaits(context: object): void {
 }
 
 /**
- * werift's Flight class is internal to its bundle; reach its prototype through a Flight5 that a throw-away client
- * creates when handed an (empty, unparsable) ServerHello. Undefined if werift's shape changed.
+ * werift's Flight classes are internal to its bundle; reach their prototypes through the Flight5 that a throw-away
+ * client creates when handed an (empty, unparsable) ServerHello. Undefined if werift's shape changed.
  */
-function findFlightPrototype(): FlightLike | undefined {
+function findFlightPrototypes(): { flight: FlightLike; flight5: Flight5Like } | undefined {
   const probeTransport = {
     type: 'probe',
     address: {},
@@ -252,16 +285,33 @@ function findFlightPrototype(): FlightLike | undefined {
   };
   // The empty ServerHello fails to parse after flight5 is created; that failure is the expected end of the probe.
   probe.handleHandshakes([{ msg_type: 2, fragment: Buffer.alloc(0) }]).catch(() => undefined);
-  const flight5 = probe.flight5;
-  if (!flight5) return undefined;
-  const flightProto = Object.getPrototypeOf(Object.getPrototypeOf(flight5)) as FlightLike | null;
-  return flightProto && typeof flightProto.transmit === 'function' ? flightProto : undefined;
+  if (!probe.flight5) return undefined;
+  const flight5 = Object.getPrototypeOf(probe.flight5) as Flight5Like | null;
+  const flight = flight5 ? (Object.getPrototypeOf(flight5) as FlightLike | null) : null;
+  if (!flight5 || !flight || typeof flight.transmit !== 'function' || typeof flight5.exec !== 'function') {
+    return undefined;
+  }
+  return { flight, flight5 };
 }
 
-/** werift's Flight.transmit with the same schedule, ending as soon as the socket is closed. */
+/**
+ * werift's Flight.transmit with the same schedule, ending as soon as the socket is closed; and Flight5.exec made a
+ * no-op once the handshake is over.
+ */
 function patchRetransmission(): boolean {
-  const flightProto = findFlightPrototype();
-  if (!flightProto) return false;
+  const prototypes = findFlightPrototypes();
+  if (!prototypes) return false;
+  const flightProto = prototypes.flight;
+  const flight5Proto = prototypes.flight5;
+  const exec = flight5Proto.exec;
+  flight5Proto.exec = function (this: Flight5Like): Promise<void> {
+    // A server that retransmits its flight and finishes in the same datagram (mediasoup does, when its 100 ms timer
+    // fires while our final flight is on its way) gets its ServerHelloDone handled after its Finished: werift would
+    // then build a second final flight with new keys, epoch-1 headers on plaintext records and a clobbered master
+    // secret, and the server drops the session. The handshake is over (flight 7): nothing to send.
+    if (this.dtls.flight >= 7) return Promise.resolve();
+    return exec.call(this);
+  };
   flightProto.transmit = async function transmit(this: FlightLike, buffers: Buffer[]): Promise<void> {
     const retransmitCount = (this.constructor as { RetransmitCount?: number }).RetransmitCount ?? 10;
     for (let attempt = 0; attempt <= retransmitCount; attempt++) {
@@ -275,6 +325,9 @@ function patchRetransmission(): boolean {
         return;
       }
       await retransmissionWait(this.dtls, (1000 * (attempt + 1)) / 2);
+      // On a busy event loop the peer's answer may be waiting in the socket: let pending I/O in before deciding
+      // to retransmit (a spurious retransmission of the final flight is what some servers handle worst).
+      await new Promise<void>((resolve) => setImmediate(resolve));
       if (closedContexts.has(this.dtls)) return;
       if (this.dtls.flight >= this.nextFlight) {
         this.setState('FINISHED');

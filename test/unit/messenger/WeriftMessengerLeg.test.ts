@@ -148,8 +148,8 @@ t.test('connects to an ICE-lite DTLS server and carries a 1 kHz tone both ways',
   t.teardown(() => sender.stop());
   session.startTone(1000);
 
-  await waitUntil(() => capture.samples >= 48000 * 0.8, 5000, 'audio at the leg');
-  await waitUntil(() => session.receivedPcm().length >= 48000 * 0.8, 5000, 'audio at Meta');
+  await waitUntil(() => capture.samples >= 48000 * 0.8, 10000, 'audio at the leg');
+  await waitUntil(() => session.receivedPcm().length >= 48000 * 0.8, 10000, 'audio at Meta');
   const atLeg = lastDominant(capture.pcm());
   const atMeta = lastDominant(session.receivedPcm());
   t.equal(atLeg.frequency, 1000, 'leg hears 1 kHz');
@@ -170,7 +170,7 @@ t.test('a renegotiation offer with a second m=audio keeps audio flowing both way
   const sender = new OpusToneSender(leg, { pt: 111, hz: 1000 }).start();
   t.teardown(() => sender.stop());
   session.startTone(1000);
-  await waitUntil(() => capture.samples > 48000 * 0.3, 5000, 'audio before renegotiation');
+  await waitUntil(() => capture.samples > 48000 * 0.3, 10000, 'audio before renegotiation');
 
   const offer = session.renegotiationOffer({ secondMLine: true });
   const answer = await leg.applyOffer(offer);
@@ -194,8 +194,8 @@ t.test('a renegotiation offer with a second m=audio keeps audio flowing both way
   session.clearReceived();
   session.startTone(1000);
   sender.setTone(1000);
-  await waitUntil(() => capture.samples >= 48000 * 0.8, 5000, 'audio at the leg after renegotiation');
-  await waitUntil(() => session.receivedPcm().length >= 48000 * 0.8, 5000, 'audio at Meta after renegotiation');
+  await waitUntil(() => capture.samples >= 48000 * 0.8, 10000, 'audio at the leg after renegotiation');
+  await waitUntil(() => session.receivedPcm().length >= 48000 * 0.8, 10000, 'audio at Meta after renegotiation');
   t.equal(lastDominant(capture.pcm()).frequency, 1000, 'leg still hears 1 kHz');
   t.equal(lastDominant(session.receivedPcm()).frequency, 1000, 'Meta still hears 1 kHz');
   t.ok(leg.connected, 'same transport, still connected');
@@ -222,8 +222,8 @@ t.test('an offer from Meta (connect with an offer): we answer setup:active and c
   const sender = new OpusToneSender(leg, { pt: 111, hz: 1000 }).start();
   t.teardown(() => sender.stop());
   session.startTone(1000);
-  await waitUntil(() => capture.samples >= 48000 * 0.5, 5000, 'audio at the leg');
-  await waitUntil(() => session.receivedPcm().length >= 48000 * 0.5, 5000, 'audio at Meta');
+  await waitUntil(() => capture.samples >= 48000 * 0.5, 10000, 'audio at the leg');
+  await waitUntil(() => session.receivedPcm().length >= 48000 * 0.5, 10000, 'audio at Meta');
   t.equal(lastDominant(capture.pcm()).frequency, 1000);
   t.equal(lastDominant(session.receivedPcm()).frequency, 1000);
 });
@@ -305,7 +305,7 @@ t.test('an answer whose ICE address is dead fails with reason ice within the tim
   const elapsed = performance.now() - started;
   t.type(err, MessengerLegError);
   t.equal((err as MessengerLegError).reason, 'ice');
-  t.ok(elapsed < 1500 + 1000, `failed within the timeout (${Math.round(elapsed)} ms)`);
+  t.ok(elapsed < 1500 + 3000, `failed within the timeout (${Math.round(elapsed)} ms)`);
   t.ok(datagrams > 0, 'checks were sent to the dead address');
   await new Promise((resolve) => setTimeout(resolve, 200));
   t.equal(failures.length, 1, 'exactly one failed event');
@@ -367,7 +367,7 @@ t.test('a DTLS server that never answers fails with reason dtls', async (t) => {
   await rejectsWithReason(t, leg.whenConnected(), 'dtls', 'whenConnected');
   const elapsed = performance.now() - started;
   t.type(leg.timings.answerToIceMs, 'number', 'ICE connected first');
-  t.ok(elapsed < 1500 + 1500, `failed soon after the DTLS timeout (${Math.round(elapsed)} ms)`);
+  t.ok(elapsed < 1500 + 3000, `failed soon after the DTLS timeout (${Math.round(elapsed)} ms)`);
   t.ok(dtlsRecords > 0, 'our ClientHello reached the peer');
   await new Promise((resolve) => setTimeout(resolve, 100));
   t.equal(failures.length, 1, 'exactly one failed event');
@@ -412,16 +412,16 @@ t.test('20 calls in a row leak no sockets, timers or sessions', async (t) => {
     const capture = new OpusCapture(leg, { opusPt: 111 });
     session.startTone(1000);
     const sender = new OpusToneSender(leg, { pt: 111, hz: 1000 }).start();
-    await waitUntil(() => capture.packets >= 3 && session.packetsReceived >= 3, 3000, `media on call ${i}`);
+    await waitUntil(() => capture.packets >= 3 && session.packetsReceived >= 3, 10000, `media on call ${i}`);
     sender.stop();
     leg.close();
     session.close();
     await leg.whenReleased();
   }
-  await waitUntil(() => udpHandles() === beforeUdp, 3000, 'UDP sockets to close');
+  await waitUntil(() => udpHandles() === beforeUdp, 10000, 'UDP sockets to close');
   t.equal(udpHandles(), beforeUdp, 'no UDP socket left');
   t.equal(server.sessionCount, 0, 'no media session left');
   // werift's last STUN transaction timers run out on their own within about a second.
-  await waitUntil(() => timers() <= beforeTimers, 3000, 'timers to run out').catch(() => undefined);
+  await waitUntil(() => timers() <= beforeTimers, 10000, 'timers to run out').catch(() => undefined);
   t.ok(timers() <= beforeTimers, `no timer left (${beforeTimers} before, ${timers()} after)`);
 });
