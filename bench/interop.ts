@@ -4,12 +4,13 @@
  * from applying the answer to DTLS connected (p50/p99) per peer.
  *
  *   npx tsx bench/interop.ts [--calls 100] [--peer rtpengine|mediasoup|both] [--without-fix] [--reorder]
- *                            [--rtpengine-threads 2]
+ *                            [--rtpengine-threads 2] [--concurrency 1]
  *
  * --without-fix runs werift's DTLS client as shipped (no src/messenger/dtlsFix.ts), to see the failure it fixes;
  * failed set-ups then wait for the leg's DTLS timeout (lowered to 4 s here).
  * --reorder sends the first transmission of every final flight record by record with the ChangeCipherSpec before the
  * CertificateVerify: what rtpengine's packet threads sometimes do by accident, on purpose.
+ * --concurrency n sets up n calls at a time (a burst), still `--calls` in all per peer.
  */
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
@@ -32,6 +33,7 @@ const { values } = parseArgs({
     'without-fix': { type: 'boolean', default: false },
     reorder: { type: 'boolean', default: false },
     'rtpengine-threads': { type: 'string', default: '2' },
+    concurrency: { type: 'string', default: '1' },
   },
 });
 const calls = Number(values.calls);
@@ -69,17 +71,24 @@ for (const name of peerNames) {
   const failures: string[] = [];
   let ok = 0;
   const started = performance.now();
-  for (let i = 0; i < calls; i++) {
+  const concurrency = Math.max(1, Number(values.concurrency));
+  if (values.reorder && concurrency > 1) throw new Error('--reorder works one call at a time');
+  for (let first = 0; first < calls; first += concurrency) {
+    const batch = Array.from({ length: Math.min(concurrency, calls - first) }, (_, k) => first + k);
     const restore = values.reorder ? await interceptDtlsDatagrams(reorderFinalFlightOnce().decide) : undefined;
-    const r = await runCall(peer, factory, { callId: `bench-${name}-${i}-${Date.now()}`, log });
+    const results = await Promise.all(
+      batch.map((i) => runCall(peer, factory, { callId: `bench-${name}-${i}-${Date.now()}`, log })),
+    );
     restore?.();
-    if (r.ok) {
-      ok++;
-      connectMs.push(r.answerToConnectedMs!);
-      if (r.legTimings?.dtlsMs !== undefined) dtlsMs.push(r.legTimings.dtlsMs);
-    } else {
-      failures.push(`#${i}: ${r.error}`);
-    }
+    results.forEach((r, k) => {
+      if (r.ok) {
+        ok++;
+        connectMs.push(r.answerToConnectedMs!);
+        if (r.legTimings?.dtlsMs !== undefined) dtlsMs.push(r.legTimings.dtlsMs);
+      } else {
+        failures.push(`#${batch[k]}: ${r.error}`);
+      }
+    });
   }
   await peer.close();
   const seconds = ((performance.now() - started) / 1000).toFixed(1);

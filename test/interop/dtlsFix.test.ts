@@ -27,7 +27,7 @@ function finalFlight(): Buffer[] {
   return [record(22, 0, 2, 409), record(22, 0, 3, 78), record(22, 0, 4, 86), record(20, 0, 5, 1, 1), record(22, 1, 6, 48)];
 }
 
-function collectingWriter(reseal: RecordResealer = (r) => r.fragment, maxDatagramBytes?: number) {
+function collectingWriter(reseal: RecordResealer = (r) => r.fragment, maxDatagramBytes?: number, keepEncryptedSends?: number) {
   const datagrams: Buffer[] = [];
   const writer = new DtlsRecordWriter({
     send: async (d) => {
@@ -35,6 +35,7 @@ function collectingWriter(reseal: RecordResealer = (r) => r.fragment, maxDatagra
     },
     reseal,
     ...(maxDatagramBytes !== undefined ? { maxDatagramBytes } : {}),
+    ...(keepEncryptedSends !== undefined ? { keepEncryptedSends } : {}),
   });
   return { writer, datagrams };
 }
@@ -57,7 +58,7 @@ t.test('parseDtlsRecords splits a datagram and rejects truncation', async (t) =>
   t.throws(() => parseDtlsRecords(datagram.subarray(0, 5)), RangeError);
 });
 
-t.test('a flight written in one tick leaves as one datagram, records in order, renumbered per epoch', async (t) => {
+t.test('a flight written in one tick leaves as one datagram, in order, plaintext records renumbered', async (t) => {
   const resealed: number[] = [];
   const { writer, datagrams } = collectingWriter((r, n) => {
     resealed.push(n);
@@ -73,29 +74,31 @@ t.test('a flight written in one tick leaves as one datagram, records in order, r
       [22, 0, 1],
       [22, 0, 2],
       [20, 0, 3],
-      [22, 1, 0],
+      [22, 1, 6],
     ],
-    'epoch 0 numbered from 0, epoch 1 from 0',
+    'epoch 0 numbered from 0; the encrypted Finished keeps its number',
   );
-  t.same(resealed, [0], 'the epoch-1 record was re-sealed for its new number');
+  t.same(resealed, [], 'nothing re-sealed on the first transmission');
 });
 
-t.test('a retransmitted flight gets new record numbers (no replay)', async (t) => {
-  const { writer, datagrams } = collectingWriter();
+t.test('retransmissions: plaintext records always get new numbers, the Finished from its third sending', async (t) => {
+  const resealed: number[] = [];
+  const { writer, datagrams } = collectingWriter((r, n) => {
+    resealed.push(n);
+    return r.fragment;
+  });
   const flight = finalFlight();
-  await Promise.all(flight.map((b) => writer.write(b)));
-  await Promise.all(flight.map((b) => writer.write(b)));
-  t.equal(datagrams.length, 2);
-  const first = parseDtlsRecords(datagrams[0]!).map((r) => `${r.epoch}/${r.sequenceNumber}`);
-  const second = parseDtlsRecords(datagrams[1]!).map((r) => `${r.epoch}/${r.sequenceNumber}`);
-  t.same(second, ['0/4', '0/5', '0/6', '0/7', '1/1']);
-  t.same(
-    first.filter((n) => second.includes(n)),
-    [],
-    'no (epoch, sequence number) pair is sent twice',
-  );
-  t.equal(writer.nextSequenceNumber(0), 8);
-  t.equal(writer.nextSequenceNumber(1), 2);
+  for (let i = 0; i < 4; i++) await Promise.all(flight.map((b) => writer.write(b)));
+  t.equal(datagrams.length, 4);
+  const sent = datagrams.map((d) => parseDtlsRecords(d).map((r) => `${r.epoch}/${r.sequenceNumber}`));
+  t.same(sent[1], ['0/4', '0/5', '0/6', '0/7', '1/6'], 'first retransmission: same Finished number (a replay if late)');
+  t.same(sent[2], ['0/8', '0/9', '0/10', '0/11', '1/7'], 'second retransmission: Finished re-sealed as 7');
+  t.same(sent[3], ['0/12', '0/13', '0/14', '0/15', '1/8']);
+  t.same(resealed, [7, 8]);
+  const plaintext = sent.flat().filter((n) => n.startsWith('0/'));
+  t.equal(new Set(plaintext).size, plaintext.length, 'no plaintext (epoch, number) pair is sent twice');
+  t.equal(writer.nextSequenceNumber(0), 16);
+  t.equal(writer.nextSequenceNumber(1), 9);
 });
 
 t.test('a flight larger than the datagram limit is split at record boundaries, order kept', async (t) => {
@@ -110,7 +113,7 @@ t.test('a flight larger than the datagram limit is split at record boundaries, o
   );
   t.same(
     all.map((r) => r.sequenceNumber),
-    [0, 1, 2, 3, 0],
+    [0, 1, 2, 3, 6],
   );
 });
 
@@ -158,12 +161,13 @@ t.test('an AES-GCM record re-sealed under a new number opens with the new number
   const finished = Buffer.from('1400000c000300000000000c' + 'aa'.repeat(12), 'hex');
   const header = { contentType: 22, version: DTLS12, epoch: 1, sequenceNumber: 6 };
   const sealed = serializeDtlsRecord({ ...header, fragment: seal(header, finished) });
-  const { writer, datagrams } = collectingWriter((r, n) => seal({ ...r, sequenceNumber: n }, open(r)));
+  const { writer, datagrams } = collectingWriter((r, n) => seal({ ...r, sequenceNumber: n }, open(r)), undefined, 0);
   await writer.write(sealed);
   const [out] = parseDtlsRecords(datagrams[0]!);
-  t.equal(out!.sequenceNumber, 0);
+  t.equal(out!.sequenceNumber, 7, 'fresh numbers start above the ones already used');
   t.same(open(out!), finished, 'decrypts under its new number');
   t.throws(() => open({ ...out!, sequenceNumber: 6 }), 'does not authenticate under the old number');
+  t.equal(datagrams.length, 1);
 });
 
 t.test('the patch finds the werift internals it needs (guards a werift upgrade)', async (t) => {

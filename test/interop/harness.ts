@@ -326,7 +326,8 @@ export class MediasoupPeer implements InteropPeer {
     const mediasoup: Mediasoup = await import('mediasoup');
     const base = 50000 + 200 * Math.floor(Math.random() * 45);
     const worker = await mediasoup.createWorker({
-      logLevel: 'warn',
+      logLevel: (process.env['MEDIASOUP_LOG_LEVEL'] as 'warn' | undefined) ?? 'warn',
+      logTags: ['ice', 'dtls', 'rtp', 'srtp', 'rtcp'],
       rtcMinPort: options.rtcMinPort ?? base,
       rtcMaxPort: options.rtcMaxPort ?? base + 199,
     });
@@ -481,8 +482,10 @@ export async function runCall(
       if (result.toPeer?.detected && result.toLeg?.detected) break;
       if (performance.now() > deadline) {
         throw new Error(
-          `tone not detected: leg->${peer.name} ${describe(result.toPeer)} (${call.plain.sink.packets} packets), ` +
-            `${peer.name}->leg ${describe(result.toLeg)} (${audio.sink.packets} packets)`,
+          `tone not detected: leg->${peer.name} ${describe(result.toPeer)} (${audio.source.packetsSent} sent, ` +
+            `${call.plain.sink.packets} received), ${peer.name}->leg ${describe(result.toLeg)} ` +
+            `(${call.plain.packetsSent} sent, ${audio.sink.packets} received)` +
+            (process.env['INTEROP_DEBUG'] ? ` leg stats ${JSON.stringify((leg as { stats?: () => unknown }).stats?.())}` : ''),
         );
       }
       await new Promise((resolve) => setTimeout(resolve, 40));
