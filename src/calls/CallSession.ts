@@ -580,10 +580,15 @@ export class CallSession {
       });
     });
     let media: CallMedia;
+    const creating = engine.createCallMedia({ callId: this.id, log: this.log, messenger: leg, codecs: route.codecs });
     try {
-      media = await this.#step(engine.createCallMedia({ callId: this.id, log: this.log, messenger: leg, codecs: route.codecs }));
+      media = await this.#step(creating);
     } catch (err) {
-      if (err instanceof CallEnded) throw err;
+      if (err instanceof CallEnded) {
+        // Ended while the media was being created: it is nobody's yet, so close it once it exists.
+        creating.then((late) => late.close(), () => undefined);
+        throw err;
+      }
       this.end({
         outcome: 'media_failed',
         reason: `media setup failed: ${reasonOf(err)}`,
