@@ -66,7 +66,11 @@ export interface GraphSimulatorEvents {
 
 export type PermissionStatus = 'has_permission' | 'temporary_permission' | 'no_permission';
 
-export type Fault = { status: number; body?: unknown; delayMs?: number } | { delayMs: number };
+/**
+ * `status` (+ `body`): answer that instead; `delayMs` alone: answer normally, late; `drop`: close the connection
+ * without answering (after `delayMs` if given), as a lost response looks to the caller.
+ */
+export type Fault = { status: number; body?: unknown; delayMs?: number } | { delayMs: number } | { drop: true; delayMs?: number };
 
 export interface GraphSimulatorOptions {
   /** Page id -> the access token the simulator accepts for it. */
@@ -347,6 +351,11 @@ export class GraphSimulator {
       };
       const fault = action ? this.#faults.get(action)?.shift() : undefined;
       if (fault?.delayMs) await new Promise((resolve) => setTimeout(resolve, fault.delayMs));
+      if (fault && 'drop' in fault) {
+        this.events.safeEmit('request', { action: label, pageId, status: 0 });
+        reply.raw.destroy();
+        return reply;
+      }
       if (fault && 'status' in fault) {
         const body = fault.body ?? { error: { message: 'An unexpected error has occurred. Please retry your request later.', type: 'OAuthException', code: 2, is_transient: true, fbtrace_id: fbtrace() } };
         return send(fault.status, body, isObject(body) && isObject(body.error) && typeof body.error.code === 'number' ? body.error.code : undefined);

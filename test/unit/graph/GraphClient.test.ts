@@ -209,6 +209,19 @@ t.test('accept and connect are never retried after Meta may have acted', async (
   t.equal(seen.length, 2);
 });
 
+t.test('a lost response is not retried for accept, but is for terminate', async (t) => {
+  const { sim, client, seen } = await setup(t);
+  const callId = sim.startConsumerCall({ pageId: PAGE, psid: PSID });
+  sim.failNext('accept', { drop: true });
+  const lost = await graphError(client.accept(PAGE, callId, OFFER));
+  t.equal(lost.code, 'GRAPH_NETWORK');
+  t.equal(lost.retryable, true, 'the caller may decide; the client did not');
+  t.equal(seen.length, 1);
+  sim.failNext('terminate', { drop: true });
+  await client.terminate(PAGE, 'c_any').catch(() => undefined);
+  t.equal(seen.filter((s) => (s.body as { action?: string }).action === 'terminate').length, 2, 'terminate retried once the connection dropped');
+});
+
 t.test('a refused connection is retried for accept (the request never left)', async (t) => {
   // A port with nothing listening: every attempt is refused.
   const { address, sim } = await setup(t);
