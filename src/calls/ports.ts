@@ -182,8 +182,12 @@ export interface DtmfEvent {
 export interface CallMediaEvents {
   /** The media path failed (worker died, transport closed under us). The call must end. */
   failed: [MediaError];
-  /** A digit crossed the bridge (for logs and metrics). */
-  dtmf: [DtmfEvent & { direction: 'to_pbx' | 'to_messenger' }];
+  /**
+   * A digit crossed the bridge (for logs and metrics). `via` says how it went out on the destination leg:
+   * RFC 4733 events, or in the audio ('inband': toward Meta as generated tones; toward a PBX that negotiated no
+   * telephone-event, as the person's own tones, passed on unchanged, so a controller may also send it as SIP INFO).
+   */
+  dtmf: [DtmfEvent & { direction: 'to_pbx' | 'to_messenger'; via?: 'rfc4733' | 'inband' }];
 }
 
 export interface CallMediaStats {

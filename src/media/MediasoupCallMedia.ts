@@ -23,7 +23,7 @@ import type {
 } from '../calls/ports.js';
 import { MediaError } from '../core/errors.js';
 import { TypedEmitter } from '../core/TypedEmitter.js';
-import { DtmfToneDetector } from './dsp/dtmf.js';
+import { InbandDtmfWatcher } from './dsp/InbandDtmf.js';
 import { decodePcma, decodePcmu, encodePcma, encodePcmu } from './dsp/g711.js';
 import { FRAME_8K, MessengerStream, OPUS_CLOCK_RATE } from './MessengerStream.js';
 import type { PbxRemoteAudio, PbxTelephoneEvent } from './pbxSdp.js';
@@ -57,12 +57,21 @@ export const ROUTER_MEDIA_CODECS: ms.RtpCodecCapability[] = [
 
 /** Lost Opus frames from Meta concealed by PLC; a longer gap is passed on as a gap. */
 const MAX_PLC_FRAMES = 3;
+/**
+ * No audio from Meta for this long (ms: DTX silence, or the person's app stopped sending) and the in-band detector
+ * is flushed, so a digit whose tone was the last thing sent still ends and reaches the PBX.
+ */
+const WATCHER_IDLE_MS = 100;
 /** PBX packets kept while the producer for a new SSRC is being created. */
 const MAX_QUEUED_PBX_PACKETS = 25;
 
 export interface CallMediaDtmfOptions {
-  /** Detect DTMF tones in Meta's audio (when Meta negotiated no telephone-event) and send them as RFC 4733. */
-  inbandDetect: boolean;
+  /**
+   * Detect DTMF tones in Meta's audio (when Meta negotiated no telephone-event) and send them to the PBX as
+   * RFC 4733. 'auto': only when the PBX leg is G.711 (its audio is decoded anyway; with an Opus PBX detection
+   * would cost a decoder per call, and the tones pass through to the PBX untouched).
+   */
+  inbandDetect: boolean | 'auto';
   /** Play PBX digits as tones toward Meta when Meta negotiated no telephone-event (else they are dropped). */
   inbandGenerate: boolean;
 }
@@ -126,7 +135,12 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
   #lastMeta?: { ssrc: number; seq: number; ts: number; at: number };
   #decoder?: Decoder;
   #lastToc = 0x78;
-  #detector?: DtmfToneDetector;
+  /** In-band digit detection on Meta's audio, while it is wanted (see `#updateWatcher`). */
+  #watcher?: InbandDtmfWatcher;
+  /** Flushes the watcher when Meta's audio pauses (DTX). */
+  #watcherIdle?: NodeJS.Timeout;
+  /** The detected digit whose RFC 4733 event toward the PBX began at its confirmation and is not yet ended. */
+  #liveDigit?: string;
   #metaTeReceiver?: { pt: number; receiver: TelephoneEventReceiver };
   #pbxTeSender?: TelephoneEventSender;
   #pbxTeReceiver?: TelephoneEventReceiver;
@@ -258,8 +272,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
       this.#metaTeReceiver = undefined;
     }
     this.#metaTeReceiver ??= te ? this.#makeMetaTeReceiver(te) : undefined;
-    if (!te && this.#o.dtmf.inbandDetect) this.#detector ??= new DtmfToneDetector(8000);
-    if (te) this.#detector = undefined;
+    this.#updateWatcher();
     this.#unsubscribeMessenger ??= this.#o.messenger.onRtp((packet) => this.#onMessengerRtp(packet));
     if (!this.#started) this.#log.info({ codec: pbx.codec.name, transcoding: this.#transcoding }, 'media bridge started');
     this.#started = true;
@@ -269,8 +282,13 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
 
   sendDtmfToMessenger(event: DtmfEvent): void {
     if (this.#closed) return;
-    this.#stream.playDigit(event.digit, event.durationMs);
-    this.safeEmit('dtmf', { ...event, direction: 'to_messenger' });
+    const via = this.#stream.playDigit(event.digit, event.durationMs);
+    if (via) this.safeEmit('dtmf', { ...event, direction: 'to_messenger', via });
+  }
+
+  /** In-band digits from Meta are being watched for (Meta has no telephone-event and detection is on). */
+  get inbandDetecting(): boolean {
+    return this.#watcher !== undefined;
   }
 
   stats(): CallMediaStats {
@@ -298,6 +316,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     this.#unsubscribeMessenger?.();
     this.#unsubscribeMessenger = undefined;
     this.#stream.close();
+    this.#stopWatcher(false);
     this.#metaTeReceiver?.receiver.close();
     this.#pbxTeReceiver?.close();
     this.#pbxTeSender?.close();
@@ -344,13 +363,15 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
       this.#pbxTeSender?.close();
       this.#pbxTeReceiver = undefined;
       this.#pbxTeSender = undefined;
+      // A detected digit begun on the old sender ends on the new one as a whole event.
+      this.#liveDigit = undefined;
       const te = remote.telephoneEvent;
       if (te) {
         this.#pbxTeReceiver = new TelephoneEventReceiver(te.clockRate, {
           begin: (digit) => this.#stream.relayBegin(digit),
           end: (digit, durationMs) => {
-            this.#stream.relayEnd(digit, durationMs);
-            this.safeEmit('dtmf', { digit, durationMs, direction: 'to_messenger' });
+            const via = this.#stream.relayEnd(digit, durationMs);
+            if (via) this.safeEmit('dtmf', { digit, durationMs, direction: 'to_messenger', via });
           },
         });
         this.#pbxTeSender = new TelephoneEventSender({
@@ -362,6 +383,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
         });
       }
     }
+    if (this.#started) this.#updateWatcher();
     if (this.#started && this.#bridgeCodec !== remote.codec.name) this.#setupBridge(remote.codec);
   }
 
@@ -382,7 +404,81 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     }
     if (live) this.#pbxTeSender.end(digit, durationMs);
     else this.#pbxTeSender.play(digit, durationMs);
-    this.safeEmit('dtmf', { digit, durationMs, direction: 'to_pbx' });
+    this.safeEmit('dtmf', { digit, durationMs, direction: 'to_pbx', via: 'rfc4733' });
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // In-band digits from Meta
+  //
+  // A digit is confirmed about 35 ms into its tone and reported when it ends (about 30 ms after the tone stops).
+  // At confirmation the RFC 4733 event toward the PBX begins, and the PBX socket holds back audio while an event
+  // runs, so from then on the tone no longer reaches the PBX in band (a PBX detecting tones itself would otherwise
+  // count the digit twice). The first ~35 ms of tone do pass: catching them would need a look-ahead delay on
+  // the voice path, or muting on mere candidates, which clips speech; 35 ms is below what a Q.24 detector must
+  // accept (40 ms), so PBX detectors rarely act on it.
+  // With a PBX that negotiated no telephone-event the tones are left in the audio, where they are the only way
+  // the digit can reach it, and the `dtmf` event (via 'inband') lets the call controller add SIP INFO.
+  // ---------------------------------------------------------------------------------------------------------
+
+  #inbandDetectWanted(): boolean {
+    if (this.#messengerFormat?.telephoneEvent || !this.#pbx) return false;
+    const setting = this.#o.dtmf.inbandDetect;
+    return setting === 'auto' ? this.#pbx.codec.name !== 'opus' : setting;
+  }
+
+  #updateWatcher(): void {
+    if (!this.#inbandDetectWanted()) {
+      this.#stopWatcher(true);
+      return;
+    }
+    if (this.#watcher) return;
+    const watcher = new InbandDtmfWatcher({ sampleRate: 8000, clockRate: OPUS_CLOCK_RATE });
+    watcher.on('digit', (d) => this.#onInbandDigit(d.digit, d.durationMs));
+    this.#watcher = watcher;
+    this.#log.debug('watching Meta audio for in-band digits');
+  }
+
+  /** Stop detecting; with `report`, a digit still sounding is reported first. */
+  #stopWatcher(report: boolean): void {
+    const watcher = this.#watcher;
+    if (!watcher) return;
+    if (report) watcher.flush();
+    watcher.close();
+    this.#watcher = undefined;
+    if (this.#watcherIdle) clearTimeout(this.#watcherIdle);
+    this.#watcherIdle = undefined;
+    this.#liveDigit = undefined;
+  }
+
+  /** Feed decoded audio (concealed frames first, they end just before the packet's timestamp) to the watcher. */
+  #watch(watcher: InbandDtmfWatcher, concealed: Int16Array[], pcm: Int16Array | undefined, timestamp: number): void {
+    const scale = OPUS_CLOCK_RATE / 8000;
+    let ts = timestamp - concealed.reduce((n, f) => n + f.length, 0) * scale;
+    for (const frame of concealed) {
+      watcher.push(frame, ts >>> 0, true);
+      ts += frame.length * scale;
+    }
+    if (pcm) watcher.push(pcm, timestamp);
+    if (this.#watcher !== watcher) return;
+    const sounding = watcher.sounding;
+    if (sounding !== undefined && sounding !== this.#liveDigit && this.#pbxTeSender) {
+      this.#liveDigit = sounding;
+      this.#pbxTeSender.begin(sounding);
+    }
+    this.#watcherIdle ??= setTimeout(() => this.#watcher?.flush(), WATCHER_IDLE_MS);
+    this.#watcherIdle.refresh();
+  }
+
+  #onInbandDigit(digit: string, durationMs: number): void {
+    if (this.#closed) return;
+    if (!this.#pbxTeSender) {
+      this.#log.info({ digit, durationMs }, 'digit from Meta passes to the PBX in band only (PBX has no telephone-event)');
+      this.safeEmit('dtmf', { digit, durationMs, direction: 'to_pbx', via: 'inband' });
+      return;
+    }
+    const live = this.#liveDigit === digit;
+    if (live) this.#liveDigit = undefined;
+    this.#digitToPbx(digit, durationMs, live);
   }
 
   // ---------------------------------------------------------------------------------------------------------
@@ -542,17 +638,14 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
 
     const pbx = this.#pbx;
     const producer = this.#metaProducer;
-    const needPcm = pbx?.codec.name !== 'opus' || this.#detector !== undefined;
+    const watcher = this.#watcher;
+    const needPcm = pbx?.codec.name !== 'opus' || watcher !== undefined;
     let pcm: Int16Array | undefined;
     let concealed: Int16Array[] = [];
     if (needPcm) {
       if (seqGap >= 2 && seqGap <= MAX_PLC_FRAMES + 1) concealed = this.#conceal(seqGap - 1);
       pcm = this.#decode(payload);
-      if (this.#detector && pcm) {
-        for (const frame of [...concealed, pcm]) {
-          for (const d of this.#detector.process(frame)) this.#digitToPbx(d.digit, d.durationMs, false);
-        }
-      }
+      if (watcher) this.#watch(watcher, concealed, pcm, header.timestamp);
     }
     if (!pbx || !producer || producer.closed) return;
 

@@ -35,7 +35,10 @@ export interface MediaEngineHooks {
 export interface MediasoupMediaEngineOptions {
   pool: WorkerPool;
   rtp: PbxRtpOptions;
-  /** DTMF options. Default: in-band detection and generation on (used only when Meta has no telephone-event). */
+  /**
+   * DTMF options, used only when Meta has no telephone-event. Default: in-band generation on, in-band detection
+   * 'auto' (on when the PBX leg is G.711).
+   */
   dtmf?: Partial<CallMediaDtmfOptions>;
   /** Opus encoder complexity for transcoded calls (0-10). Default 3. */
   opusComplexity?: number;
@@ -118,7 +121,7 @@ export class MediasoupMediaEngine implements MediaEngine {
         socket,
         announcedIp: this.#announcedIp,
         dtmf: {
-          inbandDetect: this.#o.dtmf?.inbandDetect ?? true,
+          inbandDetect: this.#o.dtmf?.inbandDetect ?? 'auto',
           inbandGenerate: this.#o.dtmf?.inbandGenerate ?? true,
         },
         encoderComplexity: this.#o.opusComplexity,

@@ -8,7 +8,7 @@
 import { Encoder } from '@evan/opus';
 import type { Logger } from 'pino';
 import type { RtpEndpoint } from '../core/rtp.js';
-import { DtmfToneGenerator } from './dsp/dtmf.js';
+import { InbandDtmfInjector } from './dsp/InbandDtmf.js';
 import { buildRtp, randomSeq, randomSsrc } from './rtp.js';
 import { TelephoneEventSender } from './telephoneEvents.js';
 
@@ -44,6 +44,9 @@ export interface MessengerStreamFormat {
 
 type Source = 'pbx' | 'filler';
 
+/** How a digit is carried on a leg: RFC 4733 events, or tones in the audio. */
+export type DigitCarrier = 'rfc4733' | 'inband';
+
 export class MessengerStream {
   readonly #leg: RtpEndpoint;
   readonly #log: Logger;
@@ -66,7 +69,7 @@ export class MessengerStream {
   #sentPackets = 0;
 
   #encoder?: Encoder;
-  #tone?: DtmfToneGenerator;
+  #tone?: InbandDtmfInjector;
   #teSender?: TelephoneEventSender;
   /** The PCM left over from PBX packets that were not a multiple of 20 ms. */
   #pending = new Int16Array(0);
@@ -145,7 +148,7 @@ export class MessengerStream {
     let offset = 0;
     for (; offset + FRAME_8K <= samples.length; offset += FRAME_8K) {
       const frame = samples.slice(offset, offset + FRAME_8K);
-      this.#tone?.mixInto(frame);
+      if (this.#tone?.active) this.#tone.process(frame);
       const contiguous = this.#lastSource === 'pbx' && performance.now() - (this.#lastSentAt ?? 0) < SILENCE_AFTER_MS;
       this.#sendAudio(this.#encode(frame), 'pbx', FRAME_48K, contiguous ? FRAME_48K : undefined);
     }
@@ -154,12 +157,12 @@ export class MessengerStream {
 
   /**
    * A digit of known duration (SIP INFO, or a PBX event whose end arrived): RFC 4733 when Meta negotiated
-   * telephone-event, else in-band tones.
+   * telephone-event, else in-band tones. Returns how it goes out, or undefined when it was dropped.
    */
-  playDigit(digit: string, durationMs: number): void {
-    if (this.#closed) return;
-    if (this.#teSender) this.#teSender.play(digit, durationMs);
-    else this.#playTone(digit, durationMs);
+  playDigit(digit: string, durationMs: number): DigitCarrier | undefined {
+    if (this.#closed) return undefined;
+    if (this.#teSender) return this.#teSender.play(digit, durationMs) ? 'rfc4733' : undefined;
+    return this.#playTone(digit, durationMs) ? 'inband' : undefined;
   }
 
   /** A live digit from the PBX started. */
@@ -167,10 +170,14 @@ export class MessengerStream {
     this.#teSender?.begin(digit);
   }
 
-  /** The live digit ended after `durationMs`. */
-  relayEnd(digit: string, durationMs: number): void {
-    if (this.#teSender) this.#teSender.end(digit, durationMs);
-    else this.#playTone(digit, durationMs);
+  /** The live digit ended after `durationMs`. Returns how it went out, or undefined when it was dropped. */
+  relayEnd(digit: string, durationMs: number): DigitCarrier | undefined {
+    if (this.#closed) return undefined;
+    if (this.#teSender) {
+      this.#teSender.end(digit, durationMs);
+      return 'rfc4733';
+    }
+    return this.#playTone(digit, durationMs) ? 'inband' : undefined;
   }
 
   close(): void {
@@ -186,17 +193,19 @@ export class MessengerStream {
     this.#encoder = undefined;
   }
 
-  #playTone(digit: string, durationMs: number): void {
+  /**
+   * Tones go through an injector at 8 kHz: at least 70 ms each (a far-end Q.24 detector accepts 40 ms, and the
+   * Opus encoder smears the edges), at most 5 s, 60 ms apart, and while one sounds it replaces the PBX's audio.
+   */
+  #playTone(digit: string, durationMs: number): boolean {
     if (!this.#inbandGenerate) {
       this.#log.warn({ digit }, 'Meta negotiated no telephone-event and in-band tones are off: digit dropped');
-      return;
+      return false;
     }
-    this.#tone ??= new DtmfToneGenerator(8000);
-    try {
-      this.#tone.play(digit, Math.max(40, durationMs));
-    } catch (err) {
-      this.#log.warn({ err, digit }, 'digit not played in-band');
-    }
+    this.#tone ??= new InbandDtmfInjector({ sampleRate: 8000 });
+    if (this.#tone.enqueue(digit, durationMs)) return true;
+    this.#log.warn({ digit, queued: this.#tone.queued }, 'digit not played in-band (not a digit, or too many queued)');
+    return false;
   }
 
   #encode(frame8k: Int16Array): Buffer {
@@ -231,11 +240,7 @@ export class MessengerStream {
     const toneActive = this.#tone?.active ?? false;
     if (this.#lastSentAt !== undefined && now - this.#lastSentAt < TICK_MS / 2) return;
     let payload: Buffer = OPUS_SILENCE_FRAME;
-    if (toneActive) {
-      const frame = new Int16Array(FRAME_8K);
-      this.#tone!.mixInto(frame);
-      payload = this.#encode(frame);
-    }
+    if (toneActive) payload = this.#encode(this.#tone!.nextFrame(FRAME_8K));
     this.#sendAudio(payload, 'filler', FRAME_48K, undefined);
   }
 

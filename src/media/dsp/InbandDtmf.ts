@@ -171,6 +171,11 @@ export class InbandDtmfWatcher extends TypedEmitter<InbandDtmfWatcherEvents> {
     return this.#closed;
   }
 
+  /** The digit confirmed and still sounding (reported as `digit` once it ends); undefined otherwise. */
+  get sounding(): string | undefined {
+    return this.#closed ? undefined : this.#detector.sounding;
+  }
+
   /**
    * Feed one frame of decoded audio from Meta.
    * @param pcm mono samples at `sampleRate`

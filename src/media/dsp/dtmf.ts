@@ -335,6 +335,14 @@ export class DtmfToneDetector {
   }
 
   /**
+   * The digit confirmed and still sounding (about 35 ms after its tone began), before it is reported at its end;
+   * undefined otherwise. Lets a caller act on a key press at once (start an event, mute the tone).
+   */
+  get sounding(): string | undefined {
+    return this.#current?.digit;
+  }
+
+  /**
    * Feed one frame; returns the digits that ended in it (usually none).
    * @param concealed the frame is not real audio but a decoder's concealment of a lost packet: windows that touch
    *   it count neither for nor against a digit, so a loss inside a long tone neither splits it in two nor ends it

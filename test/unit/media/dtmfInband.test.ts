@@ -21,9 +21,16 @@ for (const codec of ['PCMU', 'opus'] as const) {
   });
 }
 
+// Detection defaults to 'auto' (G.711 PBX only); the Opus case turns it on explicitly.
+const detecting = await createEngine({ dtmf: { inbandDetect: true } });
+t.teardown(() => {
+  detecting.engine.close();
+  detecting.pool.close();
+});
+
 for (const codec of ['PCMU', 'opus'] as const) {
   t.test(`without Meta telephone-event, tones from Meta are detected and sent to the PBX as RFC 4733 (${codec})`, async (t) => {
-    const { leg, media, peer } = await setupCall(t, engine, log, { codec });
+    const { leg, media, peer } = await setupCall(t, detecting.engine, detecting.log, { codec });
     const generator = new DtmfToneGenerator(48000, { gapMs: 100 });
     for (const digit of '2580') generator.play(digit, 120);
     leg.core.startSource((frame) => {
