@@ -12,6 +12,13 @@
  *    drops the copies, so a record lost or discarded the first time is never delivered: werift retransmits until it
  *    gives up and the server never finishes.
  * 3. werift waits a fixed 100 ms after ICE before sending its ClientHello (RTCDtlsTransport.start).
+ * 4. When a server retransmits its flight and finishes in the same datagram (mediasoup does when its retransmission
+ *    timer fires while our final flight is on its way, which happens on a busy machine), werift handles the
+ *    ServerHelloDone after the Finished and builds a second final flight: plaintext records under epoch-1 headers, a
+ *    new key pair, a clobbered master secret. The server then drops the DTLS session while our side believes it is
+ *    connected: no audio either way (seen with 10 call set-ups at a time against mediasoup).
+ * 5. werift's retransmission loop keeps running, and a timer holds the process, for up to ~27 s after the DTLS
+ *    socket was closed.
  *
  * The fix, per DTLS client socket, on the datagrams werift hands to its ICE transport:
  * - the records werift sends in one go (a flight) leave in as few datagrams as fit `maxDatagramBytes`, in order, so a
@@ -20,21 +27,24 @@
  *   encrypted (epoch-1) record, i.e. our Finished, keeps its number for its first retransmission and is then
  *   decrypted with our own write key and sealed again under fresh numbers (AES-GCM authenticates the number); see
  *   DtlsRecordWriter for why;
+ * - once the handshake is over, a retransmitted server flight no longer starts a second final flight;
+ * - the retransmission loop (same schedule) ends at once when the socket closes, and lets pending I/O in before it
+ *   decides to retransmit;
  * - the ClientHello goes out as soon as werift has created the DTLS client, without the 100 ms wait. Meta's side is
  *   ICE-lite and DTLS passive: it has answered before we start and is ready when our nominated check succeeds; a
  *   ClientHello that still arrives too early is retransmitted by werift after 500 ms.
  *
  * werift's retransmission schedule (0.5 s, 1 s, 1.5 s, ... 10 times, ~27 s in all) is kept: with fresh record numbers
- * the first retransmission recovers from a lost or discarded record. What is changed is that closing the DTLS socket
- * now ends the retransmission loop at once; werift kept it (and a timer holding the process) running for up to
- * ~27 s after a failed leg was closed.
+ * the first retransmission recovers from a lost or discarded record.
  *
  * Cost of a handshake: werift does its ECDHE on P-256 in pure JavaScript (@noble/curves): about 20-25 ms of CPU per
  * handshake on the event loop, and about 1 s more for the very first one (noble builds its base-point tables then).
  * `warmUpWeriftEcdhe()` pays that first cost at start-up instead of during the first call.
  *
- * Apply once per process before the first connection: `applyWeriftDtlsFix()`. It patches werift's `DtlsClient` and
- * `RTCDtlsTransport` prototypes; it is idempotent. Servers (`DtlsServer`) are not touched.
+ * Apply once per process before the first connection: `applyWeriftDtlsFix()`; it is idempotent. It patches the
+ * prototypes of werift's `DtlsClient` (connect), `RTCDtlsTransport` (start), `DtlsSocket` (close) and of its internal
+ * `Flight` (transmit) and client `Flight5` (exec). A werift `DtlsServer` keeps its behaviour, except that its
+ * retransmission loop too ends when it is closed.
  */
 import { DtlsClient, DtlsSocket, RTCDtlsTransport } from 'werift';
 
@@ -98,10 +108,13 @@ export type RecordResealer = (record: DtlsRecord, newSequenceNumber: number) => 
  * - epoch 0 (plaintext): every record is renumbered from a counter starting at 0, so a retransmission is never a
  *   replay (this is what lets a ChangeCipherSpec that the server ignored get in the second time);
  * - epoch 1 and later (encrypted): a record goes out unchanged the first `keepEncryptedSends` times (default 2: the
- *   first transmission and the first retransmission), then re-sealed under fresh numbers. Keeping the number at
- *   first makes a spurious early retransmission of our Finished, after the server has finished, a replay the
- *   server drops: mediasoup 3.8.4 (OpenSSL) tears its DTLS session down when it has to process a repeated Finished.
- *   A fresh number later still lets an RFC 6347 (4.2.4) server see that its own last flight was lost.
+ *   first transmission and the first retransmission), then re-sealed under fresh numbers. Recovering from a
+ *   reordered or lost final flight needs only the plaintext records renumbered (the server keeps an early Finished
+ *   until the ChangeCipherSpec comes). Keeping the Finished's number on the first retransmission makes the common
+ *   spurious one (our timer fired while the server's answer was on its way) a replay that every server drops
+ *   unprocessed, rather than a repeated Finished that each server handles its own way. From the second
+ *   retransmission on, a fresh number lets an RFC 6347 (4.2.4) server see that its own last flight was lost and
+ *   send it again.
  * Independent of werift (tested on its own).
  */
 export class DtlsRecordWriter {

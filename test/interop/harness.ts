@@ -538,14 +538,21 @@ function splitRecords(datagram: Buffer): Buffer[] {
 
 /**
  * Intercepts what werift's DTLS clients put on the wire (below any record writer), batched per tick, and lets
- * `decide` return the datagrams to send instead (each Buffer one datagram; [] drops the batch).
+ * `decide` return the datagrams to send instead (each Buffer one datagram; [] drops the batch; its `send` argument
+ * puts a datagram on the wire later). `incoming`, when
+ * given, sees each datagram the client receives and returns the datagrams to hand to it instead ([] holds it back).
  * Returns the function that removes the interception. Process-wide, like the patch it sits under.
  */
-export async function interceptDtlsDatagrams(decide: (batch: DtlsBatch) => Buffer[] | undefined): Promise<() => void> {
+export async function interceptDtlsDatagrams(
+  decide: (batch: DtlsBatch, send: (datagram: Buffer) => void) => Buffer[] | undefined,
+  incoming?: (datagram: Buffer) => Buffer[],
+): Promise<() => void> {
   const { DtlsClient } = await import('werift');
   const proto = DtlsClient.prototype as unknown as { connect: () => Promise<void> };
   const connect = proto.connect;
-  proto.connect = function (this: { transport: { socket: { send: (b: Buffer) => Promise<void> } } }) {
+  proto.connect = function (this: {
+    transport: { socket: { send: (b: Buffer) => Promise<void>; onData: (b: Buffer, ...rest: unknown[]) => void } };
+  }) {
     const socket = this.transport.socket;
     const send = socket.send.bind(socket);
     let pending: Buffer[] = [];
@@ -556,16 +563,64 @@ export async function interceptDtlsDatagrams(decide: (batch: DtlsBatch) => Buffe
           const datagrams = pending;
           pending = [];
           const records = datagrams.flatMap(splitRecords);
-          const replaced = decide({ records, types: records.map((r) => r[0]!) });
+          const replaced = decide({ records, types: records.map((r) => r[0]!) }, (d) => void send(d));
           for (const d of replaced ?? datagrams) void send(d);
         });
       }
       return Promise.resolve();
     };
+    if (incoming) {
+      const deliver = socket.onData;
+      socket.onData = (datagram: Buffer, ...rest: unknown[]) => {
+        for (const d of incoming(datagram)) deliver(d, ...rest);
+      };
+    }
     return connect.call(this);
   };
   return () => {
     proto.connect = connect;
+  };
+}
+
+/**
+ * The server retransmits its flight and finishes in one datagram, as mediasoup does on a busy machine: our first
+ * final flight is held back `delayMs` (so the server's retransmission timer fires first), and the server's
+ * retransmitted flight is held until its ChangeCipherSpec and Finished arrive, then both are handed over as one.
+ */
+export function serverRetransmitsAndFinishesTogether(delayMs: number): {
+  decide: (batch: DtlsBatch, send: (datagram: Buffer) => void) => Buffer[] | undefined;
+  incoming: (datagram: Buffer) => Buffer[];
+  merged: () => number;
+} {
+  let finalFlights = 0;
+  let serverHellos = 0;
+  let held: Buffer | undefined;
+  let merged = 0;
+  return {
+    decide: (batch, send) => {
+      if (!batch.types.includes(20) || finalFlights++ > 0) return undefined;
+      const flight = Buffer.concat(batch.records);
+      setTimeout(() => send(flight), delayMs);
+      return [];
+    },
+    incoming: (datagram) => {
+      // A server flight 4 starts with a ServerHello: handshake record (22), epoch 0, msg_type 2 right after the header.
+      const isServerHello = datagram[0] === 22 && datagram.readUInt16BE(3) === 0 && datagram[13] === 2;
+      if (isServerHello && ++serverHellos >= 2) {
+        // Keep the latest retransmission (the earlier ones are copies) until the server's answer comes.
+        held = datagram;
+        return [];
+      }
+      // The server's answer to our final flight starts with its ChangeCipherSpec (20).
+      if (held && datagram[0] === 20) {
+        const together = Buffer.concat([held, datagram]);
+        held = undefined;
+        merged++;
+        return [together];
+      }
+      return [datagram];
+    },
+    merged: () => merged,
   };
 }
 

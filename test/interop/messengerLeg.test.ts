@@ -16,6 +16,7 @@ import {
   percentile,
   reorderFinalFlightOnce,
   runCall,
+  serverRetransmitsAndFinishesTogether,
   type InteropPeer,
 } from './harness.js';
 
@@ -23,6 +24,8 @@ applyWeriftDtlsFix();
 await warmUpWeriftEcdhe();
 
 const CALLS = Number(process.env['INTEROP_CALLS'] ?? 10);
+/** Call set-ups started at the same time, per peer. */
+const BURST = 8;
 const log = pino({ level: 'silent' });
 
 function legFactory(dtlsTimeoutMs = 10_000): WeriftMessengerLegFactory {
@@ -79,6 +82,37 @@ for (const [name, startPeer] of Object.entries(peers)) {
     }
   });
 }
+
+for (const [name, startPeer] of Object.entries(peers)) {
+  t.test(`${name}: ${BURST} call set-ups at once all connect and carry a tone both ways`, async (t) => {
+    const peer = await startPeer();
+    t.teardown(() => peer.close());
+    const factory = legFactory();
+    await factory.prepare();
+    const results = await Promise.all(
+      Array.from({ length: BURST }, (_, i) => runCall(peer, factory, { callId: `burst-${name}-${i}-${Date.now()}`, log })),
+    );
+    t.same(
+      results.filter((r) => !r.ok).map((r) => r.error),
+      [],
+      'every set-up of the burst succeeded',
+    );
+  });
+}
+
+t.test('mediasoup: a server flight retransmitted in the same datagram as the server Finished', async (t) => {
+  const peer = await MediasoupPeer.start();
+  t.teardown(() => peer.close());
+  // mediasoup retransmits its flight after 100 ms; hold our final flight back 300 ms so that it does.
+  const scenario = serverRetransmitsAndFinishesTogether(300);
+  const restore = await interceptDtlsDatagrams(scenario.decide, scenario.incoming);
+  t.teardown(restore);
+  const factory = legFactory();
+  await factory.prepare();
+  const r = await runCall(peer, factory, { callId: `merged-${Date.now()}`, log });
+  t.equal(scenario.merged(), 1, 'the retransmitted flight and the Finished arrived as one datagram');
+  t.ok(r.ok, `connected with audio both ways (${r.error ?? 'ok'})`);
+});
 
 t.test('a handshake that never completes ends in exactly one failed event (reason dtls), then closed', async (t) => {
   const peer = await RtpenginePeer.start({ numThreads: 1 });
