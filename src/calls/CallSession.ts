@@ -100,6 +100,13 @@ interface Ending {
 /** Thrown inside a flow when `end()` aborted it; not an error of its own. */
 class CallEnded extends Error {}
 
+/** Set-up step durations for the call summary, to the microsecond. */
+function roundedSteps(steps: { webhookToInviteMs?: number; pbxAnswerToAcceptMs?: number }): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [key, ms] of Object.entries(steps)) if (ms !== undefined) out[key] = Math.round(ms * 1000) / 1000;
+  return out;
+}
+
 export class CallSession {
   readonly id: string;
   readonly direction: CallDirection;
@@ -124,6 +131,8 @@ export class CallSession {
   #ending: Ending | undefined;
   #answeredAt: number | undefined;
   #sipStatus: number | undefined;
+  /** Consumer-initiated set-up steps in ms (sub-millisecond): connect received -> INVITE, 200 OK -> accept. */
+  #setupTiming: { webhookToInviteMs?: number; pbxAnswerToAcceptMs?: number } = {};
   #metaStatus: string | undefined;
   #mediaVersion = -1;
   /** Graph accept/connect has succeeded: Meta knows the call, so ending it needs terminate, not reject. */
@@ -171,6 +180,8 @@ export class CallSession {
     const { sip, graph, metrics } = this.#deps;
     const opts = this.#deps.options;
     const deadline = receivedAt + opts.acceptDeadlineMs;
+    // receivedAt has millisecond resolution; step durations use the monotonic clock from here on.
+    const receivedPerf = performance.now() - Math.max(0, Date.now() - receivedAt);
     try {
       const { leg, media } = await this.#setUpMedia(route);
       const offer = await this.#step(leg.createOffer());
@@ -184,7 +195,8 @@ export class CallSession {
       this.#transition('inviting', `to ${route.targets.join(', ')}`);
       const remainingMs = Math.max(1, deadline - Date.now());
       const inviteAbort = AbortSignal.any([this.#abort.signal, this.#deadline(remainingMs)]);
-      metrics?.webhookToInvite((Date.now() - receivedAt) / 1000);
+      this.#setupTiming.webhookToInviteMs = performance.now() - receivedPerf;
+      metrics?.webhookToInvite(this.#setupTiming.webhookToInviteMs / 1000);
       let result;
       try {
         result = await sip.invite({
@@ -224,7 +236,7 @@ export class CallSession {
       this.#sipStatus = result.status;
       this.#adoptDialog(result.dialog);
       this.log.info({ target: result.target, status: result.status }, 'PBX answered');
-      const pbxAnsweredAt = Date.now();
+      const pbxAnsweredAt = performance.now();
       try {
         media.applyPbxAnswer(result.sdp);
       } catch (err) {
@@ -234,7 +246,8 @@ export class CallSession {
 
       if (!this.#metaAccepted) {
         this.#transition('accepting', 'PBX answered');
-        metrics?.pbxAnswerToAccept((Date.now() - pbxAnsweredAt) / 1000);
+        this.#setupTiming.pbxAnswerToAcceptMs = performance.now() - pbxAnsweredAt;
+        metrics?.pbxAnswerToAccept(this.#setupTiming.pbxAnswerToAcceptMs / 1000);
         await this.#accept(offer);
       }
       media.start();
@@ -554,6 +567,7 @@ export class CallSession {
           metaStatus: this.#metaStatus,
           codec: this.#media?.pbxCodec,
           setupMs: this.#answeredAt ? this.#answeredAt - this.startedAt : undefined,
+          ...(this.#setupTiming.webhookToInviteMs !== undefined ? { setupSteps: roundedSteps(this.#setupTiming) } : {}),
           durationSeconds: Math.round(durationSeconds * 1000) / 1000,
           totalMs: now - this.startedAt,
         },
