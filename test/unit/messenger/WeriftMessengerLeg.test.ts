@@ -49,6 +49,27 @@ async function rejectsWithReason(t: Test, promise: Promise<unknown>, reason: str
   t.equal((err as MessengerLegError | undefined)?.reason, reason, `${what}: reason ${reason}`);
 }
 
+/** State of both ends, for failure messages. */
+function describeCall(leg: WeriftMessengerLeg, session: MetaMediaSession): string {
+  return JSON.stringify({
+    leg: { stats: leg.stats(), timings: leg.timings, diagnostics: leg.diagnostics() },
+    meta: { packetsReceived: session.packetsReceived, packetsSent: session.packetsSent },
+  });
+}
+
+/** waitUntil for media, reporting both ends' state on timeout. */
+async function waitMedia(
+  leg: WeriftMessengerLeg,
+  session: MetaMediaSession,
+  condition: () => boolean,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
+  await waitUntil(condition, timeoutMs, what).catch((err: Error) => {
+    throw new Error(`${err.message}: ${describeCall(leg, session)}`);
+  });
+}
+
 let server: MetaMediaServer;
 t.before(async () => {
   server = await MetaMediaServer.create({ listenIp: '127.0.0.1', rtcMinPort: 42000, rtcMaxPort: 42999, log });
@@ -148,8 +169,8 @@ t.test('connects to an ICE-lite DTLS server and carries a 1 kHz tone both ways',
   t.teardown(() => sender.stop());
   session.startTone(1000);
 
-  await waitUntil(() => capture.samples >= 48000 * 0.8, 10000, 'audio at the leg');
-  await waitUntil(() => session.receivedPcm().length >= 48000 * 0.8, 10000, 'audio at Meta');
+  await waitMedia(leg, session, () => capture.samples >= 48000 * 0.8, 10000, 'audio at the leg');
+  await waitMedia(leg, session, () => session.receivedPcm().length >= 48000 * 0.8, 10000, 'audio at Meta');
   const atLeg = lastDominant(capture.pcm());
   const atMeta = lastDominant(session.receivedPcm());
   t.equal(atLeg.frequency, 1000, 'leg hears 1 kHz');
@@ -170,7 +191,7 @@ t.test('a renegotiation offer with a second m=audio keeps audio flowing both way
   const sender = new OpusToneSender(leg, { pt: 111, hz: 1000 }).start();
   t.teardown(() => sender.stop());
   session.startTone(1000);
-  await waitUntil(() => capture.samples > 48000 * 0.3, 10000, 'audio before renegotiation');
+  await waitMedia(leg, session, () => capture.samples > 48000 * 0.3, 10000, 'audio before renegotiation');
 
   const offer = session.renegotiationOffer({ secondMLine: true });
   const answer = await leg.applyOffer(offer);
@@ -194,8 +215,8 @@ t.test('a renegotiation offer with a second m=audio keeps audio flowing both way
   session.clearReceived();
   session.startTone(1000);
   sender.setTone(1000);
-  await waitUntil(() => capture.samples >= 48000 * 0.8, 10000, 'audio at the leg after renegotiation');
-  await waitUntil(() => session.receivedPcm().length >= 48000 * 0.8, 10000, 'audio at Meta after renegotiation');
+  await waitMedia(leg, session, () => capture.samples >= 48000 * 0.8, 10000, 'audio at the leg after renegotiation');
+  await waitMedia(leg, session, () => session.receivedPcm().length >= 48000 * 0.8, 10000, 'audio at Meta after renegotiation');
   t.equal(lastDominant(capture.pcm()).frequency, 1000, 'leg still hears 1 kHz');
   t.equal(lastDominant(session.receivedPcm()).frequency, 1000, 'Meta still hears 1 kHz');
   t.ok(leg.connected, 'same transport, still connected');
@@ -222,8 +243,8 @@ t.test('an offer from Meta (connect with an offer): we answer setup:active and c
   const sender = new OpusToneSender(leg, { pt: 111, hz: 1000 }).start();
   t.teardown(() => sender.stop());
   session.startTone(1000);
-  await waitUntil(() => capture.samples >= 48000 * 0.5, 10000, 'audio at the leg');
-  await waitUntil(() => session.receivedPcm().length >= 48000 * 0.5, 10000, 'audio at Meta');
+  await waitMedia(leg, session, () => capture.samples >= 48000 * 0.5, 10000, 'audio at the leg');
+  await waitMedia(leg, session, () => session.receivedPcm().length >= 48000 * 0.5, 10000, 'audio at Meta');
   t.equal(lastDominant(capture.pcm()).frequency, 1000);
   t.equal(lastDominant(session.receivedPcm()).frequency, 1000);
 });
@@ -412,7 +433,11 @@ t.test('20 calls in a row leak no sockets, timers or sessions', async (t) => {
     const capture = new OpusCapture(leg, { opusPt: 111 });
     session.startTone(1000);
     const sender = new OpusToneSender(leg, { pt: 111, hz: 1000 }).start();
-    await waitUntil(() => capture.packets >= 3 && session.packetsReceived >= 3, 10000, `media on call ${i}`);
+    await waitUntil(() => capture.packets >= 3 && session.packetsReceived >= 3, 10000, `media on call ${i}`).catch(
+      (err: Error) => {
+        throw new Error(`${err.message}: ${describeCall(leg, session)}`);
+      },
+    );
     sender.stop();
     leg.close();
     session.close();
