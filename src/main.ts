@@ -44,9 +44,11 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'check-config') {
     const { values, positionals } = parseArgs({ args: rest, options: { config: { type: 'string' } }, allowPositionals: true });
     const file = positionals[0] ?? values.config ?? DEFAULT_CONFIG;
-    const { loadConfig, formatConfig } = await import('./config/index.js');
+    const { loadConfig, formatConfig, configWarnings } = await import('./config/index.js');
     const config = loadConfig(file);
-    process.stdout.write(`${file}: OK\n${formatConfig(config)}\n`);
+    process.stdout.write(`${file}: OK\n`);
+    for (const warning of configWarnings(config)) process.stdout.write(`warning: ${warning}\n`);
+    process.stdout.write(`${formatConfig(config)}\n`);
     return 0;
   }
   if (command === 'demo') {

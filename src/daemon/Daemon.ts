@@ -8,7 +8,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { CallController, type CallControllerOptions } from '../calls/CallController.js';
 import type { CallMediaStats, CallMetricsSink, CallRoute, PbxCodecName } from '../calls/ports.js';
-import { pageIds, pageTokens, routeCodecs, type Config } from '../config/index.js';
+import { configWarnings, pageIds, pageTokens, routeCodecs, type Config } from '../config/index.js';
 import { GraphClient } from '../graph/index.js';
 import { MediasoupMediaEngine } from '../media/MediasoupMediaEngine.js';
 import { WorkerPool } from '../media/WorkerPool.js';
@@ -78,6 +78,7 @@ export class Daemon {
   static async start(config: Config, options: DaemonOptions): Promise<Daemon> {
     const log = options.log;
     const metrics = options.metrics ?? new Metrics();
+    for (const warning of configWarnings(config)) log.warn({ warning }, 'configuration warning');
 
     const pool = await WorkerPool.create({
       workerBin: config.media.worker_bin,
@@ -117,6 +118,7 @@ export class Daemon {
         timeoutMs: config.meta.graph_timeout_ms,
         log: log.child({ component: 'graph' }),
         metrics,
+        ...(config.meta.appsecret_proof ? { appSecretForProof: config.meta.app_secret } : {}),
       });
       const sip = new DrachtioSipLeg({
         host: config.sip.drachtio.host,
