@@ -139,6 +139,9 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
   #watcher?: InbandDtmfWatcher;
   /** Flushes the watcher when Meta's audio pauses (DTX). */
   #watcherIdle?: NodeJS.Timeout;
+  #watcherIdleCheck?: NodeJS.Immediate;
+  /** performance.now() of the last audio fed to the watcher. */
+  #lastWatchAt = 0;
   /** The detected digit whose RFC 4733 event toward the PBX began at its confirmation and is not yet ended. */
   #liveDigit?: string;
   #metaTeReceiver?: { pt: number; receiver: TelephoneEventReceiver };
@@ -446,7 +449,9 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     watcher.close();
     this.#watcher = undefined;
     if (this.#watcherIdle) clearTimeout(this.#watcherIdle);
+    if (this.#watcherIdleCheck) clearImmediate(this.#watcherIdleCheck);
     this.#watcherIdle = undefined;
+    this.#watcherIdleCheck = undefined;
     this.#liveDigit = undefined;
   }
 
@@ -465,8 +470,28 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
       this.#liveDigit = sounding;
       this.#pbxTeSender.begin(sounding);
     }
-    this.#watcherIdle ??= setTimeout(() => this.#watcher?.flush(), WATCHER_IDLE_MS);
+    this.#lastWatchAt = performance.now();
+    this.#watcherIdle ??= setTimeout(() => this.#onWatcherIdle(), WATCHER_IDLE_MS);
     this.#watcherIdle.refresh();
+  }
+
+  /**
+   * Flushing while the person still holds a key would split the digit in two, so a pause must be real: after an
+   * event-loop stall the timer fires before the packets that queued up meanwhile are read (wait once more), and
+   * otherwise the decision is taken after this turn's I/O.
+   */
+  #onWatcherIdle(): void {
+    const timer = this.#watcherIdle;
+    if (!this.#watcher || !timer || this.#watcherIdleCheck) return;
+    if (performance.now() - this.#lastWatchAt > WATCHER_IDLE_MS * 1.5) {
+      this.#lastWatchAt = performance.now();
+      timer.refresh();
+      return;
+    }
+    this.#watcherIdleCheck = setImmediate(() => {
+      this.#watcherIdleCheck = undefined;
+      if (performance.now() - this.#lastWatchAt >= WATCHER_IDLE_MS) this.#watcher?.flush();
+    });
   }
 
   #onInbandDigit(digit: string, durationMs: number): void {
@@ -512,12 +537,15 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
             encodings: [{ ssrc: this.#dSsrc }],
           },
         });
-        if (this.#closed) return;
+        // Created while close() ran: mediasoup registered it on a transport already closed, so nothing else will.
+        if (this.#closed) return producer.close();
         this.#metaProducer = producer;
-        this.#metaConsumer = await this.#o.plain.consume({
+        const consumer = await this.#o.plain.consume({
           producerId: producer.id,
           rtpCapabilities: this.#o.router.rtpCapabilities,
         });
+        if (this.#closed) return consumer.close();
+        this.#metaConsumer = consumer;
       })
       .catch((err: unknown) => {
         if (!this.#closed) this.#fail(new MediaError('BRIDGE_FAILED', 'could not connect the media bridge', { cause: err }));
@@ -566,7 +594,11 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
         return;
       }
       const consumer = await this.#o.direct.consume({ producerId: producer.id, rtpCapabilities: this.#o.router.rtpCapabilities });
-      if (this.#closed) return;
+      if (this.#closed) {
+        consumer.close();
+        producer.close();
+        return;
+      }
       consumer.on('rtp', (rtp: Buffer) => this.#onPbxAudioFromRouter(rtp));
       this.#pbxProducer = producer;
       this.#pbxConsumer = consumer;

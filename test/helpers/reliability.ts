@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import type { Test } from 'tap';
+import { loadMediasoup } from '../../src/media/WorkerPool.js';
 import type { PbxDialog } from '../../src/simulator/drachtio/index.js';
 import type { MetaMediaSession } from '../../src/simulator/media/MetaMediaServer.js';
 import type { Harness } from './bridgeHarness.js';
@@ -27,17 +28,53 @@ export function handles(): Record<string, number> {
   return counts;
 }
 
-/** Routers and other live objects (transports, producers, consumers, ...) inside the bridge's mediasoup workers. */
+type Observed = { observer: { on(event: string, fn: (child: Observed) => void): void; once(event: string, fn: () => void): void } };
+
+/** Live mediasoup objects (routers, transports, producers, consumers) per worker, from mediasoup's observers. */
+const liveObjects = new Map<unknown, Set<unknown>>();
+let tracking: Promise<void> | undefined;
+
+/**
+ * Count mediasoup objects as they are created and closed. Call before the bridge starts its workers
+ * (before `startHarness`); objects of workers started earlier are not seen.
+ */
+export function trackMediasoup(): Promise<void> {
+  tracking ??= loadMediasoup().then((ms) => {
+    const watch = (set: Set<unknown>, obj: Observed, children: string[]): void => {
+      set.add(obj);
+      obj.observer.once('close', () => set.delete(obj));
+      for (const event of children) obj.observer.on(event, (child) => watch(set, child, event === 'newtransport' ? ['newproducer', 'newconsumer', 'newdataproducer', 'newdataconsumer'] : []));
+    };
+    (ms.observer as unknown as Observed['observer']).on('newworker', (worker) => {
+      const set = new Set<unknown>();
+      liveObjects.set(worker, set);
+      worker.observer.once('close', () => liveObjects.delete(worker));
+      worker.observer.on('newrouter', (router) => watch(set, router, ['newtransport', 'newrtpobserver']));
+    });
+  });
+  return tracking;
+}
+
+/** Live mediasoup objects of the bridge's workers by class (Router, PlainTransport, Producer, ...), for messages. */
+export function mediasoupObjectKinds(h: Harness): Record<string, number> {
+  const kinds: Record<string, number> = {};
+  for (const worker of h.daemon.pool.workers) {
+    for (const obj of liveObjects.get(worker) ?? []) {
+      const name = (obj as object).constructor.name;
+      kinds[name] = (kinds[name] ?? 0) + 1;
+    }
+  }
+  return kinds;
+}
+
+/** Routers (from the workers' dumps) and all live objects (from `trackMediasoup`) in the bridge's workers. */
 export async function mediasoupObjects(h: Harness): Promise<{ routers: number; objects: number }> {
   let routers = 0;
   let objects = 0;
   for (const worker of h.daemon.pool.workers) {
-    const dump = (await worker.dump()) as {
-      routerIds: string[];
-      channelMessageHandlers?: { channelRequestHandlers?: string[] };
-    };
+    const dump = (await worker.dump()) as { routerIds: string[] };
     routers += dump.routerIds.length;
-    objects += dump.channelMessageHandlers?.channelRequestHandlers?.length ?? 0;
+    objects += liveObjects.get(worker)?.size ?? 0;
   }
   return { routers, objects };
 }

@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import t from 'tap';
 import { callItems, callsEnvelope, signPayload } from '../../src/simulator/webhookSender.js';
 import { APP_SECRET, PAGE_ID, VERIFY_TOKEN, startHarness } from '../helpers/bridgeHarness.js';
-import { assertNothingLeft, audioFlows, audioWindow, baseline, leakCount, leftOver, recordFigures, startLiveCall } from '../helpers/reliability.js';
+import { assertNothingLeft, trackMediasoup, audioFlows, audioWindow, baseline, leakCount, leftOver, recordFigures, startLiveCall } from '../helpers/reliability.js';
 
 const BODY_LIMIT = 262_144;
 const SEED = 20_261_126;
@@ -102,7 +102,7 @@ function buildCases(liveCallId: string): { cases: Case[]; replays: Buffer[] } {
 
   // Huge strings under the limit, deep nesting.
   for (const size of fc.sample(fc.integer({ min: 1_000, max: BODY_LIMIT - 1_000 }), { numRuns: 20, ...rnd })) {
-    const body = json(callsEnvelope(PAGE_ID, [{ ...callItems.terminate({ callId: 'x'.repeat(size - 200) }), status: 'y' }]));
+    const body = json(callsEnvelope(PAGE_ID, [{ ...callItems.terminate({ callId: 'x'.repeat(size - 200), status: 'Completed' }), status: 'y' }]));
     cases.push({ category: 'huge strings (signed)', body, signature: sign(body), expect: 200 });
   }
   for (const depth of fc.sample(fc.integer({ min: 100, max: 40_000 }), { numRuns: 20, ...rnd })) {
@@ -214,6 +214,7 @@ async function send(url: string, c: Case): Promise<number> {
 
 t.test('a barrage of bad webhooks: right statuses, nothing unsigned processed, the live call keeps its audio', async (t) => {
   const started = Date.now();
+  await trackMediasoup();
   const h = await startHarness({ codecs: ['PCMU'], captureLogs: true });
   t.teardown(() => h.close());
   const base = await baseline(h);
@@ -304,6 +305,7 @@ t.test('a barrage of bad webhooks: right statuses, nothing unsigned processed, t
 });
 
 t.test('terminate before connect, then the connect: the call ends at once and nothing is left', async (t) => {
+  await trackMediasoup();
   const h = await startHarness({ codecs: ['PCMU'] });
   t.teardown(() => h.close());
   const base = await baseline(h);

@@ -1,0 +1,161 @@
+/**
+ * 2,000 short calls through the whole bridge, with mixed outcomes, a few at a time; afterwards no call record,
+ * mediasoup router or transport, UDP socket or timer is left, and the heap is back within a small margin of where
+ * it was after the first calls (warm-up: code compiled, pools filled).
+ *
+ * The mix keeps it cheap: most calls end before media (no route, PBX busy, the person hangs up while the PBX rings,
+ * an agent's call refused for lack of permission); one call in ten is answered and carries media until the person
+ * hangs up.
+ */
+import t from 'tap';
+import { PAGE_ID, sdpTarget, startHarness, type Harness } from '../helpers/bridgeHarness.js';
+import { createRtpPeer } from '../helpers/rtpPeer.js';
+import { assertNothingLeft, mediasoupObjectKinds, baseline, leakCount, leftOver, recordFigures, settledHeapBytes, trackMediasoup } from '../helpers/reliability.js';
+
+const CALLS = Number(process.env.RELIABILITY_CALLS ?? 2000);
+const AT_ONCE = 16;
+/** Heap growth allowed between warm-up and the end (bytes): see the comment at the assertion. */
+const HEAP_MARGIN = 8 * 1024 * 1024;
+
+type Outcome = 'no_route' | 'busy' | 'hangup_ringing' | 'media' | 'no_permission';
+
+/** The outcome of call `i`: a fixed pattern of 20 (3 no route, 7 busy, 5 hang-up while ringing, 2 media, 3 refused). */
+function outcomeOf(i: number): Outcome {
+  const k = i % 20;
+  if (k < 3) return 'no_route';
+  if (k < 10) return 'busy';
+  if (k < 15) return 'hangup_ringing';
+  if (k < 17) return 'media';
+  return 'no_permission';
+}
+
+const psidOf = (i: number): string => String(1_000_000_000 + i);
+
+const pbxOffer = [
+  'v=0', 'o=pbx 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0',
+  'm=audio 40000 RTP/AVP 0', 'a=rtpmap:0 PCMU/8000', 'a=sendrecv', '',
+].join('\r\n');
+
+async function runCall(h: Harness, i: number, outcome: Outcome): Promise<void> {
+  const psid = psidOf(i);
+  if (outcome === 'no_permission') {
+    h.sim.graph.setPermission(PAGE_ID, psid, 'no_permission');
+    const call = h.drachtio.pbx.call({ user: psid, sdp: pbxOffer });
+    const final = await call.final;
+    if (final.status !== 403) throw new Error(`call ${i}: expected 403, got ${final.status}`);
+    return;
+  }
+  const callId = h.sim.placeCall({ pageId: PAGE_ID, psid });
+  if (outcome === 'media') {
+    const session = await h.sim.waitForSession(callId, 20_000);
+    await session.whenConnected();
+  }
+  const ended = h.sim.waitForEnd(callId, 30_000);
+  if (outcome === 'media') h.sim.hangUp(callId);
+  const end = await ended;
+  const expected = outcome === 'media' || outcome === 'hangup_ringing' ? 'consumer' : 'business';
+  if (end.by !== expected) throw new Error(`call ${i} (${outcome}) ended by ${end.by}, expected ${expected}`);
+}
+
+t.test(`${CALLS} short calls with mixed outcomes leave nothing behind`, async (t) => {
+  await trackMediasoup();
+  const routed = Array.from({ length: CALLS }, (_, i) => i).filter((i) => outcomeOf(i) !== 'no_route').map(psidOf);
+  const h = await startHarness({
+    codecs: ['PCMU'],
+    routes: [{ name: 'known-callers', match: { psids: routed }, targets: ['sip:support@127.0.0.1:5080'], target_timeout_ms: 5000, codecs: ['PCMU'] }],
+    config: { calls: { max_concurrent: 1000 } },
+  });
+  t.teardown(() => h.close());
+
+  const peers = new Set<{ close(): void }>();
+  h.drachtio.pbx.onInvite(async (invite) => {
+    const psid = invite.header('X-Messenger-PSID') ?? '';
+    const i = Number(psid) - 1_000_000_000;
+    const outcome = outcomeOf(i);
+    if (outcome === 'busy') return invite.reject(486, 'Busy Here');
+    if (outcome === 'hangup_ringing') {
+      invite.ringing();
+      const callId = invite.header('X-Messenger-Call-ID');
+      if (callId) h.sim.hangUp(callId);
+      return;
+    }
+    const peer = await createRtpPeer({ codec: 'PCMU' });
+    peers.add(peer);
+    const target = sdpTarget(invite.sdp);
+    peer.setRemote(target.address, target.port);
+    const dialog = await invite.answer(peer.sdp());
+    peer.startTone(1000);
+    void dialog.waitForBye(30_000).then(
+      () => {
+        peer.close();
+        peers.delete(peer);
+      },
+      () => undefined,
+    );
+  });
+
+  const base = await baseline(h);
+  const counts: Record<Outcome, number> = { no_route: 0, busy: 0, hangup_ringing: 0, media: 0, no_permission: 0 };
+  const failures: string[] = [];
+  let heapAfterWarmUp = 0;
+  const warmUp = Math.min(200, Math.floor(CALLS / 5));
+  const started = Date.now();
+  let next = 0;
+  /** Run calls up to index `limit`, AT_ONCE at a time. */
+  const runTo = async (limit: number): Promise<void> => {
+    const lane = async (): Promise<void> => {
+      while (next < limit) {
+        const i = next++;
+        const outcome = outcomeOf(i);
+        try {
+          await runCall(h, i, outcome);
+          counts[outcome]++;
+        } catch (err) {
+          failures.push((err as Error).message);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: AT_ONCE }, lane));
+  };
+  await runTo(warmUp);
+  await leftOver(h, base);
+  // The test doubles keep every SIP message and Meta call they saw; that memory is theirs, not the bridge's.
+  h.drachtio.wire.length = 0;
+  h.drachtio.frames.length = 0;
+  heapAfterWarmUp = await settledHeapBytes();
+  await runTo(CALLS);
+  const seconds = (Date.now() - started) / 1000;
+
+  const left = await leftOver(h, base, 10_000);
+  for (const p of peers) p.close();
+  h.drachtio.wire.length = 0;
+  h.drachtio.frames.length = 0;
+  const heapAtEnd = await settledHeapBytes();
+  const growth = heapAtEnd - heapAfterWarmUp;
+
+  t.same(failures.slice(0, 5), [], `every call ended as planned (${failures.length} did not)`);
+  t.equal(Object.values(counts).reduce((a, b) => a + b, 0), CALLS, `${CALLS} calls run`);
+  assertNothingLeft(t, left, `after ${CALLS} calls`);
+  if (left.objects > 0) t.comment(`mediasoup objects left: ${JSON.stringify(mediasoupObjectKinds(h))}`);
+  // Margin: the webhook de-duplication memory keeps a few entries per call for 15 minutes by design (bounded at
+  // 20,000 entries, well under 8 MiB), and the Meta simulator keeps its last 1,000 ended calls.
+  t.ok(growth < HEAP_MARGIN, `heap back within ${HEAP_MARGIN / 1048576} MiB of the warm-up level (grew ${(growth / 1048576).toFixed(2)} MiB)`);
+
+  recordFigures('leaks', {
+    title: 'Leaks: short calls with mixed outcomes',
+    figures: [
+      ['calls run', CALLS],
+      ['  no route (Meta reject)', counts.no_route],
+      ['  PBX busy (486, Meta reject)', counts.busy],
+      ['  person hung up while the PBX rang (CANCEL)', counts.hangup_ringing],
+      ['  answered, media both ways, person hung up (BYE)', counts.media],
+      ['  agent call without permission (403)', counts.no_permission],
+      ['calls at once', AT_ONCE],
+      ['calls not ending as planned', failures.length],
+      ['heap growth after warm-up (MiB)', Number((growth / 1048576).toFixed(2))],
+      ['heap margin allowed (MiB)', HEAP_MARGIN / 1048576],
+      ['leaks found (calls, routers, mediasoup objects, UDP sockets, timers)', leakCount(left)],
+      ['seconds', Math.round(seconds)],
+    ],
+  });
+});
