@@ -18,6 +18,11 @@ echo "[test] running tap"
 npx tap "$@" 2>&1 | tee "$log"
 tap_rc=${PIPESTATUS[0]}
 
+skipped_lines=$(grep -E '^\s*ok [0-9]+ - .* # SKIP' "$log" | sed -E 's/^\s*ok [0-9]+ - //' || true)
+if [ -n "$skipped_lines" ]; then
+  echo "[test] SKIPPED (each with its reason):"
+  echo "$skipped_lines" | sed 's/^/[test]   /'
+fi
 summary=$(grep -E '^# \{ total: ' "$log" | tail -n 1)
 rm -f "$log"
 num() { echo "$summary" | grep -oE "$1: [0-9]+" | grep -oE '[0-9]+' || echo 0; }

@@ -1,0 +1,85 @@
+/**
+ * Whole calls through the bridge against each SIP backend: the drachtio-server double with its fake PBX (always),
+ * and a real drachtio-server with sipp as the PBX when DRACHTIO_HOST/PORT/SECRET/SIP are set (skipped loudly
+ * otherwise). The PBX's SDP points at a real RTP peer, so audio is checked on the PBX side in both.
+ */
+import pino from 'pino';
+import t, { type Test } from 'tap';
+import { parseConfig } from '../../src/config/index.js';
+import { Daemon } from '../../src/daemon/Daemon.js';
+import { MetaSimulator } from '../../src/simulator/MetaSimulator.js';
+import { createRtpPeer } from '../helpers/rtpPeer.js';
+import { analyzeTone } from '../helpers/tone.js';
+import { APP_SECRET, PAGE_ID, PAGE_TOKEN, PSID, VERIFY_TOKEN, sdpTarget, sleep, until } from '../helpers/bridgeHarness.js';
+import { pbxBackends, type PbxSide } from '../helpers/pbx.js';
+
+async function bridgeFor(t: Test, pbx: PbxSide, targets: string[]): Promise<{ sim: MetaSimulator; daemon: Daemon }> {
+  const log = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+  const sim = await MetaSimulator.start({ pages: { [PAGE_ID]: PAGE_TOKEN }, appSecret: APP_SECRET, log });
+  t.teardown(() => sim.close());
+  const config = parseConfig(
+    {
+      meta: { app_secret: APP_SECRET, verify_token: VERIFY_TOKEN, graph_base_url: sim.graphUrl },
+      pages: [{ id: PAGE_ID, access_token: PAGE_TOKEN }],
+      webhook: { listen: { host: '127.0.0.1', port: 0 } },
+      admin: { listen: { host: '127.0.0.1', port: 0 } },
+      sip: { drachtio: pbx.drachtio, acl: [`${pbx.sourceAddress}/32`], default_page: PAGE_ID },
+      routes: [{ name: 'pbx', match: {}, targets: targets.length > 0 ? targets : ['sip:unused@127.0.0.1'], codecs: ['PCMU'] }],
+      media: { workers: 1, rtp: { listen_ip: '127.0.0.1', min_port: 0, max_port: 0 } },
+      messenger: { ice: { listen_ip: '127.0.0.1' } },
+    },
+    {},
+  );
+  const daemon = await Daemon.start(config, { log, waitForSipMs: 5000 });
+  t.teardown(() => daemon.close());
+  sim.setWebhookUrl(daemon.webhookUrl);
+  return { sim, daemon };
+}
+
+for (const backend of pbxBackends()) {
+  t.test(`consumer-initiated call, ${backend.name}`, { skip: backend.skip ?? false }, async (t) => {
+    const pbx = await backend.create!();
+    t.teardown(() => pbx.close());
+    const peer = await createRtpPeer({ codec: 'PCMU' });
+    t.teardown(() => peer.close());
+    const inbound = await pbx.expectInvite({ sdp: peer.sdp() });
+    const { sim, daemon } = await bridgeFor(t, pbx, [inbound.targetUri]);
+    const callId = sim.placeCall({ pageId: PAGE_ID, psid: PSID });
+    const session = await sim.waitForSession(callId, 15_000);
+    await session.whenConnected();
+    session.startTone(1000);
+    await sleep(1500);
+    const heard = analyzeTone(peer.receivedPcm().slice(-8000), 8000, 1000);
+    t.ok(heard.detected, `1 kHz from Meta heard at the PBX's RTP address (${JSON.stringify(heard)})`);
+    sim.hangUp(callId);
+    const end = await inbound.done;
+    t.equal(end.byeFrom, 'app', 'the bridge sent BYE when the person hung up');
+    t.equal(end.invite.header('X-Messenger-PSID'), PSID, 'the INVITE carried the PSID');
+    await until(() => daemon.controller.registry.size === 0, 3000, 'call released');
+  });
+
+  t.test(`business-initiated call, ${backend.name}`, { skip: backend.skip ?? false }, async (t) => {
+    const pbx = await backend.create!();
+    t.teardown(() => pbx.close());
+    const peer = await createRtpPeer({ codec: 'PCMU' });
+    t.teardown(() => peer.close());
+    const { sim, daemon } = await bridgeFor(t, pbx, []);
+    const connectSeen = sim.graph.events.waitFor('connect');
+    const placed = await pbx.placeCall({ user: PSID, sdp: peer.sdp(), hangupAfterMs: 2500 });
+    const [connect] = await connectSeen;
+    sim.graph.consumerRinging(connect.callId);
+    sim.graph.consumerAccept(connect.callId);
+    const session = await sim.waitForSession(connect.callId, 15_000);
+    await session.whenConnected();
+    session.startTone(1000);
+    const ended = sim.waitForEnd(connect.callId, 15_000);
+    const result = await placed.done;
+    t.equal(result.status, 200, '200 OK once the person accepted');
+    const target = sdpTarget(result.answerSdp);
+    t.ok(target.port > 0, 'the answer carries the bridge RTP address');
+    t.ok(peer.packetsReceived > 10, `RTP from the bridge reached the PBX (${peer.packetsReceived} packets)`);
+    t.equal(result.byeFrom, 'pbx');
+    t.equal((await ended).by, 'business', 'the PBX hang-up reached Meta as terminate');
+    await until(() => daemon.controller.registry.size === 0, 3000, 'call released');
+  });
+}
