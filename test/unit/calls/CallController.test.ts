@@ -11,7 +11,7 @@ import {
   controllerOptions,
   graphError,
   silentLog,
-} from './fakes.js';
+} from '../../helpers/callFakes.js';
 
 function setup(overrides: Parameters<typeof controllerOptions>[0] = {}) {
   const sip = new FakeSip();

@@ -3,8 +3,8 @@
  * be driven through every path quickly; the end-to-end tests run the same flows with the real modules.
  */
 import pino from 'pino';
-import { TypedEmitter } from '../../../src/core/TypedEmitter.js';
-import { GraphError, MediaError, SipError } from '../../../src/core/errors.js';
+import { TypedEmitter } from '../../src/core/TypedEmitter.js';
+import { GraphError, MediaError, SipError } from '../../src/core/errors.js';
 import type {
   CallMedia,
   CallMediaEvents,
@@ -27,8 +27,8 @@ import type {
   SipDialogEvents,
   SipPort,
   SipPortEvents,
-} from '../../../src/calls/ports.js';
-import type { CallControllerOptions } from '../../../src/calls/CallController.js';
+} from '../../src/calls/ports.js';
+import type { CallControllerOptions } from '../../src/calls/CallController.js';
 
 export const silentLog = pino({ level: 'silent' });
 
