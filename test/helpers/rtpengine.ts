@@ -244,7 +244,7 @@ export interface RtpengineOptions {
   portMax?: number;
   /** Log level 1-7 (default 5); 7 logs every DTLS and ICE step. */
   logLevel?: number;
-  /** Kill the daemon after this many ms whatever happens (default 120000). */
+  /** Kill the daemon this many ms after it is ready, whatever happens (default 120000). */
   lifetimeMs?: number;
   /** Worker threads (default 2: packets of one stream may then be handled by either thread, as in production). */
   numThreads?: number;
@@ -355,12 +355,11 @@ export async function startRtpengine(options: RtpengineOptions = {}): Promise<Rt
       resolve();
     });
   });
-  const lifetime = setTimeout(() => child.kill('SIGKILL'), options.lifetimeMs ?? 120_000);
-  lifetime.unref();
+  let lifetime: NodeJS.Timeout | undefined;
 
   const ng = await NgClient.open('127.0.0.1', ngPort);
   const stop = async (): Promise<void> => {
-    clearTimeout(lifetime);
+    if (lifetime) clearTimeout(lifetime);
     ng.close();
     if (!exited) {
       child.kill('SIGTERM');
@@ -386,5 +385,8 @@ export async function startRtpengine(options: RtpengineOptions = {}): Promise<Rt
       }
     }
   }
+  // The lifetime counts from readiness: a slow start on a busy machine must not eat it (start-up has its own 10 s).
+  lifetime = setTimeout(() => child.kill('SIGKILL'), options.lifetimeMs ?? 120_000);
+  lifetime.unref();
   return { pid: child.pid ?? -1, ngPort, portMin, portMax, ng, logs, exited: exitedPromise, stop };
 }

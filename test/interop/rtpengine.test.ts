@@ -43,8 +43,8 @@ t.test('the daemon answers ng, refuses a bad command clearly, and is gone after 
 });
 
 t.test('the daemon is killed when its lifetime runs out', async (t) => {
-  const startedAt = performance.now();
   const daemon = await startRtpengine({ numThreads: 1, lifetimeMs: 1500 });
+  const readyAt = performance.now();
   t.teardown(() => daemon.stop());
   t.ok(alive(daemon.pid));
   const outcome = await Promise.race([
@@ -52,6 +52,6 @@ t.test('the daemon is killed when its lifetime runs out', async (t) => {
     new Promise((resolve) => setTimeout(resolve, 10_000, 'still running')),
   ]);
   t.equal(outcome, 'exited', 'killed at the end of its lifetime');
-  t.ok(performance.now() - startedAt >= 1500, 'not before');
+  t.ok(performance.now() - readyAt >= 1400, 'not before');
   t.notOk(alive(daemon.pid), 'process gone');
 });
