@@ -142,6 +142,15 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
   #watcherIdleCheck?: NodeJS.Immediate;
   /** performance.now() of the last audio fed to the watcher. */
   #lastWatchAt = 0;
+  /** RTP timestamp (48 kHz) just after the last audio fed to the watcher. */
+  #watchNextTs?: number;
+  /**
+   * A pause flush ended `digit` while it sounded: if Meta's audio resumes without a timestamp gap (the pause was
+   * our own stall, not Meta's) and the same digit is confirmed within `frames` packets, it is the same key press.
+   */
+  #splitGuard?: { digit: string; nextTs: number; frames: number };
+  /** A digit found to continue a key press already reported: neither begun nor reported again. */
+  #continuedDigit?: string;
   /** The detected digit whose RFC 4733 event toward the PBX began at its confirmation and is not yet ended. */
   #liveDigit?: string;
   #metaTeReceiver?: { pt: number; receiver: TelephoneEventReceiver };
@@ -453,20 +462,33 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     this.#watcherIdle = undefined;
     this.#watcherIdleCheck = undefined;
     this.#liveDigit = undefined;
+    this.#splitGuard = undefined;
+    this.#continuedDigit = undefined;
   }
 
   /** Feed decoded audio (concealed frames first, they end just before the packet's timestamp) to the watcher. */
   #watch(watcher: InbandDtmfWatcher, concealed: Int16Array[], pcm: Int16Array | undefined, timestamp: number): void {
     const scale = OPUS_CLOCK_RATE / 8000;
     let ts = timestamp - concealed.reduce((n, f) => n + f.length, 0) * scale;
+    const guard = this.#splitGuard;
+    if (guard && (guard.nextTs !== ts >>> 0 || --guard.frames < 0)) this.#splitGuard = undefined;
     for (const frame of concealed) {
       watcher.push(frame, ts >>> 0, true);
       ts += frame.length * scale;
     }
-    if (pcm) watcher.push(pcm, timestamp);
+    if (pcm) {
+      watcher.push(pcm, timestamp);
+      ts = timestamp + pcm.length * scale;
+    }
+    this.#watchNextTs = ts >>> 0;
     if (this.#watcher !== watcher) return;
     const sounding = watcher.sounding;
-    if (sounding !== undefined && sounding !== this.#liveDigit && this.#pbxTeSender) {
+    if (sounding !== undefined && sounding === this.#splitGuard?.digit) {
+      this.#splitGuard = undefined;
+      this.#continuedDigit = sounding;
+      this.#log.debug({ digit: sounding }, 'in-band digit continues after a stall: not repeated');
+    }
+    if (sounding !== undefined && sounding !== this.#liveDigit && sounding !== this.#continuedDigit && this.#pbxTeSender) {
       this.#liveDigit = sounding;
       this.#pbxTeSender.begin(sounding);
     }
@@ -490,12 +512,20 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     }
     this.#watcherIdleCheck = setImmediate(() => {
       this.#watcherIdleCheck = undefined;
-      if (performance.now() - this.#lastWatchAt >= WATCHER_IDLE_MS) this.#watcher?.flush();
+      if (!this.#watcher || performance.now() - this.#lastWatchAt < WATCHER_IDLE_MS) return;
+      const nextTs = this.#watchNextTs;
+      const found = this.#watcher.flush();
+      const last = found.at(-1);
+      this.#splitGuard = last && nextTs !== undefined ? { digit: last.digit, nextTs, frames: 5 } : undefined;
     });
   }
 
   #onInbandDigit(digit: string, durationMs: number): void {
     if (this.#closed) return;
+    if (this.#continuedDigit === digit) {
+      this.#continuedDigit = undefined;
+      return;
+    }
     if (!this.#pbxTeSender) {
       this.#log.info({ digit, durationMs }, 'digit from Meta passes to the PBX in band only (PBX has no telephone-event)');
       this.safeEmit('dtmf', { digit, durationMs, direction: 'to_pbx', via: 'inband' });

@@ -21,6 +21,8 @@ export class FakeMessengerLeg extends TypedEmitter<MessengerLegEvents> implement
   sentAudioCount = 0;
 
   readonly #keepSent: boolean;
+  /** Packets from `core` toward the bridge for which this returns true are lost on the way. */
+  dropToBridge: ((packet: Buffer) => boolean) | undefined;
 
   constructor(
     options: { opusPt?: number; telephoneEvent?: { pt: number; clockRate: number }; lean?: boolean } = {},
@@ -37,7 +39,8 @@ export class FakeMessengerLeg extends TypedEmitter<MessengerLegEvents> implement
       // The bridge's send-first silence frames are not part of the audio under test.
       ignorePayload: (payload) => Buffer.from(payload).equals(OPUS_SILENCE_FRAME),
       transmit: (packet) => {
-        for (const listener of this.#listeners) listener(packet);
+        if (this.dropToBridge?.(packet)) return;
+        this.inject(packet);
       },
     });
   }
@@ -61,6 +64,12 @@ export class FakeMessengerLeg extends TypedEmitter<MessengerLegEvents> implement
   onRtp(listener: (packet: Buffer) => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
+  }
+
+  /** Deliver a packet to the bridge as if Meta had sent it. */
+  inject(packet: Buffer): void {
+    if (this.#closed) return;
+    for (const listener of this.#listeners) listener(packet);
   }
 
   get listenerTotal(): number {

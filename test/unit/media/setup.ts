@@ -78,7 +78,8 @@ export async function setupCall(
   options: {
     codec: PbxCodecName;
     metaTe?: { pt: number; clockRate: number };
-    pbxTePt?: number;
+    /** PBX telephone-event payload type (default 101); null: the PBX negotiates no telephone-event. */
+    pbxTePt?: number | null;
     pbxTeClockRate?: number;
     start?: boolean;
   },
@@ -92,7 +93,7 @@ export async function setupCall(
   });
   const peer = await createRtpPeer({
     codec: options.codec,
-    tePt: options.pbxTePt ?? 101,
+    tePt: options.pbxTePt === null ? undefined : (options.pbxTePt ?? 101),
     teClockRate: options.pbxTeClockRate,
   });
   t.teardown(() => {
