@@ -339,7 +339,7 @@ function patchRetransmission(): boolean {
       }
       await retransmissionWait(this.dtls, (1000 * (attempt + 1)) / 2);
       // On a busy event loop the peer's answer may be waiting in the socket: let pending I/O in before deciding
-      // to retransmit (a spurious retransmission of the final flight is what some servers handle worst).
+      // to retransmit, rather than send a flight the peer has already answered.
       await new Promise<void>((resolve) => setImmediate(resolve));
       if (closedContexts.has(this.dtls)) return;
       if (this.dtls.flight >= this.nextFlight) {
@@ -400,7 +400,7 @@ function installRecordWriter(client: DtlsClientInternals, maxDatagramBytes: numb
 }
 
 /**
- * Patch werift's DTLS client (process-wide, idempotent). Call before the first RTCPeerConnection connects.
+ * Patch werift's DTLS client (process-wide, idempotent). Call before the first DTLS client connects.
  * Later calls with other options are ignored; the first call's options stay in force.
  */
 export function applyWeriftDtlsFix(options: WeriftDtlsFixOptions = {}): void {
