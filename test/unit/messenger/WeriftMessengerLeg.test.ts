@@ -414,6 +414,22 @@ t.test('close() releases every socket, is idempotent, and rejects later use', as
   await rejectsWithReason(t, leg.whenConnected(), 'closed', 'whenConnected after close');
 });
 
+t.test('whenConnected honours its abort signal; calls out of order are refused', async (t) => {
+  const leg = factory.create({ callId: 'abort', log });
+  t.teardown(() => leg.close());
+  await t.rejects(leg.applyAnswer('v=0\r\n'), /without our offer/);
+  await leg.createOffer();
+  const reason = new Error('gave up');
+  const controller = new AbortController();
+  const waiting = leg.whenConnected(controller.signal);
+  controller.abort(reason);
+  t.equal(await rejectionOf(waiting), reason);
+  t.notOk(leg.closed, 'aborting a wait does not close the leg');
+  t.equal(leg.stats().packetsDroppedNotConnected, 0);
+  leg.sendRtp(Buffer.alloc(32, 0x80));
+  t.equal(leg.stats().packetsDroppedNotConnected, 1, 'RTP before connected is dropped and counted');
+});
+
 t.test('closing during candidate gathering leaves no socket behind', async (t) => {
   const before = await settledUdpHandles();
   const leg = factory.create({ callId: 'close-early', log });
