@@ -9,6 +9,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import type { Test } from 'tap';
 import { loadMediasoup } from '../../src/media/WorkerPool.js';
+import type { LoopbackBridge } from '../../src/simulator/loopbackBridge.js';
 import type { PbxDialog } from '../../src/simulator/drachtio/index.js';
 import type { MetaMediaSession } from '../../src/simulator/media/MetaMediaServer.js';
 import type { Harness } from './bridgeHarness.js';
@@ -189,7 +190,7 @@ export interface LiveCall {
  * A consumer-initiated call that the fake PBX answers with an RTP peer (PCMU); a 1 kHz tone plays from each side.
  * Resolves once media toward Meta is connected. Only this call's INVITE is answered (later ones get 486).
  */
-export async function startLiveCall(h: Harness, psid = '7000000000000001'): Promise<LiveCall> {
+export async function startLiveCall(h: LoopbackBridge, psid = '7000000000000001'): Promise<LiveCall> {
   const peer = await createRtpPeer({ codec: 'PCMU' });
   let taken = false;
   const answered = new Promise<PbxDialog>((resolve, reject) => {
