@@ -150,6 +150,7 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
   #consentTimer: NodeJS.Timeout | undefined;
   #rtcpTimer: NodeJS.Timeout | undefined;
   #released: Promise<void> = Promise.resolve();
+  #sendErrorsLogged = 0;
 
   constructor(options: WeriftMessengerLegOptions) {
     super();
@@ -732,8 +733,6 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
       this.#log.debug({ err }, 'RTCP sender report not sent');
     }
   }
-
-  #sendErrorsLogged = 0;
 
   #onSendError(err: unknown): void {
     // One line per burst is enough: a lost path shows up as consent failure.
