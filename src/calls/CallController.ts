@@ -255,7 +255,7 @@ export class CallController implements MetaEventSink {
 
   #newCall(direction: CallDirection, id: string, pageId: string, psid: string, metaCallId: string | undefined): CallSession {
     const opts = this.#options;
-    const log = this.#deps.log.child({ component: 'call', callId: id, direction, pageId, psid: this.#psidForLog(psid) });
+    const log = this.#deps.log.child({ callId: id, direction, pageId, psid: this.#psidForLog(psid) });
     return new CallSession({
       id,
       direction,

@@ -85,7 +85,7 @@ export class Daemon {
       ...(config.media.workers > 0 ? { size: config.media.workers } : {}),
       rtcMinPort: config.media.internal_ports.min_port,
       rtcMaxPort: config.media.internal_ports.max_port,
-      log: log.child({ component: 'media' }),
+      log,
     });
     pool.on('workerRestarted', () => metrics.workerRestarted());
     try {
@@ -99,7 +99,7 @@ export class Daemon {
           comedia: config.media.rtp.comedia,
         },
         dtmf: dtmfOptions(config),
-        log: log.child({ component: 'media' }),
+        log,
       });
       const iceListen = config.messenger.ice.listen_ip;
       const legs = new WeriftMessengerLegFactory({
@@ -108,15 +108,18 @@ export class Daemon {
         portRange: [config.messenger.ice.min_port, config.messenger.ice.max_port],
         iceTimeoutMs: config.messenger.ice_timeout_ms,
         dtlsTimeoutMs: config.messenger.dtls_timeout_ms,
-        log: log.child({ component: 'messenger' }),
+        log,
       });
+      // The DTLS certificate and werift's key-exchange tables now, not during the first call.
+      const prepareMs = await legs.prepare();
+      log.debug({ prepareMs }, 'Messenger legs prepared');
       const tokens = pageTokens(config);
       const graph = new GraphClient({
         baseUrl: config.meta.graph_base_url,
         version: config.meta.graph_version,
         pages: tokens,
         timeoutMs: config.meta.graph_timeout_ms,
-        log: log.child({ component: 'graph' }),
+        log,
         metrics,
         ...(config.meta.appsecret_proof ? { appSecretForProof: config.meta.app_secret } : {}),
       });
@@ -132,7 +135,7 @@ export class Daemon {
           pageHeader: config.sip.target.page_header,
         },
         fromUser: config.sip.from_user,
-        log: log.child({ component: 'sip' }),
+        log,
         metrics: { onSipResponse: (direction, code) => metrics.sipResponse(direction, code) },
       });
       sip.on('connection', (connected) => {
@@ -157,7 +160,7 @@ export class Daemon {
       const webhookApp = buildWebhookApp({
         settings: () => webhookSettings,
         sink: controller,
-        log: log.child({ component: 'webhook' }),
+        log,
         metrics,
       });
       const daemon = new Daemon({ config, log, metrics, pool, sip, graph, pageTokens: tokens, controller, webhookApp, adminApp });
