@@ -112,6 +112,7 @@ interface BridgeProcess {
   workerPid: number;
   /** JSON log lines seen so far. */
   lines: Array<Record<string, unknown>>;
+  readonly exitCode: number | null;
   stop(): Promise<void>;
 }
 
@@ -177,6 +178,9 @@ async function startBridge(o: { sim: Sim; drachtio: Drachtio; codecs: string[]; 
     pid,
     workerPid: workers[0]!,
     lines,
+    get exitCode() {
+      return child.exitCode;
+    },
     async stop() {
       child.kill('SIGTERM');
       const force = setTimeout(() => child.kill('SIGKILL'), 10_000);
@@ -324,6 +328,13 @@ let OPUS_FRAME = new Uint8Array();
 for (let i = 0; i < 10; i++) OPUS_FRAME = opusEncoder.encode(tonePcm(48000)).slice();
 /** The bridge's own 20 ms Opus silence frame (its filler). */
 const SILENCE = Buffer.from([0xf8, 0xff, 0xfe]);
+/** The payload is the bridge's silence frame (the header may carry CSRCs and extensions). */
+function isSilence(b: Buffer): boolean {
+  let off = 12 + 4 * (b[0]! & 0x0f);
+  if (b[0]! & 0x10) off += 4 + 4 * b.readUInt16BE(off + 2);
+  const end = b[0]! & 0x20 ? b.length - b[b.length - 1]! : b.length;
+  return end - off === SILENCE.length && b.subarray(off, end).equals(SILENCE);
+}
 const PCMU_FRAME = encodePcmu(tonePcm(8000));
 
 /** One call as the bench sees it: Meta's end and the PBX peer's end, each with its send state. */
@@ -369,7 +380,7 @@ class BenchCall {
     this.ends.consumer.removeAllListeners('rtp');
     this.ends.consumer.on('rtp', (b: Buffer) => {
       if ((b[1]! & 0x7f) !== this.metaPt) return;
-      this.toMeta.receive(b.readUInt16BE(2), b.readUInt32BE(4), performance.now(), (b[1]! & 0x80) !== 0, b.length === 15 && b.subarray(12).equals(SILENCE));
+      this.toMeta.receive(b.readUInt16BE(2), b.readUInt32BE(4), performance.now(), (b[1]! & 0x80) !== 0, isSilence(b));
     });
   }
 
@@ -412,6 +423,8 @@ interface Engine {
   pids(): { main: number; worker?: number };
   setUp(call: BenchCall, i: number): Promise<void>;
   tearDown(call: BenchCall): Promise<void>;
+  /** Warnings and errors the engine logged so far, counted by message; whether it is still running. */
+  health(): string;
   close(): Promise<void>;
 }
 
@@ -441,6 +454,12 @@ async function bridgeEngine(sim: Sim, drachtio: Drachtio, mode: Mode, cpuProfDir
       const ended = sim.waitForEnd(call.metaCallId, 10_000).catch(() => undefined);
       sim.hangUp(call.metaCallId);
       await ended;
+    },
+    health() {
+      const counts = new Map<string, number>();
+      for (const l of bridge.lines) if (Number(l.level) >= 40) counts.set(String(l.msg), (counts.get(String(l.msg)) ?? 0) + 1);
+      const top = [...counts].sort((x, y) => y[1] - x[1]).slice(0, 5).map(([m, n]) => `${n}x ${m}`);
+      return `${bridge.exitCode === null ? 'running' : `EXITED ${bridge.exitCode}`}; ${top.join('; ') || 'no warnings'}`;
     },
     close: () => bridge.stop(),
   };
@@ -489,6 +508,7 @@ async function rtpengineEngine(sim: Sim, mode: Mode): Promise<Engine> {
       call.session?.close();
       await daemon.ng.delete(call.metaCallId).catch(() => undefined);
     },
+    health: () => `${daemon.logs.filter((l) => /ERR|WARN|CRIT/.test(l)).length} warning/error lines`,
     close: () => daemon.stop(),
   };
 }
@@ -508,6 +528,7 @@ interface LoadResult {
   idleMainPct: number;
   idleWorkerPct: number;
   benchPct: number;
+  simWorkerPct: number;
   mainMbPerCall: number;
   workerMbPerCall: number;
   lossToPbx: number;
@@ -525,7 +546,8 @@ interface LoadResult {
 async function runLoad(engine: Engine, mode: Mode, n: number, seconds: number): Promise<LoadResult> {
   const pids = engine.pids();
   const rss = (): { main: number; worker: number } => ({ main: rssMb(pids.main), worker: pids.worker ? rssMb(pids.worker) : 0 });
-  await sleep(500);
+  // Let start-up work (module loading, the P-256 warm-up) finish before the idle baseline.
+  await sleep(3000);
   const rss0 = rss();
   const idle0 = { main: procStat(pids.main).cpu, worker: pids.worker ? procStat(pids.worker).cpu : 0, at: performance.now() };
   await sleep(3000);
@@ -559,7 +581,10 @@ async function runLoad(engine: Engine, mode: Mode, n: number, seconds: number): 
     }
   }, FRAME_MS);
   await sleep(2000);
+  // The load generator: this process and the Meta simulator's mediasoup worker.
+  const simWorkers = childPids(process.pid).filter((k) => readFileSync(`/proc/${k}/comm`, 'utf8').startsWith('mediasoup'));
   const snap = () => ({
+    sim: simWorkers.reduce((t, k) => t + procStat(k).cpu, 0),
     main: procStat(pids.main).cpu,
     worker: pids.worker ? procStat(pids.worker).cpu : 0,
     bench: selfCpu(),
@@ -577,6 +602,13 @@ async function runLoad(engine: Engine, mode: Mode, n: number, seconds: number): 
   const heardAtPbx = calls.reduce((s, c) => s + c.toPbx.heard, 0);
   const sentToMeta = calls.reduce((s, c) => s + c.toMeta.sentAt.length, 0);
   const heardAtMeta = calls.reduce((s, c) => s + c.toMeta.heard, 0);
+  if (process.env['BENCH_DEBUG']) {
+    const c = calls[0]!;
+    out(`debug toPbx runs ${c.toPbx.runs.map((r) => r.length).join(',')} sent ${c.toPbx.sentAt.length}; toMeta runs ${c.toMeta.runs.map((r) => r.length).join(',')} sent ${c.toMeta.sentAt.length}`);
+    out(`debug toPbx lat ${c.toPbx.latencies(0).filter((_, i) => i % 25 === 0).map((x) => x.toFixed(0)).join(' ')}`);
+    out(`debug toMeta lat ${c.toMeta.latencies(0).filter((_, i) => i % 25 === 0).map((x) => x.toFixed(0)).join(' ')}`);
+    out(`debug toMeta idx ${c.toMeta.runs[0]!.filter((_, i) => i % 25 === 0).map((h) => h.idx).join(' ')}`);
+  }
   const latPbx = calls.flatMap((c) => c.toPbx.latencies(a.at));
   const latMeta = calls.flatMap((c) => c.toMeta.latencies(a.at));
   const mean = (xs: number[]): number => xs.reduce((s, x) => s + x, 0) / Math.max(1, xs.length);
@@ -591,6 +623,7 @@ async function runLoad(engine: Engine, mode: Mode, n: number, seconds: number): 
     idleMainPct,
     idleWorkerPct,
     benchPct: pct(b.bench - a.bench),
+    simWorkerPct: pct(b.sim - a.sim),
     mainMbPerCall: (rss1.main - rss0.main) / k,
     workerMbPerCall: (rss1.worker - rss0.worker) / k,
     lossToPbx: 1 - heardAtPbx / Math.max(1, sentToPbx),
@@ -622,7 +655,7 @@ function printLoad(r: LoadResult): void {
       `${perCore.toFixed(0)} | ${two(r.mainMbPerCall + r.workerMbPerCall)} MB | ` +
       `${(r.lossToPbx * 100).toFixed(3)} % / ${(r.lossToMeta * 100).toFixed(3)} % | ` +
       `${two(r.latToPbx.p50)} / ${two(r.latToPbx.p99)} | ${two(r.latToMeta.p50)} / ${two(r.latToMeta.p99)} | ` +
-      `${two(r.jitToPbx)} / ${two(r.jitToMeta)} | ${r.fillers} / ${r.duplicates} | ${r.benchPct.toFixed(0)} % | ${r.load} |`,
+      `${two(r.jitToPbx)} / ${two(r.jitToMeta)} | ${r.fillers} / ${r.duplicates} | ${r.benchPct.toFixed(0)} % + ${r.simWorkerPct.toFixed(0)} % | ${r.load} |`,
   );
 }
 
@@ -654,8 +687,9 @@ async function load(): Promise<void> {
   const ns = (values.calls ?? '25,50,100').split(',').map(Number);
   const seconds = Number(values.seconds);
   out(`machine: ${machine()}; ${seconds} s per step`);
-  out('| engine | mode | calls | main process per call (% of a core; total / idle) | mediasoup worker per call | calls per core | memory per call | loss to PBX / to Meta | latency to PBX p50 / p99 (ms) | latency to Meta p50 / p99 (ms) | jitter to PBX / to Meta (ms) | filler frames to Meta / duplicates | load generator CPU | load average |');
+  out('| engine | mode | calls | main process per call (% of a core; total / idle) | mediasoup worker per call | calls per core | memory per call | loss to PBX / to Meta | latency to PBX p50 / p99 (ms) | latency to Meta p50 / p99 (ms) | jitter to PBX / to Meta (ms) | filler frames to Meta / duplicates | load generator CPU (node + Meta media worker) | load average |');
   out('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  const notes: string[] = [];
   await withPeers(async (sim, drachtio) => {
     for (const mode of modes) {
       for (const n of ns) {
@@ -664,6 +698,7 @@ async function load(): Promise<void> {
           const engine = name === 'bridge' ? await bridgeEngine(sim, drachtio, mode, values['cpu-prof']) : await rtpengineEngine(sim, mode);
           try {
             printLoad(await runLoad(engine, mode, n, seconds));
+            notes.push(`${engine.name} ${mode} ${n}: ${engine.health()}`);
           } finally {
             await engine.close();
           }
@@ -671,6 +706,7 @@ async function load(): Promise<void> {
       }
     }
   });
+  for (const note of notes) out(`- ${note}`);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
