@@ -284,6 +284,14 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
       this.#startIce(offer);
     } else {
       // Same transport: keep the original candidates and fingerprint, take the new sections.
+      const known = new Set(this.#remote!.candidates.map((c) => `${c.ip}:${c.port}`));
+      const added = offer.candidates.filter((c) => !known.has(`${c.ip}:${c.port}`));
+      if (added.length > 0) {
+        this.#log.warn(
+          { candidates: added.map((c) => `${c.ip}:${c.port}`) },
+          'renegotiation offer lists new candidates; the selected pair is kept',
+        );
+      }
       this.#remote = { ...this.#remote!, sections: offer.sections, version: offer.version };
     }
     return answer.sdp;
