@@ -2,7 +2,7 @@
  * Our one outgoing RTP stream toward Meta: own SSRC, continuous sequence numbers and 48 kHz timestamps, whatever
  * feeds it (PBX Opus passed through, PBX G.711 encoded to Opus, silence, DTMF tones or RFC 4733 events).
  *
- * Send first: once started it sends a 20 ms Opus silence frame whenever no PBX audio went out for ~60 ms, because
+ * Send first: once started it sends a 20 ms Opus silence frame whenever no PBX audio went out for ~200 ms, because
  * Meta drops calls that receive no media (PBX silent, on hold, or not flowing yet).
  */
 import { Encoder } from '@evan/opus';
@@ -18,8 +18,12 @@ export const OPUS_CLOCK_RATE = 48000;
 const FRAME_48K = 960;
 /** Samples per 20 ms frame at 8 kHz (our transcoding rate). */
 export const FRAME_8K = 160;
-/** No PBX audio for this long (ms) and silence frames start. */
-const SILENCE_AFTER_MS = 60;
+/**
+ * No PBX audio for this long (ms) and silence frames start. Long enough to ride out network jitter and event-loop
+ * stalls (filling a mere late packet with silence cuts the PBX's audio into pieces), short enough that Meta never
+ * goes without media.
+ */
+const SILENCE_AFTER_MS = 200;
 const TICK_MS = 20;
 
 /**
