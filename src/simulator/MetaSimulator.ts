@@ -30,6 +30,11 @@ export interface MetaSimulatorOptions {
   rtcMaxPort?: number;
   /** Shape of accept's `sdp_response` (Meta's examples show both). Default 'string'. */
   acceptAnswerShape?: 'string' | 'object';
+  /**
+   * Accept answers also carry `sdp_renegotiation`: a new offer from the media server with a second m=audio (one
+   * recvonly, one sendonly), as seen from Meta. Default false.
+   */
+  renegotiateOnAccept?: boolean;
 }
 
 export interface MetaSimulatorEvents {
@@ -80,6 +85,12 @@ export class MetaSimulator extends TypedEmitter<MetaSimulatorEvents> {
       webhooks,
       ...(options.acceptDeadlineMs !== undefined ? { acceptDeadlineMs: options.acceptDeadlineMs } : {}),
       ...(options.acceptAnswerShape !== undefined ? { acceptAnswerShape: options.acceptAnswerShape } : {}),
+      ...(options.renegotiateOnAccept
+        ? {
+            renegotiateOnAccept: async ({ callId }: { callId: string }) =>
+              sim?.session(callId)?.renegotiationOffer({ secondMLine: true }),
+          }
+        : {}),
       answerOffer: async ({ callId, sdp }) => {
         const { sdp: answer, session } = await mediaServer.answerOffer(sdp, { telephoneEvent: options.telephoneEvent ?? false });
         if (sim) sim.#adopt(callId, session);

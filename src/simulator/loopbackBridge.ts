@@ -37,6 +37,8 @@ export interface LoopbackBridgeOptions {
   routes?: unknown[];
   /** Meta's accept window (ms). */
   metaAcceptDeadlineMs?: number;
+  /** Meta's accept answers carry a renegotiation offer with a second m=audio. */
+  renegotiateOnAccept?: boolean;
 }
 
 function mergeSections(base: Record<string, unknown>, extra: Record<string, Record<string, unknown>> = {}): Record<string, unknown> {
@@ -54,6 +56,7 @@ export async function startLoopbackBridge(options: LoopbackBridgeOptions): Promi
     appSecret: DEMO_APP_SECRET,
     log,
     telephoneEvent: options.telephoneEvent ?? false,
+    renegotiateOnAccept: options.renegotiateOnAccept ?? false,
     ...(options.metaAcceptDeadlineMs !== undefined ? { acceptDeadlineMs: options.metaAcceptDeadlineMs } : {}),
   });
   let drachtio: DrachtioDouble | undefined;
