@@ -1,0 +1,242 @@
+/**
+ * Faults during calls: a mediasoup worker killed, the drachtio connection dropped and restored, the Graph API
+ * answering 500, timing out or returning each calling error code during accept and connect, Meta's media never
+ * answering ICE, the PBX never answering, webhooks for calls this process no longer knows. Each ends the affected
+ * call cleanly with a clear reason toward both sides, and a call that is not affected keeps its audio.
+ */
+import t, { type Test } from 'tap';
+import { CALLING_ERRORS } from '../../src/graph/index.js';
+import { callItems, callsEnvelope } from '../../src/simulator/webhookSender.js';
+import { PAGE_ID, startHarness, until, type Harness } from '../helpers/bridgeHarness.js';
+import type { PbxDialog } from '../helpers/drachtio/index.js';
+import {
+  assertNothingLeft,
+  audioFlows,
+  baseline,
+  leakCount,
+  leftOver,
+  recordFigures,
+  startLiveCall,
+  summaries,
+  trackMediasoup,
+  type LiveCall,
+} from '../helpers/reliability.js';
+
+const pbxSdp = ['v=0', 'o=pbx 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', 'm=audio 40000 RTP/AVP 0', 'a=rtpmap:0 PCMU/8000', 'a=sendrecv', ''].join('\r\n');
+const figures: Array<[string, number | string]> = [];
+let faultsInjected = 0;
+let leaksFound = 0;
+
+async function endLive(h: Harness, live: LiveCall): Promise<void> {
+  const ended = h.sim.waitForEnd(live.callId, 5000);
+  h.sim.hangUp(live.callId);
+  await ended;
+  await live.dialog.waitForBye(3000).catch(() => undefined);
+  live.close();
+}
+
+function summaryFor(h: Harness, metaCallId: string): Record<string, unknown> | undefined {
+  return summaries(h).find((s) => s.metaCallId === metaCallId);
+}
+
+async function checkUnaffected(t: Test, live: LiveCall, what: string): Promise<void> {
+  const audio = await audioFlows(live, 1000);
+  t.ok(audio.atPbx && audio.atMeta, `the unaffected call keeps its audio (${what})`);
+}
+
+t.test('a mediasoup worker killed mid-call ends its call; the call on the other worker carries on', async (t) => {
+  await trackMediasoup();
+  const h = await startHarness({ codecs: ['PCMU'], captureLogs: true, config: { media: { workers: 2 } } });
+  t.teardown(() => h.close());
+  const base = await baseline(h);
+  const first = await startLiveCall(h, '7100000000000001');
+  const second = await startLiveCall(h, '7100000000000002');
+  // Least-loaded placement put the two calls on different workers; kill the one holding the first call.
+  const workers = h.daemon.pool.workers;
+  t.equal(workers.length, 2, 'two workers');
+  let victim = workers[0]!;
+  for (const w of workers) {
+    const dump = (await w.dump()) as { routerIds: string[] };
+    if (dump.routerIds.length > 0) {
+      victim = w;
+      break;
+    }
+  }
+  const ends = [h.sim.waitForEnd(first.callId, 10_000).catch(() => undefined), h.sim.waitForEnd(second.callId, 10_000).catch(() => undefined)];
+  process.kill(victim.pid, 'SIGKILL');
+  faultsInjected++;
+  const ended = await Promise.race(ends.map((p, i) => p.then((e) => (e ? { i, e } : undefined))));
+  t.ok(ended, 'one call ended');
+  const [hit, spared] = ended?.i === 0 ? [first, second] : [second, first];
+  t.equal(ended?.e.by, 'business', 'the bridge terminated the call toward Meta');
+  await hit.dialog.waitForBye(3000);
+  t.pass('BYE sent to the PBX');
+  await until(() => h.daemon.controller.registry.size === 1, 5000, 'one call left');
+  const summary = summaryFor(h, hit.callId);
+  t.match(summary, { outcome: 'media_failed' }, `clear reason: ${String(summary?.reason)}`);
+  await checkUnaffected(t, spared, 'worker killed');
+  await until(() => h.daemon.pool.workers.length === 2, 10_000, 'worker replaced').catch(() => undefined);
+  t.equal(h.daemon.pool.workers.length, 2, 'the dead worker was replaced');
+  await endLive(h, spared);
+  hit.close();
+  const left = await leftOver(h, base);
+  assertNothingLeft(t, { ...left, routers: 0 }, 'after the worker was killed');
+  leaksFound += leakCount({ ...left, routers: 0 });
+  figures.push(['worker killed mid-call: affected call ended (Meta terminate + BYE)', 'yes'], ['worker killed mid-call: other call kept audio', 'yes']);
+});
+
+t.test('drachtio connection dropped and restored mid-call', async (t) => {
+  await trackMediasoup();
+  const h = await startHarness({ codecs: ['PCMU'], captureLogs: true });
+  t.teardown(() => h.close());
+  const base = await baseline(h);
+  const live = await startLiveCall(h);
+  await h.drachtio.stop();
+  faultsInjected++;
+  await until(() => !h.daemon.sip.connected, 5000, 'bridge sees the drop');
+  await checkUnaffected(t, live, 'while drachtio is gone');
+  // A call offered while SIP is down is refused toward Meta at once.
+  const rejected = h.sim.graph.events.waitFor('reject');
+  const during = h.sim.placeCall({ pageId: PAGE_ID, psid: '7200000000000001' });
+  const [reject] = await rejected;
+  t.equal(reject.callId, during, 'a new call while SIP is down is rejected');
+  await h.drachtio.restart();
+  await until(() => h.daemon.sip.connected, 15_000, 'bridge reconnects');
+  t.ok(h.daemon.sip.connected, 'the bridge reconnected');
+  await checkUnaffected(t, live, 'after drachtio came back');
+  await endLive(h, live);
+  const left = await leftOver(h, base);
+  assertNothingLeft(t, left, 'after the drachtio outage');
+  leaksFound += leakCount(left);
+  figures.push(['drachtio dropped and restored: live call kept audio, new call rejected while down', 'yes']);
+});
+
+t.test('Graph, Meta media and PBX faults end the affected call cleanly; the live call carries on', async (t) => {
+  await trackMediasoup();
+  const h = await startHarness({
+    codecs: ['PCMU'],
+    captureLogs: true,
+    config: { meta: { graph_timeout_ms: 1000 }, messenger: { ice_timeout_ms: 1500, dtls_timeout_ms: 2000 }, calls: { accept_deadline_ms: 2000, connect_timeout_ms: 3000 } },
+    routes: [{ name: 'default', match: {}, targets: ['sip:support@127.0.0.1:5080'], target_timeout_ms: 5000, codecs: ['PCMU'] }],
+  });
+  t.teardown(() => h.close());
+  const base = await baseline(h);
+  const live = await startLiveCall(h);
+
+  // From now on the PBX answers every INVITE (without media) unless told to stay silent.
+  let pbxSilent = false;
+  const dialogs = new Map<string, Promise<PbxDialog>>();
+  h.drachtio.pbx.onInvite((invite) => {
+    const callId = invite.header('X-Messenger-Call-ID') ?? '';
+    if (pbxSilent) {
+      invite.ringing();
+      dialogs.set(callId, invite.whenCanceled.then(() => undefined as unknown as PbxDialog));
+      return;
+    }
+    dialogs.set(callId, invite.answer(pbxSdp));
+  });
+
+  // Accept answered with 500, timing out, and each calling error code.
+  const acceptFaults: Array<[string, Parameters<typeof h.sim.graph.failNext>[1]]> = [
+    ['HTTP 500', { status: 500 }],
+    ['timeout', { delayMs: 2500 }],
+    ...Object.entries(CALLING_ERRORS).map(([code, info]): [string, Parameters<typeof h.sim.graph.failNext>[1]] => [
+      `${code} ${info.code}`,
+      { status: 400, body: { error: { message: info.description, type: 'OAuthException', code: Number(code), fbtrace_id: 'rel' } } },
+    ]),
+  ];
+  let n = 0;
+  for (const [name, fault] of acceptFaults) {
+    h.sim.graph.failNext('accept', fault);
+    faultsInjected++;
+    const rejected = h.sim.graph.events.waitFor('reject', AbortSignal.timeout(10_000)).catch(() => undefined);
+    const callId = h.sim.placeCall({ pageId: PAGE_ID, psid: String(7_300_000 + n++) });
+    await until(() => dialogs.has(callId), 10_000, `${name}: INVITE`);
+    const dialog = await dialogs.get(callId)!;
+    await dialog.waitForBye(10_000);
+    await until(() => summaryFor(h, callId), 10_000, `${name}: summary`);
+    const summary = summaryFor(h, callId)!;
+    t.match(summary, { outcome: 'meta_error', reason: /Graph accept failed/ }, `accept ${name}: BYE to the PBX, ${String(summary.reason)}`);
+    await rejected;
+  }
+  figures.push(['Graph accept faults (500, timeout, each calling error code): call ended, BYE to the PBX', acceptFaults.length]);
+
+  // Connect (agent call) answered with 500, timing out, and each calling error code: a SIP error with a Reason.
+  const connectStatuses: string[] = [];
+  for (const [name, fault] of acceptFaults) {
+    h.sim.graph.failNext('connect', fault);
+    faultsInjected++;
+    const final = await h.drachtio.pbx.call({ user: String(7_400_000 + n++), sdp: pbxSdp }).final;
+    connectStatuses.push(`${name}: ${final.status}`);
+    const expected = name.includes('PERMISSION') ? 403 : name === 'HTTP 500' || name === 'timeout' ? 503 : 480;
+    t.equal(final.status, expected, `connect ${name}: ${expected}`);
+    t.match(final.response.get('reason') ?? '', /SIP;cause=\d+/, `connect ${name}: Reason header`);
+  }
+  figures.push(['Graph connect faults: SIP error with Reason toward the PBX', acceptFaults.length]);
+
+  // Meta's media never answers ICE: the session is closed as soon as Meta answered the offer.
+  h.sim.on('media', ({ session }) => session.close());
+  faultsInjected++;
+  const iceCall = h.sim.placeCall({ pageId: PAGE_ID, psid: '7500000000000001' });
+  const iceEnd = await h.sim.waitForEnd(iceCall, 15_000);
+  t.equal(iceEnd.by, 'business', 'Meta media silent: the bridge terminated the call');
+  const iceDialog = await dialogs.get(iceCall)!;
+  await iceDialog.waitForBye(5000);
+  await until(() => summaryFor(h, iceCall), 5000, 'summary of the ICE call');
+  t.match(summaryFor(h, iceCall), { outcome: 'media_failed' }, `Meta media silent: ${String(summaryFor(h, iceCall)?.reason)}`);
+  h.sim.removeAllListeners('media');
+  figures.push(['Meta media never answering ICE: Meta terminate + BYE', 'yes']);
+
+  // The PBX never answers: CANCEL at the accept deadline, reject toward Meta.
+  pbxSilent = true;
+  faultsInjected++;
+  const silentCall = h.sim.placeCall({ pageId: PAGE_ID, psid: '7600000000000001' });
+  const silentEnd = await h.sim.waitForEnd(silentCall, 10_000);
+  t.equal(silentEnd.by, 'business', 'PBX silent: Meta got reject');
+  await dialogs.get(silentCall);
+  await until(() => summaryFor(h, silentCall), 5000, 'summary of the silent PBX call');
+  t.match(summaryFor(h, silentCall), { outcome: 'pbx_timeout' }, 'PBX silent: CANCEL and pbx_timeout');
+  pbxSilent = false;
+  figures.push(['PBX never answering: CANCEL + Meta reject', 'yes']);
+
+  // Webhooks for calls this process no longer knows (ended ones): acknowledged, nothing done.
+  await until(() => h.daemon.controller.registry.size === 1, 5000, 'only the live call left');
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const graphBefore = h.sim.graph.calls.size;
+  const invitesBefore = h.drachtio.sent({ method: 'INVITE' }).length;
+  const requests: string[] = [];
+  const onRequest = (r: { action: string }): void => void requests.push(r.action);
+  h.sim.graph.events.on('request', onRequest);
+  for (const callId of [iceCall, silentCall]) {
+    for (const item of [
+      callItems.terminate({ callId, status: 'Completed' }),
+      callItems.callStatus({ callId, psid: '1', status: 'accepted' }),
+      callItems.mediaUpdate({ callId, version: 99, sdp: 'v=0\r\n' }),
+    ]) {
+      const res = await h.sim.webhooks.send(callsEnvelope(PAGE_ID, [item]));
+      t.equal(res.status, 200, `${item.event} for an ended call acknowledged`);
+      faultsInjected++;
+    }
+  }
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  h.sim.graph.events.off('request', onRequest);
+  t.same(requests, [], `no Graph request for calls no longer known (${requests.join(', ')})`);
+  t.equal(h.drachtio.sent({ method: 'INVITE' }).length, invitesBefore, 'no INVITE for calls no longer known');
+  t.equal(h.sim.graph.calls.size, graphBefore);
+  figures.push(['webhooks for calls no longer known: acknowledged, nothing done', 6]);
+
+  await checkUnaffected(t, live, 'after every fault');
+  t.equal(h.sim.call(live.callId)?.state, 'accepted', 'the live call is still up at Meta');
+  await endLive(h, live);
+  const left = await leftOver(h, base);
+  assertNothingLeft(t, left, 'after the faults');
+  leaksFound += leakCount(left);
+  t.comment(connectStatuses.join('; '));
+});
+
+t.teardown(() => {
+  recordFigures('faults', {
+    title: 'Faults',
+    figures: [['faults injected', faultsInjected], ...figures, ['leaks found', leaksFound]],
+  });
+});
