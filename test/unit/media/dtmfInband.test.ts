@@ -1,5 +1,6 @@
 import t from 'tap';
 import { DtmfToneDetector, DtmfToneGenerator } from '../../../src/media/dsp/dtmf.js';
+import { parseRtp } from '../../../src/media/rtp.js';
 import { createEngine, setupCall, sleep, until } from './setup.js';
 
 const { pool, engine, log } = await createEngine();
@@ -84,3 +85,25 @@ for (const codec of ['PCMU', 'opus'] as const) {
     t.equal(detector.process(leg.core.receivedPcm()).map((d) => d.digit).join(''), '46');
   });
 }
+
+t.test('Opus passthrough switches to encoded tones for a digit and back without a timestamp jump', async (t) => {
+  const { leg, media, peer } = await setupCall(t, engine, log, { codec: 'opus' });
+  peer.startTone(300, -30);
+  await until(() => leg.core.packetsReceived > 20, 3000, 'PBX audio at Meta');
+  const from = leg.sent.length;
+  media.sendDtmfToMessenger({ digit: '3', durationMs: 200 });
+  await sleep(800);
+  peer.stopTone();
+  const headers = leg.sent.slice(from).map((p) => parseRtp(p)!);
+  const tsSteps: number[] = [];
+  for (let i = 1; i < headers.length; i++) {
+    t.equal((headers[i]!.sequenceNumber - headers[i - 1]!.sequenceNumber) & 0xffff, 1, 'consecutive seq');
+    tsSteps.push((headers[i]!.timestamp - headers[i - 1]!.timestamp) | 0);
+  }
+  t.ok(tsSteps.every((d) => d > 0 && d % 960 === 0), `timestamps advance by whole frames, never back`);
+  // A loaded machine may stall a timer once or twice; a switch that jumped would show at both edges of the digit.
+  const jumps = tsSteps.filter((d) => d > 960).length;
+  t.ok(jumps <= 2, `${jumps} steps longer than one frame in ${tsSteps.length}`);
+  const detector = new DtmfToneDetector(48000);
+  t.equal(detector.process(leg.core.receivedPcm()).map((d) => d.digit).join(''), '3');
+});
