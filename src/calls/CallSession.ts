@@ -183,8 +183,14 @@ export class CallSession {
     // receivedAt has millisecond resolution; step durations use the monotonic clock from here on.
     const receivedPerf = performance.now() - Math.max(0, Date.now() - receivedAt);
     try {
-      const { leg, media } = await this.#setUpMedia(route);
-      const offer = await this.#step(leg.createOffer());
+      // The Messenger offer (ICE gathering, certificate) and the PBX-side media (mediasoup round trips) are
+      // independent: build them at the same time.
+      let offering: Promise<string> | undefined;
+      const { leg, media } = await this.#setUpMedia(route, (created) => {
+        offering = created.createOffer();
+        offering.catch(() => undefined);
+      });
+      const offer = await this.#step(offering!);
       const pbxOffer = media.createPbxOffer();
 
       if (route.answerMode === 'immediate') {
@@ -580,7 +586,8 @@ export class CallSession {
   // Helpers
   // ------------------------------------------------------------------------------------------------------------
 
-  async #setUpMedia(route: CallRoute): Promise<{ leg: MessengerLeg; media: CallMedia }> {
+  /** `onLeg` runs as soon as the Messenger leg exists, while the call media is still being created. */
+  async #setUpMedia(route: CallRoute, onLeg?: (leg: MessengerLeg) => void): Promise<{ leg: MessengerLeg; media: CallMedia }> {
     const { legs, media: engine } = this.#deps;
     const leg = legs.create({ callId: this.id, log: this.log });
     this.#leg = leg;
@@ -595,6 +602,7 @@ export class CallSession {
     });
     let media: CallMedia;
     const creating = engine.createCallMedia({ callId: this.id, log: this.log, messenger: leg, codecs: route.codecs });
+    onLeg?.(leg);
     try {
       media = await this.#step(creating);
     } catch (err) {
