@@ -2,7 +2,7 @@
  * Whole-call load and set-up latency, the bridge side by side with rtpengine, on loopback.
  *
  *   npx tsx bench/calls.ts load  [--engine bridge|rtpengine|both] [--mode passthrough|transcode|both]
- *                                [--calls 25,50,100] [--seconds 15]
+ *                                [--calls 25,50,100] [--seconds 15] [--warmup 2]
  *   npx tsx bench/calls.ts setup [--calls 1000] [--concurrency 1]
  *
  * The bridge runs as its own process (`node --import tsx src/main.ts --config <file>`, one mediasoup worker), so its
@@ -52,6 +52,7 @@ const { values, positionals } = parseArgs({
     mode: { type: 'string', default: 'both' },
     calls: { type: 'string' },
     seconds: { type: 'string', default: '15' },
+    warmup: { type: 'string', default: '2' },
     concurrency: { type: 'string', default: '1' },
     'cpu-prof': { type: 'string' },
   },
@@ -102,6 +103,9 @@ function percentile(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
 }
+
+// Ctrl-C ends the bench through process.exit, so that 'exit' handlers stop the bridge processes.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130));
 
 // ---------------------------------------------------------------------------------------------------------------
 // the bridge as a child process
@@ -160,6 +164,9 @@ async function startBridge(o: { sim: Sim; drachtio: Drachtio; codecs: string[]; 
   });
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  // The bridge does not outlive the bench, however the bench ends.
+  const kill = (): void => void child.kill('SIGKILL');
+  process.once('exit', kill);
   const deadline = Date.now() + 30_000;
   let started: Record<string, unknown> | undefined;
   while (!(started = lines.find((l) => l.msg === 'messenger-sip-bridge started'))) {
@@ -186,6 +193,7 @@ async function startBridge(o: { sim: Sim; drachtio: Drachtio; codecs: string[]; 
       const force = setTimeout(() => child.kill('SIGKILL'), 10_000);
       await exited;
       clearTimeout(force);
+      process.off('exit', kill);
       rmSync(dir, { recursive: true, force: true });
     },
   };
@@ -580,7 +588,7 @@ async function runLoad(engine: Engine, mode: Mode, n: number, seconds: number): 
       for (const c of calls) c.tick(now);
     }
   }, FRAME_MS);
-  await sleep(2000);
+  await sleep(Number(values.warmup) * 1000);
   // The load generator: this process and the Meta simulator's mediasoup worker.
   const simWorkers = childPids(process.pid).filter((k) => readFileSync(`/proc/${k}/comm`, 'utf8').startsWith('mediasoup'));
   const snap = () => ({
