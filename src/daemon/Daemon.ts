@@ -276,9 +276,13 @@ function iceListenIps(listen: string | string[]): { iceListenIps?: string[] } {
   return list.length > 0 ? { iceListenIps: list } : {};
 }
 
-function dtmfOptions(config: Config): { inbandDetect?: boolean } {
-  const detect = config.media.dtmf.inband_detect;
-  return detect === 'auto' ? {} : { inbandDetect: detect };
+/** `auto` leaves the engine's default: detection on for a G.711 PBX when Meta has no telephone-event; tones on. */
+function dtmfOptions(config: Config): { inbandDetect?: boolean; inbandGenerate?: boolean } {
+  const { inband_detect: detect, inband_generate: generate } = config.media.dtmf;
+  return {
+    ...(detect === 'auto' ? {} : { inbandDetect: detect }),
+    ...(generate === 'auto' ? {} : { inbandGenerate: generate }),
+  };
 }
 
 function controllerOptions(config: Config): CallControllerOptions {

