@@ -16,8 +16,8 @@ const CALLS = Number(process.env.RELIABILITY_CALLS ?? 2000);
 const AT_ONCE = 16;
 /** Calls between two clean-ups of the test doubles' records. */
 const CHUNK = 200;
-/** Heap growth allowed between warm-up and the end (bytes): see the comment at the assertion. */
-const HEAP_MARGIN = 8 * 1024 * 1024;
+/** Heap growth allowed per call between warm-up and the end (bytes): see the comment at the assertion. */
+const HEAP_MARGIN_PER_CALL = 12 * 1024;
 
 type Outcome = 'no_route' | 'busy' | 'hangup_ringing' | 'media' | 'no_permission';
 
@@ -151,9 +151,14 @@ t.test(`${CALLS} short calls with mixed outcomes leave nothing behind`, async (t
   t.equal(Object.values(counts).reduce((a, b) => a + b, 0), CALLS, `${CALLS} calls run`);
   assertNothingLeft(t, left, `after ${CALLS} calls`);
   if (left.objects > 0) t.comment(`mediasoup objects left: ${JSON.stringify(mediasoupObjectKinds(h))}`);
-  // Margin: the webhook de-duplication memory keeps a few entries per call for 15 minutes by design (bounded at
-  // 20,000 entries, well under 8 MiB), and the Meta simulator keeps its last 1,000 ended calls.
-  t.ok(growth < HEAP_MARGIN, `heap back within ${HEAP_MARGIN / 1048576} MiB of the warm-up level (grew ${(growth / 1048576).toFixed(2)} MiB)`);
+  // Margin. The heap is the whole test process: the bridge and, beside it, the test doubles, which keep records by
+  // design. Measured on this suite's machine: about 2.7 KiB per call for calls that never reach SIP or media (the
+  // Meta simulator keeps its last 1,000 ended calls; the webhook de-duplication memory keeps entries for 15 minutes,
+  // bounded at 20,000), about 11 KiB per call for PBX-busy calls, whose SIP goes through the drachtio-server double
+  // (it keeps every server transaction). A leaked call (its Messenger leg, router, transports and RTP socket) costs
+  // far more than 12 KiB, so it still fails this check.
+  const margin = HEAP_MARGIN_PER_CALL * (CALLS - warmUp);
+  t.ok(growth < margin, `heap back within ${(margin / 1048576).toFixed(1)} MiB of the warm-up level (grew ${(growth / 1048576).toFixed(2)} MiB)`);
 
   recordFigures('leaks', {
     title: 'Leaks: short calls with mixed outcomes',
@@ -169,7 +174,7 @@ t.test(`${CALLS} short calls with mixed outcomes leave nothing behind`, async (t
       ['calls not ending as planned', failures.length],
       ['heap growth after warm-up (MiB)', Number((growth / 1048576).toFixed(2))],
       ['heap growth per call after warm-up (KiB)', Number((growth / 1024 / Math.max(1, CALLS - warmUp)).toFixed(2))],
-      ['heap margin allowed (MiB)', HEAP_MARGIN / 1048576],
+      ['heap margin allowed per call, test doubles included (KiB)', HEAP_MARGIN_PER_CALL / 1024],
       ['leaks found (calls, routers, mediasoup objects, UDP sockets, timers)', leakCount(left)],
       ['seconds', Math.round(seconds)],
     ],
