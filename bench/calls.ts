@@ -466,6 +466,11 @@ async function bridgeEngine(sim: Sim, drachtio: Drachtio, mode: Mode, cpuProfDir
     health() {
       const counts = new Map<string, number>();
       for (const l of bridge.lines) if (Number(l.level) >= 40) counts.set(String(l.msg), (counts.get(String(l.msg)) ?? 0) + 1);
+      // Calls that ended while the media ran (before the bench hung up) say why in their summary.
+      for (const l of bridge.lines) {
+        const summary = l.summary as { outcome?: string; reason?: string } | undefined;
+        if (summary && summary.outcome !== 'completed') counts.set(`ended ${summary.outcome}: ${summary.reason}`, (counts.get(`ended ${summary.outcome}: ${summary.reason}`) ?? 0) + 1);
+      }
       const top = [...counts].sort((x, y) => y[1] - x[1]).slice(0, 5).map(([m, n]) => `${n}x ${m}`);
       return `${bridge.exitCode === null ? 'running' : `EXITED ${bridge.exitCode}`}; ${top.join('; ') || 'no warnings'}`;
     },
