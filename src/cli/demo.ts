@@ -92,8 +92,11 @@ export async function runDemo(argv: string[]): Promise<number> {
     await sleep(durationMs);
 
     const stats = bridge.daemon.controller.registry.all()[0]?.mediaStats();
-    const pbxHeard = analyzeTone(peer.receivedPcm().slice(-peer.sampleRate), peer.sampleRate, META_TONE_HZ);
-    const metaHeard = analyzeTone(session.receivedPcm().slice(-48_000), 48_000, PBX_TONE_HZ);
+    // Judge the steady part of the call: the last half of it, at most 1 s (the first moments carry the tones' onset
+    // and the silence Meta got before the SIP peer started to talk).
+    const windowS = Math.min(1, durationMs / 2000);
+    const pbxHeard = analyzeTone(peer.receivedPcm().slice(-Math.round(peer.sampleRate * windowS)), peer.sampleRate, META_TONE_HZ);
+    const metaHeard = analyzeTone(session.receivedPcm().slice(-Math.round(48_000 * windowS)), 48_000, PBX_TONE_HZ);
     check(
       pbxHeard.detected,
       `Messenger -> PBX: ${META_TONE_HZ} Hz heard at the SIP peer (strongest ${pbxHeard.peakHz.toFixed(0)} Hz, ${pbxHeard.levelDbfs.toFixed(1)} dBFS, ${(pbxHeard.powerRatio * 100).toFixed(1)} % of the power)`,

@@ -47,7 +47,7 @@ function freePort(): Promise<number> {
 }
 
 t.test('demo: a whole call on loopback, tone heard both ways, exit 0', async (t) => {
-  const { code, stdout, stderr } = await run(['demo', '--duration', '1']);
+  const { code, stdout, stderr } = await run(['demo', '--duration', '2']);
   t.equal(code, 0, `demo exits 0\n${stdout}\n${stderr}`);
   t.match(stdout, /built-in drachtio-server double/, 'says plainly that the drachtio double is used');
   t.match(stdout, /ok\s+Messenger -> PBX: 1000 Hz heard/);
