@@ -324,9 +324,11 @@ export async function createSippPbxSide(real: { drachtio: DrachtioTarget; sip: {
       const dir = await newDir();
       const port = await freeUdpPort();
       const file = path.join(dir, 'uac.xml');
+      // One line per header, each ending the line: with no headers the placeholder's line goes away entirely
+      // (an empty line there would end the header section and turn the rest into the body).
       const headers = Object.entries(plan.headers ?? {})
-        .map(([n, v]) => `      ${n}: ${v}`)
-        .join('\n');
+        .map(([n, v]) => `      ${n}: ${v}\n`)
+        .join('');
       const midCall = plan.midCall
         ? await scenario('midcall-info-reinvite-uac.xml.part', { DIGIT: plan.midCall.dtmfDigit, HOLD_SDP: indent(plan.midCall.holdSdp) })
         : '';

@@ -139,6 +139,7 @@ for (const backend of pbxBackends()) {
       const incoming = leg.waitFor('invite', AbortSignal.timeout(10_000));
       const placed = await pbx.placeCall({ user: '99', sdp: sdp(41018) });
       const [call] = await incoming;
+      t.match(call.sdp, /^v=0\r?\n[\s\S]*m=audio 41018 /, 'an INVITE without extra headers carries its SDP as the body');
       const dialog = await call.answer(sdp(40018));
       await new Promise((r) => setTimeout(r, 100));
       await dialog.end();
