@@ -127,8 +127,9 @@ t.test('DTX: a digit whose tone is the last thing Meta sends still reaches the P
   generator.play('7', 10_000);
   let frames = 0;
   leg.core.startSource((frame) => {
-    if (++frames > 8) return false; // 160 ms of tone, then Meta stops sending (DTX)
-    generator.mixInto(frame);
+    // 300 ms of silence first (the bridge's streams settle), then 160 ms of tone, then Meta stops sending (DTX).
+    if (++frames > 23) return false;
+    if (frames > 15) generator.mixInto(frame);
     return true;
   });
   await until(() => peer.receivedDtmf().length >= 1, 3000, 'the digit at the PBX').catch(() => undefined);
