@@ -94,6 +94,8 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
   #connected = false;
   #closed = false;
   #localHost: string | undefined;
+  /** The credentials refusal was logged at error level since the last successful connection. */
+  #refusedLogged = false;
 
   constructor(options: DrachtioSipLegOptions) {
     super();
@@ -194,9 +196,14 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
       return;
     }
     if (err) {
-      this.#log.error({ err: { message: err.message } }, 'drachtio-server refused our credentials');
+      // drachtio-server closes the connection after a wrong secret and srf reconnects at once, several times a
+      // second: say it once at error level (again after a successful connection), the repeats at debug.
+      if (!this.#refusedLogged) this.#log.error({ err: { message: err.message } }, 'drachtio-server refused our credentials');
+      else this.#log.debug({ err: { message: err.message } }, 'drachtio-server refused our credentials again');
+      this.#refusedLogged = true;
       return;
     }
+    this.#refusedLogged = false;
     this.#localHost = hostFromHostport(hostport) ?? this.#localHost;
     this.#log.info({ hostport }, 'connected to drachtio-server');
     this.#setConnected(true);

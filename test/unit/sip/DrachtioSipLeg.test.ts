@@ -520,3 +520,28 @@ t.test('whenConnected() rejects when the leg is closed while waiting', async (t)
   await t.rejects(waiting, { code: 'INVALID_STATE' });
   await double.close();
 });
+
+t.test('a wrong secret is logged once at error level although srf keeps reconnecting', async (t) => {
+  const double = await startDrachtioDouble({ secret: 's3cret' });
+  const lines: Array<{ level: number; msg: string }> = [];
+  const captured = pino({ level: 'debug' }, { write: (s: string) => lines.push(JSON.parse(s) as { level: number; msg: string }) });
+  const leg = new DrachtioSipLeg({
+    host: '127.0.0.1',
+    port: double.port,
+    secret: 'not-the-secret',
+    acl: ['127.0.0.1/32'],
+    target: { psidFrom: 'request_uri', psidHeader: 'X-PSID', pageHeader: 'X-Page' },
+    fromUser: 'm',
+    log: captured,
+  });
+  t.teardown(async () => {
+    leg.close();
+    await double.close();
+  });
+  const refusals = (): Array<{ level: number; msg: string }> => lines.filter((l) => /refused our credentials/.test(l.msg));
+  const deadline = Date.now() + 5000;
+  while (refusals().length < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  t.ok(refusals().length >= 3, `srf retried (${refusals().length} refusals)`);
+  t.equal(refusals().filter((l) => l.level >= 50).length, 1, 'one error line');
+  t.equal(leg.connected, false);
+});
