@@ -64,9 +64,14 @@ for (const backend of pbxBackends()) {
     const peer = await createRtpPeer({ codec: 'PCMU' });
     t.teardown(() => peer.close());
     const { sim, daemon } = await bridgeFor(t, pbx, []);
-    const connectSeen = sim.graph.events.waitFor('connect');
+    const connectSeen = sim.graph.events.waitFor('connect', AbortSignal.timeout(15_000));
     const placed = await pbx.placeCall({ user: PSID, sdp: peer.sdp(), hangupAfterMs: 2500 });
-    const [connect] = await connectSeen;
+    // A refused INVITE ends the PBX's part with its status: say so instead of waiting for a connect that never comes.
+    const refused = placed.done.then((r) => {
+      throw new Error(`the bridge answered the PBX's INVITE with ${r.status} instead of calling Meta`);
+    });
+    refused.catch(() => undefined);
+    const [connect] = await Promise.race([connectSeen, refused]);
     sim.graph.consumerRinging(connect.callId);
     sim.graph.consumerAccept(connect.callId);
     const session = await sim.waitForSession(connect.callId, 15_000);
