@@ -2,7 +2,7 @@
  * What an operator watches: every metric moves when its event happens, /readyz follows drachtio and drain, and a
  * drain lets live calls finish while refusing new ones.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { createRtpPeer, type RtpPeer } from '../helpers/rtpPeer.js';
 import { PAGE_ID, PSID, sdpTarget, sleep, startHarness, until, type Harness } from '../helpers/bridgeHarness.js';
 import type { PbxDialog } from '../helpers/drachtio/index.js';
@@ -115,7 +115,8 @@ t.test('/readyz goes false when drachtio drops and true when it is back', async 
   t.equal((await readyz(h)).status, 200, 'ready again');
 });
 
-t.test('drain: live call continues, new calls are refused (Meta reject, SIP 503), stop resolves when it ends', async (t) => {
+/** A bridge with one connected consumer-initiated call; the PBX side answers with RTP peers. */
+async function withLiveCall(t: Test) {
   const h = await startHarness({ codecs: ['PCMU'] });
   const peers: RtpPeer[] = [];
   const dialogs: PbxDialog[] = [];
@@ -127,6 +128,11 @@ t.test('drain: live call continues, new calls are refused (Meta reject, SIP 503)
   const callId = h.sim.placeCall({ pageId: PAGE_ID, psid: PSID });
   const session = await h.sim.waitForSession(callId);
   await session.whenConnected();
+  return { h, peers, dialogs, callId, session };
+}
+
+t.test('drain: live call continues, new calls are refused (Meta reject, SIP 503), stop resolves when it ends', async (t) => {
+  const { h, peers, dialogs, callId, session } = await withLiveCall(t);
 
   let stopped = false;
   const stopping = h.daemon.stop(30_000).then(() => (stopped = true));
@@ -152,16 +158,7 @@ t.test('drain: live call continues, new calls are refused (Meta reject, SIP 503)
 });
 
 t.test('drain timeout ends the remaining calls cleanly (BYE and Meta terminate)', async (t) => {
-  const h = await startHarness({ codecs: ['PCMU'] });
-  const peers: RtpPeer[] = [];
-  const dialogs: PbxDialog[] = [];
-  t.teardown(async () => {
-    for (const p of peers) p.close();
-    await h.close();
-  });
-  answerWith(h, peers, dialogs);
-  const callId = h.sim.placeCall({ pageId: PAGE_ID, psid: PSID });
-  await (await h.sim.waitForSession(callId)).whenConnected();
+  const { h, dialogs, callId } = await withLiveCall(t);
   const ended = h.sim.waitForEnd(callId, 5000);
   await h.daemon.stop(300);
   t.equal((await ended).by, 'business', 'Meta got terminate');
