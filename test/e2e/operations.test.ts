@@ -165,3 +165,26 @@ t.test('drain timeout ends the remaining calls cleanly (BYE and Meta terminate)'
   await dialogs[0]!.waitForBye(2000);
   t.pass('the PBX got BYE');
 });
+
+t.test('metrics: a dead mediasoup worker is replaced and counted; permission replies are counted', async (t) => {
+  const h = await startHarness();
+  t.teardown(() => h.close());
+  const pid = h.daemon.pool.workers[0]!.pid;
+  process.kill(pid, 'SIGKILL');
+  let restarts = 0;
+  for (let i = 0; i < 100 && restarts < 1; i++) {
+    restarts = value(await metricsText(h), 'msb_worker_restarts_total');
+    if (restarts < 1) await sleep(100);
+  }
+  t.equal(restarts, 1, 'worker restart counted');
+  await until(() => h.daemon.pool.healthy && h.daemon.pool.workers[0]?.pid !== pid, 10_000, 'replacement worker up');
+  t.not(h.daemon.pool.workers[0]!.pid, pid, 'a new worker process serves');
+
+  h.sim.graph.replyPermission(PAGE_ID, PSID, 'approve');
+  let replies = 0;
+  for (let i = 0; i < 50 && replies < 1; i++) {
+    replies = sumMatching(await metricsText(h), /^msb_permission_replies_total\{[^}]*\} (\d+)/);
+    if (replies < 1) await sleep(100);
+  }
+  t.equal(replies, 1, 'permission reply counted');
+});
