@@ -2,6 +2,7 @@
  * Audio for the simulated Meta media endpoint: sine and DTMF synthesis, tone and DTMF detection (Goertzel),
  * small RTP and RFC 4733 helpers. 48 kHz mono, 16-bit.
  */
+import { buildRtp, parseRtp } from '../../media/rtp.js';
 
 export const SAMPLE_RATE = 48000;
 /** 20 ms at 48 kHz. */
@@ -161,36 +162,16 @@ export interface ParsedRtp {
   payload: Buffer;
 }
 
+/** The media engine's RTP parser, with the payload cut out for the simulator's convenience. */
 export function parseRtpPacket(packet: Buffer): ParsedRtp | undefined {
-  if (packet.length < 12 || packet[0]! >> 6 !== 2) return undefined;
-  const b0 = packet[0]!;
-  let offset = 12 + (b0 & 0x0f) * 4;
-  if (b0 & 0x10) {
-    if (packet.length < offset + 4) return undefined;
-    offset += 4 + packet.readUInt16BE(offset + 2) * 4;
-  }
-  let end = packet.length;
-  if (b0 & 0x20) end -= packet[packet.length - 1]!;
-  if (end < offset) return undefined;
-  return {
-    payloadType: packet[1]! & 0x7f,
-    marker: (packet[1]! & 0x80) !== 0,
-    sequenceNumber: packet.readUInt16BE(2),
-    timestamp: packet.readUInt32BE(4),
-    ssrc: packet.readUInt32BE(8),
-    payload: packet.subarray(offset, end),
-  };
+  const header = parseRtp(packet);
+  if (!header) return undefined;
+  const { payloadOffset, payloadLength, ...fields } = header;
+  return { ...fields, payload: packet.subarray(payloadOffset, payloadOffset + payloadLength) };
 }
 
 export function buildRtpPacket(fields: Omit<ParsedRtp, 'payload'>, payload: Uint8Array): Buffer {
-  const packet = Buffer.allocUnsafe(12 + payload.length);
-  packet[0] = 0x80;
-  packet[1] = (fields.marker ? 0x80 : 0) | (fields.payloadType & 0x7f);
-  packet.writeUInt16BE(fields.sequenceNumber & 0xffff, 2);
-  packet.writeUInt32BE(fields.timestamp >>> 0, 4);
-  packet.writeUInt32BE(fields.ssrc >>> 0, 8);
-  packet.set(payload, 12);
-  return packet;
+  return buildRtp({ ...fields, payload });
 }
 
 /** RFC 4733 named-event payload. */
