@@ -20,6 +20,31 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
+/** The first message in `seen` that matches, else the next `event` from `emitter` that does, within `timeoutMs`. */
+function nextMatching(
+  emitter: EventEmitter,
+  event: string,
+  seen: readonly SipMsg[],
+  match: (msg: SipMsg) => boolean,
+  timeoutMs: number,
+  what: string,
+): Promise<SipMsg> {
+  const found = seen.find(match);
+  if (found) return Promise.resolve(found);
+  return withTimeout(
+    new Promise<SipMsg>((resolve) => {
+      const on = (msg: SipMsg): void => {
+        if (!match(msg)) return;
+        emitter.off(event, on);
+        resolve(msg);
+      };
+      emitter.on(event, on);
+    }),
+    timeoutMs,
+    what,
+  );
+}
+
 export interface InDialogAnswer {
   status: number;
   reason?: string;
@@ -84,20 +109,7 @@ export class PbxDialog extends EventEmitter {
 
   /** Resolve with the next in-dialog request of `method` from the app (or one already received). */
   waitForRequest(method: string, timeoutMs = DEFAULT_WAIT_MS, after = 0): Promise<SipMsg> {
-    const seen = this.requests.slice(after).find((r) => r.method === method);
-    if (seen) return Promise.resolve(seen);
-    return withTimeout(
-      new Promise<SipMsg>((resolve) => {
-        const on = (req: SipMsg): void => {
-          if (req.method !== method) return;
-          this.off('request', on);
-          resolve(req);
-        };
-        this.on('request', on);
-      }),
-      timeoutMs,
-      `${method} in dialog ${this.callId}`,
-    );
+    return nextMatching(this, 'request', this.requests.slice(after), (req) => req.method === method, timeoutMs, `${method} in dialog ${this.callId}`);
   }
 
   waitForBye(timeoutMs = DEFAULT_WAIT_MS): Promise<SipMsg> {
@@ -326,20 +338,7 @@ export class PbxCall extends EventEmitter {
   }
 
   waitForProvisional(status: number, timeoutMs = DEFAULT_WAIT_MS): Promise<SipMsg> {
-    const seen = this.provisional.find((r) => r.status === status);
-    if (seen) return Promise.resolve(seen);
-    return withTimeout(
-      new Promise<SipMsg>((resolve) => {
-        const on = (res: SipMsg): void => {
-          if (res.status !== status) return;
-          this.off('provisional', on);
-          resolve(res);
-        };
-        this.on('provisional', on);
-      }),
-      timeoutMs,
-      `${status} provisional`,
-    );
+    return nextMatching(this, 'provisional', this.provisional, (res) => res.status === status, timeoutMs, `${status} provisional`);
   }
 }
 
