@@ -62,6 +62,8 @@ const MAX_PLC_FRAMES = 3;
  * is flushed, so a digit whose tone was the last thing sent still ends and reaches the PBX.
  */
 const WATCHER_IDLE_MS = 100;
+/** How much earlier than `WATCHER_IDLE_MS` the idle timer may fire (timer clock granularity), ms. */
+const WATCHER_IDLE_SLACK_MS = 2;
 /** PBX packets kept while the producer for a new SSRC is being created. */
 const MAX_QUEUED_PBX_PACKETS = 25;
 
@@ -498,21 +500,23 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
   }
 
   /**
-   * Flushing while the person still holds a key would split the digit in two, so a pause must be real: after an
-   * event-loop stall the timer fires before the packets that queued up meanwhile are read (wait once more), and
-   * otherwise the decision is taken after this turn's I/O.
+   * Flushing while the person still holds a key would split the digit in two, so a pause must be real. Timers run
+   * on the event loop's cached clock, which lags behind a busy loop, so the timer can fire before 100 ms of real
+   * time have passed: it is then armed again. The decision itself is taken after this turn's I/O (packets queued
+   * during an event-loop stall are read first); a packet read meanwhile re-arms the timer through `#watch`. A flush
+   * that still splits a held key is caught by the split guard.
    */
   #onWatcherIdle(): void {
     const timer = this.#watcherIdle;
     if (!this.#watcher || !timer || this.#watcherIdleCheck) return;
-    if (performance.now() - this.#lastWatchAt > WATCHER_IDLE_MS * 1.5) {
-      this.#lastWatchAt = performance.now();
+    const lastWatchAt = this.#lastWatchAt;
+    if (performance.now() - lastWatchAt < WATCHER_IDLE_MS - WATCHER_IDLE_SLACK_MS) {
       timer.refresh();
       return;
     }
     this.#watcherIdleCheck = setImmediate(() => {
       this.#watcherIdleCheck = undefined;
-      if (!this.#watcher || performance.now() - this.#lastWatchAt < WATCHER_IDLE_MS) return;
+      if (!this.#watcher || this.#lastWatchAt !== lastWatchAt) return;
       const nextTs = this.#watchNextTs;
       const found = this.#watcher.flush();
       const last = found.at(-1);
