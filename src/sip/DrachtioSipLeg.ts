@@ -399,7 +399,7 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
       return;
     }
     if (this.#digest) {
-      const verdict = this.#digest.verify(req.get('Authorization'), 'INVITE');
+      const verdict = this.#digest.verify(req.get('Authorization'), 'INVITE', req.uri);
       if (!verdict.ok) {
         if (verdict.reason === 'missing') log.debug('challenging INVITE');
         else log.warn({ reason: verdict.reason, stale: verdict.stale }, 'INVITE failed digest auth');

@@ -1,6 +1,7 @@
 /**
- * SIP digest authentication (RFC 2617 / RFC 3261 section 22), server side: challenges with stateless,
- * expiring nonces and verification of `Authorization` answers (MD5, qop=auth or none).
+ * SIP digest authentication (RFC 2617 / RFC 3261 section 22), server side: challenges with signed, expiring
+ * nonces and verification of `Authorization` answers (MD5, qop=auth or none), bound to the request's URI, with
+ * replayed answers refused.
  * `digestResponse` is also what a client computes, so tests (and a fake PBX) can answer challenges.
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
@@ -16,8 +17,15 @@ export type DigestParams = Record<string, string>;
 
 export type DigestVerdict =
   | { ok: true; username: string }
-  /** `stale`: the answer was right but for an expired nonce; re-challenge with `stale=true`. */
-  | { ok: false; reason: 'missing' | 'malformed' | 'wrong_realm' | 'wrong_user' | 'bad_nonce' | 'bad_response'; stale: boolean };
+  /**
+   * `stale`: the answer was right but for an expired or already used nonce (or nonce count); re-challenge with
+   * `stale=true`, and the client answers the new nonce without asking its user again.
+   */
+  | {
+      ok: false;
+      reason: 'missing' | 'malformed' | 'wrong_realm' | 'wrong_user' | 'wrong_uri' | 'bad_nonce' | 'bad_response' | 'replayed';
+      stale: boolean;
+    };
 
 const md5 = (text: string): string => createHash('md5').update(text).digest('hex');
 
@@ -100,23 +108,36 @@ export interface DigestAuthenticatorOptions {
   nonceTtlMs?: number;
   /** Clock, for tests. Default Date.now. */
   now?: () => number;
+  /**
+   * Most nonces whose use is remembered for replay detection; beyond it the oldest are forgotten early (their
+   * answers are then refused as stale and re-challenged, never accepted twice). Default 10 000.
+   */
+  maxTrackedNonces?: number;
 }
 
 /**
- * Stateless digest authenticator: nonces are `<issued ms, hex>.<HMAC>` under a random per-process key, so they
- * need no table and expire by themselves. Replays within the nonce lifetime are not detected (no nc tracking):
- * the ACL is the first line of defence, digest the second.
+ * Digest authenticator. Nonces are `<issued ms, hex>.<HMAC>` under a random per-process key: only nonces this
+ * process issued are accepted, and they expire by themselves. An accepted answer is remembered until its nonce
+ * expires, so the same answer cannot be replayed: with qop=auth each answer must carry a higher nonce count (nc)
+ * than the last one accepted for its nonce; without qop a nonce is good for one request. A replay is refused as
+ * stale, so an honest client simply answers a new challenge while a replayed capture gets nowhere.
  */
 export class DigestAuthenticator {
   readonly #credentials: DigestCredentials;
   readonly #ttlMs: number;
   readonly #now: () => number;
   readonly #key = randomBytes(32);
+  readonly #maxTracked: number;
+  /** Nonce -> highest nonce count accepted (0 without qop), in order of first use; pruned when expired. */
+  readonly #used = new Map<string, { nc: number; issued: number }>();
+  /** Nonces issued before this (ms) are refused as stale: their use may have been forgotten to keep memory bounded. */
+  #forgottenBefore = -Infinity;
 
   constructor(options: DigestAuthenticatorOptions) {
     this.#credentials = options.credentials;
     this.#ttlMs = options.nonceTtlMs ?? 300_000;
     this.#now = options.now ?? Date.now;
+    this.#maxTracked = Math.max(1, options.maxTrackedNonces ?? 10_000);
   }
 
   get realm(): string {
@@ -140,21 +161,27 @@ export class DigestAuthenticator {
     return `Digest ${parts.join(', ')}`;
   }
 
-  /** Check an `Authorization` header of a request with `method`. */
-  verify(authorization: string | undefined, method: string): DigestVerdict {
+  /**
+   * Check an `Authorization` header of a request with `method`. With `requestUri`, the answer's `uri` must name
+   * the same resource (RFC 2617 section 3.2.2.5), so an answer captured from another request cannot be reused.
+   */
+  verify(authorization: string | undefined, method: string, requestUri?: string): DigestVerdict {
     if (!authorization) return { ok: false, reason: 'missing', stale: false };
     const p = parseDigestHeader(authorization);
     if (!p?.username || !p.realm || !p.nonce || !p.uri || !p.response) return { ok: false, reason: 'malformed', stale: false };
     if (p.algorithm && p.algorithm.toUpperCase() !== 'MD5') return { ok: false, reason: 'malformed', stale: false };
     if (p.realm !== this.#credentials.realm) return { ok: false, reason: 'wrong_realm', stale: false };
     if (p.username !== this.#credentials.username) return { ok: false, reason: 'wrong_user', stale: false };
-    const [issued, signature] = p.nonce.split('.');
-    if (!issued || !signature || !safeEqual(signature, this.#sign(issued))) {
+    if (requestUri !== undefined && !sameUri(p.uri, requestUri)) return { ok: false, reason: 'wrong_uri', stale: false };
+    const [issuedHex, signature] = p.nonce.split('.');
+    if (!issuedHex || !signature || !safeEqual(signature, this.#sign(issuedHex))) {
       return { ok: false, reason: 'bad_nonce', stale: false };
     }
     const qop = p.qop;
     if (qop !== undefined && qop !== 'auth') return { ok: false, reason: 'malformed', stale: false };
     if (qop && (!p.nc || !p.cnonce)) return { ok: false, reason: 'malformed', stale: false };
+    const nc = qop ? parseInt(p.nc!, 16) : 0;
+    if (qop && !(nc > 0)) return { ok: false, reason: 'malformed', stale: false };
     const expected = digestResponse({
       username: p.username,
       realm: p.realm,
@@ -167,10 +194,39 @@ export class DigestAuthenticator {
       cnonce: p.cnonce,
     });
     if (!safeEqual(p.response.toLowerCase(), expected)) return { ok: false, reason: 'bad_response', stale: false };
-    const age = this.#now() - parseInt(issued, 16);
+    const now = this.#now();
+    const issued = parseInt(issuedHex, 16);
+    const age = now - issued;
     if (!(age >= 0 && age <= this.#ttlMs)) return { ok: false, reason: 'bad_nonce', stale: true };
+    this.#prune(now);
+    const used = this.#used.get(p.nonce);
+    if (issued < this.#forgottenBefore || (used && nc <= used.nc)) return { ok: false, reason: 'replayed', stale: true };
+    if (used) used.nc = nc;
+    else this.#used.set(p.nonce, { nc, issued });
     return { ok: true, username: p.username };
   }
+
+  /** Nonces whose use is remembered (for tests and metrics). */
+  get trackedNonces(): number {
+    return this.#used.size;
+  }
+
+  #prune(now: number): void {
+    for (const [nonce, entry] of this.#used) {
+      if (now - entry.issued <= this.#ttlMs && this.#used.size < this.#maxTracked) break;
+      // Entries are in order of first use, which follows issue time closely but not exactly: forget everything
+      // issued up to this one, so no nonce whose use was forgotten can be answered again.
+      this.#forgottenBefore = Math.max(this.#forgottenBefore, entry.issued + 1);
+      this.#used.delete(nonce);
+    }
+  }
+}
+
+/** Digest `uri` and Request-URI name the same resource: equal, or equal ignoring case and URI parameters. */
+function sameUri(digestUri: string, requestUri: string): boolean {
+  if (digestUri === requestUri) return true;
+  const bare = (uri: string): string => uri.trim().replace(/^<|>$/g, '').split(';')[0]!.toLowerCase();
+  return bare(digestUri) === bare(requestUri);
 }
 
 function safeEqual(a: string, b: string): boolean {

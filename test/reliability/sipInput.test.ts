@@ -61,15 +61,28 @@ t.test('bad INVITEs are refused with the right code and a log line, and leave no
     t.ok(lines.length > 0, `${c.name}: logged (${said || 'nothing'})`);
   }
   // The bridge still takes a good INVITE afterwards (it gets as far as Meta, which refuses for lack of permission).
-  const good = await h.drachtio.pbx.call({ user: '1111', sdp: GOOD_SDP, auth: { username: 'pbx', password: 'pbx-password' } }).final;
+  const goodCall = h.drachtio.pbx.call({ user: '1111', sdp: GOOD_SDP, auth: { username: 'pbx', password: 'pbx-password' } });
+  const good = await goodCall.final;
   t.equal(good.status, 403, 'a well-formed INVITE is still handled');
+  // Its credentials, captured and sent again in a new INVITE, are refused: the nonce count was used.
+  const captured = goodCall.invites.at(-1)?.get('Authorization');
+  t.ok(captured, 'the good INVITE carried credentials');
+  const before = h.logs().length;
+  const replay = await h.drachtio.pbx.call({ user: '1111', sdp: GOOD_SDP, headers: { Authorization: captured! } }).final;
+  results.push(['replayed credentials of an earlier INVITE', replay.status]);
+  t.equal(replay.status, 401, 'a replayed Authorization is challenged again');
+  t.match(replay.response.get('www-authenticate') ?? '', /stale=true/, 'with a fresh nonce (stale=true)');
+  t.ok(
+    h.logs().slice(before).some((l) => l.msg === 'INVITE failed digest auth' && l.reason === 'replayed'),
+    'logged as a replay',
+  );
 
   const left = await leftOver(h, base);
   assertNothingLeft(t, left, 'after the bad INVITEs');
   recordFigures('sipInput', {
     title: 'SIP input',
     figures: [
-      ['bad INVITEs sent', cases.length],
+      ['bad INVITEs sent', cases.length + 1],
       ...results.map(([name, status]): [string, number] => [`  ${name} (final status)`, status]),
       ['leaks found', leakCount(left)],
     ],

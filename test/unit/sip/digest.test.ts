@@ -67,3 +67,51 @@ t.test('nonces from another instance are refused; expired ones are stale', async
   t.match(auth.verify(fresh, 'INVITE'), { ok: false, reason: 'bad_nonce', stale: true });
   t.match(auth.challenge(true), /stale=true$/);
 });
+
+t.test('an accepted answer cannot be replayed; a higher nonce count on the same nonce is accepted', async (t) => {
+  const auth = new DigestAuthenticator({ credentials });
+  const challenge = auth.challenge();
+  const answer = (nc: number): string =>
+    buildAuthorization(challenge, { method: 'INVITE', uri: 'sip:1@h', username: 'pbx', password: 'hunter2', cnonce: 'c1', nc });
+  t.same(auth.verify(answer(1), 'INVITE', 'sip:1@h'), { ok: true, username: 'pbx' });
+  t.same(auth.verify(answer(1), 'INVITE', 'sip:1@h'), { ok: false, reason: 'replayed', stale: true }, 'the same answer again');
+  t.same(auth.verify(answer(2), 'INVITE', 'sip:1@h'), { ok: true, username: 'pbx' }, 'the next request on the nonce');
+  t.same(auth.verify(answer(2), 'INVITE', 'sip:1@h'), { ok: false, reason: 'replayed', stale: true });
+  t.same(auth.verify(answer(1), 'INVITE', 'sip:1@h'), { ok: false, reason: 'replayed', stale: true }, 'an older count');
+  const next = buildAuthorization(auth.challenge(true), { method: 'INVITE', uri: 'sip:1@h', username: 'pbx', password: 'hunter2' });
+  t.same(auth.verify(next, 'INVITE', 'sip:1@h'), { ok: true, username: 'pbx' }, 'the client answers the stale re-challenge');
+});
+
+t.test('without qop a nonce answers one request only', async (t) => {
+  const auth = new DigestAuthenticator({ credentials });
+  const challenge = auth.challenge().replace(', qop="auth"', '');
+  const answer = buildAuthorization(challenge, { method: 'INVITE', uri: 'sip:1@h', username: 'pbx', password: 'hunter2' });
+  t.notMatch(answer, /qop=/);
+  t.same(auth.verify(answer, 'INVITE', 'sip:1@h'), { ok: true, username: 'pbx' });
+  t.same(auth.verify(answer, 'INVITE', 'sip:1@h'), { ok: false, reason: 'replayed', stale: true });
+});
+
+t.test("the answer is bound to the request's URI", async (t) => {
+  const auth = new DigestAuthenticator({ credentials });
+  const answer = buildAuthorization(auth.challenge(), { method: 'INVITE', uri: 'sip:123@10.0.0.1', username: 'pbx', password: 'hunter2' });
+  t.same(auth.verify(answer, 'INVITE', 'sip:999@10.0.0.1'), { ok: false, reason: 'wrong_uri', stale: false }, 'another callee');
+  t.same(auth.verify(answer, 'INVITE', 'SIP:123@10.0.0.1;transport=udp'), { ok: true, username: 'pbx' }, 'case and parameters aside');
+});
+
+t.test('replay memory is bounded and forgets expired nonces; what it forgot early is refused, never accepted', async (t) => {
+  let now = 1_000_000;
+  const auth = new DigestAuthenticator({ credentials, nonceTtlMs: 60_000, maxTrackedNonces: 3, now: () => now });
+  const answers: string[] = [];
+  for (let i = 0; i < 5; i++) {
+    now += 10;
+    const answer = buildAuthorization(auth.challenge(), { method: 'INVITE', uri: 'sip:1@h', username: 'pbx', password: 'hunter2' });
+    answers.push(answer);
+    t.same(auth.verify(answer, 'INVITE', 'sip:1@h'), { ok: true, username: 'pbx' });
+    t.ok(auth.trackedNonces <= 3, 'at most 3 nonces remembered');
+  }
+  for (const answer of answers) t.match(auth.verify(answer, 'INVITE', 'sip:1@h'), { ok: false, stale: true }, 'no answer accepted twice');
+  now += 61_000;
+  const fresh = buildAuthorization(auth.challenge(), { method: 'INVITE', uri: 'sip:1@h', username: 'pbx', password: 'hunter2' });
+  t.same(auth.verify(fresh, 'INVITE', 'sip:1@h'), { ok: true, username: 'pbx' });
+  t.equal(auth.trackedNonces, 1, 'expired nonces are forgotten');
+});
