@@ -7,15 +7,15 @@
  *
  * Why not werift's SrtpSession: it builds a new AES-CTR cipher (and key schedule) and a new HMAC for every packet.
  * Here, for AES_CM, one AES-128-ECB cipher per context, created once, turns a buffer of counter blocks into the
- * keystream of a whole packet in one call, and the payload is XORed in place; the HMAC-SHA1 is computed over the
- * packet and its ROC in one update. AES-GCM has no way to change the IV of a Node cipher object, so it keeps one
+ * keystream of a whole packet in one call, and the payload is XORed in place; HMAC-SHA1 starts from keyed states
+ * computed once (HmacSha1 below). AES-GCM has no way to change the IV of a Node cipher object, so it keeps one
  * cipher per packet, but with the key given as a KeyObject made once (measured about a quarter cheaper than a raw
  * key). Authentication failures, replays and malformed packets are returned as a reason, not thrown: a bad packet
  * from the network costs no exception.
  *
  * Key derivation rate is 0 (what DTLS-SRTP uses): session keys are derived once per context.
  */
-import { createCipheriv, createDecipheriv, createHmac, createSecretKey } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createSecretKey } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 
 /** DTLS-SRTP protection profile SRTP_AES128_CM_HMAC_SHA1_80 (RFC 5764). */
@@ -212,6 +212,127 @@ function constantTimeEqual(a: Buffer, aOffset: number, b: Buffer, bOffset: numbe
   return diff === 0;
 }
 
+/**
+ * HMAC-SHA1 (RFC 2104) with the keyed inner and outer states computed once per key. For the short messages of SRTP
+ * (four SHA-1 blocks for a 160-byte payload) this measured about 40 % cheaper than a `createHmac` per packet, whose
+ * cost is mostly the object and the key set-up, and it allocates nothing.
+ */
+export class HmacSha1 {
+  readonly #inner = new Int32Array(5);
+  readonly #outer = new Int32Array(5);
+  readonly #h = new Int32Array(5);
+  readonly #w = new Int32Array(80);
+  #scratch = Buffer.alloc(2048);
+
+  constructor(key: Buffer) {
+    const pad = Buffer.alloc(64);
+    key.copy(pad);
+    for (let i = 0; i < 64; i++) pad[i] = pad[i]! ^ 0x36;
+    HmacSha1.#init(this.#inner);
+    this.#compress(this.#inner, pad, 0);
+    for (let i = 0; i < 64; i++) pad[i] = pad[i]! ^ 0x36 ^ 0x5c;
+    HmacSha1.#init(this.#outer);
+    this.#compress(this.#outer, pad, 0);
+  }
+
+  static #init(h: Int32Array): void {
+    h[0] = 0x67452301;
+    h[1] = 0xefcdab89 | 0;
+    h[2] = 0x98badcfe | 0;
+    h[3] = 0x10325476;
+    h[4] = 0xc3d2e1f0 | 0;
+  }
+
+  /**
+   * MAC of data[start, end) followed by `suffix` as a 32-bit big-endian word (-1: no suffix); its first `tagLength`
+   * bytes (at most 20) are written to out[outOffset...].
+   */
+  sign(data: Buffer, start: number, end: number, suffix: number, out: Buffer, outOffset: number, tagLength: number): void {
+    const len = end - start;
+    const msgLen = len + (suffix >= 0 ? 4 : 0);
+    const total = ((msgLen + 9 + 63) >> 6) << 6;
+    if (this.#scratch.length < total) this.#scratch = Buffer.alloc(total * 2);
+    const s = this.#scratch;
+    data.copy(s, 0, start, end);
+    let p = len;
+    if (suffix >= 0) {
+      s.writeUInt32BE(suffix >>> 0, p);
+      p += 4;
+    }
+    s[p++] = 0x80;
+    s.fill(0, p, total - 8);
+    const bits = (msgLen + 64) * 8;
+    s.writeUInt32BE(Math.floor(bits / 0x100000000), total - 8);
+    s.writeUInt32BE(bits >>> 0, total - 4);
+    const h = this.#h;
+    h.set(this.#inner);
+    for (let o = 0; o < total; o += 64) this.#compress(h, s, o);
+    // Outer: opad state, then the 20-byte inner digest, padded to one block.
+    for (let i = 0; i < 5; i++) s.writeInt32BE(h[i]!, i * 4);
+    s[20] = 0x80;
+    s.fill(0, 21, 60);
+    s.writeUInt32BE((64 + 20) * 8, 60);
+    h.set(this.#outer);
+    this.#compress(h, s, 0);
+    for (let i = 0; i < tagLength; i++) out[outOffset + i] = (h[i >> 2]! >>> (24 - (i & 3) * 8)) & 0xff;
+  }
+
+  #compress(h: Int32Array, b: Buffer, o: number): void {
+    const w = this.#w;
+    for (let t = 0; t < 16; t++, o += 4) {
+      w[t] = (b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!;
+    }
+    for (let t = 16; t < 80; t++) {
+      const x = w[t - 3]! ^ w[t - 8]! ^ w[t - 14]! ^ w[t - 16]!;
+      w[t] = (x << 1) | (x >>> 31);
+    }
+    let a = h[0]!;
+    let bb = h[1]!;
+    let c = h[2]!;
+    let d = h[3]!;
+    let e = h[4]!;
+    let t = 0;
+    // Four rounds of 20 with their own function and constant, without a branch per step.
+    for (; t < 20; t++) {
+      const tmp = (((a << 5) | (a >>> 27)) + ((bb & c) | (~bb & d)) + e + 0x5a827999 + w[t]!) | 0;
+      e = d;
+      d = c;
+      c = (bb << 30) | (bb >>> 2);
+      bb = a;
+      a = tmp;
+    }
+    for (; t < 40; t++) {
+      const tmp = (((a << 5) | (a >>> 27)) + (bb ^ c ^ d) + e + 0x6ed9eba1 + w[t]!) | 0;
+      e = d;
+      d = c;
+      c = (bb << 30) | (bb >>> 2);
+      bb = a;
+      a = tmp;
+    }
+    for (; t < 60; t++) {
+      const tmp = (((a << 5) | (a >>> 27)) + ((bb & c) | (bb & d) | (c & d)) + e + 0x8f1bbcdc + w[t]!) | 0;
+      e = d;
+      d = c;
+      c = (bb << 30) | (bb >>> 2);
+      bb = a;
+      a = tmp;
+    }
+    for (; t < 80; t++) {
+      const tmp = (((a << 5) | (a >>> 27)) + (bb ^ c ^ d) + e + 0xca62c1d6 + w[t]!) | 0;
+      e = d;
+      d = c;
+      c = (bb << 30) | (bb >>> 2);
+      bb = a;
+      a = tmp;
+    }
+    h[0] = (h[0]! + a) | 0;
+    h[1] = (h[1]! + bb) | 0;
+    h[2] = (h[2]! + c) | 0;
+    h[3] = (h[3]! + d) | 0;
+    h[4] = (h[4]! + e) | 0;
+  }
+}
+
 /** Options of an SrtpContext. */
 export interface SrtpContextOptions {
   profile: SrtpProfileId;
@@ -246,6 +367,9 @@ export class SrtpContext {
   // AES_CM: one ECB cipher per key, the counter blocks they turn into keystream, precomputed salt words.
   readonly #rtpEcb: ReturnType<typeof createCipheriv> | undefined;
   readonly #rtcpEcb: ReturnType<typeof createCipheriv> | undefined;
+  readonly #rtpMac: HmacSha1 | undefined;
+  readonly #rtcpMac: HmacSha1 | undefined;
+  readonly #tag = Buffer.alloc(AES_CM_TAG);
   readonly #blocks = Buffer.alloc(MAX_BLOCKS * 16);
   // AES-GCM: the keys as KeyObjects, and a 12-byte IV scratch.
   readonly #rtpKeyObject: KeyObject | undefined;
@@ -253,7 +377,6 @@ export class SrtpContext {
   readonly #iv = Buffer.alloc(12);
   readonly #streams = new Map<number, StreamState>();
   readonly #rtcpStreams = new Map<number, RtcpStreamState>();
-  readonly #savedTag = Buffer.alloc(GCM_TAG);
 
   constructor(options: SrtpContextOptions) {
     if (!isSupportedSrtpProfile(options.profile)) throw new RangeError(`unsupported SRTP profile ${options.profile}`);
@@ -269,6 +392,8 @@ export class SrtpContext {
     } else {
       this.#rtpEcb = createCipheriv('aes-128-ecb', keys.rtp.key, null).setAutoPadding(false);
       this.#rtcpEcb = createCipheriv('aes-128-ecb', keys.rtcp.key, null).setAutoPadding(false);
+      this.#rtpMac = new HmacSha1(keys.rtp.auth);
+      this.#rtcpMac = new HmacSha1(keys.rtcp.auth);
       // The block counter (last two bytes of each block) never changes.
       for (let i = 0; i < MAX_BLOCKS; i++) this.#blocks.writeUInt16BE(i, i * 16 + 14);
     }
@@ -306,10 +431,8 @@ export class SrtpContext {
       return out;
     }
     this.#ctrXor(this.#rtpEcb!, this.#rtp.salt, streamSsrc, roc, seq, out, headerLength, length);
-    // Authenticated portion: header, encrypted payload, ROC (written where the tag goes, then overwritten by it).
-    out.writeUInt32BE(roc >>> 0, length);
-    const digest = createHmac('sha1', this.#rtp.auth).update(out.subarray(0, length + 4)).digest();
-    digest.copy(out, length, 0, AES_CM_TAG);
+    // Authenticated portion: header, encrypted payload, ROC.
+    this.#rtpMac!.sign(out, 0, length, roc >>> 0, out, length, AES_CM_TAG);
     return out;
   }
 
@@ -355,12 +478,9 @@ export class SrtpContext {
         return 'auth';
       }
     } else {
-      // The ROC is authenticated after the packet: write it over the tag (kept aside), hash in one update.
-      const saved = this.#savedTag;
-      packet.copy(saved, 0, end, end + AES_CM_TAG);
-      packet.writeUInt32BE(v >>> 0, end);
-      const digest = createHmac('sha1', this.#rtp.auth).update(packet.subarray(0, end + 4)).digest();
-      if (!constantTimeEqual(digest, 0, saved, 0, AES_CM_TAG)) {
+      const tag = this.#tag;
+      this.#rtpMac!.sign(packet, 0, end, v >>> 0, tag, 0, AES_CM_TAG);
+      if (!constantTimeEqual(tag, 0, packet, end, AES_CM_TAG)) {
         this.stats.authFailures++;
         return 'auth';
       }
@@ -393,8 +513,7 @@ export class SrtpContext {
     packet.copy(out, 0, 0, length);
     this.#ctrXor(this.#rtcpEcb!, this.#rtcp.salt, ssrc, Math.floor(index / 65536), index & 0xffff, out, 8, length);
     out.writeUInt32BE((0x80000000 | index) >>> 0, length);
-    const digest = createHmac('sha1', this.#rtcp.auth).update(out.subarray(0, length + SRTCP_INDEX_BYTES)).digest();
-    digest.copy(out, length + SRTCP_INDEX_BYTES, 0, AES_CM_TAG);
+    this.#rtcpMac!.sign(out, 0, length + SRTCP_INDEX_BYTES, -1, out, length + SRTCP_INDEX_BYTES, AES_CM_TAG);
     return out;
   }
 
@@ -446,8 +565,9 @@ export class SrtpContext {
       }
     } else {
       end = indexOffset;
-      const digest = createHmac('sha1', this.#rtcp.auth).update(packet.subarray(0, length - AES_CM_TAG)).digest();
-      if (!constantTimeEqual(digest, 0, packet, length - AES_CM_TAG, AES_CM_TAG)) {
+      const tag = this.#tag;
+      this.#rtcpMac!.sign(packet, 0, length - AES_CM_TAG, -1, tag, 0, AES_CM_TAG);
+      if (!constantTimeEqual(tag, 0, packet, length - AES_CM_TAG, AES_CM_TAG)) {
         this.stats.authFailures++;
         return 'auth';
       }

@@ -3,12 +3,13 @@
  * SrtpSession/SrtcpSession in both directions for every profile we negotiate, ROC across a sequence wrap, reordering,
  * replays and tampering.
  */
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import t from 'tap';
 import { RtpHeader, RtpPacket, SrtcpSession, SrtpSession } from 'werift';
 import {
   SRTP_AEAD_AES_128_GCM,
   SRTP_AES128_CM_HMAC_SHA1_80,
+  HmacSha1,
   SrtpContext,
   aesCmKeystream,
   deriveSrtpSessionKeys,
@@ -99,6 +100,28 @@ t.test('RFC 3711 B.2: AES-CM keystream', async (t) => {
   t.equal(block(0xff01), '6A2CC3787889374FBEB4C81B17BA6C44');
 });
 
+t.test('HMAC-SHA1: RFC 2202 vectors, and the same MAC as node:crypto for every message length', async (t) => {
+  const out = Buffer.alloc(20);
+  new HmacSha1(Buffer.alloc(20, 0x0b)).sign(Buffer.from('Hi There'), 0, 8, -1, out, 0, 20);
+  t.equal(out.toString('hex'), 'b617318655057264e28bc0b6fb378c8ef146be00', 'RFC 2202 test case 1');
+  const jefe = Buffer.from('what do ya want for nothing?');
+  new HmacSha1(Buffer.from('Jefe')).sign(jefe, 0, jefe.length, -1, out, 0, 20);
+  t.equal(out.toString('hex'), 'effcdf6ae5eb2fa2d27416d5f184df9c259a7c79', 'RFC 2202 test case 2');
+  const key = randomBytes(20);
+  const mac = new HmacSha1(key);
+  let mismatches = 0;
+  for (let length = 0; length <= 300; length++) {
+    const data = randomBytes(length + 6);
+    for (const suffix of [-1, 0, 0xfffffffe]) {
+      mac.sign(data, 3, 3 + length, suffix, out, 0, 20);
+      const reference = createHmac('sha1', key).update(data.subarray(3, 3 + length));
+      if (suffix >= 0) reference.update(Buffer.from([suffix >>> 24, (suffix >>> 16) & 0xff, (suffix >>> 8) & 0xff, suffix & 0xff]));
+      if (!reference.digest().equals(out)) mismatches++;
+    }
+  }
+  t.equal(mismatches, 0, 'lengths 0-300, with and without a ROC suffix');
+});
+
 for (const [name, profile] of PROFILES) {
   t.test(`${name}: ours protects, werift unprotects (RTP and RTCP)`, async (t) => {
     const keys = newKeys(profile);
@@ -178,7 +201,7 @@ for (const [name, profile] of PROFILES) {
     // Sent across a wrap, delivered out of order: 65534, 1, 65535, 0, 2 (a late packet from before the wrap).
     const sent = new Map<number, Buffer>();
     for (const seq of [65533, 65534, 65535, 0, 1, 2]) sent.set(seq, sender.protectRtp(rtp(seq)));
-    const deliver = (seq: number): Buffer | string => {
+    const deliver = (seq: number): number | string => {
       const r = receiver.unprotectRtp(Buffer.from(sent.get(seq)!));
       return typeof r === 'string' ? r : r.readUInt16BE(2);
     };
