@@ -7,6 +7,7 @@
  * procedure's pending step.
  */
 import type { Logger } from 'pino';
+import { appendFileSync } from 'node:fs';
 import { GraphError, SipError } from '../core/errors.js';
 import { REFUSALS, reasonOf, refusalForGraphError, refusalForMediaError, type SipRefusal } from './outcomes.js';
 import type {
@@ -18,6 +19,7 @@ import type {
   CallRoute,
   CallStatusEvent,
   ConnectEvent,
+  DtmfEvent,
   GraphPort,
   IncomingCall,
   MediaEngine,
@@ -82,6 +84,11 @@ export interface CallSessionOptions {
   fromUser: string;
   permissionCheck: boolean;
   requestPermissionOnDenied: boolean;
+  /**
+   * Digits from the person also go to the PBX as SIP INFO: 'auto' (default) when the PBX leg negotiated no
+   * telephone-event (RTP cannot carry them as events), true for every digit, false never.
+   */
+  dtmfSipInfo?: boolean | 'auto';
 }
 
 interface Ending {
@@ -186,12 +193,20 @@ export class CallSession {
       // The Messenger offer (ICE gathering, certificate) and the PBX-side media (mediasoup round trips) are
       // independent: build them at the same time.
       let offering: Promise<string> | undefined;
+      const M: [string, number][] = [['start', performance.now() - receivedPerf]];
+      (this as any).M = M;
+      (this as any).R = receivedPerf;
       const { leg, media } = await this.#setUpMedia(route, (created) => {
+        M.push(['legCreated', performance.now() - receivedPerf]);
         offering = created.createOffer();
+        offering.then(() => M.push(['offerDone', performance.now() - receivedPerf]), () => undefined);
         offering.catch(() => undefined);
       });
+      M.push(['mediaDone', performance.now() - receivedPerf]);
       const offer = await this.#step(offering!);
+      M.push(['offerAwaited', performance.now() - receivedPerf]);
       const pbxOffer = media.createPbxOffer();
+      M.push(['pbxOffer', performance.now() - receivedPerf]);
 
       if (route.answerMode === 'immediate') {
         this.#transition('accepting', 'answer mode immediate');
@@ -202,6 +217,8 @@ export class CallSession {
       const remainingMs = Math.max(1, deadline - Date.now());
       const inviteAbort = AbortSignal.any([this.#abort.signal, this.#deadline(remainingMs)]);
       this.#setupTiming.webhookToInviteMs = performance.now() - receivedPerf;
+      M.push(['invite', this.#setupTiming.webhookToInviteMs]);
+      if (process.env.SETUP_MARKS) setTimeout(() => appendFileSync(process.env.SETUP_MARKS!, JSON.stringify(M) + '\n'), 50);
       metrics?.webhookToInvite(this.#setupTiming.webhookToInviteMs / 1000);
       let result;
       try {
@@ -589,7 +606,9 @@ export class CallSession {
   /** `onLeg` runs as soon as the Messenger leg exists, while the call media is still being created. */
   async #setUpMedia(route: CallRoute, onLeg?: (leg: MessengerLeg) => void): Promise<{ leg: MessengerLeg; media: CallMedia }> {
     const { legs, media: engine } = this.#deps;
+    (this as any).M?.push(['preLeg', performance.now() - (this as any).R]);
     const leg = legs.create({ callId: this.id, log: this.log });
+    (this as any).M?.push(['legNew', performance.now() - (this as any).R]);
     this.#leg = leg;
     leg.on('failed', (err) => {
       this.end({
@@ -602,6 +621,7 @@ export class CallSession {
     });
     let media: CallMedia;
     const creating = engine.createCallMedia({ callId: this.id, log: this.log, messenger: leg, codecs: route.codecs });
+    (this as any).M?.push(['mediaSync', performance.now() - (this as any).R]);
     onLeg?.(leg);
     try {
       media = await this.#step(creating);
@@ -635,10 +655,35 @@ export class CallSession {
       });
     });
     media.on('dtmf', (event) => {
-      this.log.info({ digit: event.digit, direction: event.direction, durationMs: event.durationMs }, 'DTMF');
+      const viaInfo = event.direction === 'to_pbx' && this.#wantsSipInfo(event.via);
+      this.log.info(
+        { digit: event.digit, direction: event.direction, durationMs: event.durationMs, via: viaInfo ? `${event.via}+info` : event.via },
+        'DTMF',
+      );
       this.#deps.metrics?.dtmf(event.direction);
+      if (viaInfo) this.#sendDtmfInfo({ digit: event.digit, durationMs: event.durationMs });
+      else if (event.via === 'none') {
+        this.log.warn({ digit: event.digit }, 'digit lost: the PBX negotiated no telephone-event and SIP INFO is off (media.dtmf.sip_info)');
+      }
     });
     return { leg, media };
+  }
+
+  #wantsSipInfo(via: 'rfc4733' | 'inband' | 'none' | undefined): boolean {
+    const setting = this.#deps.options.dtmfSipInfo ?? 'auto';
+    return setting === 'auto' ? via === 'inband' || via === 'none' : setting;
+  }
+
+  #sendDtmfInfo(event: DtmfEvent): void {
+    const dialog = this.#dialog;
+    if (!dialog || dialog.ended) {
+      this.log.warn({ digit: event.digit }, 'digit for SIP INFO arrived before the PBX dialog exists: not sent');
+      return;
+    }
+    dialog.sendDtmf(event).then(
+      () => this.log.debug({ digit: event.digit }, 'DTMF INFO answered'),
+      (err: unknown) => this.log.warn({ err, digit: event.digit }, 'DTMF INFO to the PBX failed'),
+    );
   }
 
   #reportMediaStarted(media: CallMedia): void {

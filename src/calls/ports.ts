@@ -185,9 +185,11 @@ export interface CallMediaEvents {
   /**
    * A digit crossed the bridge (for logs and metrics). `via` says how it went out on the destination leg:
    * RFC 4733 events, or in the audio ('inband': toward Meta as generated tones; toward a PBX that negotiated no
-   * telephone-event, as the person's own tones, passed on unchanged, so a controller may also send it as SIP INFO).
+   * telephone-event, as the person's own tones, passed on unchanged, so a controller may also send it as SIP INFO),
+   * or not at all ('none': Meta sent it as an RFC 4733 event and the PBX negotiated no telephone-event, so only SIP
+   * INFO can carry it).
    */
-  dtmf: [DtmfEvent & { direction: 'to_pbx' | 'to_messenger'; via?: 'rfc4733' | 'inband' }];
+  dtmf: [DtmfEvent & { direction: 'to_pbx' | 'to_messenger'; via?: 'rfc4733' | 'inband' | 'none' }];
 }
 
 export interface CallMediaStats {
@@ -250,6 +252,11 @@ export interface SipDialog extends TypedEmitter<SipDialogEvents> {
    * Throwing answers 488.
    */
   setReinviteHandler(handler: (offer: string) => string): void;
+  /**
+   * Send a digit as SIP INFO (`application/dtmf-relay`). INFOs go one at a time, in order; resolves when the PBX
+   * answered 2xx, rejects otherwise (or when the dialog has ended).
+   */
+  sendDtmf(event: DtmfEvent): Promise<void>;
   /** Send BYE (idempotent). */
   end(): Promise<void>;
 }

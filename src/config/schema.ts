@@ -206,6 +206,7 @@ const MediaSchema = z
       .object({
         inband_detect: AutoBool,
         inband_generate: AutoBool,
+        sip_info: AutoBool,
       })
       .strict()
       .prefault({}),

@@ -312,5 +312,6 @@ function controllerOptions(config: Config): CallControllerOptions {
     fromUser: config.sip.from_user,
     permissionCheck: config.calls.permission_check,
     requestPermissionOnDenied: config.calls.request_permission_on_denied,
+    dtmfSipInfo: config.media.dtmf.sip_info,
   };
 }

@@ -413,7 +413,8 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
 
   #digitToPbx(digit: string, durationMs: number, live: boolean): void {
     if (!this.#pbxTeSender) {
-      this.#log.warn({ digit }, 'PBX negotiated no telephone-event: digit dropped');
+      this.#log.info({ digit, durationMs }, 'digit from Meta cannot go to the PBX in RTP (PBX has no telephone-event)');
+      this.safeEmit('dtmf', { digit, durationMs, direction: 'to_pbx', via: 'none' });
       return;
     }
     if (live) this.#pbxTeSender.end(digit, durationMs);

@@ -4,14 +4,16 @@
  * and ending a session the PBX stopped refreshing).
  */
 import type { Logger } from 'pino';
-import type { SipDialog, SipDialogEvents } from '../calls/ports.js';
+import type { DtmfEvent, SipDialog, SipDialogEvents } from '../calls/ports.js';
 import { TypedEmitter } from '../core/TypedEmitter.js';
-import { parseDtmfInfo } from './dtmfInfo.js';
+import { dtmfRelayBody, parseDtmfInfo } from './dtmfInfo.js';
 import { decideAsUas, expiryDeadlineMs, type SessionTimer } from './sessionTimer.js';
 import type { SrfDialog, SrfRequest, SrfResponse } from './srfTypes.js';
 
 /** How long end() waits for the BYE's response before giving up on it (ms). */
 const BYE_DEADLINE_MS = 10_000;
+/** Digits waiting to go out as INFO; more are refused (a runaway source must not grow memory). */
+const MAX_QUEUED_INFO = 32;
 
 export interface SrfSipDialogOptions {
   dialog: SrfDialog;
@@ -43,6 +45,9 @@ export class SrfSipDialog extends TypedEmitter<SipDialogEvents> implements SipDi
   #localSdp: string;
   #sessionTimer: SessionTimer | undefined;
   #sessionTimeout: NodeJS.Timeout | undefined;
+  /** The last INFO sent or queued: each waits for the one before (order kept, one transaction at a time). */
+  #infoChain: Promise<void> = Promise.resolve();
+  #infoQueued = 0;
 
   constructor(options: SrfSipDialogOptions) {
     super();
@@ -75,6 +80,30 @@ export class SrfSipDialog extends TypedEmitter<SipDialogEvents> implements SipDi
 
   setReinviteHandler(handler: (offer: string) => string): void {
     this.#reinviteHandler = handler;
+  }
+
+  sendDtmf(event: DtmfEvent): Promise<void> {
+    if (this.#ended) return Promise.reject(new Error('dialog ended'));
+    if (this.#infoQueued >= MAX_QUEUED_INFO) return Promise.reject(new Error(`more than ${MAX_QUEUED_INFO} INFOs waiting`));
+    this.#infoQueued++;
+    const send = async (): Promise<void> => {
+      try {
+        if (this.#ended) throw new Error('dialog ended');
+        const res = await this.#dialog.request({
+          method: 'INFO',
+          headers: { 'Content-Type': 'application/dtmf-relay' },
+          body: dtmfRelayBody(event),
+        });
+        this.#onSipResponse('received', res.status);
+        if (res.status < 200 || res.status >= 300) throw new Error(`INFO answered ${res.status}`);
+        this.#log.debug({ digit: event.digit, durationMs: event.durationMs }, 'DTMF sent by INFO');
+      } finally {
+        this.#infoQueued--;
+      }
+    };
+    const result = this.#infoChain.then(send);
+    this.#infoChain = result.catch(() => undefined);
+    return result;
   }
 
   end(): Promise<void> {

@@ -43,3 +43,8 @@ export function parseDtmfInfo(contentType: string | undefined, body: string): Dt
   if (digit === undefined) throw new Error(`no DTMF digit in ${type} body`);
   return { digit, durationMs: parseDuration(fields.get('duration')) };
 }
+
+/** The `application/dtmf-relay` body of an INFO carrying `event` (the form PBXs read: `Signal=5`, `Duration=160`). */
+export function dtmfRelayBody(event: DtmfEvent): string {
+  return `Signal=${event.digit}\r\nDuration=${Math.max(1, Math.round(event.durationMs))}\r\n`;
+}

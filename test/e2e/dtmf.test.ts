@@ -85,3 +85,25 @@ t.test('SIP INFO (application/dtmf-relay) from the PBX reaches the person', asyn
   await until(() => session.receivedDtmf().length >= 4, 5000, 'digits at Meta').catch(() => undefined);
   t.equal(session.receivedDtmf().map((d) => d.digit).join(''), '159#');
 });
+
+t.test('a PBX without telephone-event gets the person\'s digits as SIP INFO, in order, and the tones in band', async (t) => {
+  const h = await startHarness({ codecs: ['PCMU'] });
+  t.teardown(() => h.close());
+  const peer = await createRtpPeer({ codec: 'PCMU' });
+  t.teardown(() => peer.close());
+  const { session, dialog } = await connectedCall(h, peer);
+  t.notMatch(dialog.localSdp, /telephone-event/, 'the PBX answered without telephone-event');
+  const digits = '25#';
+  for (const digit of digits) {
+    session.sendDtmf(digit, 120);
+    await sleep(250);
+  }
+  const infos = (): string[] =>
+    dialog.requests.filter((r) => r.method === 'INFO').map((r) => /Signal=(\S+)/.exec(r.body)?.[1] ?? '?');
+  await until(() => infos().length >= digits.length, 5000, 'INFOs at the PBX').catch(() => undefined);
+  t.equal(infos().join(''), digits, 'one INFO per digit, in order');
+  const info = dialog.requests.find((r) => r.method === 'INFO');
+  t.match(info?.get('content-type') ?? '', /^application\/dtmf-relay/, 'as application/dtmf-relay');
+  t.match(info?.body ?? '', /Duration=\d+/, 'with the duration');
+  t.same(peer.receivedDtmf(), [], 'no RFC 4733 events toward a PBX that did not negotiate them');
+});

@@ -138,8 +138,14 @@ export class FakeDialog extends TypedEmitter<SipDialogEvents> implements SipDial
   ended = false;
   byeSent = 0;
   reinvite: ((offer: string) => string) | undefined;
+  /** Digits sent as SIP INFO, in order. */
+  readonly infoDigits: DtmfEvent[] = [];
   setReinviteHandler(handler: (offer: string) => string): void {
     this.reinvite = handler;
+  }
+  async sendDtmf(event: DtmfEvent): Promise<void> {
+    if (this.ended) throw new Error('dialog ended');
+    this.infoDigits.push(event);
   }
   async end(): Promise<void> {
     if (this.ended) return;

@@ -191,6 +191,47 @@ t.test('consumer-initiated: SIP INFO DTMF and re-INVITE reach the media', async 
   await controller.close();
 });
 
+t.test('digits from the person go to the PBX as SIP INFO when RTP cannot carry them (sip_info: auto)', async (t) => {
+  const { sip, graph, media, controller } = setup();
+  controller.handleMetaEvent(connect());
+  const invite = await sip.inviteArrived.promise;
+  const dialog = invite.answer();
+  await graph.waitFor('accept').promise;
+  const callMedia = media.created[0]!;
+  callMedia.safeEmit('dtmf', { digit: '1', durationMs: 100, direction: 'to_pbx', via: 'rfc4733' });
+  callMedia.safeEmit('dtmf', { digit: '2', durationMs: 120, direction: 'to_pbx', via: 'inband' });
+  callMedia.safeEmit('dtmf', { digit: '#', durationMs: 140, direction: 'to_pbx', via: 'none' });
+  callMedia.safeEmit('dtmf', { digit: '9', durationMs: 160, direction: 'to_messenger', via: 'inband' });
+  await new Promise((resolve) => setImmediate(resolve));
+  t.same(
+    dialog.infoDigits,
+    [
+      { digit: '2', durationMs: 120 },
+      { digit: '#', durationMs: 140 },
+    ],
+    'tones left in band and events the PBX cannot take go as INFO; RFC 4733 digits and digits toward Meta do not',
+  );
+  await controller.close();
+});
+
+t.test('sip_info true sends every digit toward the PBX as INFO; false sends none', async (t) => {
+  for (const [setting, expected] of [
+    [true, ['1', '2']],
+    [false, []],
+  ] as const) {
+    const { sip, graph, media, controller } = setup({ dtmfSipInfo: setting });
+    controller.handleMetaEvent(connect());
+    const invite = await sip.inviteArrived.promise;
+    const dialog = invite.answer();
+    await graph.waitFor('accept').promise;
+    media.created[0]!.safeEmit('dtmf', { digit: '1', durationMs: 100, direction: 'to_pbx', via: 'rfc4733' });
+    media.created[0]!.safeEmit('dtmf', { digit: '2', durationMs: 100, direction: 'to_pbx', via: 'none' });
+    await new Promise((resolve) => setImmediate(resolve));
+    t.same(dialog.infoDigits.map((d) => d.digit), expected, `sip_info: ${setting}`);
+    await controller.close();
+  }
+});
+
 t.test('business-initiated: permission, connect, ringing -> 180, accepted -> 200 OK, terminate -> BYE', async (t) => {
   const { graph, controller, sip, metrics } = setup();
   const incoming = new FakeIncoming('555', '100');

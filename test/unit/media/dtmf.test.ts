@@ -60,6 +60,17 @@ for (const clockRate of [48000, 8000]) {
   });
 }
 
+t.test('RFC 4733 digits from Meta toward a PBX without telephone-event are reported for SIP INFO, not sent in RTP', async (t) => {
+  const { leg, media, peer } = await setupCall(t, engine, log, { codec: 'PCMU', metaTe: { pt: 126, clockRate: 48000 }, pbxTePt: null });
+  leg.core.startTone(440, -20);
+  const events: string[] = [];
+  media.on('dtmf', (e) => events.push(`${e.direction}:${e.via}:${e.digit}`));
+  await leg.core.sendDigits('4*', 100, 80);
+  await until(() => events.length >= 2, 5000, 'digit events');
+  t.same(events, ['to_pbx:none:4', 'to_pbx:none:*'], 'each digit once, marked as not carried in RTP');
+  t.equal(peer.received.filter((h) => h.payloadType !== 0).length, 0, 'only PCMU audio toward the PBX');
+});
+
 t.test('Opus PBX with telephone-event/48000 <-> Meta telephone-event/8000: durations converted both ways', async (t) => {
   const { leg, peer } = await setupCall(t, engine, log, {
     codec: 'opus',
