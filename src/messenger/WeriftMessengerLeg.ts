@@ -7,7 +7,8 @@
  * connected) and of timeouts. Everything werift-specific lives in this file.
  */
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { isIPv4, isIPv6 } from 'node:net';
+import type { Socket } from 'node:dgram';
+import { isIP, isIPv4, isIPv6 } from 'node:net';
 import type { Logger } from 'pino';
 import {
   Candidate,
@@ -17,11 +18,6 @@ import {
   ProtectionProfileAes128CmHmacSha1_80,
   RtcpSenderInfo,
   RtcpSrPacket,
-  RtpPacket,
-  SrtcpSession,
-  SrtpSession,
-  keyLength,
-  saltLength,
 } from 'werift';
 import type { CandidatePair, IceOptions, IceState, SrtpProfile, Transport } from 'werift';
 import { InvalidStateError, MessengerLegError } from '../core/errors.js';
@@ -37,6 +33,8 @@ import {
 } from './sdp.js';
 import type { LocalTransportParams, RemoteDescription, SdpCandidate, SdpFingerprint } from './sdp.js';
 import type { DtlsCertificate } from './certificate.js';
+import { SrtpContext, isSupportedSrtpProfile, srtpMasterKeyLength, srtpMasterSaltLength } from './srtp.js';
+import type { SrtpDropReason, SrtpProfileId } from './srtp.js';
 
 /** Set-up timings of one leg, in milliseconds, for logs and benchmarks. */
 export interface MessengerLegTimings {
@@ -57,8 +55,19 @@ export interface MessengerLegStats {
   bytesReceived: number;
   /** RTP handed to sendRtp before the leg was connected (dropped). */
   packetsDroppedNotConnected: number;
-  /** Inbound SRTP/SRTCP that failed authentication or did not parse. */
+  /** Inbound SRTP/SRTCP that failed authentication, was replayed or did not parse. */
   packetsDroppedInvalid: number;
+}
+
+/**
+ * Where media to Meta goes: the nominated pair's bound socket and numeric remote address, taken from werift's ICE
+ * agent once per pair (werift's own `Connection.send` goes through three async calls and a lookup per packet).
+ */
+interface MediaPath {
+  pair: CandidatePair;
+  socket: Socket;
+  host: string;
+  port: number;
 }
 
 export interface WeriftMessengerLegOptions {
@@ -78,11 +87,14 @@ export interface WeriftMessengerLegOptions {
   consentTimeoutMs: number;
   /** Interval of our RTCP sender reports, ms; 0 disables them. */
   rtcpIntervalMs: number;
+  /** SRTP profiles our DTLS ClientHello offers, in order of preference. Default: AEAD_AES_128_GCM, AES_CM_128_HMAC_SHA1_80. */
+  srtpProfiles?: SrtpProfileId[];
 }
 
 type LegState = 'new' | 'gathering' | 'ready' | 'connecting' | 'dtls' | 'connected' | 'closed';
 
-const SRTP_PROFILES: SrtpProfile[] = [ProtectionProfileAeadAes128Gcm, ProtectionProfileAes128CmHmacSha1_80];
+/** What werift's DTLS client can offer and srtp.ts implements. */
+const SRTP_PROFILES: SrtpProfileId[] = [ProtectionProfileAeadAes128Gcm, ProtectionProfileAes128CmHmacSha1_80];
 /** Seconds between 1900 (NTP epoch) and 1970. */
 const NTP_EPOCH_OFFSET = 2208988800;
 
@@ -136,8 +148,12 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
   #ice: Connection | undefined;
   #dtls: DtlsClient | undefined;
   #dtlsTransport: Transport | undefined;
-  #srtp: SrtpSession | undefined;
-  #srtcp: SrtcpSession | undefined;
+  /** Protects what we send (our DTLS keys). */
+  #outbound: SrtpContext | undefined;
+  /** Unprotects what Meta sends (its DTLS keys). */
+  #inbound: SrtpContext | undefined;
+  #mediaPath: MediaPath | undefined;
+  #dropsLogged = 0;
   #local: LocalTransportParams | undefined;
   #gathering: Promise<LocalTransportParams> | undefined;
   #remote: RemoteDescription | undefined;
@@ -170,6 +186,33 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
 
   /** The SSRC we send with (sendRtp rewrites packets to it). */
   get ssrc(): number {
+const lookupPatched = new WeakSet<Socket>();
+
+/**
+ * `dgram.Socket.send` to an address string runs the socket's lookup for every packet (for a numeric address,
+ * `dns.lookup` answers on the next tick). Node offers a `lookup` option only when the socket is created, and werift
+ * creates it; so the socket's lookup is wrapped once to answer numeric addresses of its family at once and pass
+ * anything else to the original. When Node's internals do not look as expected, nothing is changed.
+ */
+function skipLookupForNumericAddresses(socket: Socket, family: number): void {
+  if (lookupPatched.has(socket)) return;
+  lookupPatched.add(socket);
+  const stateSymbol = Object.getOwnPropertySymbols(socket).find((s) => s.description === 'state symbol');
+  if (stateSymbol === undefined) return;
+  const state = (socket as unknown as Record<symbol, { handle?: { lookup?: unknown } } | undefined>)[stateSymbol];
+  const handle = state?.handle;
+  const original = handle?.lookup;
+  if (handle === undefined || typeof original !== 'function') return;
+  type Callback = (err: Error | null, address?: string, family?: number) => void;
+  handle.lookup = (address: string, callback: Callback): unknown => {
+    if (isIP(address) === family) {
+      callback(null, address, family);
+      return undefined;
+    }
+    return (original as (address: string, callback: Callback) => unknown).call(handle, address, callback);
+  };
+}
+
     return this.#ssrc;
   }
 
@@ -298,25 +341,21 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
   }
 
   sendRtp(packet: Buffer): void {
-    const srtp = this.#srtp;
-    const ice = this.#ice;
-    if (srtp === undefined || ice === undefined || this.#state !== 'connected') {
+    const outbound = this.#outbound;
+    if (outbound === undefined || this.#state !== 'connected') {
       this.#stats.packetsDroppedNotConnected++;
       return;
     }
     let encrypted: Buffer;
     try {
-      const rtp = RtpPacket.deSerialize(packet);
-      rtp.header.ssrc = this.#ssrc;
-      encrypted = srtp.encrypt(rtp.payload, rtp.header);
-      this.#lastRtp = { timestamp: rtp.header.timestamp, at: Date.now() };
+      encrypted = outbound.protectRtp(packet, this.#ssrc);
     } catch (err) {
       this.#log.debug({ err }, 'outbound RTP packet dropped');
       return;
     }
     this.#stats.packetsSent++;
     this.#stats.bytesSent += packet.length;
-    ice.send(encrypted).catch((err: unknown) => this.#onSendError(err));
+    this.#sendMedia(encrypted);
   }
 
   onRtp(listener: (packet: Buffer) => void): () => void {
@@ -376,8 +415,10 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
     this.#consentTimer = undefined;
     this.#rtcpTimer = undefined;
     this.#listeners.clear();
-    this.#srtp = undefined;
-    this.#srtcp = undefined;
+    this.#lastRtp = { timestamp: packet.readUInt32BE(4), at: Date.now() };
+    this.#outbound = undefined;
+    this.#inbound = undefined;
+    this.#mediaPath = undefined;
     if (this.#dtls !== undefined) {
       try {
         this.#dtls.close();
@@ -579,7 +620,7 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
         key: certificate.keyPem,
         signatureHash: certificate.signatureHash,
         transport,
-        srtpProfiles: SRTP_PROFILES,
+        srtpProfiles: this.#options.srtpProfiles ?? SRTP_PROFILES,
         extendedMasterSecret: true,
       });
       this.#dtls = dtls;
@@ -624,18 +665,14 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
       this.#fail('dtls', 'DTLS peer negotiated no SRTP profile');
       return;
     }
-    const keys = dtls.extractSessionKeys(keyLength(profile), saltLength(profile));
-    const config = {
-      keys: {
-        localMasterKey: keys.localKey,
-        localMasterSalt: keys.localSalt,
-        remoteMasterKey: keys.remoteKey,
-        remoteMasterSalt: keys.remoteSalt,
-      },
-      profile,
-    };
-    this.#srtp = new SrtpSession(config);
-    this.#srtcp = new SrtcpSession(config);
+    if (!isSupportedSrtpProfile(profile)) {
+      this.#fail('dtls', `DTLS peer chose SRTP profile ${profile}, which we did not offer`);
+      return;
+    }
+    // RFC 5764 4.2: client write key and salt are ours (outbound), the server's are Meta's (inbound).
+    const keys = dtls.extractSessionKeys(srtpMasterKeyLength(profile), srtpMasterSaltLength(profile));
+    this.#outbound = new SrtpContext({ profile, masterKey: keys.localKey, masterSalt: keys.localSalt });
+    this.#inbound = new SrtpContext({ profile, masterKey: keys.remoteKey, masterSalt: keys.remoteSalt });
     this.#state = 'connected';
     this.timings.answerToDtlsMs = Math.round(performance.now() - this.#remoteAppliedAt);
     this.#log.info({ timings: this.timings, srtpProfile: profile }, 'connected');
@@ -653,22 +690,13 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
     }
     if (!isRtpOrRtcp(first)) return;
     if (isRtcpPacket(data)) {
-      const srtcp = this.#srtcp;
-      if (srtcp === undefined) return;
-      try {
-        srtcp.decrypt(data);
-      } catch {
-        this.#stats.packetsDroppedInvalid++;
-      }
+      const rtcp = inbound.unprotectRtcp(data);
+      if (typeof rtcp === 'string') this.#onInboundDropped(rtcp, 'SRTCP', inbound);
       return;
     }
-    const srtp = this.#srtp;
-    if (srtp === undefined) return;
-    let plain: Buffer;
-    try {
-      plain = srtp.decrypt(data);
-    } catch {
-      this.#stats.packetsDroppedInvalid++;
+    const plain = inbound.unprotectRtp(data);
+    if (typeof plain === 'string') {
+      this.#onInboundDropped(plain, 'SRTP', inbound);
       return;
     }
     this.#stats.packetsReceived++;
@@ -691,6 +719,9 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
   }
 
   #startConsentMonitor(): void {
+    const inbound = this.#inbound;
+    if (inbound === undefined) return;
+    // The datagram is ours (a new buffer per message): it is decrypted in place.
     const ice = this.#ice!;
     let lastCount = -1;
     let lastFreshAt = Date.now();
@@ -715,10 +746,9 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
   }
 
   #sendSenderReport(): void {
-    const srtcp = this.#srtcp;
-    const ice = this.#ice;
+    const outbound = this.#outbound;
     const last = this.#lastRtp;
-    if (srtcp === undefined || ice === undefined || last === undefined) return;
+    if (outbound === undefined || last === undefined) return;
     const now = Date.now();
     const seconds = now / 1000 + NTP_EPOCH_OFFSET;
     const ntp = (BigInt(Math.floor(seconds)) << 32n) | BigInt(Math.floor((seconds % 1) * 2 ** 32));
@@ -735,8 +765,7 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
         }),
         reports: [],
       });
-      const encrypted = srtcp.encrypt(sr.serialize());
-      ice.send(encrypted).catch((err: unknown) => this.#onSendError(err));
+      this.#sendMedia(outbound.protectRtcp(sr.serialize()));
     } catch (err) {
       this.#log.debug({ err }, 'RTCP sender report not sent');
     }
@@ -747,3 +776,53 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
     if (this.#sendErrorsLogged++ % 500 === 0) this.#log.debug({ err }, 'send failed');
   }
 }
+  /**
+   * Sends SRTP/SRTCP on the nominated pair, straight to its socket. Keeps werift's rules and books: nothing is sent
+   * without ICE consent (RFC 7675), and the pair's counters move as with `Connection.send`.
+   */
+  #sendMedia(data: Buffer): void {
+    const ice = this.#ice;
+    if (ice === undefined || !(ice as unknown as { canSendApplicationData(): boolean }).canSendApplicationData()) return;
+    const pair = ice.nominated!;
+    let path = this.#mediaPath;
+    if (path === undefined || path.pair !== pair) {
+      path = this.#resolveMediaPath(pair);
+      if (path === undefined) {
+        // Not a plain UDP pair: werift's own path.
+        ice.send(data).catch((err: unknown) => this.#onSendError(err));
+        return;
+      }
+    }
+    try {
+      path.socket.send(data, path.port, path.host);
+    } catch (err) {
+      // A socket closed under us (leg closing): the same as werift, which drops the packet.
+      this.#onSendError(err);
+      return;
+    }
+    pair.packetsSent++;
+    pair.bytesSent += data.length;
+  }
+
+  #resolveMediaPath(pair: CandidatePair): MediaPath | undefined {
+    const transport = (pair.protocol as unknown as { transport?: { socket?: unknown; closed?: boolean } }).transport;
+    const socket = transport?.socket;
+    const [host, port] = pair.remoteAddr;
+    const family = isIP(host);
+    if (pair.protocol.type !== 'stun' || transport?.closed !== false || family === 0 || typeof socket !== 'object') {
+      return undefined;
+    }
+    skipLookupForNumericAddresses(socket as Socket, family);
+    this.#mediaPath = { pair, socket: socket as Socket, host, port };
+    this.#log.debug({ remote: `${host}:${port}` }, 'media path resolved');
+    return this.#mediaPath;
+  }
+
+  #onInboundDropped(reason: SrtpDropReason, what: 'SRTP' | 'SRTCP', context: SrtpContext): void {
+    this.#stats.packetsDroppedInvalid++;
+    // The first few, then one in 500: a flood of bad packets must not flood the log.
+    if (this.#dropsLogged++ % 500 < 3) {
+      this.#log.debug({ reason, what, srtp: context.stats }, 'inbound packet refused');
+    }
+  }
+
