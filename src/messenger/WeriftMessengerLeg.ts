@@ -70,6 +70,7 @@ interface MediaPath {
   port: number;
 }
 
+
 export interface WeriftMessengerLegOptions {
   callId: string;
   log: Logger;
@@ -120,6 +121,33 @@ function isRtpOrRtcp(b: number): boolean {
 function isRtcpPacket(buf: Buffer): boolean {
   const pt = buf[1]! & 0x7f;
   return pt >= 64 && pt <= 95;
+}
+
+const lookupPatched = new WeakSet<Socket>();
+
+/**
+ * `dgram.Socket.send` to an address string runs the socket's lookup for every packet (for a numeric address,
+ * `dns.lookup` answers on the next tick). Node offers a `lookup` option only when the socket is created, and werift
+ * creates it; so the socket's lookup is wrapped once to answer numeric addresses of its family at once and pass
+ * anything else to the original. When Node's internals do not look as expected, nothing is changed.
+ */
+function skipLookupForNumericAddresses(socket: Socket, family: number): void {
+  if (lookupPatched.has(socket)) return;
+  lookupPatched.add(socket);
+  const stateSymbol = Object.getOwnPropertySymbols(socket).find((s) => s.description === 'state symbol');
+  if (stateSymbol === undefined) return;
+  const state = (socket as unknown as Record<symbol, { handle?: { lookup?: unknown } } | undefined>)[stateSymbol];
+  const handle = state?.handle;
+  const original = handle?.lookup;
+  if (handle === undefined || typeof original !== 'function') return;
+  type Callback = (err: Error | null, address?: string, family?: number) => void;
+  handle.lookup = (address: string, callback: Callback): unknown => {
+    if (isIP(address) === family) {
+      callback(null, address, family);
+      return undefined;
+    }
+    return (original as (address: string, callback: Callback) => unknown).call(handle, address, callback);
+  };
 }
 
 export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> implements MessengerLeg {
@@ -186,33 +214,6 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
 
   /** The SSRC we send with (sendRtp rewrites packets to it). */
   get ssrc(): number {
-const lookupPatched = new WeakSet<Socket>();
-
-/**
- * `dgram.Socket.send` to an address string runs the socket's lookup for every packet (for a numeric address,
- * `dns.lookup` answers on the next tick). Node offers a `lookup` option only when the socket is created, and werift
- * creates it; so the socket's lookup is wrapped once to answer numeric addresses of its family at once and pass
- * anything else to the original. When Node's internals do not look as expected, nothing is changed.
- */
-function skipLookupForNumericAddresses(socket: Socket, family: number): void {
-  if (lookupPatched.has(socket)) return;
-  lookupPatched.add(socket);
-  const stateSymbol = Object.getOwnPropertySymbols(socket).find((s) => s.description === 'state symbol');
-  if (stateSymbol === undefined) return;
-  const state = (socket as unknown as Record<symbol, { handle?: { lookup?: unknown } } | undefined>)[stateSymbol];
-  const handle = state?.handle;
-  const original = handle?.lookup;
-  if (handle === undefined || typeof original !== 'function') return;
-  type Callback = (err: Error | null, address?: string, family?: number) => void;
-  handle.lookup = (address: string, callback: Callback): unknown => {
-    if (isIP(address) === family) {
-      callback(null, address, family);
-      return undefined;
-    }
-    return (original as (address: string, callback: Callback) => unknown).call(handle, address, callback);
-  };
-}
-
     return this.#ssrc;
   }
 
@@ -353,6 +354,7 @@ function skipLookupForNumericAddresses(socket: Socket, family: number): void {
       this.#log.debug({ err }, 'outbound RTP packet dropped');
       return;
     }
+    this.#lastRtp = { timestamp: packet.readUInt32BE(4), at: Date.now() };
     this.#stats.packetsSent++;
     this.#stats.bytesSent += packet.length;
     this.#sendMedia(encrypted);
@@ -415,7 +417,6 @@ function skipLookupForNumericAddresses(socket: Socket, family: number): void {
     this.#consentTimer = undefined;
     this.#rtcpTimer = undefined;
     this.#listeners.clear();
-    this.#lastRtp = { timestamp: packet.readUInt32BE(4), at: Date.now() };
     this.#outbound = undefined;
     this.#inbound = undefined;
     this.#mediaPath = undefined;
@@ -689,6 +690,9 @@ function skipLookupForNumericAddresses(socket: Socket, family: number): void {
       return;
     }
     if (!isRtpOrRtcp(first)) return;
+    const inbound = this.#inbound;
+    if (inbound === undefined) return;
+    // The datagram is ours (a new buffer per message): it is decrypted in place.
     if (isRtcpPacket(data)) {
       const rtcp = inbound.unprotectRtcp(data);
       if (typeof rtcp === 'string') this.#onInboundDropped(rtcp, 'SRTCP', inbound);
@@ -719,9 +723,6 @@ function skipLookupForNumericAddresses(socket: Socket, family: number): void {
   }
 
   #startConsentMonitor(): void {
-    const inbound = this.#inbound;
-    if (inbound === undefined) return;
-    // The datagram is ours (a new buffer per message): it is decrypted in place.
     const ice = this.#ice!;
     let lastCount = -1;
     let lastFreshAt = Date.now();
@@ -771,11 +772,6 @@ function skipLookupForNumericAddresses(socket: Socket, family: number): void {
     }
   }
 
-  #onSendError(err: unknown): void {
-    // One line per burst is enough: a lost path shows up as consent failure.
-    if (this.#sendErrorsLogged++ % 500 === 0) this.#log.debug({ err }, 'send failed');
-  }
-}
   /**
    * Sends SRTP/SRTCP on the nominated pair, straight to its socket. Keeps werift's rules and books: nothing is sent
    * without ICE consent (RFC 7675), and the pair's counters move as with `Connection.send`.
@@ -826,3 +822,8 @@ function skipLookupForNumericAddresses(socket: Socket, family: number): void {
     }
   }
 
+  #onSendError(err: unknown): void {
+    // One line per burst is enough: a lost path shows up as consent failure.
+    if (this.#sendErrorsLogged++ % 500 === 0) this.#log.debug({ err }, 'send failed');
+  }
+}
