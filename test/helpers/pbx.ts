@@ -31,6 +31,8 @@ export interface PbxAnswerPlan {
   sdp?: string;
   /** Hang up this long after answering; without it the PBX waits for the app's BYE. */
   hangupAfterMs?: number;
+  /** After answering, expect this many in-dialog INFOs from the app (each answered 200) before the BYE. */
+  expectInfo?: number;
 }
 
 /** An INVITE as the PBX received it. */
@@ -45,6 +47,8 @@ export interface PbxCallEnd {
   byeFrom: 'pbx' | 'app' | 'none';
   /** The app CANCELed the INVITE (ringForever plans). */
   canceled?: boolean;
+  /** Bodies of the INFOs the app sent in the dialog, in order (answer plans with `expectInfo`). */
+  infoBodies?: string[];
 }
 
 export interface PbxInbound {
@@ -164,7 +168,8 @@ export async function createDoublePbxSide(existing?: DrachtioDouble): Promise<Pb
                 }
               }
               await dialog.waitForBye(30_000);
-              resolveDone({ invite, byeFrom: 'app' });
+              const infoBodies = dialog.requests.filter((r) => r.method === 'INFO').map((r) => r.body);
+              resolveDone({ invite, byeFrom: 'app', ...(plan.expectInfo ? { infoBodies } : {}) });
             })
             .catch(rejectDone);
         }, plan.ringMs ?? 50);
@@ -300,7 +305,8 @@ export async function createSippPbxSide(real: { drachtio: DrachtioTarget; sip: {
             RING_MS: String(plan.ringMs ?? 50),
             INVITE_ACTIONS: plan.hangupAfterMs !== undefined ? await scenario('invite-actions-keep-tags.xml.part', {}) : '',
             SDP: indent(plan.sdp ?? ''),
-            AFTER: await after(plan.hangupAfterMs, 'uas'),
+            AFTER:
+              (await scenario('recv-info.xml.part', {})).repeat(plan.expectInfo ?? 0) + (await after(plan.hangupAfterMs, 'uas')),
           });
       await writeFile(file, xml);
       const run = runSipp(['-sf', file, '-i', '127.0.0.1', '-p', String(port)], dir);
@@ -312,9 +318,13 @@ export async function createSippPbxSide(real: { drachtio: DrachtioTarget; sip: {
           throw new Error(`sipp UAS failed (exit ${r.exitCode}): ${r.stderr.slice(-500)}`);
         }
         const byeFrom = plan.reject || plan.ringForever ? 'none' : plan.hangupAfterMs !== undefined ? 'pbx' : 'app';
+        const infoBodies = r.messages
+          .filter((m) => m.direction === 'received' && m.msg.kind === 'request' && m.msg.method === 'INFO')
+          .map((m) => m.msg.body);
         return {
           invite: { requestUri: inviteMsg.uri, header: (n: string) => inviteMsg.get(n), sdp: inviteMsg.body },
           byeFrom,
+          ...(plan.expectInfo ? { infoBodies } : {}),
           ...(plan.ringForever ? { canceled: true } : {}),
         } as PbxCallEnd & { invite: PbxSeenInvite };
       });

@@ -50,6 +50,28 @@ for (const backend of pbxBackends()) {
       t.equal(seen.byeFrom, 'app');
     });
 
+    t.test('outbound call: DTMF sent to the PBX as SIP INFO, in order, one transaction at a time', async (t) => {
+      const inbound = await pbx.expectInvite({ sdp: sdp(41014), ringMs: 10, expectInfo: 3 });
+      const result = await leg.invite({
+        targets: [inbound.targetUri],
+        headers: {},
+        sdp: sdp(40014),
+        targetTimeoutMs: 5000,
+        signal: AbortSignal.timeout(10_000),
+      });
+      // Sent back to back: the dialog queues them so the PBX sees them in order.
+      const sent = ['1', '#', 'D'].map((digit, i) => result.dialog.sendDtmf({ digit, durationMs: 100 + i * 20 }));
+      await Promise.all(sent);
+      await result.dialog.end();
+      const seen = await inbound.done;
+      t.same(
+        seen.infoBodies?.map((b) => b.replace(/\r\n/g, '\n').trim()),
+        ['Signal=1\nDuration=100', 'Signal=#\nDuration=120', 'Signal=D\nDuration=140'],
+        'application/dtmf-relay bodies in order',
+      );
+      await t.rejects(result.dialog.sendDtmf({ digit: '5', durationMs: 100 }), /ended/, 'no INFO after the dialog ended');
+    });
+
     t.test('outbound call; the PBX hangs up', async (t) => {
       const inbound = await pbx.expectInvite({ sdp: sdp(41012), ringMs: 10, hangupAfterMs: 200 });
       const result = await leg.invite({
