@@ -7,7 +7,6 @@
  * procedure's pending step.
  */
 import type { Logger } from 'pino';
-import { appendFileSync } from 'node:fs';
 import { GraphError, SipError } from '../core/errors.js';
 import { REFUSALS, reasonOf, refusalForGraphError, refusalForMediaError, type SipRefusal } from './outcomes.js';
 import type {
@@ -193,20 +192,12 @@ export class CallSession {
       // The Messenger offer (ICE gathering, certificate) and the PBX-side media (mediasoup round trips) are
       // independent: build them at the same time.
       let offering: Promise<string> | undefined;
-      const M: [string, number][] = [['start', performance.now() - receivedPerf]];
-      (this as any).M = M;
-      (this as any).R = receivedPerf;
       const { leg, media } = await this.#setUpMedia(route, (created) => {
-        M.push(['legCreated', performance.now() - receivedPerf]);
         offering = created.createOffer();
-        offering.then(() => M.push(['offerDone', performance.now() - receivedPerf]), () => undefined);
         offering.catch(() => undefined);
       });
-      M.push(['mediaDone', performance.now() - receivedPerf]);
       const offer = await this.#step(offering!);
-      M.push(['offerAwaited', performance.now() - receivedPerf]);
       const pbxOffer = media.createPbxOffer();
-      M.push(['pbxOffer', performance.now() - receivedPerf]);
 
       if (route.answerMode === 'immediate') {
         this.#transition('accepting', 'answer mode immediate');
@@ -217,8 +208,6 @@ export class CallSession {
       const remainingMs = Math.max(1, deadline - Date.now());
       const inviteAbort = AbortSignal.any([this.#abort.signal, this.#deadline(remainingMs)]);
       this.#setupTiming.webhookToInviteMs = performance.now() - receivedPerf;
-      M.push(['invite', this.#setupTiming.webhookToInviteMs]);
-      if (process.env.SETUP_MARKS) setTimeout(() => appendFileSync(process.env.SETUP_MARKS!, JSON.stringify(M) + '\n'), 50);
       metrics?.webhookToInvite(this.#setupTiming.webhookToInviteMs / 1000);
       let result;
       try {
@@ -606,9 +595,7 @@ export class CallSession {
   /** `onLeg` runs as soon as the Messenger leg exists, while the call media is still being created. */
   async #setUpMedia(route: CallRoute, onLeg?: (leg: MessengerLeg) => void): Promise<{ leg: MessengerLeg; media: CallMedia }> {
     const { legs, media: engine } = this.#deps;
-    (this as any).M?.push(['preLeg', performance.now() - (this as any).R]);
     const leg = legs.create({ callId: this.id, log: this.log });
-    (this as any).M?.push(['legNew', performance.now() - (this as any).R]);
     this.#leg = leg;
     leg.on('failed', (err) => {
       this.end({
@@ -621,7 +608,6 @@ export class CallSession {
     });
     let media: CallMedia;
     const creating = engine.createCallMedia({ callId: this.id, log: this.log, messenger: leg, codecs: route.codecs });
-    (this as any).M?.push(['mediaSync', performance.now() - (this as any).R]);
     onLeg?.(leg);
     try {
       media = await this.#step(creating);
