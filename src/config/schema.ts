@@ -242,6 +242,12 @@ const CallsSchema = z
     drain_timeout_ms: z.number().int().nonnegative().default(300_000),
     permission_check: z.boolean().default(true),
     request_permission_on_denied: z.boolean().default(false),
+    /**
+     * Media made ahead for this many calls (a mediasoup router with its transports and PBX RTP socket; an ICE agent
+     * toward Meta with its candidates gathered), replenished in the background, so that a call's set-up does not wait
+     * for them. 0 = made per call.
+     */
+    prepared_media: z.number().int().min(0).max(64).default(0),
   })
   .strict()
   .prefault({});

@@ -10,9 +10,11 @@ import { CallController, type CallControllerOptions } from '../calls/CallControl
 import type { CallMediaStats, CallMetricsSink, CallRoute, PbxCodecName } from '../calls/ports.js';
 import { configWarnings, pageIds, pageTokens, routeCodecs, type Config } from '../config/index.js';
 import { GraphClient } from '../graph/index.js';
+import { MediaPool } from '../media/MediaPool.js';
 import { MediasoupMediaEngine } from '../media/MediasoupMediaEngine.js';
 import { WorkerPool } from '../media/WorkerPool.js';
 import { WeriftMessengerLegFactory } from '../messenger/index.js';
+import { closePreparedIce, preparedIceUsable, type PreparedIce } from '../messenger/WeriftMessengerLeg.js';
 import { Metrics, buildAdminApp } from '../observability/index.js';
 import { DrachtioSipLeg } from '../sip/DrachtioSipLeg.js';
 import { selectRoute } from '../sip/routing.js';
@@ -36,6 +38,9 @@ export class Daemon {
   readonly metrics: Metrics;
   readonly controller: CallController;
   readonly pool: WorkerPool;
+  readonly media: MediasoupMediaEngine;
+  /** ICE agents gathered ahead of calls (`calls.prepared_media`; undefined when 0). */
+  readonly preparedIce: MediaPool<PreparedIce> | undefined;
   readonly sip: DrachtioSipLeg;
   /** `http://host:port` + webhook path, as listening. */
   webhookUrl = '';
@@ -56,6 +61,8 @@ export class Daemon {
     log: Logger;
     metrics: Metrics;
     pool: WorkerPool;
+    media: MediasoupMediaEngine;
+    preparedIce: MediaPool<PreparedIce> | undefined;
     sip: DrachtioSipLeg;
     graph: GraphClient;
     pageTokens: Map<string, string>;
@@ -67,6 +74,8 @@ export class Daemon {
     this.log = parts.log;
     this.metrics = parts.metrics;
     this.pool = parts.pool;
+    this.media = parts.media;
+    this.preparedIce = parts.preparedIce;
     this.sip = parts.sip;
     this.#graph = parts.graph;
     this.#pageTokens = parts.pageTokens;
@@ -88,8 +97,11 @@ export class Daemon {
       log,
     });
     pool.on('workerRestarted', () => metrics.workerRestarted());
+    let media: MediasoupMediaEngine | undefined;
+    let preparedIce: MediaPool<PreparedIce> | undefined;
     try {
-      const media = new MediasoupMediaEngine({
+      const prepared = config.calls.prepared_media;
+      media = new MediasoupMediaEngine({
         pool,
         rtp: {
           listenIp: config.media.rtp.listen_ip,
@@ -99,6 +111,7 @@ export class Daemon {
           comedia: config.media.rtp.comedia,
         },
         dtmf: dtmfOptions(config),
+        preparedCalls: prepared,
         log,
       });
       const iceListen = config.messenger.ice.listen_ip;
@@ -108,11 +121,24 @@ export class Daemon {
         portRange: [config.messenger.ice.min_port, config.messenger.ice.max_port],
         iceTimeoutMs: config.messenger.ice_timeout_ms,
         dtlsTimeoutMs: config.messenger.dtls_timeout_ms,
+        takePreparedIce: () => preparedIce?.take(),
         log,
       });
-      // The DTLS certificate and werift's key-exchange tables now, not during the first call.
-      const prepareMs = await legs.prepare();
-      log.debug({ prepareMs }, 'Messenger legs prepared');
+      if (prepared > 0) {
+        const iceLog = log.child({ component: 'messenger' });
+        preparedIce = new MediaPool<PreparedIce>({
+          size: prepared,
+          what: 'ICE agent',
+          log: iceLog,
+          create: () => legs.prepareIce(),
+          usable: preparedIceUsable,
+          destroy: (ice) => void closePreparedIce(ice).catch((err: unknown) => iceLog.warn({ err }, 'closing a prepared ICE agent failed')),
+        });
+      }
+      // The DTLS certificate and werift's key-exchange tables now, not during the first call; and the media made
+      // ahead of calls, so that the first calls find it.
+      const [prepareMs] = await Promise.all([legs.prepare(), media.whenPrepared(), preparedIce?.whenReady()]);
+      log.debug({ prepareMs, preparedMedia: prepared }, 'Messenger legs prepared');
       const tokens = pageTokens(config);
       const graph = new GraphClient({
         baseUrl: config.meta.graph_base_url,
@@ -163,7 +189,20 @@ export class Daemon {
         log,
         metrics,
       });
-      const daemon = new Daemon({ config, log, metrics, pool, sip, graph, pageTokens: tokens, controller, webhookApp, adminApp });
+      const daemon = new Daemon({
+        config,
+        log,
+        metrics,
+        pool,
+        media,
+        preparedIce,
+        sip,
+        graph,
+        pageTokens: tokens,
+        controller,
+        webhookApp,
+        adminApp,
+      });
       daemon.#onReload = (next) => {
         webhookSettings = webhookSettingsFromConfig(next);
       };
@@ -186,6 +225,8 @@ export class Daemon {
       );
       return daemon;
     } catch (err) {
+      preparedIce?.close();
+      media?.close();
       pool.close();
       throw err;
     }
@@ -227,6 +268,8 @@ export class Daemon {
     await this.controller.close();
     await this.#adminApp.close();
     this.sip.close();
+    this.preparedIce?.close();
+    this.media.close();
     this.pool.close();
     this.log.info('messenger-sip-bridge stopped');
   }

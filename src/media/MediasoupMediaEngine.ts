@@ -1,12 +1,16 @@
 /**
  * The media engine: one mediasoup router per call on the least-loaded worker of a WorkerPool.
+ *
+ * With `preparedCalls` > 0 it keeps that many calls' worth of media ready (router, PBX-side PlainTransport connected
+ * to its RTP socket, DirectTransport), so that a call's set-up does not wait for the worker's round trips.
  */
-import type { Logger } from 'pino';
+import type { Bindings, ChildLoggerOptions, Logger } from 'pino';
 import type { types as ms } from 'mediasoup';
 import type { CallMedia, MediaEngine, MessengerLeg, PbxCodecName } from '../calls/ports.js';
 import { InvalidStateError, MediaError } from '../core/errors.js';
 import type { CallMediaDtmfOptions } from './MediasoupCallMedia.js';
 import { MediasoupCallMedia, ROUTER_MEDIA_CODECS } from './MediasoupCallMedia.js';
+import { MediaPool } from './MediaPool.js';
 import { PbxRtpSocket } from './PbxRtpSocket.js';
 import type { WorkerPool } from './WorkerPool.js';
 
@@ -42,8 +46,48 @@ export interface MediasoupMediaEngineOptions {
   dtmf?: Partial<CallMediaDtmfOptions>;
   /** Opus encoder complexity for transcoded calls (0-10). Default 3. */
   opusComplexity?: number;
+  /**
+   * Calls' worth of media kept ready ahead of calls (router, transports, PBX RTP socket), replenished in the
+   * background; 0 makes every call's media when the call asks for it. Default 0.
+   */
+  preparedCalls?: number;
   log: Logger;
   hooks?: MediaEngineHooks;
+}
+
+/** The mediasoup objects and RTP socket of one call, before they are given to its MediasoupCallMedia. */
+interface PreparedMedia {
+  router: ms.Router;
+  worker: ms.Worker;
+  plain: ms.PlainTransport;
+  direct: ms.DirectTransport;
+  socket: PbxRtpSocket;
+  /** Give the socket's log lines the call's bindings (made before the call: they lack its call id). */
+  adoptLog(callLog: Logger): void;
+}
+
+/**
+ * A logger for an object made before its call is known: the children it creates get the call's bindings once the
+ * call adopts the object.
+ */
+function adoptableLog(base: Logger): { log: Logger; adopt(callLog: Logger): void } {
+  const children: Logger[] = [];
+  const child = (bindings: Bindings, options?: ChildLoggerOptions): Logger => {
+    const created: Logger = base.child(bindings, options);
+    children.push(created);
+    return created;
+  };
+  const log = Object.create(base, { child: { value: child } }) as Logger;
+  return {
+    log,
+    adopt(callLog) {
+      const bindings = callLog.bindings();
+      for (const c of children) {
+        const own = c.bindings();
+        c.setBindings(Object.fromEntries(Object.entries(bindings).filter(([key]) => !(key in own))));
+      }
+    },
+  };
 }
 
 export class MediasoupMediaEngine implements MediaEngine {
@@ -51,6 +95,10 @@ export class MediasoupMediaEngine implements MediaEngine {
   readonly #log: Logger;
   readonly #calls = new Set<MediasoupCallMedia>();
   readonly #announcedIp: string;
+  /** Media made ahead of calls; undefined when `preparedCalls` is 0. */
+  readonly #prepared: MediaPool<PreparedMedia> | undefined;
+  /** Open calls per worker (pid), to place a call from the pool on the worker carrying the fewest. */
+  readonly #callsPerWorker = new Map<number, number>();
   #closed = false;
 
   constructor(options: MediasoupMediaEngineOptions) {
@@ -63,6 +111,27 @@ export class MediasoupMediaEngine implements MediaEngine {
     const hooks = options.hooks;
     if (hooks?.workerRestarted) options.pool.on('workerRestarted', (info) => hooks.workerRestarted?.(info));
     if (hooks?.workerDied) options.pool.on('workerDied', ({ pid }) => hooks.workerDied?.({ pid }));
+    const size = options.preparedCalls ?? 0;
+    if (size > 0) {
+      const prepared = new MediaPool<PreparedMedia>({
+        size,
+        what: 'call media',
+        log: this.#log,
+        create: () => {
+          const { log, adopt } = adoptableLog(this.#log);
+          return this.#makeMedia(log, adopt);
+        },
+        destroy: (item) => {
+          item.socket.close();
+          item.router.close();
+        },
+        usable: (item) => !item.router.closed && !item.plain.closed && !item.direct.closed && !item.socket.closed,
+      });
+      this.#prepared = prepared;
+      // mediasoup has closed a dead worker's routers by the time the pool reports it: drop those, make new ones.
+      options.pool.on('workerDied', () => prepared.prune());
+      options.pool.on('workerRestarted', () => prepared.prune());
+    }
   }
 
   get healthy(): boolean {
@@ -72,6 +141,19 @@ export class MediasoupMediaEngine implements MediaEngine {
   /** Calls whose media is open. */
   get activeCalls(): number {
     return this.#calls.size;
+  }
+
+  /** The pool of media made ahead of calls (undefined when `preparedCalls` is 0), for monitoring and tests. */
+  get preparedPool(): MediaPool<unknown> | undefined {
+    return this.#prepared;
+  }
+
+  /**
+   * Resolves once the media made ahead of calls is ready (at once when there is none), or as soon as making it
+   * failed: start-up waits on it so that the first calls find it.
+   */
+  whenPrepared(): Promise<void> {
+    return this.#prepared?.whenReady() ?? Promise.resolve();
   }
 
   async createCallMedia(options: {
@@ -93,21 +175,21 @@ export class MediasoupMediaEngine implements MediaEngine {
     if (this.#closed) throw new InvalidStateError('media engine closed');
     if (options.codecs.length === 0) throw new MediaError('CONFIG', 'no codecs configured toward the PBX');
     const log = options.log.child({ component: 'media' });
-    const { router, worker } = await this.#o.pool.createRouter({ mediaCodecs: ROUTER_MEDIA_CODECS });
-    let plain: ms.PlainTransport | undefined;
-    let socket: PbxRtpSocket | undefined;
+    const ready = this.#prepared?.take((items) => this.#leastBusy(items));
+    let parts: PreparedMedia;
+    if (ready) {
+      ready.adoptLog(log);
+      parts = ready;
+    } else {
+      parts = await this.#makeMedia(log);
+      if (this.#closed) {
+        parts.socket.close();
+        parts.router.close();
+        throw new InvalidStateError('media engine closed');
+      }
+    }
+    const { router, worker, plain, direct, socket } = parts;
     try {
-      plain = await router.createPlainTransport({ listenIp: { ip: '127.0.0.1' }, rtcpMux: true, comedia: false });
-      const direct = await router.createDirectTransport();
-      socket = await PbxRtpSocket.create({
-        log,
-        listenIp: this.#o.rtp.listenIp,
-        minPort: this.#o.rtp.minPort,
-        maxPort: this.#o.rtp.maxPort,
-        comedia: this.#o.rtp.comedia,
-      });
-      await plain.connect({ ip: '127.0.0.1', port: socket.innerPort });
-      socket.setMediasoupPort(plain.tuple.localPort);
       const callId = options.callId;
       const media = new MediasoupCallMedia({
         callId,
@@ -128,15 +210,53 @@ export class MediasoupMediaEngine implements MediaEngine {
         workerDied: (w) => this.#o.pool.workerDied(w),
         onClose: () => {
           this.#calls.delete(media);
+          const left = (this.#callsPerWorker.get(worker.pid) ?? 1) - 1;
+          if (left > 0) this.#callsPerWorker.set(worker.pid, left);
+          else this.#callsPerWorker.delete(worker.pid);
           this.#o.hooks?.callMediaClosed?.({ callId });
         },
       });
       media.on('failed', (err) => this.#o.hooks?.callMediaFailed?.({ callId, code: err.code }));
       media.on('dtmf', (e) => this.#o.hooks?.dtmf?.({ callId, direction: e.direction, digit: e.digit }));
       this.#calls.add(media);
+      this.#callsPerWorker.set(worker.pid, (this.#callsPerWorker.get(worker.pid) ?? 0) + 1);
       this.#o.hooks?.callMediaCreated?.({ callId, workerPid: worker.pid });
-      log.debug({ workerPid: worker.pid, pbxRtpPort: socket.port }, 'call media created');
+      log.debug({ workerPid: worker.pid, pbxRtpPort: socket.port, prepared: ready !== undefined }, 'call media created');
       return media;
+    } catch (err) {
+      socket.close();
+      router.close();
+      throw err instanceof MediaError ? err : new MediaError('CREATE_FAILED', 'could not create call media', { cause: err });
+    }
+  }
+
+  /**
+   * A router on the least-loaded worker with the PBX-side transports: the PlainTransport connected to a new PBX RTP
+   * socket's loopback side, and the DirectTransport toward node. The transports and the socket are made at the same
+   * time (one wait on the worker instead of three).
+   */
+  async #makeMedia(log: Logger, adoptLog: (callLog: Logger) => void = () => undefined): Promise<PreparedMedia> {
+    const { router, worker } = await this.#o.pool.createRouter({ mediaCodecs: ROUTER_MEDIA_CODECS });
+    let socket: PbxRtpSocket | undefined;
+    try {
+      const [plainResult, directResult, socketResult] = await Promise.allSettled([
+        router.createPlainTransport({ listenIp: { ip: '127.0.0.1' }, rtcpMux: true, comedia: false }),
+        router.createDirectTransport(),
+        PbxRtpSocket.create({
+          log,
+          listenIp: this.#o.rtp.listenIp,
+          minPort: this.#o.rtp.minPort,
+          maxPort: this.#o.rtp.maxPort,
+          comedia: this.#o.rtp.comedia,
+        }),
+      ]);
+      if (socketResult.status === 'fulfilled') socket = socketResult.value;
+      for (const result of [plainResult, directResult, socketResult]) if (result.status === 'rejected') throw result.reason;
+      const plain = (plainResult as PromiseFulfilledResult<ms.PlainTransport>).value;
+      const direct = (directResult as PromiseFulfilledResult<ms.DirectTransport>).value;
+      await plain.connect({ ip: '127.0.0.1', port: socket!.innerPort });
+      socket!.setMediasoupPort(plain.tuple.localPort);
+      return { router, worker, plain, direct, socket: socket!, adoptLog };
     } catch (err) {
       socket?.close();
       router.close();
@@ -144,10 +264,25 @@ export class MediasoupMediaEngine implements MediaEngine {
     }
   }
 
-  /** Close every call's media (the pool is closed by its owner). Idempotent. */
+  /** Index of the item on the worker carrying the fewest open calls (the oldest among equals). */
+  #leastBusy(items: readonly PreparedMedia[]): number {
+    let best = 0;
+    let bestCalls = Infinity;
+    items.forEach((item, i) => {
+      const calls = this.#callsPerWorker.get(item.worker.pid) ?? 0;
+      if (calls < bestCalls) {
+        best = i;
+        bestCalls = calls;
+      }
+    });
+    return best;
+  }
+
+  /** Close every call's media and the media made ahead of calls (the worker pool is closed by its owner). Idempotent. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#prepared?.close();
     for (const media of [...this.#calls]) media.close();
     this.#log.debug('media engine closed');
   }

@@ -70,7 +70,6 @@ interface MediaPath {
   port: number;
 }
 
-
 export interface WeriftMessengerLegOptions {
   callId: string;
   log: Logger;
@@ -90,6 +89,66 @@ export interface WeriftMessengerLegOptions {
   rtcpIntervalMs: number;
   /** SRTP profiles our DTLS ClientHello offers, in order of preference. Default: AEAD_AES_128_GCM, AES_CM_128_HMAC_SHA1_80. */
   srtpProfiles?: SrtpProfileId[];
+  /** An ICE agent gathered ahead of the call with the same addresses and ports (see `prepareIce`); the leg owns it. */
+  preparedIce?: PreparedIce;
+}
+
+/** An ICE agent whose candidates were gathered before its call, so that the call's offer does not wait for it. */
+export interface PreparedIce {
+  readonly agent: Connection;
+}
+
+type IceAddressOptions = Pick<WeriftMessengerLegOptions, 'iceListenIps' | 'portRange'>;
+
+function iceOptions(o: IceAddressOptions): Partial<IceOptions> {
+  const ips = o.iceListenIps;
+  const options: Partial<IceOptions> = { useTcp: false, iceLite: false };
+  if (o.portRange !== undefined) options.portRange = o.portRange;
+  if (ips !== undefined && ips.length > 0) {
+    const v4 = ips.find((ip) => isIPv4(ip));
+    const v6 = ips.find((ip) => isIPv6(ip));
+    // werift binds each family's socket to interfaceAddresses[family] and advertises the gathered address;
+    // gathering exactly the configured addresses keeps both the same.
+    options.useIpv4 = false;
+    options.useIpv6 = false;
+    options.additionalHostAddresses = [v4, v6].filter((ip): ip is string => ip !== undefined);
+    options.interfaceAddresses = { ...(v4 ? { udp4: v4 } : {}), ...(v6 ? { udp6: v6 } : {}) };
+    const allowed = new Set(options.additionalHostAddresses);
+    options.filterCandidatePair = (pair: CandidatePair) => allowed.has(pair.localCandidate.host);
+  } else {
+    options.useIpv4 = true;
+    options.useIpv6 = true;
+  }
+  return options;
+}
+
+function newIceAgent(o: IceAddressOptions): Connection {
+  const ice = new Connection(true, iceOptions(o));
+  // werift falls back to a public STUN server when none is configured; we never ask one.
+  ice.stunServer = undefined;
+  return ice;
+}
+
+/** Gather an ICE agent's candidates ahead of a call (binds its sockets); free it with `closePreparedIce`. */
+export async function prepareIce(o: IceAddressOptions): Promise<PreparedIce> {
+  const agent = newIceAgent(o);
+  try {
+    await agent.gatherCandidates();
+  } catch (err) {
+    await agent.close().catch(() => undefined);
+    throw err;
+  }
+  return { agent };
+}
+
+/** False once a prepared agent cannot serve a call (closed, or it found no candidate). */
+export function preparedIceUsable(prepared: PreparedIce): boolean {
+  return prepared.agent.state === 'completed' && prepared.agent.localCandidates.some((c) => c.transport.toLowerCase() === 'udp');
+}
+
+/** Close a prepared agent that no call took (its sockets). */
+export function closePreparedIce(prepared: PreparedIce): Promise<void> {
+  return prepared.agent.close();
 }
 
 type LegState = 'new' | 'gathering' | 'ready' | 'connecting' | 'dtls' | 'connected' | 'closed';
@@ -201,6 +260,8 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
     this.#options = options;
     this.callId = options.callId;
     this.#log = options.log;
+    // Owned from now on: close() closes it even if no offer was ever made.
+    this.#ice = options.preparedIce?.agent;
   }
 
   get closed(): boolean {
@@ -479,38 +540,15 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
     return out;
   }
 
-  #iceOptions(): Partial<IceOptions> {
-    const ips = this.#options.iceListenIps;
-    const options: Partial<IceOptions> = { useTcp: false, iceLite: false };
-    if (this.#options.portRange !== undefined) options.portRange = this.#options.portRange;
-    if (ips !== undefined && ips.length > 0) {
-      const v4 = ips.find((ip) => isIPv4(ip));
-      const v6 = ips.find((ip) => isIPv6(ip));
-      // werift binds each family's socket to interfaceAddresses[family] and advertises the gathered address;
-      // gathering exactly the configured addresses keeps both the same.
-      options.useIpv4 = false;
-      options.useIpv6 = false;
-      options.additionalHostAddresses = [v4, v6].filter((ip): ip is string => ip !== undefined);
-      options.interfaceAddresses = { ...(v4 ? { udp4: v4 } : {}), ...(v6 ? { udp6: v6 } : {}) };
-      const allowed = new Set(options.additionalHostAddresses);
-      options.filterCandidatePair = (pair: CandidatePair) => allowed.has(pair.localCandidate.host);
-    } else {
-      options.useIpv4 = true;
-      options.useIpv6 = true;
-    }
-    return options;
-  }
-
   #gather(): Promise<LocalTransportParams> {
     if (this.#gathering !== undefined) return this.#gathering;
     this.#state = 'gathering';
     const started = performance.now();
-    const ice = new Connection(true, this.#iceOptions());
-    // werift falls back to a public STUN server when none is configured; we never ask one.
-    ice.stunServer = undefined;
+    const prepared = this.#options.preparedIce !== undefined;
+    const ice = this.#ice ?? newIceAgent(this.#options);
     this.#ice = ice;
     this.#gathering = (async () => {
-      const [certificate] = await Promise.all([this.#options.certificate, ice.gatherCandidates()]);
+      const [certificate] = await Promise.all([this.#options.certificate, prepared ? undefined : ice.gatherCandidates()]);
       const announced = this.#options.announcedIp;
       const candidates: SdpCandidate[] = ice.localCandidates
         .filter((c) => c.transport.toLowerCase() === 'udp')

@@ -7,7 +7,8 @@ import type { MessengerLegFactory } from '../calls/ports.js';
 import { createDtlsCertificate } from './certificate.js';
 import { applyWeriftDtlsFix, warmUpWeriftEcdhe } from './dtlsFix.js';
 import type { DtlsCertificate } from './certificate.js';
-import { WeriftMessengerLeg } from './WeriftMessengerLeg.js';
+import { WeriftMessengerLeg, prepareIce } from './WeriftMessengerLeg.js';
+import type { PreparedIce } from './WeriftMessengerLeg.js';
 
 export interface WeriftMessengerLegFactoryOptions {
   /** Interface addresses to gather candidates on (at most one IPv4 and one IPv6); default: every interface. */
@@ -29,14 +30,21 @@ export interface WeriftMessengerLegFactoryOptions {
    * retransmission) so that OpenSSL-based DTLS servers complete the handshake. Default true.
    */
   weriftDtlsFix?: boolean;
+  /**
+   * Where `create` takes an ICE agent gathered ahead of the call (made with `prepareIce`), when there is one ready;
+   * without one (or when it returns undefined) the leg gathers its own when it makes its offer.
+   */
+  takePreparedIce?: () => PreparedIce | undefined;
   log: Logger;
 }
 
 export class WeriftMessengerLegFactory implements MessengerLegFactory {
   readonly #options: Readonly<
-    Required<Omit<WeriftMessengerLegFactoryOptions, 'iceListenIps' | 'announcedIp' | 'portRange' | 'weriftDtlsFix'>>
+    Required<
+      Omit<WeriftMessengerLegFactoryOptions, 'iceListenIps' | 'announcedIp' | 'portRange' | 'weriftDtlsFix' | 'takePreparedIce'>
+    >
   > &
-    Pick<WeriftMessengerLegFactoryOptions, 'iceListenIps' | 'announcedIp' | 'portRange'>;
+    Pick<WeriftMessengerLegFactoryOptions, 'iceListenIps' | 'announcedIp' | 'portRange' | 'takePreparedIce'>;
   #certificate: Promise<DtlsCertificate> | undefined;
 
   constructor(options: WeriftMessengerLegFactoryOptions) {
@@ -60,6 +68,7 @@ export class WeriftMessengerLegFactory implements MessengerLegFactory {
       dtlsTimeoutMs: options.dtlsTimeoutMs ?? 10_000,
       consentTimeoutMs: options.consentTimeoutMs ?? 30_000,
       rtcpIntervalMs: options.rtcpIntervalMs ?? 5_000,
+      takePreparedIce: options.takePreparedIce,
       log: options.log,
     });
   }
@@ -76,8 +85,21 @@ export class WeriftMessengerLegFactory implements MessengerLegFactory {
     return ms;
   }
 
+  /**
+   * An ICE agent with its candidates gathered on this factory's addresses and ports, for a pool of agents made ahead
+   * of calls (see `takePreparedIce`).
+   */
+  prepareIce(): Promise<PreparedIce> {
+    const o = this.#options;
+    return prepareIce({
+      ...(o.iceListenIps !== undefined ? { iceListenIps: o.iceListenIps } : {}),
+      ...(o.portRange !== undefined ? { portRange: o.portRange } : {}),
+    });
+  }
+
   create(options: { callId: string; log: Logger }): WeriftMessengerLeg {
     const o = this.#options;
+    const preparedIce = o.takePreparedIce?.();
     return new WeriftMessengerLeg({
       callId: options.callId,
       log: options.log.child({ component: 'messenger' }),
@@ -89,6 +111,7 @@ export class WeriftMessengerLegFactory implements MessengerLegFactory {
       dtlsTimeoutMs: o.dtlsTimeoutMs,
       consentTimeoutMs: o.consentTimeoutMs,
       rtcpIntervalMs: o.rtcpIntervalMs,
+      ...(preparedIce !== undefined ? { preparedIce } : {}),
     });
   }
 
