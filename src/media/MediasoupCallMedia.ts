@@ -25,6 +25,7 @@ import { MediaError } from '../core/errors.js';
 import { TypedEmitter } from '../core/TypedEmitter.js';
 import { InbandDtmfWatcher } from './dsp/InbandDtmf.js';
 import { decodePcma, decodePcmu, encodePcma, encodePcmu } from './dsp/g711.js';
+import { LateAudioGuard } from './LateAudioGuard.js';
 import { FRAME_8K, MessengerStream, OPUS_CLOCK_RATE } from './MessengerStream.js';
 import type { PbxRemoteAudio, PbxTelephoneEvent } from './pbxSdp.js';
 import {
@@ -131,6 +132,10 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
 
   // Meta -> PBX.
   readonly #metaStats = new ReceiveStats();
+  /** Meta's audio that waited too long before we read it is neither decoded nor passed on (see LateAudioGuard). */
+  readonly #lateFromMeta: LateAudioGuard;
+  /** PBX audio that fell behind in the worker or its pipe is not sent to Meta. */
+  readonly #lateToMeta: LateAudioGuard;
   readonly #dSsrc = randomSsrc();
   #dSeq = randomSeq();
   #dTs = randomSsrc();
@@ -164,6 +169,14 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     super();
     this.#o = options;
     this.#log = options.log;
+    this.#lateFromMeta = new LateAudioGuard({
+      clockRate: OPUS_CLOCK_RATE,
+      onDrops: (report) => options.log.warn(report, 'late audio from Meta dropped: the bridge fell behind reading it'),
+    });
+    this.#lateToMeta = new LateAudioGuard({
+      clockRate: 8000,
+      onDrops: (report) => options.log.warn(report, 'late audio toward Meta dropped: the media worker or its pipe fell behind'),
+    });
     this.#stream = new MessengerStream({
       leg: options.messenger,
       log: options.log,
@@ -658,6 +671,8 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     if (this.#closed || !pbx) return;
     const header = parseRtp(packet);
     if (!header) return;
+    this.#lateToMeta.setClockRate(pbx.codec.clockRate);
+    if (!this.#lateToMeta.admit(header.ssrc, header.timestamp, header.marker)) return;
     const payload = packet.subarray(header.payloadOffset, header.payloadOffset + header.payloadLength);
     switch (pbx.codec.name) {
       case 'opus':
@@ -694,6 +709,8 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     }
     if (header.payloadType !== format.opusPt || payload.length === 0) return;
     this.#metaStats.update(header, OPUS_CLOCK_RATE);
+    // Dropped before `#lastMeta` moves on: the next packet on time sees the gap (concealment, or a marked jump).
+    if (!this.#lateFromMeta.admit(header.ssrc, header.timestamp, header.marker)) return;
 
     const last = this.#lastMeta;
     const sameStream = last !== undefined && last.ssrc === header.ssrc;

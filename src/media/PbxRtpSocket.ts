@@ -6,6 +6,7 @@
 import dgram from 'node:dgram';
 import type { Logger } from 'pino';
 import { MediaError } from '../core/errors.js';
+import { LateAudioGuard } from './LateAudioGuard.js';
 import type { RtpHeader } from './rtp.js';
 import { buildRtp, isRtcp, parseRtp, randomSeq, randomSsrc, rewriteRtp, seqDiff } from './rtp.js';
 
@@ -149,9 +150,21 @@ export class PbxRtpSocket {
   readonly #tsBase = randomSsrc();
 
   readonly receive = new ReceiveStats();
+  /** PBX audio that waited too long before we read it is not passed on (see LateAudioGuard). */
+  readonly #lateFromPbx: LateAudioGuard;
+  /** Audio toward the PBX that fell behind inside the bridge is not sent. */
+  readonly #lateToPbx: LateAudioGuard;
 
   private constructor(log: Logger, outer: dgram.Socket, inner: dgram.Socket, comedia: boolean) {
     this.#log = log;
+    this.#lateFromPbx = new LateAudioGuard({
+      clockRate: this.#clockRate,
+      onDrops: (report) => log.warn(report, 'late audio from the PBX dropped: the bridge fell behind reading it'),
+    });
+    this.#lateToPbx = new LateAudioGuard({
+      clockRate: this.#clockRate,
+      onDrops: (report) => log.warn(report, 'late audio toward the PBX dropped: the bridge fell behind'),
+    });
     this.#outer = outer;
     this.#inner = inner;
     this.#comedia = comedia;
@@ -222,6 +235,8 @@ export class PbxRtpSocket {
   setFormats(formats: { audioPt: number; clockRate: number; tePt?: number }): void {
     this.#audioPt = formats.audioPt;
     this.#clockRate = formats.clockRate;
+    this.#lateFromPbx.setClockRate(formats.clockRate);
+    this.#lateToPbx.setClockRate(formats.clockRate);
     this.#tePt = formats.tePt;
   }
 
@@ -309,6 +324,7 @@ export class PbxRtpSocket {
     }
     if (header.payloadType !== this.#audioPt) return;
     this.receive.update(header, this.#clockRate);
+    if (!this.#lateFromPbx.admit(header.ssrc, header.timestamp, header.marker)) return;
     this.#handlers?.onAudio(msg, header);
   }
 
@@ -326,6 +342,8 @@ export class PbxRtpSocket {
     const newStream = this.#lastInSsrc !== header.ssrc || this.#lastInSeq === undefined;
     let gap = newStream ? 1 : seqDiff(header.sequenceNumber, this.#lastInSeq!);
     if (gap <= 0 && gap > -100) return; // duplicate or late
+    // Dropped before the sequence bookkeeping: the PBX sees the gap as loss.
+    if (!this.#lateToPbx.admit(header.ssrc, header.timestamp, header.marker)) return;
     if (gap <= 0) gap = 1;
     this.#lastInSsrc = header.ssrc;
     this.#lastInSeq = header.sequenceNumber;
