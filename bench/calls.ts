@@ -23,7 +23,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir, cpus, loadavg, totalmem } from 'node:os';
+import { tmpdir, cpus, getPriority as osPriority, loadavg, totalmem } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { types as ms } from 'mediasoup';
@@ -73,6 +73,33 @@ function procStat(pid: number): { cpu: number; ppid: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return { cpu: (Number(f[11]) + Number(f[12])) / CLK_TCK, ppid: Number(f[1]) };
+}
+
+/**
+ * Time the process's main thread spent runnable but waiting for a CPU (s, /proc/<pid>/schedstat). CPU time says what
+ * a process got; this says what it asked for and did not get: a starved process falls behind without looking busy.
+ */
+function runWait(pid: number): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1]) / 1e9;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * With autogroup scheduling (Linux's default for desktop and many server kernels) each session's processes share one
+ * scheduling group, and groups share the CPUs equally: `nice` orders the processes inside our session only, not
+ * against other sessions' work. Say so when it applies, since it decides what a loaded machine leaves the bench.
+ */
+function schedulingNote(): string {
+  try {
+    if (readFileSync('/proc/sys/kernel/sched_autogroup_enabled', 'utf8').trim() !== '1') return 'autogroup off';
+    const group = readFileSync('/proc/self/autogroup', 'utf8').trim();
+    return `autogroup on (${group}): nice works within this session only`;
+  } catch {
+    return 'autogroup unknown';
+  }
 }
 
 function rssMb(pid: number): number {
@@ -542,6 +569,10 @@ interface LoadResult {
   idleWorkerPct: number;
   benchPct: number;
   simWorkerPct: number;
+  /** Runnable but waiting for a CPU, % of the wall time: the daemon's main thread, its worker, this process. */
+  waitMainPct: number;
+  waitWorkerPct: number;
+  waitBenchPct: number;
   mainMbPerCall: number;
   workerMbPerCall: number;
   lossToPbx: number;
@@ -601,6 +632,9 @@ async function runLoad(engine: Engine, mode: Mode, n: number, seconds: number): 
     main: procStat(pids.main).cpu,
     worker: pids.worker ? procStat(pids.worker).cpu : 0,
     bench: selfCpu(),
+    waitMain: runWait(pids.main),
+    waitWorker: pids.worker ? runWait(pids.worker) : 0,
+    waitBench: runWait(process.pid),
     at: performance.now(),
   });
   const a = snap();
@@ -637,6 +671,9 @@ async function runLoad(engine: Engine, mode: Mode, n: number, seconds: number): 
     idleWorkerPct,
     benchPct: pct(b.bench - a.bench),
     simWorkerPct: pct(b.sim - a.sim),
+    waitMainPct: pct(b.waitMain - a.waitMain),
+    waitWorkerPct: pct(b.waitWorker - a.waitWorker),
+    waitBenchPct: pct(b.waitBench - a.waitBench),
     mainMbPerCall: (rss1.main - rss0.main) / k,
     workerMbPerCall: (rss1.worker - rss0.worker) / k,
     lossToPbx: 1 - heardAtPbx / Math.max(1, sentToPbx),
@@ -668,7 +705,8 @@ function printLoad(r: LoadResult): void {
       `${perCore.toFixed(0)} | ${two(r.mainMbPerCall + r.workerMbPerCall)} MB | ` +
       `${(r.lossToPbx * 100).toFixed(3)} % / ${(r.lossToMeta * 100).toFixed(3)} % | ` +
       `${two(r.latToPbx.p50)} / ${two(r.latToPbx.p99)} | ${two(r.latToMeta.p50)} / ${two(r.latToMeta.p99)} | ` +
-      `${two(r.jitToPbx)} / ${two(r.jitToMeta)} | ${r.fillers} / ${r.duplicates} | ${r.benchPct.toFixed(0)} % + ${r.simWorkerPct.toFixed(0)} % | ${r.load} |`,
+      `${two(r.jitToPbx)} / ${two(r.jitToMeta)} | ${r.fillers} / ${r.duplicates} | ${r.benchPct.toFixed(0)} % + ${r.simWorkerPct.toFixed(0)} % | ` +
+      `${r.waitMainPct.toFixed(0)} % / ${r.engine === 'bridge' ? `${r.waitWorkerPct.toFixed(0)} %` : '-'} / ${r.waitBenchPct.toFixed(0)} % | ${r.load} |`,
   );
 }
 
@@ -699,9 +737,9 @@ async function load(): Promise<void> {
   const modes: Mode[] = values.mode === 'both' ? ['passthrough', 'transcode'] : [values.mode as Mode];
   const ns = (values.calls ?? '25,50,100').split(',').map(Number);
   const seconds = Number(values.seconds);
-  out(`machine: ${machine()}; ${seconds} s per step`);
-  out('| engine | mode | calls | main process per call (% of a core; total / idle) | mediasoup worker per call | calls per core | memory per call | loss to PBX / to Meta | latency to PBX p50 / p99 (ms) | latency to Meta p50 / p99 (ms) | jitter to PBX / to Meta (ms) | filler frames to Meta / duplicates | load generator CPU (node + Meta media worker) | load average |');
-  out('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  out(`machine: ${machine()}; ${seconds} s per step; ${schedulingNote()}, nice ${osPriority()}`);
+  out('| engine | mode | calls | main process per call (% of a core; total / idle) | mediasoup worker per call | calls per core | memory per call | loss to PBX / to Meta | latency to PBX p50 / p99 (ms) | latency to Meta p50 / p99 (ms) | jitter to PBX / to Meta (ms) | filler frames to Meta / duplicates | load generator CPU (node + Meta media worker) | waiting for a CPU: main / worker / bench (% of wall) | load average |');
+  out('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   const notes: string[] = [];
   await withPeers(async (sim, drachtio) => {
     for (const mode of modes) {
