@@ -1,0 +1,50 @@
+import t from 'tap';
+import { startHarness, until } from '../helpers/bridgeHarness.js';
+import { mediasoupObjects, startLiveCall, summaries, trackMediasoup } from '../helpers/reliability.js';
+
+const PREPARED = 2;
+const CALLS = 4;
+
+function udpHandles(): number {
+  return process.getActiveResourcesInfo().filter((r) => r === 'UDPWrap').length;
+}
+
+t.test(`with calls.prepared_media ${PREPARED}, calls take prepared media, carry audio, and leave only the prepared media behind`, async (t) => {
+  await trackMediasoup();
+  const h = await startHarness({ codecs: ['PCMU'], captureLogs: true, config: { calls: { prepared_media: PREPARED } } });
+  let closed = false;
+  t.teardown(() => (closed ? undefined : h.close()));
+  const mediaPool = h.daemon.media.preparedPool!;
+  const icePool = h.daemon.preparedIce!;
+  t.equal(mediaPool.stats().ready, PREPARED, 'call media prepared before the bridge takes calls');
+  t.equal(icePool.stats().ready, PREPARED, 'ICE agents gathered before the bridge takes calls');
+  const idle = { udp: udpHandles(), ...(await mediasoupObjects(h)) };
+  t.equal(idle.routers, PREPARED, 'one router per prepared call');
+
+  for (let i = 0; i < CALLS; i++) {
+    const call = await startLiveCall(h, `710000000000010${i}`);
+    t.pass(`call ${i + 1}: audio both ways`);
+    const ended = h.sim.waitForEnd(call.callId, 10_000);
+    h.sim.hangUp(call.callId);
+    await ended;
+    call.close();
+    await until(() => h.daemon.controller.registry.size === 0, 5000, 'call released');
+    await until(() => mediaPool.stats().ready === PREPARED && icePool.stats().ready === PREPARED, 5000, 'pools refilled');
+  }
+  t.equal(mediaPool.stats().hits, CALLS, 'every call took prepared call media');
+  t.equal(icePool.stats().hits, CALLS, 'every call took a prepared ICE agent');
+  t.equal(mediaPool.stats().misses + icePool.stats().misses, 0, 'no call had to wait for its own');
+  const steps = summaries(h).map((s) => s.setupSteps as { webhookToInviteMs?: number } | undefined);
+  t.equal(steps.filter((s) => typeof s?.webhookToInviteMs === 'number').length, CALLS, 'each summary has its set-up step');
+  t.ok(summaries(h).every((s) => s.outcome === 'completed'), 'every call completed');
+
+  await until(() => udpHandles() === idle.udp, 5000, 'sockets back to idle').catch(() => undefined);
+  t.equal(udpHandles(), idle.udp, 'as many UDP sockets as when idle: the calls\' are closed, the prepared ones replaced');
+  const after = await mediasoupObjects(h);
+  t.equal(after.routers, PREPARED, 'only the prepared routers are left');
+  t.equal(after.objects, idle.objects, 'and their transports, nothing else');
+
+  closed = true;
+  await h.close();
+  t.ok(mediaPool.closed && icePool.closed, 'shutdown closes both pools');
+});
