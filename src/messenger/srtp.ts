@@ -8,15 +8,14 @@
  * Why not werift's SrtpSession: it builds a new AES-CTR cipher (and key schedule) and a new HMAC for every packet.
  * Here, for AES_CM, one AES-128-ECB cipher per context, created once, turns a buffer of counter blocks into the
  * keystream of a whole packet in one call, and the payload is XORed in place; HMAC-SHA1 starts from keyed states
- * computed once (HmacSha1 below). AES-GCM has no way to change the IV of a Node cipher object, so it keeps one
- * cipher per packet, but with the key given as a KeyObject made once (measured about a quarter cheaper than a raw
- * key). Authentication failures, replays and malformed packets are returned as a reason, not thrown: a bad packet
+ * computed once (HmacSha1 below). AES-GCM uses the same ECB cipher for its counter blocks and computes GHASH in
+ * JavaScript from a table made once per key (AesGcm below), since a Node cipher object cannot take a new IV.
+ * Authentication failures, replays and malformed packets are returned as a reason, not thrown: a bad packet
  * from the network costs no exception.
  *
  * Key derivation rate is 0 (what DTLS-SRTP uses): session keys are derived once per context.
  */
-import { createCipheriv, createDecipheriv, createSecretKey } from 'node:crypto';
-import type { KeyObject } from 'node:crypto';
+import { createCipheriv } from 'node:crypto';
 
 /** DTLS-SRTP protection profile SRTP_AES128_CM_HMAC_SHA1_80 (RFC 5764). */
 export const SRTP_AES128_CM_HMAC_SHA1_80 = 0x0001;
@@ -333,6 +332,209 @@ export class HmacSha1 {
   }
 }
 
+/** GHASH reduction for 4 bits shifted out (NIST SP 800-38D's R = 0xE1 << 120, reflected). */
+const LAST4 = [
+  0x0000, 0x1c20, 0x3840, 0x2460, 0x7080, 0x6ca0, 0x48c0, 0x54e0, 0xe100, 0xfd20, 0xd940, 0xc560, 0x9180, 0x8da0, 0xa9c0,
+  0xb5e0,
+];
+/** The same for 8 bits: added to the top word after a shift by 8. */
+const R8 = new Int32Array(256);
+for (let r = 0; r < 256; r++) R8[r] = ((LAST4[r & 0xf]! << 16) >>> 4) ^ (LAST4[r >> 4]! << 16);
+
+/**
+ * AES-GCM (NIST SP 800-38D) with a fixed key and 12-byte IVs, for SRTP packets. Node cannot give a cipher object a new
+ * IV, so `createCipheriv('aes-128-gcm')` per packet pays a key schedule, a GHASH key and an object every time; here
+ * the counter blocks go through one AES-128-ECB cipher per key and GHASH runs in JavaScript with Shoup's 8-bit table
+ * (4 KiB per key). Measured about 1.8x cheaper than a Node cipher per packet for 160-byte payloads, and it allocates
+ * only the keystream.
+ */
+export class AesGcm {
+  readonly #ecb: ReturnType<typeof createCipheriv>;
+  /** M[b] = b * H, 4 words (big-endian order) per byte value. */
+  readonly #m = new Int32Array(256 * 4);
+  readonly #blocks: Buffer;
+  readonly #y = new Int32Array(4);
+  readonly #expected = Buffer.alloc(16);
+
+  /** @param maxBytes largest plaintext this instance will handle, bytes (default 1536). */
+  constructor(key: Buffer, maxBytes = 1536) {
+    this.#ecb = createCipheriv('aes-128-ecb', key, null).setAutoPadding(false);
+    this.#blocks = Buffer.alloc((Math.ceil(maxBytes / 16) + 1) * 16);
+    const h = this.#ecb.update(Buffer.alloc(16));
+    // 4-bit tables (mbedtls' gcm_gen_table), as [w0, w1, w2, w3] per nibble.
+    const t4 = new Int32Array(16 * 4);
+    let v0 = h.readInt32BE(0);
+    let v1 = h.readInt32BE(4);
+    let v2 = h.readInt32BE(8);
+    let v3 = h.readInt32BE(12);
+    t4.set([v0, v1, v2, v3], 8 * 4);
+    for (let i = 4; i > 0; i >>= 1) {
+      const carry = v3 & 1;
+      v3 = (v3 >>> 1) | (v2 << 31);
+      v2 = (v2 >>> 1) | (v1 << 31);
+      v1 = (v1 >>> 1) | (v0 << 31);
+      v0 = (v0 >>> 1) ^ (carry ? 0xe1000000 | 0 : 0);
+      t4.set([v0, v1, v2, v3], i * 4);
+    }
+    for (let i = 2; i <= 8; i *= 2) {
+      for (let j = 1; j < i; j++) {
+        for (let w = 0; w < 4; w++) t4[(i + j) * 4 + w] = t4[i * 4 + w]! ^ t4[j * 4 + w]!;
+      }
+    }
+    // M[b] = shift4(T[lo]) ^ T[hi]: one byte of the 4-bit algorithm at once.
+    const m = this.#m;
+    for (let b = 0; b < 256; b++) {
+      const lo = (b & 0xf) * 4;
+      const hi = (b >> 4) * 4;
+      let z0 = t4[lo]!;
+      let z1 = t4[lo + 1]!;
+      let z2 = t4[lo + 2]!;
+      let z3 = t4[lo + 3]!;
+      const rem = z3 & 0xf;
+      z3 = (z3 >>> 4) | (z2 << 28);
+      z2 = (z2 >>> 4) | (z1 << 28);
+      z1 = (z1 >>> 4) | (z0 << 28);
+      z0 = (z0 >>> 4) ^ (LAST4[rem]! << 16);
+      m[b * 4] = z0 ^ t4[hi]!;
+      m[b * 4 + 1] = z1 ^ t4[hi + 1]!;
+      m[b * 4 + 2] = z2 ^ t4[hi + 2]!;
+      m[b * 4 + 3] = z3 ^ t4[hi + 3]!;
+    }
+  }
+
+  /** y = (y XOR block) * H for the 16 bytes at buf[o] (zero-padded past `end`). */
+  #absorb(buf: Buffer, o: number, end: number): void {
+    const y = this.#y;
+    let x0: number, x1: number, x2: number, x3: number;
+    if (o + 16 <= end) {
+      x0 = y[0]! ^ ((buf[o]! << 24) | (buf[o + 1]! << 16) | (buf[o + 2]! << 8) | buf[o + 3]!);
+      x1 = y[1]! ^ ((buf[o + 4]! << 24) | (buf[o + 5]! << 16) | (buf[o + 6]! << 8) | buf[o + 7]!);
+      x2 = y[2]! ^ ((buf[o + 8]! << 24) | (buf[o + 9]! << 16) | (buf[o + 10]! << 8) | buf[o + 11]!);
+      x3 = y[3]! ^ ((buf[o + 12]! << 24) | (buf[o + 13]! << 16) | (buf[o + 14]! << 8) | buf[o + 15]!);
+    } else {
+      const bytes = [0, 0, 0, 0];
+      for (let i = 0; o + i < end; i++) bytes[i >> 2] = bytes[i >> 2]! | (buf[o + i]! << (24 - (i & 3) * 8));
+      x0 = y[0]! ^ bytes[0]!;
+      x1 = y[1]! ^ bytes[1]!;
+      x2 = y[2]! ^ bytes[2]!;
+      x3 = y[3]! ^ bytes[3]!;
+    }
+    this.#mul(x0, x1, x2, x3);
+  }
+
+  #mul(x0: number, x1: number, x2: number, x3: number): void {
+    const m = this.#m;
+    let i = (x3 & 0xff) * 4;
+    let z0 = m[i]!;
+    let z1 = m[i + 1]!;
+    let z2 = m[i + 2]!;
+    let z3 = m[i + 3]!;
+    // Bytes 14 .. 0, from the low end of x3 up to the top of x0.
+    for (let k = 1; k < 16; k++) {
+      const word = k < 4 ? x3 : k < 8 ? x2 : k < 12 ? x1 : x0;
+      const b = (word >>> ((k & 3) * 8)) & 0xff;
+      const rem = z3 & 0xff;
+      z3 = (z3 >>> 8) | (z2 << 24);
+      z2 = (z2 >>> 8) | (z1 << 24);
+      z1 = (z1 >>> 8) | (z0 << 24);
+      z0 = (z0 >>> 8) ^ R8[rem]!;
+      i = b * 4;
+      z0 ^= m[i]!;
+      z1 ^= m[i + 1]!;
+      z2 ^= m[i + 2]!;
+      z3 ^= m[i + 3]!;
+    }
+    const y = this.#y;
+    y[0] = z0;
+    y[1] = z1;
+    y[2] = z2;
+    y[3] = z3;
+  }
+
+  /** GHASH(aad, buf[start, end)) XOR E(J0) -> 16 bytes into out[outOffset]. `ekj0` starts with E(J0). */
+  #tag(
+    aad: Buffer,
+    aadStart: number,
+    aadEnd: number,
+    buf: Buffer,
+    start: number,
+    end: number,
+    ekj0: Buffer,
+    out: Buffer,
+    outOffset: number,
+  ): void {
+    const y = this.#y;
+    y.fill(0);
+    for (let o = aadStart; o < aadEnd; o += 16) this.#absorb(aad, o, aadEnd);
+    for (let o = start; o < end; o += 16) this.#absorb(buf, o, end);
+    // Lengths in bits, 64 bits each (the high words are 0 for anything a datagram holds).
+    const aadBits = (aadEnd - aadStart) * 8;
+    const ctBits = (end - start) * 8;
+    this.#mul(y[0]!, y[1]! ^ aadBits, y[2]!, y[3]! ^ ctBits);
+    for (let w = 0; w < 4; w++) {
+      const v = y[w]! ^ ekj0.readInt32BE(w * 4);
+      out.writeInt32BE(v, outOffset + w * 4);
+    }
+  }
+
+  /** Keystream blocks J0, J0+1, ... for `length` bytes: returns the buffer with E(J0) first. */
+  #keystream(iv: Buffer, length: number): Buffer {
+    const blocks = Math.ceil(length / 16) + 1;
+    if (blocks * 16 > this.#blocks.length) throw new RangeError('packet too large for SRTP');
+    const input = this.#blocks;
+    for (let i = 0, o = 0; i < blocks; i++, o += 16) {
+      iv.copy(input, o, 0, 12);
+      input.writeUInt32BE(i + 1, o + 12);
+    }
+    return this.#ecb.update(input.subarray(0, blocks * 16));
+  }
+
+  /**
+   * Encrypts buf[start, end) in place, authenticating aad[aadStart, aadEnd) too; writes the 16-byte tag at
+   * tagOut[tagOffset]. `iv` is 12 bytes. The AAD may be in `buf` itself, before `start`.
+   */
+  seal(
+    iv: Buffer,
+    aad: Buffer,
+    aadStart: number,
+    aadEnd: number,
+    buf: Buffer,
+    start: number,
+    end: number,
+    tagOut: Buffer,
+    tagOffset: number,
+  ): void {
+    const ks = this.#keystream(iv, end - start);
+    for (let i = start, k = 16; i < end; i++, k++) buf[i] = buf[i]! ^ ks[k]!;
+    this.#tag(aad, aadStart, aadEnd, buf, start, end, ks, tagOut, tagOffset);
+  }
+
+  /**
+   * Checks the 16-byte tag at tag[tagOffset] and decrypts buf[start, end) in place. False when the tag does not match
+   * (the buffer is then left as it was).
+   */
+  open(
+    iv: Buffer,
+    aad: Buffer,
+    aadStart: number,
+    aadEnd: number,
+    buf: Buffer,
+    start: number,
+    end: number,
+    tag: Buffer,
+    tagOffset: number,
+  ): boolean {
+    const ks = this.#keystream(iv, end - start);
+    const expected = this.#expected;
+    this.#tag(aad, aadStart, aadEnd, buf, start, end, ks, expected, 0);
+    let diff = 0;
+    for (let i = 0; i < 16; i++) diff |= expected[i]! ^ tag[tagOffset + i]!;
+    if (diff !== 0) return false;
+    for (let i = start, k = 16; i < end; i++, k++) buf[i] = buf[i]! ^ ks[k]!;
+    return true;
+  }
+}
+
 /** Options of an SrtpContext. */
 export interface SrtpContextOptions {
   profile: SrtpProfileId;
@@ -371,9 +573,9 @@ export class SrtpContext {
   readonly #rtcpMac: HmacSha1 | undefined;
   readonly #tag = Buffer.alloc(AES_CM_TAG);
   readonly #blocks = Buffer.alloc(MAX_BLOCKS * 16);
-  // AES-GCM: the keys as KeyObjects, and a 12-byte IV scratch.
-  readonly #rtpKeyObject: KeyObject | undefined;
-  readonly #rtcpKeyObject: KeyObject | undefined;
+  // AES-GCM: one per key, and a 12-byte IV scratch.
+  readonly #rtpGcm: AesGcm | undefined;
+  readonly #rtcpGcm: AesGcm | undefined;
   readonly #iv = Buffer.alloc(12);
   readonly #streams = new Map<number, StreamState>();
   readonly #rtcpStreams = new Map<number, RtcpStreamState>();
@@ -387,8 +589,8 @@ export class SrtpContext {
     this.#rtp = keys.rtp;
     this.#rtcp = keys.rtcp;
     if (this.#gcm) {
-      this.#rtpKeyObject = createSecretKey(keys.rtp.key);
-      this.#rtcpKeyObject = createSecretKey(keys.rtcp.key);
+      this.#rtpGcm = new AesGcm(keys.rtp.key, MAX_BLOCKS * 16);
+      this.#rtcpGcm = new AesGcm(keys.rtcp.key, MAX_BLOCKS * 16);
     } else {
       this.#rtpEcb = createCipheriv('aes-128-ecb', keys.rtp.key, null).setAutoPadding(false);
       this.#rtcpEcb = createCipheriv('aes-128-ecb', keys.rtcp.key, null).setAutoPadding(false);
@@ -427,7 +629,7 @@ export class SrtpContext {
     const roc = v < 0 ? 0 : v;
     advance(state, roc, seq);
     if (this.#gcm) {
-      this.#sealGcm(this.#rtpKeyObject!, this.#rtpIv(streamSsrc, roc, seq), out, headerLength, length, out.subarray(0, headerLength));
+      this.#rtpGcm!.seal(this.#rtpIv(streamSsrc, roc, seq), out, 0, headerLength, out, headerLength, length, out, length);
       return out;
     }
     this.#ctrXor(this.#rtpEcb!, this.#rtp.salt, streamSsrc, roc, seq, out, headerLength, length);
@@ -465,15 +667,8 @@ export class SrtpContext {
       return 'replay';
     }
     if (this.#gcm) {
-      const ok = this.#openGcm(
-        this.#rtpKeyObject!,
-        this.#rtpIv(ssrc, v, seq),
-        packet,
-        headerLength,
-        end,
-        packet.subarray(0, headerLength),
-      );
-      if (!ok) {
+      const iv = this.#rtpIv(ssrc, v, seq);
+      if (!this.#rtpGcm!.open(iv, packet, 0, headerLength, packet, headerLength, end, packet, end)) {
         this.stats.authFailures++;
         return 'auth';
       }
@@ -506,7 +701,7 @@ export class SrtpContext {
       packet.copy(out, 0, 0, length);
       out.writeUInt32BE((0x80000000 | index) >>> 0, length + GCM_TAG);
       const aad = Buffer.concat([packet.subarray(0, 8), out.subarray(length + GCM_TAG)]);
-      this.#sealGcm(this.#rtcpKeyObject!, this.#rtcpIv(ssrc, index), out, 8, length, aad);
+      this.#rtcpGcm!.seal(this.#rtcpIv(ssrc, index), aad, 0, aad.length, out, 8, length, out, length);
       return out;
     }
     const out = Buffer.allocUnsafe(length + SRTCP_INDEX_BYTES + AES_CM_TAG);
@@ -539,27 +734,10 @@ export class SrtpContext {
     let end: number;
     if (this.#gcm) {
       end = length - GCM_TAG - SRTCP_INDEX_BYTES;
-      const indexBytes = packet.subarray(indexOffset);
-      const ok = encrypted
-        ? this.#openGcm(
-            this.#rtcpKeyObject!,
-            this.#rtcpIv(ssrc, index),
-            packet,
-            8,
-            end,
-            Buffer.concat([packet.subarray(0, 8), indexBytes]),
-            end,
-          )
-        : this.#openGcm(
-            this.#rtcpKeyObject!,
-            this.#rtcpIv(ssrc, index),
-            packet,
-            end,
-            end,
-            Buffer.concat([packet.subarray(0, end), indexBytes]),
-            end,
-          );
-      if (!ok) {
+      // RFC 7714 9.2: AAD is the first 8 bytes and E+index when encrypted, the whole packet and E+index when not.
+      const start = encrypted ? 8 : end;
+      const aad = Buffer.concat([packet.subarray(0, start), packet.subarray(indexOffset)]);
+      if (!this.#rtcpGcm!.open(this.#rtcpIv(ssrc, index), aad, 0, aad.length, packet, start, end, packet, end)) {
         this.stats.authFailures++;
         return 'auth';
       }
@@ -641,40 +819,5 @@ export class SrtpContext {
     iv.writeUInt16BE(salt.readUInt16BE(6), 6);
     iv.writeUInt32BE((salt.readUInt32BE(8) ^ index) >>> 0, 8);
     return iv;
-  }
-
-  /** Encrypts buf[start, end) in place and writes the 16-byte tag at `end`. */
-  #sealGcm(key: KeyObject, iv: Buffer, buf: Buffer, start: number, end: number, aad: Buffer): void {
-    const cipher = createCipheriv('aes-128-gcm', key, iv, { authTagLength: GCM_TAG });
-    cipher.setAAD(aad);
-    if (end > start) cipher.update(buf.subarray(start, end)).copy(buf, start);
-    cipher.final();
-    cipher.getAuthTag().copy(buf, end);
-  }
-
-  /**
-   * Checks the tag at `tagOffset` (default `end`) and decrypts buf[start, end) in place. False when the tag does
-   * not match (the buffer is then left as it was).
-   */
-  #openGcm(
-    key: KeyObject,
-    iv: Buffer,
-    buf: Buffer,
-    start: number,
-    end: number,
-    aad: Buffer,
-    tagOffset = end,
-  ): boolean {
-    const decipher = createDecipheriv('aes-128-gcm', key, iv, { authTagLength: GCM_TAG });
-    decipher.setAAD(aad);
-    decipher.setAuthTag(buf.subarray(tagOffset, tagOffset + GCM_TAG));
-    const plain = end > start ? decipher.update(buf.subarray(start, end)) : undefined;
-    try {
-      decipher.final();
-    } catch {
-      return false;
-    }
-    plain?.copy(buf, start);
-    return true;
   }
 }

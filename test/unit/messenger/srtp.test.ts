@@ -3,12 +3,13 @@
  * SrtpSession/SrtcpSession in both directions for every profile we negotiate, ROC across a sequence wrap, reordering,
  * replays and tampering.
  */
-import { createHmac, randomBytes } from 'node:crypto';
+import { createCipheriv, createHmac, randomBytes } from 'node:crypto';
 import t from 'tap';
 import { RtpHeader, RtpPacket, SrtcpSession, SrtpSession } from 'werift';
 import {
   SRTP_AEAD_AES_128_GCM,
   SRTP_AES128_CM_HMAC_SHA1_80,
+  AesGcm,
   HmacSha1,
   SrtpContext,
   aesCmKeystream,
@@ -120,6 +121,33 @@ t.test('HMAC-SHA1: RFC 2202 vectors, and the same MAC as node:crypto for every m
     }
   }
   t.equal(mismatches, 0, 'lengths 0-300, with and without a ROC suffix');
+});
+
+t.test('AES-GCM: the same ciphertext and tag as node:crypto, and a wrong tag refused', async (t) => {
+  let mismatches = 0;
+  let accepted = 0;
+  for (let trial = 0; trial < 50; trial++) {
+    const key = randomBytes(16);
+    const gcm = new AesGcm(key);
+    for (const [aadLength, length] of [[0, 0], [12, 160], [12, 0], [20, 60], [8, 33], [16, 16], [3, 1200], [40, 17]] as const) {
+      const iv = randomBytes(12);
+      const aad = randomBytes(aadLength);
+      const plain = randomBytes(length);
+      const reference = createCipheriv('aes-128-gcm', key, iv).setAAD(aad);
+      const ciphertext = Buffer.concat([reference.update(plain), reference.final()]);
+      const tag = reference.getAuthTag();
+      const buf = Buffer.from(plain);
+      const ourTag = Buffer.alloc(16);
+      gcm.seal(iv, aad, 0, aadLength, buf, 0, length, ourTag, 0);
+      if (!buf.equals(ciphertext) || !ourTag.equals(tag)) mismatches++;
+      const back = Buffer.from(ciphertext);
+      if (!gcm.open(iv, aad, 0, aadLength, back, 0, length, tag, 0) || !back.equals(plain)) mismatches++;
+      tag[trial % 16] = tag[trial % 16]! ^ 0x40;
+      if (gcm.open(iv, aad, 0, aadLength, Buffer.from(ciphertext), 0, length, tag, 0)) accepted++;
+    }
+  }
+  t.equal(mismatches, 0, '400 messages of 0-1200 bytes with 0-40 bytes of AAD');
+  t.equal(accepted, 0, 'no wrong tag accepted');
 });
 
 for (const [name, profile] of PROFILES) {
