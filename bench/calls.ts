@@ -3,7 +3,7 @@
  *
  *   npx tsx bench/calls.ts load  [--engine bridge|rtpengine|both] [--mode passthrough|transcode|both]
  *                                [--calls 25,50,100] [--seconds 15] [--warmup 2]
- *   npx tsx bench/calls.ts setup [--calls 1000] [--concurrency 1]
+ *   npx tsx bench/calls.ts setup [--calls 1000] [--concurrency 1] [--prepared 0]
  *
  * The bridge runs as its own process (`node --import tsx src/main.ts --config <file>`, one mediasoup worker), so its
  * CPU and memory are the daemon's and its worker's alone. This process plays everything else: Meta (the simulator:
@@ -55,6 +55,8 @@ const { values, positionals } = parseArgs({
     warmup: { type: 'string', default: '2' },
     concurrency: { type: 'string', default: '1' },
     'cpu-prof': { type: 'string' },
+    /** setup: the bridge's calls.prepared_media (media made ahead of calls). */
+    prepared: { type: 'string', default: '0' },
   },
 });
 const command = positionals[0] ?? 'load';
@@ -147,7 +149,14 @@ interface BridgeProcess {
   stop(): Promise<void>;
 }
 
-async function startBridge(o: { sim: Sim; drachtio: Drachtio; codecs: string[]; cpuProfDir?: string }): Promise<BridgeProcess> {
+async function startBridge(o: {
+  sim: Sim;
+  drachtio: Drachtio;
+  codecs: string[];
+  cpuProfDir?: string;
+  /** calls.prepared_media; default the bridge's (0). */
+  preparedMedia?: number;
+}): Promise<BridgeProcess> {
   const dir = mkdtempSync(path.join(tmpdir(), 'msb-bench-'));
   const file = path.join(dir, 'config.yaml');
   writeFileSync(
@@ -161,7 +170,7 @@ async function startBridge(o: { sim: Sim; drachtio: Drachtio; codecs: string[]; 
       `routes: [{ name: bench, match: {}, targets: ["${o.drachtio.pbx.uri('support')}"], target_timeout_ms: 10000, codecs: [${o.codecs.join(', ')}] }]`,
       'media: { workers: 1, rtp: { listen_ip: 127.0.0.1, min_port: 0, max_port: 0 } }',
       'messenger: { ice: { listen_ip: 127.0.0.1, min_port: 20000, max_port: 29999 } }',
-      'calls: { max_concurrent: 5000, accept_deadline_ms: 30000, drain_timeout_ms: 2000 }',
+      `calls: { max_concurrent: 5000, accept_deadline_ms: 30000, drain_timeout_ms: 2000${o.preparedMedia !== undefined ? `, prepared_media: ${o.preparedMedia}` : ''} }`,
       'logging: { level: info }',
       '',
     ].join('\n'),
@@ -767,9 +776,16 @@ async function load(): Promise<void> {
 async function setup(): Promise<void> {
   const total = Number(values.calls ?? '1000');
   const concurrency = Number(values.concurrency);
-  out(`machine: ${machine()}; ${total} calls, ${concurrency} at a time`);
+  const prepared = Number(values.prepared);
+  out(`machine: ${machine()}; ${total} calls, ${concurrency} at a time; calls.prepared_media ${prepared}`);
   await withPeers(async (sim, drachtio) => {
-    const bridge = await startBridge({ sim, drachtio, codecs: ['PCMU'], ...(values['cpu-prof'] ? { cpuProfDir: values['cpu-prof'] } : {}) });
+    const bridge = await startBridge({
+      sim,
+      drachtio,
+      codecs: ['PCMU'],
+      preparedMedia: prepared,
+      ...(values['cpu-prof'] ? { cpuProfDir: values['cpu-prof'] } : {}),
+    });
     drachtio.pbx.onInvite(async (invite) => {
       await invite.answer(
         `${['v=0', 'o=pbx 1 1 IN IP4 127.0.0.1', 's=pbx', 'c=IN IP4 127.0.0.1', 't=0 0', 'm=audio 9 RTP/AVP 0', 'a=rtpmap:0 PCMU/8000', 'a=sendrecv'].join('\r\n')}\r\n`,
