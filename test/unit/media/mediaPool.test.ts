@@ -90,7 +90,7 @@ t.test('MediaPool fills to its size, replaces what is taken, and frees everythin
   t.equal(pool.stats().ready, 2, 'the taken item left the pool');
   await until(() => pool.stats().ready === 3, 2000, 'replacement');
   t.equal(made.length, 4, 'one replacement made');
-  t.equal(pool.stats().hits, 1);
+  t.equal(pool.stats().hits, 1, 'one take served');
 
   pool.close();
   t.ok(pool.closed);
@@ -185,11 +185,11 @@ t.test('MediaPool frees an item that arrives after close', async (t) => {
 t.test('MediaPool of size 0 makes nothing and hands out nothing', async (t) => {
   const { pool, made } = socketPool(0);
   await pool.whenReady();
-  t.equal(pool.take(), undefined);
+  t.equal(pool.take(), undefined, 'nothing handed out');
   await sleep(30);
-  t.equal(made.length, 0);
+  t.equal(made.length, 0, 'nothing made');
   pool.close();
-  t.throws(() => socketPool(-1), RangeError);
+  t.throws(() => socketPool(-1), RangeError, 'a negative size is refused');
 });
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -235,7 +235,7 @@ t.test('prepared call media: a call takes a ready router and carries audio; the 
   const leg = new FakeMessengerLeg();
   const media = await engine.createMediasoupCallMedia({ callId: 'prepared-1', log, messenger: leg, codecs: ['PCMU'] });
   t.ok(ready.includes(media.router.id), 'the call got one of the ready routers');
-  t.equal(engine.preparedPool?.stats().hits, 1);
+  t.equal(engine.preparedPool?.stats().hits, 1, 'served from the pool');
 
   const peer = await createRtpPeer({ codec: 'PCMU', tePt: 101 });
   t.teardown(() => peer.close());
@@ -288,7 +288,7 @@ t.test('prepared call media: a worker death drops what was prepared on it, frees
     leg.close();
   });
   t.equal(await workerOf(workers.workers, media.router.id), info.pid, 'a call after the death runs on the replacement');
-  t.notOk(media.closed);
+  t.notOk(media.closed, 'and is open');
 });
 
 t.test('prepared call media: a call goes to the worker carrying the fewest calls', async (t) => {
@@ -329,4 +329,38 @@ t.test('prepared call media: closing the engine while media is being prepared le
     engine.createMediasoupCallMedia({ callId: 'late', log, messenger: new FakeMessengerLeg(), codecs: ['PCMU'] }),
     { code: 'INVALID_STATE' },
   );
+});
+
+t.test('prepared call media: the PBX RTP socket made before the call logs with the call\'s bindings once taken', async (t) => {
+  const lines: Array<Record<string, unknown>> = [];
+  const { pino } = await import('pino');
+  const debugLog = pino({ level: 'debug' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+  const workers = await WorkerPool.create({ log: debugLog, size: 1, ...workerPorts() });
+  const engine = new MediasoupMediaEngine({
+    pool: workers,
+    log: debugLog,
+    rtp: { listenIp: '127.0.0.1', minPort: 0, maxPort: 0, comedia: false },
+    preparedCalls: 1,
+  });
+  t.teardown(() => {
+    engine.close();
+    workers.close();
+  });
+  await engine.whenPrepared();
+  const leg = new FakeMessengerLeg();
+  const callLog = debugLog.child({ callId: 'adopted-call' });
+  const media = await engine.createMediasoupCallMedia({ callId: 'adopted-call', log: callLog, messenger: leg, codecs: ['PCMU'] });
+  t.teardown(() => {
+    media.close();
+    leg.close();
+  });
+  t.equal(engine.preparedPool?.stats().hits, 1, 'the media came from the pool');
+  const peer = await createRtpPeer({ codec: 'PCMU' });
+  t.teardown(() => peer.close());
+  media.createPbxOffer();
+  media.applyPbxAnswer(peer.sdp());
+  const line = lines.find((l) => l.msg === 'PBX RTP target set');
+  t.ok(line, 'the socket logged');
+  t.equal(line?.callId, 'adopted-call', 'with the call id');
+  t.equal(line?.pbxRtpPort, media.pbxPort, 'and its own port');
 });
