@@ -245,7 +245,7 @@ const CallsSchema = z
     /**
      * Media made ahead for this many calls (a mediasoup router with its transports and PBX RTP socket; an ICE agent
      * toward Meta with its candidates gathered), replenished in the background, so that a call's set-up does not wait
-     * for them. 0 = made per call.
+     * for them. 0 = made per call. Read at start-up (a reload does not change it).
      */
     prepared_media: z.number().int().min(0).max(64).default(0),
   })
