@@ -3,8 +3,15 @@
  * toward node, bridging the Messenger leg and the PBX with Opus passthrough or Opus <-> G.711 transcoding,
  * and DTMF both ways.
  *
- *   PBX <-UDP-> PbxRtpSocket <-loopback-> P: P.producer (PBX audio) -> D.consumer -> node -> MessengerStream -> Meta
  *   Meta -> node (passthrough | Opus decode -> G.711) -> D.producer -> P.consumer -> PbxRtpSocket -> PBX
+ *   PBX -> PbxRtpSocket -> node (passthrough | G.711 decode -> Opus) -> MessengerStream -> Meta
+ *
+ * The PBX's audio does not cross the worker: node reads it from the PBX socket already, and the worker's way back
+ * to node (a DirectTransport consumer) is the narrowest part of mediasoup 3.8.4: its payload channel is a Unix
+ * socket to which the worker writes two small messages per packet, so one read empties ~140 packets (the socket's
+ * send buffer counts each small write at ~1.5 KB). Node reads it once per event-loop turn; with many calls on a
+ * loaded machine the turns get long, that read falls behind the calls' UDP sockets, and the backlog in the worker's
+ * write queue grew to seconds. RTCP from the PBX still goes to the worker (reports on the stream toward the PBX).
  *
  * Gaps from Meta (DTX silence, or loss longer than PLC covers) are passed to a G.711 PBX as gaps: the next packet
  * carries the timestamp jump and the marker bit, as RFC 3551 silence suppression does.
@@ -65,8 +72,6 @@ const MAX_PLC_FRAMES = 3;
 const WATCHER_IDLE_MS = 100;
 /** How much earlier than `WATCHER_IDLE_MS` the idle timer may fire (timer clock granularity), ms. */
 const WATCHER_IDLE_SLACK_MS = 2;
-/** PBX packets kept while the producer for a new SSRC is being created. */
-const MAX_QUEUED_PBX_PACKETS = 25;
 
 export interface CallMediaDtmfOptions {
   /**
@@ -120,12 +125,6 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
 
   // mediasoup objects that depend on the negotiated codec.
   #bridgeCodec?: PbxCodecName;
-  #pbxProducer?: ms.Producer;
-  #pbxProducerSsrc?: number;
-  #pbxProducerPending?: Promise<void>;
-  #pendingSsrc?: number;
-  #pbxQueue: Buffer[] = [];
-  #pbxConsumer?: ms.Consumer;
   #metaProducer?: ms.Producer;
   #metaConsumer?: ms.Consumer;
   #bridgeSetup?: Promise<void>;
@@ -134,8 +133,6 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
   readonly #metaStats = new ReceiveStats();
   /** Meta's audio that waited too long before we read it is neither decoded nor passed on (see LateAudioGuard). */
   readonly #lateFromMeta: LateAudioGuard;
-  /** PBX audio that fell behind in the worker or its pipe is not sent to Meta. */
-  readonly #lateToMeta: LateAudioGuard;
   readonly #dSsrc = randomSsrc();
   #dSeq = randomSeq();
   #dTs = randomSsrc();
@@ -172,10 +169,6 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     this.#lateFromMeta = new LateAudioGuard({
       clockRate: OPUS_CLOCK_RATE,
       onDrops: (report) => options.log.warn(report, 'late audio from Meta dropped: the bridge fell behind reading it'),
-    });
-    this.#lateToMeta = new LateAudioGuard({
-      clockRate: 8000,
-      onDrops: (report) => options.log.warn(report, 'late audio toward Meta dropped: the media worker or its pipe fell behind'),
     });
     this.#stream = new MessengerStream({
       leg: options.messenger,
@@ -330,9 +323,8 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
   }
 
   /** Counters of the mediasoup side: producer statistics (RTCP-level loss and jitter) for metrics. */
-  async producerStats(): Promise<{ fromPbx?: ms.ProducerStat[]; fromMessenger?: ms.ProducerStat[] }> {
+  async producerStats(): Promise<{ fromMessenger?: ms.ProducerStat[] }> {
     return {
-      fromPbx: this.#pbxProducer && !this.#pbxProducer.closed ? await this.#pbxProducer.getStats() : undefined,
       fromMessenger: this.#metaProducer && !this.#metaProducer.closed ? await this.#metaProducer.getStats() : undefined,
     };
   }
@@ -351,7 +343,6 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     // Closing the router closes its transports, producers and consumers.
     this.#o.router.close();
     this.#decoder = undefined;
-    this.#pbxQueue = [];
     this.#log.debug('call media closed');
     this.#o.onClose?.();
   }
@@ -558,7 +549,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
   // mediasoup plumbing
   // ---------------------------------------------------------------------------------------------------------
 
-  /** (Re)create D.producer -> P.consumer for the codec toward the PBX, and drop the PBX producer of another codec. */
+  /** (Re)create D.producer -> P.consumer for the codec toward the PBX. */
   #setupBridge(codec: PbxCodec): void {
     this.#bridgeCodec = codec.name;
     const previous = this.#bridgeSetup ?? Promise.resolve();
@@ -567,10 +558,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
         if (this.#closed) return;
         this.#metaConsumer?.close();
         this.#metaProducer?.close();
-        this.#pbxConsumer?.close();
-        this.#pbxProducer?.close();
-        this.#metaConsumer = this.#metaProducer = this.#pbxConsumer = this.#pbxProducer = undefined;
-        this.#pbxProducerSsrc = undefined;
+        this.#metaConsumer = this.#metaProducer = undefined;
         const producer = await this.#o.direct.produce({
           kind: 'audio',
           rtpParameters: {
@@ -601,78 +589,13 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     this.#bridgeSetup = setup;
   }
 
-  #onPbxAudio(packet: Buffer, header: RtpHeader): void {
-    if (!this.#started || !this.#pbx) return;
-    if (header.ssrc === this.#pbxProducerSsrc && this.#pbxProducer) {
-      this.#o.socket.forwardToMediasoup(packet);
-      return;
-    }
-    if (this.#pbxQueue.length < MAX_QUEUED_PBX_PACKETS) this.#pbxQueue.push(Buffer.from(packet));
-    if (this.#pbxProducerPending && this.#pendingSsrc === header.ssrc) return;
-    this.#pendingSsrc = header.ssrc;
-    this.#pbxProducerPending = this.#createPbxProducer(header.ssrc, this.#pbx.codec).finally(() => {
-      this.#pbxProducerPending = undefined;
-    });
-  }
-
-  /** The PBX's SSRC is only known from its packets: the producer is created (or recreated) on the first one. */
-  async #createPbxProducer(ssrc: number, codec: PbxCodec): Promise<void> {
-    try {
-      await this.#bridgeSetup;
-      if (this.#closed) return;
-      this.#pbxConsumer?.close();
-      this.#pbxProducer?.close();
-      this.#pbxConsumer = this.#pbxProducer = undefined;
-      const producer = await this.#o.plain.produce({
-        kind: 'audio',
-        rtpParameters: {
-          codecs: [
-            {
-              mimeType: mimeOf(codec.name),
-              payloadType: codec.pt,
-              clockRate: codec.clockRate,
-              channels: codec.name === 'opus' ? 2 : 1,
-            },
-          ],
-          encodings: [{ ssrc }],
-        },
-      });
-      if (this.#closed) {
-        producer.close();
-        return;
-      }
-      const consumer = await this.#o.direct.consume({ producerId: producer.id, rtpCapabilities: this.#o.router.rtpCapabilities });
-      if (this.#closed) {
-        consumer.close();
-        producer.close();
-        return;
-      }
-      consumer.on('rtp', (rtp: Buffer) => this.#onPbxAudioFromRouter(rtp));
-      this.#pbxProducer = producer;
-      this.#pbxConsumer = consumer;
-      this.#pbxProducerSsrc = ssrc;
-      this.#log.debug({ ssrc, codec: codec.name }, 'PBX stream producer created');
-      const queued = this.#pbxQueue;
-      this.#pbxQueue = [];
-      for (const packet of queued) {
-        if (packet.readUInt32BE(8) === ssrc) this.#o.socket.forwardToMediasoup(packet);
-      }
-    } catch (err) {
-      if (!this.#closed) this.#fail(new MediaError('BRIDGE_FAILED', 'could not create the PBX stream producer', { cause: err }));
-    }
-  }
-
   // ---------------------------------------------------------------------------------------------------------
   // PBX -> Meta
   // ---------------------------------------------------------------------------------------------------------
 
-  #onPbxAudioFromRouter(packet: Buffer): void {
+  #onPbxAudio(packet: Buffer, header: RtpHeader): void {
     const pbx = this.#pbx;
-    if (this.#closed || !pbx) return;
-    const header = parseRtp(packet);
-    if (!header) return;
-    this.#lateToMeta.setClockRate(pbx.codec.clockRate);
-    if (!this.#lateToMeta.admit(header.ssrc, header.timestamp, header.marker)) return;
+    if (this.#closed || !this.#started || !pbx) return;
     const payload = packet.subarray(header.payloadOffset, header.payloadOffset + header.payloadLength);
     switch (pbx.codec.name) {
       case 'opus':

@@ -1,7 +1,8 @@
 /**
  * The PBX-facing RTP port. A node UDP socket (SSRC-agnostic, unlike a mediasoup PlainTransport) that relays
- * audio to and from a mediasoup PlainTransport over loopback, intercepts RFC 4733 packets, latches onto the
- * PBX's real address (symmetric RTP) and owns the outgoing SSRC and sequence numbers toward the PBX.
+ * audio from a mediasoup PlainTransport over loopback to the PBX (and RTCP both ways), hands the PBX's audio to
+ * node, intercepts RFC 4733 packets, latches onto the PBX's real address (symmetric RTP) and owns the outgoing SSRC
+ * and sequence numbers toward the PBX.
  */
 import dgram from 'node:dgram';
 import type { Logger } from 'pino';
@@ -22,7 +23,7 @@ export interface PbxRtpSocketOptions {
 }
 
 export interface PbxRtpSocketHandlers {
-  /** An audio packet from the PBX (any SSRC). Call `forwardToMediasoup` to pass it on. */
+  /** An audio packet from the PBX (any SSRC), on time (see LateAudioGuard). */
   onAudio(packet: Buffer, header: RtpHeader): void;
   /** A telephone-event packet from the PBX. */
   onTelephoneEvent(packet: Buffer, header: RtpHeader): void;
@@ -263,7 +264,7 @@ export class PbxRtpSocket {
     this.#sending = sending;
   }
 
-  /** Pass a PBX audio packet (from `onAudio`) on to mediasoup. */
+  /** Pass a packet from the PBX on to mediasoup's PlainTransport (RTCP; audio is handled in node). */
   forwardToMediasoup(packet: Buffer): void {
     if (this.#closed || this.#mediasoupPort === undefined) return;
     this.#inner.send(packet, this.#mediasoupPort, '127.0.0.1');
