@@ -250,6 +250,13 @@ for (const [name, profile] of PROFILES) {
     const inWindow = sender.protectRtp(rtp(200));
     for (let seq = 201; seq < 201 + 60; seq++) t.type(receiver.unprotectRtp(sender.protectRtp(rtp(seq))), Buffer);
     t.type(receiver.unprotectRtp(inWindow), Buffer, '60 behind the newest, first time: accepted');
+
+    // The window is exactly 64 packets: 63 behind the newest is accepted, 64 behind is not.
+    const edge = new Map<number, Buffer>();
+    for (const seq of [1000, 1001]) edge.set(seq, sender.protectRtp(rtp(seq)));
+    for (let seq = 1002; seq <= 1064; seq++) receiver.unprotectRtp(sender.protectRtp(rtp(seq)));
+    t.type(receiver.unprotectRtp(edge.get(1001)!), Buffer, '63 behind the newest: accepted');
+    t.equal(receiver.unprotectRtp(edge.get(1000)!), 'replay', '64 behind the newest: refused');
   });
 
   t.test(`${name}: tampered packets are refused and counted, never thrown`, async (t) => {
