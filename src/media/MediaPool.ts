@@ -133,7 +133,7 @@ export class MediaPool<T> {
     this.#items = [];
     for (const item of items) this.#destroy(item);
     this.#wake();
-    this.#log.debug({ freed: items.length, stillCreating: this.#creating }, `${this.#o.what} pool closed`);
+    this.#log.debug({ freed: items.length, stats: this.stats() }, `${this.#o.what} pool closed`);
   }
 
   #usable(item: T): boolean {

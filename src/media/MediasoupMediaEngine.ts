@@ -99,6 +99,8 @@ export class MediasoupMediaEngine implements MediaEngine {
   readonly #prepared: MediaPool<PreparedMedia> | undefined;
   /** Open calls per worker (pid), to place a call from the pool on the worker carrying the fewest. */
   readonly #callsPerWorker = new Map<number, number>();
+  /** Drops and replaces prepared media after a worker death or restart; removed on close. */
+  readonly #pruneOnWorkerChange = (): void => this.#prepared?.prune();
   #closed = false;
 
   constructor(options: MediasoupMediaEngineOptions) {
@@ -129,8 +131,8 @@ export class MediasoupMediaEngine implements MediaEngine {
       });
       this.#prepared = prepared;
       // mediasoup has closed a dead worker's routers by the time the pool reports it: drop those, make new ones.
-      options.pool.on('workerDied', () => prepared.prune());
-      options.pool.on('workerRestarted', () => prepared.prune());
+      options.pool.on('workerDied', this.#pruneOnWorkerChange);
+      options.pool.on('workerRestarted', this.#pruneOnWorkerChange);
     }
   }
 
@@ -282,6 +284,8 @@ export class MediasoupMediaEngine implements MediaEngine {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#o.pool.off('workerDied', this.#pruneOnWorkerChange);
+    this.#o.pool.off('workerRestarted', this.#pruneOnWorkerChange);
     this.#prepared?.close();
     for (const media of [...this.#calls]) media.close();
     this.#log.debug('media engine closed');
