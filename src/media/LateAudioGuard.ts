@@ -18,8 +18,12 @@
  * `rebaseAfterMs` is taken as it is rather than dropped for ever.
  */
 
-/** Packets later than this (ms, against the stream's fastest transit) are dropped. */
-export const MAX_LATE_MS = 400;
+/**
+ * Packets later than this (ms, against the stream's fastest transit) are dropped. Far beyond network jitter and
+ * what a jitter buffer holds; well above the event-loop stalls of a busy machine (a few hundred ms), whose audio is
+ * still worth delivering (an in-band digit in it, for one).
+ */
+export const MAX_LATE_MS = 1000;
 /** A stream late for this long (ms of arrivals, all dropped) is accepted at its new delay. */
 export const REBASE_AFTER_MS = 1000;
 /** How fast the baseline may rise when no faster packet comes (ms per ms of arrivals: 1 %). */

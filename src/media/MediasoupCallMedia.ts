@@ -50,6 +50,7 @@ import { PbxRtpSocket, ReceiveStats } from './PbxRtpSocket.js';
 import type { RtpHeader } from './rtp.js';
 import { buildRtp, parseRtp, parseTelephoneEvent, randomSeq, randomSsrc, seqDiff } from './rtp.js';
 import { TelephoneEventReceiver, TelephoneEventSender } from './telephoneEvents.js';
+import { sendToWorker } from './workerWrites.js';
 
 /** Payload types of the router's codecs (what D and P consumers carry). */
 export const ROUTER_PTS: Record<PbxCodecName, number> = { opus: 111, PCMU: 0, PCMA: 8 };
@@ -669,7 +670,8 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     if (pbx.codec.name === 'opus') {
       this.#dTs = (this.#dTs + advance) >>> 0;
       this.#dSeq = (this.#dSeq + Math.max(1, Math.min(seqGap, 100))) & 0xffff;
-      producer.send(
+      sendToWorker(
+        producer,
         buildRtp({ payloadType: ROUTER_PTS.opus, sequenceNumber: this.#dSeq, timestamp: this.#dTs, ssrc: this.#dSsrc, marker, payload }),
       );
       return;
@@ -685,7 +687,8 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
       for (let offset = 0; offset < frame.length; offset += FRAME_8K) {
         const chunk = frame.subarray(offset, Math.min(frame.length, offset + FRAME_8K));
         this.#dSeq = (this.#dSeq + 1) & 0xffff;
-        producer.send(
+        sendToWorker(
+          producer,
           buildRtp({
             payloadType: ROUTER_PTS[pbx.codec.name],
             sequenceNumber: this.#dSeq,
