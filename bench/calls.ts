@@ -25,6 +25,7 @@ import dgram from 'node:dgram';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, cpus, getPriority as osPriority, loadavg, totalmem } from 'node:os';
 import path from 'node:path';
+import type { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import type { types as ms } from 'mediasoup';
 
@@ -78,15 +79,24 @@ function procStat(pid: number): { cpu: number; ppid: number } {
 }
 
 /**
- * Time the process's main thread spent runnable but waiting for a CPU (s, /proc/<pid>/schedstat). CPU time says what
- * a process got; this says what it asked for and did not get: a starved process falls behind without looking busy.
+ * Time the process's threads spent runnable but waiting for a CPU (s, /proc/<pid>/task/<tid>/schedstat, summed).
+ * CPU time says what a process got; this says what it asked for and did not get: a starved process falls behind
+ * without looking busy.
  */
 function runWait(pid: number): number {
+  let total = 0;
   try {
-    return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1]) / 1e9;
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        total += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[1]) / 1e9;
+      } catch {
+        // thread gone meanwhile
+      }
+    }
   } catch {
-    return 0;
+    // process gone
   }
+  return total;
 }
 
 /**
@@ -578,7 +588,7 @@ interface LoadResult {
   idleWorkerPct: number;
   benchPct: number;
   simWorkerPct: number;
-  /** Runnable but waiting for a CPU, % of the wall time: the daemon's main thread, its worker, this process. */
+  /** Runnable but waiting for a CPU, % of the wall time (threads summed): the daemon (or rtpengine), its worker, this process. */
   waitMainPct: number;
   waitWorkerPct: number;
   waitBenchPct: number;
@@ -625,13 +635,19 @@ async function runLoad(engine: Engine, mode: Mode, n: number, seconds: number): 
   // One clock for every stream: 50 frames per second, catching up after a late timer.
   const start = performance.now();
   let frames = 0;
+  // Meta's packets enter the simulator's worker through its payload channel: one write for the whole tick, as the
+  // bridge does (src/media/workerWrites.ts), not two small ones per packet.
+  const metaChannel = (calls[0]?.ends.producer as unknown as { _payloadChannel?: { _producerSocket?: Writable } } | undefined)
+    ?._payloadChannel?._producerSocket;
   const timer = setInterval(() => {
     const due = Math.floor((performance.now() - start) / FRAME_MS) + 1;
+    metaChannel?.cork();
     for (let budget = Math.min(due - frames, 5); budget > 0; budget--) {
       frames++;
       const now = performance.now();
       for (const c of calls) c.tick(now);
     }
+    metaChannel?.uncork();
   }, FRAME_MS);
   await sleep(Number(values.warmup) * 1000);
   // The load generator: this process and the Meta simulator's mediasoup worker.
@@ -747,7 +763,7 @@ async function load(): Promise<void> {
   const ns = (values.calls ?? '25,50,100').split(',').map(Number);
   const seconds = Number(values.seconds);
   out(`machine: ${machine()}; ${seconds} s per step; ${schedulingNote()}, nice ${osPriority()}`);
-  out('| engine | mode | calls | main process per call (% of a core; total / idle) | mediasoup worker per call | calls per core | memory per call | loss to PBX / to Meta | latency to PBX p50 / p99 (ms) | latency to Meta p50 / p99 (ms) | jitter to PBX / to Meta (ms) | filler frames to Meta / duplicates | load generator CPU (node + Meta media worker) | waiting for a CPU: main / worker / bench (% of wall) | load average |');
+  out('| engine | mode | calls | main process per call (% of a core; total / idle) | mediasoup worker per call | calls per core | memory per call | loss to PBX / to Meta | latency to PBX p50 / p99 (ms) | latency to Meta p50 / p99 (ms) | jitter to PBX / to Meta (ms) | filler frames to Meta / duplicates | load generator CPU (node + Meta media worker) | waiting for a CPU: main / worker / bench (% of wall, all threads) | load average |');
   out('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   const notes: string[] = [];
   await withPeers(async (sim, drachtio) => {
