@@ -1,6 +1,6 @@
 import t from 'tap';
 import { startHarness, until } from '../helpers/bridgeHarness.js';
-import { mediasoupObjects, startLiveCall, summaries, trackMediasoup } from '../helpers/reliability.js';
+import { audioFlows, mediasoupObjects, startLiveCall, summaries, trackMediasoup } from '../helpers/reliability.js';
 
 const PREPARED = 2;
 const CALLS = 4;
@@ -47,4 +47,51 @@ t.test(`with calls.prepared_media ${PREPARED}, calls take prepared media, carry 
   closed = true;
   await h.close();
   t.ok(mediaPool.closed && icePool.closed, 'shutdown closes both pools');
+});
+
+t.test('with prepared media on two workers, calls spread over both; a worker killed mid-call ends only its call and the pool is made again', async (t) => {
+  await trackMediasoup();
+  const h = await startHarness({
+    codecs: ['PCMU'],
+    captureLogs: true,
+    config: { calls: { prepared_media: PREPARED }, media: { workers: 2 } },
+  });
+  t.teardown(() => h.close());
+  const mediaPool = h.daemon.media.preparedPool!;
+  const first = await startLiveCall(h, '7100000000000201');
+  await until(() => mediaPool.stats().ready === PREPARED, 5000, 'pool refilled');
+  const second = await startLiveCall(h, '7100000000000202');
+  await until(() => mediaPool.stats().ready === PREPARED, 5000, 'pool refilled');
+  t.equal(mediaPool.stats().hits, 2, 'both calls took prepared media');
+
+  const pids = h.daemon.pool.workers.map((w) => w.pid);
+  t.equal((await mediasoupObjects(h)).routers, PREPARED + 2, 'two calls\' routers and the prepared ones');
+
+  const ends = [h.sim.waitForEnd(first.callId, 10_000).catch(() => undefined), h.sim.waitForEnd(second.callId, 10_000).catch(() => undefined)];
+  const restarted = h.daemon.pool.waitFor('workerRestarted', AbortSignal.timeout(10_000));
+  process.kill(pids[0]!, 'SIGKILL');
+  const ended = await Promise.race(ends.map((p, i) => p.then((e) => (e ? i : undefined))));
+  t.ok(ended !== undefined, 'a call on the killed worker ended');
+  const spared = ended === 0 ? second : first;
+  const hit = ended === 0 ? first : second;
+  await until(() => h.daemon.controller.registry.size === 1, 5000, 'one call left').catch(() => undefined);
+  t.equal(h.daemon.controller.registry.size, 1, 'only one call ended: the two calls were on different workers');
+  const audio = await audioFlows(spared, 1000);
+  t.ok(audio.atPbx && audio.atMeta, 'the call on the other worker keeps its audio');
+  await restarted;
+  await until(() => mediaPool.stats().ready === PREPARED, 10_000, 'prepared media made again');
+  t.equal(h.daemon.pool.workers.length, 2, 'the dead worker was replaced');
+
+  const third = await startLiveCall(h, '7100000000000203');
+  t.pass('a new call after the worker death connects with audio both ways');
+  for (const live of [spared, third]) {
+    const done = h.sim.waitForEnd(live.callId, 10_000);
+    h.sim.hangUp(live.callId);
+    await done;
+    live.close();
+  }
+  hit.close();
+  await until(() => h.daemon.controller.registry.size === 0, 5000, 'calls released');
+  const left = await mediasoupObjects(h);
+  t.equal(left.routers, PREPARED, 'only the prepared routers are left');
 });
