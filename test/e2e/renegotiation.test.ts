@@ -4,7 +4,7 @@
  */
 import t, { type Test } from 'tap';
 import { createRtpPeer, type RtpPeer } from '../helpers/rtpPeer.js';
-import { analyzeTone } from '../helpers/tone.js';
+import { analyzeTail } from '../helpers/tone.js';
 import { PAGE_ID, PSID, sdpTarget, sleep, startHarness, until, type Harness } from '../helpers/bridgeHarness.js';
 import type { MetaMediaSession } from '../../src/simulator/media/MetaMediaServer.js';
 
@@ -12,8 +12,8 @@ async function tonesBothWays(t: Test, peer: RtpPeer, session: MetaMediaSession, 
   peer.clearReceived();
   session.clearReceived();
   await sleep(1200);
-  const atPbx = analyzeTone(peer.receivedPcm().slice(-8000), 8000, 1000);
-  const atMeta = analyzeTone(session.receivedPcm().slice(-48000), 48000, 600);
+  const atPbx = analyzeTail(peer.receivedPcm(), 8000, 1000, 1);
+  const atMeta = analyzeTail(session.receivedPcm(), 48000, 600, 1);
   t.ok(atPbx.detected, `${label}: Meta -> PBX tone (${JSON.stringify(atPbx)})`);
   t.ok(atMeta.detected, `${label}: PBX -> Meta tone (${JSON.stringify(atMeta)})`);
 }

@@ -12,6 +12,9 @@ import { PAGE_ID, sdpTarget, startHarness, type Harness } from '../helpers/bridg
 import { createRtpPeer } from '../helpers/rtpPeer.js';
 import { assertNothingLeft, mediasoupObjectKinds, baseline, leakCount, leftOver, recordFigures, settledHeapBytes, trackMediasoup } from '../helpers/reliability.js';
 
+// 2,000 calls take 60-150 s depending on the machine's load: more than the suite's per-file limit allows for.
+t.setTimeout(420_000);
+
 const CALLS = Number(process.env.RELIABILITY_CALLS ?? 2000);
 const AT_ONCE = 16;
 /** Calls between two clean-ups of the test doubles' records. */

@@ -6,7 +6,6 @@ import type { Logger } from 'pino';
 import { MediasoupMediaEngine } from '../../../src/media/MediasoupMediaEngine.js';
 import type { MediasoupMediaEngineOptions } from '../../../src/media/MediasoupMediaEngine.js';
 import { WorkerPool } from '../../../src/media/WorkerPool.js';
-import { analyzeTone } from '../../../src/media/dsp/tone.js';
 import type { PbxCodecName } from '../../../src/calls/ports.js';
 import type { MediasoupCallMedia } from '../../../src/media/MediasoupCallMedia.js';
 import { createRtpPeer } from '../../helpers/rtpPeer.js';
@@ -54,21 +53,7 @@ export async function until(check: () => boolean, timeoutMs = 5000, what = 'cond
   }
 }
 
-/**
- * Analyse the last `seconds` of audio in 100 ms windows and return the median window (by power ratio): one
- * glitch from a stalled, overloaded test machine does not decide the result, a wrong or missing tone does.
- */
-export function analyzeTail(pcm: Int16Array, sampleRate: number, hz: number, seconds = 0.5): ReturnType<typeof analyzeTone> {
-  const window = Math.round(sampleRate * 0.1);
-  const count = Math.max(1, Math.floor(Math.min(pcm.length, Math.round(sampleRate * seconds)) / window));
-  const results = [];
-  for (let i = 0; i < count; i++) {
-    const end = pcm.length - i * window;
-    results.push(analyzeTone(pcm.subarray(Math.max(0, end - window), end), sampleRate, hz));
-  }
-  results.sort((a, b) => a.powerRatio - b.powerRatio);
-  return results[Math.floor(results.length / 2)]!;
-}
+export { analyzeTail } from '../../helpers/tone.js';
 
 /** One bridged call: fake Meta leg, call media, RTP peer as the PBX (answering our offer), started. */
 export async function setupCall(
