@@ -245,6 +245,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
       port: parsed.audio.port,
       direction: parsed.direction,
       rtcpMux: parsed.rtcpMux,
+      rtcpPort: parsed.rtcpPort,
       ptime: parsed.audio.ptime,
     });
   }
@@ -261,6 +262,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
       port: parsed.audio.port,
       direction: parsed.direction,
       rtcpMux: parsed.rtcpMux,
+      rtcpPort: parsed.rtcpPort,
       ptime: parsed.audio.ptime,
     });
     this.#localDirection = answerDirection(parsed.direction);
@@ -370,7 +372,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     const socket = this.#o.socket;
     socket.setFormats({ audioPt: remote.codec.pt, clockRate: remote.codec.clockRate, tePt: remote.telephoneEvent?.pt });
     const hold = pbxRefusesAudio(remote);
-    if (!hold) socket.setRemote(remote.address, remote.port, remote.rtcpMux);
+    if (!hold) socket.setRemote(remote.address, remote.port, remote.rtcpMux, remote.rtcpPort);
     socket.setSending(!hold);
     if (prev && (prev.address !== remote.address || prev.port !== remote.port || pbxRefusesAudio(prev) !== hold)) {
       this.#log.info({ address: remote.address, port: remote.port, hold }, 'PBX media updated');

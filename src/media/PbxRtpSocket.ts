@@ -242,20 +242,23 @@ export class PbxRtpSocket {
   }
 
   /**
-   * Where the PBX wants RTP (its SDP). A changed address restarts latching; `rtcpMux` false sends RTCP to port + 1.
+   * Where the PBX wants RTP (its SDP). A changed address restarts latching; `rtcpMux` false sends RTCP to
+   * `rtcpPort` (the SDP's `a=rtcp:`), or else to port + 1.
    */
-  setRemote(address: string, port: number, rtcpMux: boolean): void {
+  setRemote(address: string, port: number, rtcpMux: boolean, rtcpPort?: number): void {
     this.#rtcpMux = rtcpMux;
+    this.#sdpRtcpPort = rtcpPort;
     const changed = !this.#sdpRemote || this.#sdpRemote.address !== address || this.#sdpRemote.port !== port;
     this.#sdpRemote = { address, port };
     if (changed) {
       this.#latched = false;
       this.#log.debug({ address, port }, 'PBX RTP target set');
     }
-    if (changed || !this.#latched) this.#remote = { address, port, rtcpPort: rtcpMux ? port : port + 1 };
+    if (changed || !this.#latched) this.#remote = { address, port, rtcpPort: rtcpMux ? port : (rtcpPort ?? port + 1) };
   }
 
   #sdpRemote?: { address: string; port: number };
+  #sdpRtcpPort?: number;
   #rtcpMux = true;
 
   /** Hold: false stops everything we send to the PBX. */
@@ -309,7 +312,10 @@ export class PbxRtpSocket {
     if (this.#closed) return;
     if (this.#comedia && !this.#latched) {
       this.#latched = true;
-      const rtcpPort = this.#rtcpMux ? rinfo.port : rinfo.port + 1;
+      // The SDP's a=rtcp port holds when the PBX sends from the address and port it announced (no NAT between us).
+      const sdp = this.#sdpRemote;
+      const announced = sdp?.address === rinfo.address && sdp.port === rinfo.port ? this.#sdpRtcpPort : undefined;
+      const rtcpPort = this.#rtcpMux ? rinfo.port : (announced ?? rinfo.port + 1);
       this.#remote = { address: rinfo.address, port: rinfo.port, rtcpPort };
       this.#log.debug({ address: rinfo.address, port: rinfo.port }, 'latched onto PBX RTP source');
     }

@@ -33,6 +33,8 @@ export interface PbxRemoteAudio {
   /** The PBX's direction, as written in its SDP. */
   direction: SdpDirection;
   rtcpMux: boolean;
+  /** Where the PBX wants RTCP when it is not muxed (`a=rtcp:` of its SDP, RFC 3605); default RTP port + 1. */
+  rtcpPort?: number;
   /** The PBX's a=ptime (ms), if any. */
   ptime?: number;
 }
@@ -165,6 +167,8 @@ export interface ParsedPbxSdp {
   formats: OfferedFormat[];
   direction: SdpDirection;
   rtcpMux: boolean;
+  /** `a=rtcp:` port of the audio section (RFC 3605), when given and valid. */
+  rtcpPort?: number;
   sessionVersion?: number;
 }
 
@@ -220,8 +224,13 @@ export function parsePbxSdp(sdp: string): ParsedPbxSdp {
     formats,
     direction,
     rtcpMux: audio.rtcpMux === 'rtcp-mux',
+    ...(validPort(audio.rtcp?.port) ? { rtcpPort: audio.rtcp!.port } : {}),
     sessionVersion: session.origin?.sessionVersion,
   };
+}
+
+function validPort(port: unknown): port is number {
+  return typeof port === 'number' && Number.isInteger(port) && port > 0 && port < 65536;
 }
 
 function matchCodec(name: PbxCodecName, f: OfferedFormat): boolean {

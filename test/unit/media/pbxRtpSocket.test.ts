@@ -27,3 +27,57 @@ t.test('binds a port from the configured range; an exhausted range is NO_PORT', 
   t.equal(again.port, port, 'the port is free again after close');
   again.close();
 });
+
+t.test("without rtcp-mux, RTCP goes to the SDP's a=rtcp port, or else to the RTP port + 1", async (t) => {
+  const log = testLogger();
+  const listen = async (): Promise<{ socket: dgram.Socket; port: number; got: Buffer[] }> => {
+    const socket = dgram.createSocket('udp4');
+    await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
+    const got: Buffer[] = [];
+    socket.on('message', (m) => got.push(m));
+    t.teardown(() => socket.close());
+    return { socket, port: socket.address().port, got };
+  };
+  const rtp = await listen();
+  const rtcp = await listen();
+  const plusOne = dgram.createSocket('udp4');
+  const plusOneGot: Buffer[] = [];
+  plusOne.on('message', (m) => plusOneGot.push(m));
+  // RTP port + 1 may be taken by another test: then that case is left out rather than sending somewhere else.
+  const plusOneBound = await new Promise<boolean>((r) => {
+    plusOne.once('error', () => r(false));
+    plusOne.bind(rtp.port + 1, '127.0.0.1', () => r(true));
+  });
+  t.teardown(() => plusOne.close());
+
+  const pbx = await PbxRtpSocket.create({ log, listenIp: '127.0.0.1', minPort: 0, maxPort: 0, comedia: false });
+  t.teardown(() => pbx.close());
+  pbx.setSending(true);
+  // A receiver report (PT 201) as the media worker would send it to the socket's loopback side.
+  const rr = Buffer.from([0x80, 201, 0, 1, 0, 0, 0, 1]);
+  const worker = dgram.createSocket('udp4');
+  t.teardown(() => worker.close());
+  const waitFor = async (list: Buffer[], n: number): Promise<void> => {
+    const deadline = Date.now() + 2000;
+    while (list.length < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  };
+
+  pbx.setRemote('127.0.0.1', rtp.port, false, rtcp.port);
+  worker.send(rr, pbx.innerPort, '127.0.0.1');
+  await waitFor(rtcp.got, 1);
+  t.equal(rtcp.got.length, 1, 'RTCP at the a=rtcp port');
+  t.equal(rtp.got.length, 0, 'not at the RTP port');
+
+  if (plusOneBound) {
+    pbx.setRemote('127.0.0.1', rtp.port, false);
+    worker.send(rr, pbx.innerPort, '127.0.0.1');
+    await waitFor(plusOneGot, 1);
+    t.equal(plusOneGot.length, 1, 'RTCP at RTP port + 1 when the SDP names none');
+  }
+
+  pbx.setRemote('127.0.0.1', rtp.port, true, rtcp.port);
+  worker.send(rr, pbx.innerPort, '127.0.0.1');
+  await waitFor(rtp.got, 1);
+  t.equal(rtp.got.length, 1, 'with rtcp-mux RTCP shares the RTP port');
+  t.equal(rtcp.got.length, 1, 'and a=rtcp is not used');
+});

@@ -1,6 +1,7 @@
 import t from 'tap';
 import * as sdpTransform from 'sdp-transform';
 import { MediaError } from '../../../src/core/errors.js';
+import { parsePbxSdp } from '../../../src/media/pbxSdp.js';
 import { FakeMessengerLeg } from './fakeMessengerLeg.js';
 import { createEngine } from './setup.js';
 
@@ -147,4 +148,12 @@ t.test('applyPbxAnswer without a common codec throws NO_COMMON_CODEC; start() ne
   t.throws(() => media.applyPbxAnswer(pbxOffer({ media: ['m=audio 4000 RTP/AVP 8', 'a=rtpmap:8 PCMA/8000'] })), {
     code: 'NO_COMMON_CODEC',
   });
+});
+
+t.test("the PBX's a=rtcp port (RFC 3605) is read; a missing or broken one is left out", async (t) => {
+  const base = ['m=audio 40000 RTP/AVP 0', 'a=rtpmap:0 PCMU/8000'];
+  t.equal(parsePbxSdp(pbxOffer({ media: [...base, 'a=rtcp:40011 IN IP4 127.0.0.1'] })).rtcpPort, 40011);
+  t.equal(parsePbxSdp(pbxOffer({ media: [...base, 'a=rtcp:40003'] })).rtcpPort, 40003);
+  t.equal(parsePbxSdp(pbxOffer({ media: base })).rtcpPort, undefined);
+  t.equal(parsePbxSdp(pbxOffer({ media: [...base, 'a=rtcp:99999'] })).rtcpPort, undefined, 'out of range');
 });
