@@ -1,13 +1,10 @@
 import t from 'tap';
 import { startHarness, until } from '../helpers/bridgeHarness.js';
 import { audioFlows, mediasoupObjects, startLiveCall, summaries, trackMediasoup } from '../helpers/reliability.js';
+import { udpHandles } from '../helpers/handles.js';
 
 const PREPARED = 2;
 const CALLS = 4;
-
-function udpHandles(): number {
-  return process.getActiveResourcesInfo().filter((r) => r === 'UDPWrap').length;
-}
 
 t.test(`with calls.prepared_media ${PREPARED}, calls take prepared media, carry audio, and leave only the prepared media behind`, async (t) => {
   await trackMediasoup();

@@ -7,12 +7,9 @@ import { WorkerPool } from '../../../src/media/WorkerPool.js';
 import { FakeMessengerLeg } from './fakeMessengerLeg.js';
 import { analyzeTail, sleep, testLogger, until, workerPorts } from './setup.js';
 import { createRtpPeer } from '../../helpers/rtpPeer.js';
+import { settledUdpHandles, udpHandles } from '../../helpers/handles.js';
 
 const log = testLogger();
-
-function udpHandles(): number {
-  return process.getActiveResourcesInfo().filter((r) => r === 'UDPWrap').length;
-}
 
 /** Resolve once the async `check()` is true (polling every 20 ms), or reject after `timeoutMs`. */
 async function untilAsync(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
@@ -21,21 +18,6 @@ async function untilAsync(check: () => Promise<boolean>, timeoutMs: number, what
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(20);
   }
-}
-
-/** UDP handle count once sockets closed earlier have gone (stable for 200 ms). */
-async function settledUdpHandles(): Promise<number> {
-  let last = udpHandles();
-  let stableSince = performance.now();
-  while (performance.now() - stableSince < 200) {
-    await sleep(20);
-    const now = udpHandles();
-    if (now !== last) {
-      last = now;
-      stableSince = performance.now();
-    }
-  }
-  return last;
 }
 
 /** A real loopback UDP socket as the pooled item; `closed` is tracked because dgram has no such property. */

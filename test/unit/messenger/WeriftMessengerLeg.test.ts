@@ -9,31 +9,9 @@ import type { WeriftMessengerLeg } from '../../../src/messenger/WeriftMessengerL
 import { MetaMediaServer } from '../../../src/simulator/media/MetaMediaServer.js';
 import type { MetaMediaSession } from '../../../src/simulator/media/MetaMediaServer.js';
 import { OpusCapture, OpusToneSender, lastDominant, waitUntil } from '../../helpers/opusTone.js';
+import { settledUdpHandles, timerHandles as timers, udpHandles } from '../../helpers/handles.js';
 
 const log = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
-
-function udpHandles(): number {
-  return process.getActiveResourcesInfo().filter((r) => r === 'UDPWrap').length;
-}
-
-function timers(): number {
-  return process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
-}
-
-/** UDP handle count once sockets of earlier tests have finished closing (stable for 200 ms). */
-async function settledUdpHandles(): Promise<number> {
-  let last = udpHandles();
-  let stableSince = performance.now();
-  while (performance.now() - stableSince < 200) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    const now = udpHandles();
-    if (now !== last) {
-      last = now;
-      stableSince = performance.now();
-    }
-  }
-  return last;
-}
 
 async function rejectionOf(promise: Promise<unknown>): Promise<unknown> {
   return promise.then(

@@ -5,27 +5,9 @@ import { WeriftMessengerLegFactory } from '../../../src/messenger/WeriftMessenge
 import { closePreparedIce, preparedIceUsable, type PreparedIce } from '../../../src/messenger/WeriftMessengerLeg.js';
 import { MetaMediaServer } from '../../../src/simulator/media/MetaMediaServer.js';
 import { OpusCapture, OpusToneSender, lastDominant, waitUntil } from '../../helpers/opusTone.js';
+import { settledUdpHandles, udpHandles } from '../../helpers/handles.js';
 
 const log = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
-
-function udpHandles(): number {
-  return process.getActiveResourcesInfo().filter((r) => r === 'UDPWrap').length;
-}
-
-/** UDP handle count once sockets closed earlier have gone (stable for 200 ms). */
-async function settledUdpHandles(): Promise<number> {
-  let last = udpHandles();
-  let stableSince = performance.now();
-  while (performance.now() - stableSince < 200) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    const now = udpHandles();
-    if (now !== last) {
-      last = now;
-      stableSince = performance.now();
-    }
-  }
-  return last;
-}
 
 let server: MetaMediaServer;
 t.before(async () => {
