@@ -338,15 +338,7 @@ export class DrachtioServerDouble {
       this.#reply(conn, msgId, `NOK|unknown transaction id ${inviteTxnId}`);
       return;
     }
-    const r = inv.request;
-    const out = SipMsg.request('CANCEL', r.uri);
-    out.add('Via', r.get('via')!);
-    out.add('Max-Forwards', '70');
-    out.add('From', r.get('from')!);
-    out.add('To', r.get('to')!);
-    out.add('Call-ID', r.callId);
-    out.add('CSeq', `${r.cseq.seq} CANCEL`);
-    out.add('Content-Length', '0');
+    const out = sameTransactionRequest('CANCEL', inv.request, inv.request.get('to')!);
     const txnId = randomUUID();
     this.#uac.set(txnId, { txnId, request: out, peer: inv.peer, conn, dialogId: inv.dialogId });
     this.#sentEcho(conn, msgId, out.toString(), 'udp', this.sip, txnId);
@@ -578,16 +570,7 @@ export class DrachtioServerDouble {
     const isInvite = method === 'INVITE';
     if (isInvite && msg.status >= 300) {
       // ACK for a non-2xx final: the server's job, same branch as the INVITE.
-      const r = txn.request;
-      const ack = SipMsg.request('ACK', r.uri);
-      ack.add('Via', r.get('via')!);
-      ack.add('Max-Forwards', '70');
-      ack.add('From', r.get('from')!);
-      ack.add('To', msg.get('to')!);
-      ack.add('Call-ID', r.callId);
-      ack.add('CSeq', `${r.cseq.seq} ACK`);
-      ack.add('Content-Length', '0');
-      this.#toNetwork(ack, peer);
+      this.#toNetwork(sameTransactionRequest('ACK', txn.request, msg.get('to')!), peer);
     }
     if (isInvite && !txn.dialog && msg.status >= 200 && msg.status < 300) {
       const contact = msg.get('contact');
@@ -614,4 +597,20 @@ export class DrachtioServerDouble {
     }
     this.#deliver(txn.conn, msg, peer, bytes, 'udp', txn.txnId, txn.dialogId, false);
   }
+}
+
+/**
+ * A CANCEL, or the ACK of a non-2xx final response, for `invite`: same Request-URI, Via (branch), From, Call-ID and
+ * CSeq number as the INVITE (RFC 3261 sections 9.1 and 17.1.1.3); `to` carries the To tag of the response, if any.
+ */
+function sameTransactionRequest(method: 'CANCEL' | 'ACK', invite: SipMsg, to: string): SipMsg {
+  const out = SipMsg.request(method, invite.uri);
+  out.add('Via', invite.get('via')!);
+  out.add('Max-Forwards', '70');
+  out.add('From', invite.get('from')!);
+  out.add('To', to);
+  out.add('Call-ID', invite.callId);
+  out.add('CSeq', `${invite.cseq.seq} ${method}`);
+  out.add('Content-Length', '0');
+  return out;
 }
