@@ -1,5 +1,5 @@
 import t from 'tap';
-import { mkdtempSync, writeFileSync, chmodSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -256,4 +256,25 @@ sip: { from_user: "bridge-\${N}" }
   t.equal(config.sip.from_user, 'bridge-7');
   const problems = problemsOf(() => parseConfigText(text, { PORT: 'eighty', COMEDIA: 'true', VT: 'x', N: '1' }));
   t.ok(problems.some((p) => p.startsWith('webhook.listen.port: ')), problems.join('\n'));
+});
+
+t.test('calls.prepared_media: 0 (media made per call) unless set; 0-64 accepted', async (t) => {
+  t.equal(parseConfigText(minimal, {}).calls.prepared_media, 0, 'default 0');
+  t.equal(parseConfigText(`${minimal}calls: { prepared_media: 4 }\n`, {}).calls.prepared_media, 4, '4 kept');
+  t.equal(parseConfigText(`${minimal}calls: { prepared_media: 64 }\n`, {}).calls.prepared_media, 64, 'the maximum kept');
+});
+
+t.test('calls.prepared_media must be a whole number from 0 to 64', async (t) => {
+  for (const bad of ['-1', '65', '1.5', '"two"']) {
+    // problemsOf fails the test unless a ConfigError is thrown.
+    const problems = problemsOf(() => parseConfigText(`${minimal}calls: { prepared_media: ${bad} }\n`, {}));
+    t.match(problems.join('\n'), /calls\.prepared_media/, `${bad}: refused, the problem names the key`);
+  }
+});
+
+t.test('the example configuration documents calls.prepared_media with its default', async (t) => {
+  const text = readFileSync(examplePath, 'utf8');
+  t.match(text, /^ {2}# Media made ahead for this many calls/m, 'explained');
+  t.match(text, /^ {2}prepared_media: 0$/m, 'set to its default under calls');
+  t.equal(loadConfig(examplePath, exampleEnv).calls.prepared_media, 0, 'and it loads');
 });
