@@ -35,6 +35,7 @@ import type { LocalTransportParams, RemoteDescription, SdpCandidate, SdpFingerpr
 import type { DtlsCertificate } from './certificate.js';
 import { SrtpContext, isSupportedSrtpProfile, srtpMasterKeyLength, srtpMasterSaltLength } from './srtp.js';
 import type { SrtpDropReason, SrtpProfileId } from './srtp.js';
+import { applyWeriftUdpBindFix } from './udpBind.js';
 
 /** Set-up timings of one leg, in milliseconds, for logs and benchmarks. */
 export interface MessengerLegTimings {
@@ -123,6 +124,8 @@ function iceOptions(o: IceAddressOptions): Partial<IceOptions> {
 }
 
 function newIceAgent(o: IceAddressOptions): Connection {
+  // Binds that never collide with another agent's nor crash the process (udpBind.ts); idempotent.
+  applyWeriftUdpBindFix();
   const ice = new Connection(true, iceOptions(o));
   // werift falls back to a public STUN server when none is configured; we never ask one.
   ice.stunServer = undefined;
