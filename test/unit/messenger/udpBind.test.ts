@@ -4,6 +4,7 @@
  */
 import dgram from 'node:dgram';
 import t from 'tap';
+import type { Test } from 'tap';
 import { pino } from 'pino';
 import { WeriftMessengerLegFactory } from '../../../src/messenger/WeriftMessengerLegFactory.js';
 import { closePreparedIce, preparedIceUsable, type PreparedIce } from '../../../src/messenger/WeriftMessengerLeg.js';
@@ -38,13 +39,19 @@ function factory(portRange: [number, number]): WeriftMessengerLegFactory {
 
 const portOf = (p: PreparedIce): number => p.agent.localCandidates[0]!.port;
 
-t.test('agents gathering at the same moment in a small range each get their own port', async (t) => {
+/** Uncaught exceptions during the test (a bind error without a listener would be one). */
+function captureUncaught(t: Test): Error[] {
   const uncaught: Error[] = [];
   const onUncaught = (err: Error): void => {
     uncaught.push(err);
   };
   process.on('uncaughtException', onUncaught);
   t.teardown(() => process.off('uncaughtException', onUncaught));
+  return uncaught;
+}
+
+t.test('agents gathering at the same moment in a small range each get their own port', async (t) => {
+  const uncaught = captureUncaught(t);
 
   const AGENTS = 12;
   const range = await freeRange(AGENTS);
@@ -82,12 +89,7 @@ t.test('a port taken by another program is passed over', async (t) => {
 });
 
 t.test('a port another program takes at the moment of the bind is passed over, without an uncaught error', async (t) => {
-  const uncaught: Error[] = [];
-  const onUncaught = (err: Error): void => {
-    uncaught.push(err);
-  };
-  process.on('uncaughtException', onUncaught);
-  t.teardown(() => process.off('uncaughtException', onUncaught));
+  const uncaught = captureUncaught(t);
 
   const range = await freeRange(4);
   const squatters: dgram.Socket[] = [];
@@ -123,12 +125,7 @@ t.test('a port another program takes at the moment of the bind is passed over, w
 });
 
 t.test('a range with no free port fails the leg with a clear error; the process carries on', async (t) => {
-  const uncaught: Error[] = [];
-  const onUncaught = (err: Error): void => {
-    uncaught.push(err);
-  };
-  process.on('uncaughtException', onUncaught);
-  t.teardown(() => process.off('uncaughtException', onUncaught));
+  const uncaught = captureUncaught(t);
 
   const range = await freeRange(2);
   const f = factory(range);
