@@ -43,6 +43,7 @@ import {
   codecFor,
   parsePbxSdp,
   pbxRefusesAudio,
+  remoteAudioOf,
   writePbxSdp,
 } from './pbxSdp.js';
 import type { PbxCodec, SdpDirection } from './pbxSdp.js';
@@ -238,16 +239,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     this.#assertOpen();
     const parsed = parsePbxSdp(sdp);
     const codec = chooseCodec(parsed, this.#o.codecs);
-    this.#setRemote({
-      codec,
-      telephoneEvent: chooseTelephoneEvent(parsed, codec),
-      address: parsed.address,
-      port: parsed.audio.port,
-      direction: parsed.direction,
-      rtcpMux: parsed.rtcpMux,
-      rtcpPort: parsed.rtcpPort,
-      ptime: parsed.audio.ptime,
-    });
+    this.#setRemote(remoteAudioOf(parsed, codec, chooseTelephoneEvent(parsed, codec)));
   }
 
   answerPbxOffer(sdp: string): string {
@@ -255,16 +247,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     const parsed = parsePbxSdp(sdp);
     const codec = chooseCodec(parsed, this.#o.codecs, this.#pbx?.codec.name);
     const telephoneEvent = chooseTelephoneEvent(parsed, codec);
-    this.#setRemote({
-      codec,
-      telephoneEvent,
-      address: parsed.address,
-      port: parsed.audio.port,
-      direction: parsed.direction,
-      rtcpMux: parsed.rtcpMux,
-      rtcpPort: parsed.rtcpPort,
-      ptime: parsed.audio.ptime,
-    });
+    this.#setRemote(remoteAudioOf(parsed, codec, telephoneEvent));
     this.#localDirection = answerDirection(parsed.direction);
     return writePbxSdp({
       sessionId: this.#sessionId,

@@ -172,6 +172,20 @@ export interface ParsedPbxSdp {
   sessionVersion?: number;
 }
 
+/** Where and how to send audio to the PBX, from its parsed SDP and the codec and telephone-event chosen in it. */
+export function remoteAudioOf(parsed: ParsedPbxSdp, codec: PbxCodec, telephoneEvent: PbxTelephoneEvent | undefined): PbxRemoteAudio {
+  return {
+    codec,
+    telephoneEvent,
+    address: parsed.address,
+    port: parsed.audio.port,
+    direction: parsed.direction,
+    rtcpMux: parsed.rtcpMux,
+    rtcpPort: parsed.rtcpPort,
+    ptime: parsed.audio.ptime,
+  };
+}
+
 function describeFormats(formats: OfferedFormat[]): string {
   return formats.length === 0
     ? 'no payload formats'
