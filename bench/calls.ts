@@ -35,10 +35,12 @@ const { pino } = await import('pino');
 const mediasoup = await import('mediasoup');
 const { Encoder } = await import('@evan/opus');
 const { encodePcmu } = await import('../src/media/dsp/g711.js');
+const { buildRtp } = await import('../src/media/rtp.js');
 const { MetaSimulator } = await import('../src/simulator/MetaSimulator.js');
 const { startDrachtioDouble } = await import('../src/simulator/drachtio/index.js');
 const { DEMO_APP_SECRET, DEMO_PAGE_ID, DEMO_PAGE_TOKEN, DEMO_VERIFY_TOKEN } = await import('../src/simulator/loopbackBridge.js');
 const { startRtpengine } = await import('../test/helpers/rtpengine.js');
+const { percentile } = await import('../test/interop/harness.js');
 
 type Sim = Awaited<ReturnType<typeof MetaSimulator.start>>;
 type Drachtio = Awaited<ReturnType<typeof startDrachtioDouble>>;
@@ -135,12 +137,6 @@ function childPids(pid: number): number[] {
 function selfCpu(): number {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1e6;
-}
-
-function percentile(xs: number[], p: number): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
 }
 
 // Ctrl-C ends the bench through process.exit, so that 'exit' handlers stop the bridge processes.
@@ -359,15 +355,9 @@ class Stream {
   }
 }
 
+/** An RTP packet of the bench's streams (no marker, no extension). */
 function rtpPacket(pt: number, seq: number, ts: number, ssrc: number, payload: Uint8Array): Buffer {
-  const b = Buffer.alloc(12 + payload.length);
-  b[0] = 0x80;
-  b[1] = pt & 0x7f;
-  b.writeUInt16BE(seq & 0xffff, 2);
-  b.writeUInt32BE(ts >>> 0, 4);
-  b.writeUInt32BE(ssrc >>> 0, 8);
-  b.set(payload, 12);
-  return b;
+  return buildRtp({ payloadType: pt, sequenceNumber: seq, timestamp: ts, ssrc, payload });
 }
 
 function tonePcm(rate: number): Int16Array {

@@ -13,6 +13,7 @@ import { Decoder, Encoder } from '@evan/opus';
 import type { Logger } from 'pino';
 import { analyzeTone, type ToneAnalysis } from '../../src/media/dsp/tone.js';
 import type { RtpEndpoint } from '../../src/core/rtp.js';
+import { buildRtp as buildRtpPacket } from '../../src/media/rtp.js';
 import type { MessengerLeg } from '../../src/calls/ports.js';
 import { startRtpengine, type RtpengineDaemon, type RtpengineOptions } from '../helpers/rtpengine.js';
 
@@ -26,14 +27,7 @@ export const MEDIASOUP_WORKER_BIN = '/usr/lib/x86_64-linux-gnu/mediasoup/mediaso
 // ---------------------------------------------------------------------------------------------------------------
 
 export function buildRtp(pt: number, seq: number, timestamp: number, ssrc: number, payload: Uint8Array): Buffer {
-  const packet = Buffer.allocUnsafe(12 + payload.length);
-  packet[0] = 0x80;
-  packet[1] = pt & 0x7f;
-  packet.writeUInt16BE(seq & 0xffff, 2);
-  packet.writeUInt32BE(timestamp >>> 0, 4);
-  packet.writeUInt32BE(ssrc >>> 0, 8);
-  packet.set(payload, 12);
-  return packet;
+  return buildRtpPacket({ payloadType: pt, sequenceNumber: seq, timestamp, ssrc, payload });
 }
 
 /** Payload type and payload of an RTP packet (CSRCs, extension and padding handled); undefined if not RTP. */
