@@ -4,7 +4,8 @@
  * States and the transitions allowed between them are the table below; every transition is logged with the call id.
  * Both flows are written as one linear async procedure each (`runUserInitiated`, `runBusinessInitiated`); outside
  * events (webhooks, SIP BYE/CANCEL, leg or media failure, deadlines) end the call through `end()`, which aborts the
- * procedure's pending step.
+ * procedure's pending step. A transfer (REFER from the PBX) is a third procedure (`#runTransfer`), run from `active`
+ * through `transferring` and back: the Messenger leg is untouched, only the PBX dialog and media target change.
  */
 import type { Logger } from 'pino';
 import { GraphError, SipError } from '../core/errors.js';
@@ -25,9 +26,12 @@ import type {
   MediaUpdateEvent,
   MessengerLeg,
   MessengerLegFactory,
+  OutboundCallResult,
   SipDialog,
   SipPort,
   TerminateEvent,
+  TransferRequest,
+  TransferResult,
 } from './ports.js';
 
 export type CallState =
@@ -40,6 +44,7 @@ export type CallState =
   | 'meta_ringing' // business_initiated: Meta said ringing; 180 sent to the PBX
   | 'media' // both legs answered; waiting for ICE/DTLS toward Meta
   | 'active' // audio bridged
+  | 'transferring' // audio bridged; a REFER from the PBX is being carried out (INVITE to the new target)
   | 'ending'
   | 'ended';
 
@@ -53,7 +58,8 @@ export const TRANSITIONS: Readonly<Record<CallState, readonly CallState[]>> = {
   connecting: ['meta_ringing', 'media', 'ending'],
   meta_ringing: ['media', 'ending'],
   media: ['active', 'ending'],
-  active: ['ending'],
+  active: ['transferring', 'ending'],
+  transferring: ['active', 'ending'],
   ending: ['ended'],
   ended: [],
 };
@@ -88,6 +94,36 @@ export interface CallSessionOptions {
    * telephone-event (RTP cannot carry them as events), true for every digit, false never.
    */
   dtmfSipInfo?: boolean | 'auto';
+  /** Transfers by REFER from the PBX. Absent: allowed to any host, with the default timeout. */
+  transfer?: TransferOptions;
+}
+
+export interface TransferOptions {
+  /** false: a REFER is answered 403. */
+  enabled: boolean;
+  /** Hosts (name or address, any port) a Refer-To may point at; absent: any host. */
+  allowedHosts?: readonly string[];
+  /** How long the transfer target may ring when the call's route names no timeout (business-initiated), ms. */
+  targetTimeoutMs: number;
+}
+
+/** Ring time of a transfer target when neither the route nor the options say (ms). */
+const DEFAULT_TRANSFER_TIMEOUT_MS = 30_000;
+
+/** A transfer under way. */
+interface Transfer {
+  /** The dialog the REFER came on (the transferor's). */
+  from: SipDialog;
+  request: TransferRequest;
+  startedAt: number;
+  /** Settles when the transfer is over, whatever its outcome (awaited by the teardown). */
+  done?: Promise<void>;
+}
+
+/** The host of a sip:/sips: URI, lower case, without brackets or port. */
+function hostOfSipUri(uri: string): string | undefined {
+  const m = /^sips?:(?:[^@]*@)?(\[[^\]]+\]|[^:;?>]+)/i.exec(uri);
+  return m?.[1]?.replace(/^\[|\]$/g, '').toLowerCase();
 }
 
 interface Ending {
@@ -151,6 +187,11 @@ export class CallSession {
   readonly #timers = new Set<NodeJS.Timeout>();
   #lastStats: CallMediaStats | undefined;
   #mediaStartedReported = false;
+  #transfer: Transfer | undefined;
+  /** PBX dialogs a transfer replaced, until their BYE went out. */
+  readonly #formerDialogs = new Set<SipDialog>();
+  /** Transfers of this call, for the summary line. */
+  readonly #transfers = { succeeded: 0, failed: 0, refused: 0, canceled: 0, lastTarget: undefined as string | undefined };
 
   constructor(init: {
     id: string;
@@ -448,7 +489,7 @@ export class CallSession {
         this.log.info({ version: event.version, sdpType: event.session.sdpType }, 'media_update applied');
         this.#remoteAnswerApplied = true;
         this.#onRemoteAnswer?.();
-        if (this.#media && (this.state === 'media' || this.state === 'active')) this.#media.start();
+        if (this.#media && (this.state === 'media' || this.state === 'active' || this.state === 'transferring')) this.#media.start();
       })
       .catch((err: unknown) => {
         this.log.warn({ err, version: event.version }, 'media_update could not be applied');
@@ -535,6 +576,12 @@ export class CallSession {
       tasks.push(this.#dialog.end().catch((err: unknown) => this.log.warn({ err }, 'BYE failed')));
     }
     // 'cancel': the pending INVITE is cancelled by the abort signal given to sip.invite().
+    for (const former of this.#formerDialogs) {
+      if (!former.ended) tasks.push(former.end().catch((err: unknown) => this.log.warn({ err }, 'BYE failed')));
+    }
+    // A transfer's pending INVITE is cancelled by the same abort; wait until it settled (a 200 crossing the CANCEL
+    // is hung up by the SIP port).
+    if (this.#transfer?.done) tasks.push(this.#transfer.done);
 
     let action = ending.meta;
     if (action === 'auto') {
@@ -580,12 +627,149 @@ export class CallSession {
           codec: this.#media?.pbxCodec,
           setupMs: this.#answeredAt ? this.#answeredAt - this.startedAt : undefined,
           ...(this.#setupTiming.webhookToInviteMs !== undefined ? { setupSteps: roundedSteps(this.#setupTiming) } : {}),
+          ...(this.#transferCount() > 0 ? { transfers: { ...this.#transfers } } : {}),
           durationSeconds: Math.round(durationSeconds * 1000) / 1000,
           totalMs: now - this.startedAt,
         },
       },
       'call summary',
     );
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+  // Transfer: REFER from the PBX -> 202, NOTIFY 100 -> INVITE to the target -> its 200 -> media re-targeted,
+  // NOTIFY 200, BYE to the transferor. A failure leaves the call with the transferor (NOTIFY of the failure).
+  // ------------------------------------------------------------------------------------------------------------
+
+  #onTransferRequest(dialog: SipDialog, request: TransferRequest): void {
+    const settings = this.#deps.options.transfer;
+    const attended = Object.keys(request.headers).some((name) => name.toLowerCase() === 'replaces');
+    this.log.info({ target: request.target, referredBy: request.referredBy, attended }, 'REFER received');
+    const refuse = (status: number, reason: string): void => {
+      this.log.warn({ target: request.target, status, reason, state: this.state }, 'REFER refused');
+      this.#transfers.refused++;
+      this.#deps.metrics?.transfer?.('refused');
+      request.reject(status, reason);
+    };
+    if (settings && !settings.enabled) return refuse(403, 'transfers are disabled');
+    if (this.#transfer) return refuse(491, 'a transfer is already in progress');
+    if (dialog !== this.#dialog) return refuse(481, 'dialog replaced by a transfer');
+    if (this.state !== 'active') return refuse(491, 'the call is not bridged yet');
+    const host = hostOfSipUri(request.target);
+    const allowed = settings?.allowedHosts;
+    if (allowed && (!host || !allowed.some((h) => h.toLowerCase().replace(/^\[|\]$/g, '') === host))) {
+      return refuse(403, 'transfer target not allowed');
+    }
+    request.accept();
+    const transfer: Transfer = { from: dialog, request, startedAt: Date.now() };
+    this.#transfer = transfer;
+    this.#transfers.lastTarget = request.target;
+    this.#transition('transferring', `REFER to ${request.target}`);
+    transfer.done = this.#runTransfer(transfer)
+      .catch((err: unknown) => this.log.error({ err }, 'transfer failed unexpectedly'))
+      .finally(() => {
+        if (this.#transfer === transfer) this.#transfer = undefined;
+      });
+  }
+
+  async #runTransfer(transfer: Transfer): Promise<void> {
+    const { sip } = this.#deps;
+    const opts = this.#deps.options;
+    const { request } = transfer;
+    const media = this.#media;
+    if (!media || media.closed) {
+      await this.#transferFailed(transfer, 500, 'no media');
+      return;
+    }
+    const headers: Record<string, string> = {
+      ...request.headers,
+      ...(request.referredBy ? { 'Referred-By': request.referredBy } : {}),
+      [opts.headers.psid]: this.psid,
+      [opts.headers.pageId]: this.pageId,
+      ...(this.metaCallId ? { [opts.headers.callId]: this.metaCallId } : {}),
+    };
+    const targetTimeoutMs = this.route?.targetTimeoutMs || opts.transfer?.targetTimeoutMs || DEFAULT_TRANSFER_TIMEOUT_MS;
+    let result: OutboundCallResult;
+    try {
+      const sdp = media.createPbxOffer();
+      this.log.info({ target: request.target, targetTimeoutMs }, 'transfer: INVITE sent');
+      result = await sip.invite({
+        targets: [request.target],
+        headers,
+        from: { user: opts.fromUser },
+        sdp,
+        targetTimeoutMs,
+        signal: this.#abort.signal,
+        onProgress: (status, target) => this.log.info({ status, target }, 'transfer target is ringing'),
+      });
+    } catch (err) {
+      if (this.ended) {
+        this.#transferOver(transfer, 'canceled', { reason: 'the call ended during the transfer' });
+        return;
+      }
+      const status = err instanceof SipError ? err.status : 500;
+      const reason = err instanceof SipError ? err.reason : 'Server Internal Error';
+      await this.#transferFailed(transfer, status, reason);
+      return;
+    }
+    if (this.ended) {
+      // Ended while the 200 OK was on its way: that dialog needs its BYE too.
+      await result.dialog.end().catch((err: unknown) => this.log.warn({ err }, 'BYE failed'));
+      this.#transferOver(transfer, 'canceled', { reason: 'the call ended during the transfer' });
+      return;
+    }
+    const previousCodec = media.pbxCodec;
+    try {
+      media.applyPbxAnswer(result.sdp);
+      media.start();
+    } catch (err) {
+      this.log.warn({ err, target: result.target }, 'transfer target answered with an unusable SDP: hanging it up');
+      await result.dialog.end().catch((byeErr: unknown) => this.log.warn({ err: byeErr }, 'BYE failed'));
+      await this.#transferFailed(transfer, 488, 'Not Acceptable Here');
+      return;
+    }
+    const transferor = transfer.from;
+    this.#formerDialogs.add(transferor);
+    this.#adoptDialog(result.dialog);
+    this.#transferOver(transfer, 'succeeded', { codec: media.pbxCodec, previousCodec });
+    this.#transition('active', `transferred to ${result.target}`);
+    await request.notifyFinal(200, 'OK');
+    if (!transferor.ended) {
+      this.log.info('transfer: BYE to the transferor');
+      await transferor.end().catch((err: unknown) => this.log.warn({ err }, 'BYE failed'));
+    }
+    this.#formerDialogs.delete(transferor);
+  }
+
+  /** The transfer target did not take the call: it stays with the transferor, whose media were never moved. */
+  async #transferFailed(transfer: Transfer, status: number, reason: string): Promise<void> {
+    this.#transferOver(transfer, 'failed', { status, reason });
+    if (transfer.from.ended) {
+      this.end({
+        outcome: 'completed',
+        reason: `transfer failed (${status}) after the transferor hung up`,
+        meta: 'auto',
+        sip: 'none',
+      });
+      return;
+    }
+    this.#transition('active', `transfer failed (${status}); the call stays with the transferor`);
+    await transfer.request.notifyFinal(status, reason);
+  }
+
+  #transferOver(transfer: Transfer, result: TransferResult, detail: Record<string, unknown>): void {
+    if (this.#transfer === transfer) this.#transfer = undefined;
+    this.#transfers[result]++;
+    this.#deps.metrics?.transfer?.(result);
+    this.log.info(
+      { target: transfer.request.target, result, ms: Date.now() - transfer.startedAt, ...detail },
+      `transfer ${result}`,
+    );
+  }
+
+  #transferCount(): number {
+    const t = this.#transfers;
+    return t.succeeded + t.failed + t.refused + t.canceled;
   }
 
   // ------------------------------------------------------------------------------------------------------------
@@ -681,6 +865,11 @@ export class CallSession {
   #adoptDialog(dialog: SipDialog): void {
     this.#dialog = dialog;
     dialog.on('bye', () => {
+      if (dialog !== this.#dialog) return; // a dialog a transfer replaced
+      if (this.#transfer?.from === dialog) {
+        this.log.info({ target: this.#transfer.request.target }, 'the transferor hung up during the transfer: the call waits for its outcome');
+        return;
+      }
       this.end({
         outcome: 'completed',
         reason: 'PBX hung up (BYE)',
@@ -688,10 +877,14 @@ export class CallSession {
         sip: 'none',
       });
     });
-    dialog.on('dtmf', (event) => this.#media?.sendDtmfToMessenger(event));
+    dialog.on('dtmf', (event) => {
+      if (dialog === this.#dialog) this.#media?.sendDtmfToMessenger(event);
+    });
+    dialog.setTransferHandler((request) => this.#onTransferRequest(dialog, request));
     dialog.setReinviteHandler((offer) => {
       const media = this.#media;
       if (!media) throw new Error('no media');
+      if (dialog !== this.#dialog) throw new Error('dialog replaced by a transfer');
       const answer = media.answerPbxOffer(offer);
       this.log.info('re-INVITE from the PBX applied');
       media.start();

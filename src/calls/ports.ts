@@ -244,6 +244,28 @@ export interface SipDialogEvents {
   dtmf: [DtmfEvent];
 }
 
+/**
+ * A REFER from the PBX (RFC 3515) whose Refer-To is a sip: or sips: URI; REFERs without a usable Refer-To were
+ * already answered 400. The handler answers it once: `accept()` or `reject()`.
+ */
+export interface TransferRequest {
+  /** The Refer-To URI without its header part (`?Replaces=...`), e.g. `sip:agent-b@pbx.example`. */
+  readonly target: string;
+  /** Headers embedded in the Refer-To URI, URI-decoded (attended transfer: `Replaces`). Go on the new INVITE. */
+  readonly headers: Readonly<Record<string, string>>;
+  /** The REFER's Referred-By header, if it had one. */
+  readonly referredBy?: string;
+  /** 202 Accepted, then NOTIFY `SIP/2.0 100 Trying` (subscription active). */
+  accept(): void;
+  /** A final error response instead of 202 (403, 491 ...), with a Reason header. */
+  reject(status: number, reason: string): void;
+  /**
+   * The last NOTIFY: the new target's final status as sipfrag (`SIP/2.0 486 Busy Here`), subscription terminated.
+   * Resolves when the transferor answered it (or it could not be sent: the dialog ended); never rejects.
+   */
+  notifyFinal(status: number, reason: string): Promise<void>;
+}
+
 export interface SipDialog extends TypedEmitter<SipDialogEvents> {
   readonly id: string;
   readonly ended: boolean;
@@ -252,6 +274,8 @@ export interface SipDialog extends TypedEmitter<SipDialogEvents> {
    * Throwing answers 488.
    */
   setReinviteHandler(handler: (offer: string) => string): void;
+  /** Handler for REFERs (transfer). Without one a REFER is answered 501. A throwing handler answers 500. */
+  setTransferHandler(handler: (request: TransferRequest) => void): void;
   /**
    * Send a digit as SIP INFO (`application/dtmf-relay`). INFOs go one at a time, in order; resolves when the PBX
    * answered 2xx, rejects otherwise (or when the dialog has ended).
@@ -358,6 +382,8 @@ export type CallOutcome =
   | 'sip_failed'
   | 'not_answered';
 
+export type TransferResult = 'succeeded' | 'failed' | 'refused' | 'canceled';
+
 export interface CallMetricsSink {
   callStarted(direction: CallDirection): void;
   callEnded(direction: CallDirection, outcome: CallOutcome, durationSeconds: number): void;
@@ -367,6 +393,11 @@ export interface CallMetricsSink {
   pbxAnswerToAccept(seconds: number): void;
   dtmf(direction: 'to_pbx' | 'to_messenger'): void;
   permissionReply(response: string): void;
+  /**
+   * A transfer (REFER from the PBX) ended: 'succeeded' (the new target answered), 'failed' (it did not),
+   * 'refused' (the REFER was answered with an error), 'canceled' (the call ended during the transfer).
+   */
+  transfer?(result: TransferResult): void;
   /** Media of a call started bridging (once per call); `transcoding` is false for Opus passthrough. */
   mediaStarted?(callId: string, transcoding: boolean): void;
   /** Media counters of a call since its previous report; `final` on the last report, when the call ends. */

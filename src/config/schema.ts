@@ -107,6 +107,11 @@ const AdminSchema = z
   .strict()
   .prefault({});
 
+/** A host a transfer may go to: a name, an IPv4 address, or an IPv6 address (bracketed or not); no port. */
+const TransferHost = z
+  .string()
+  .regex(/^[^\s:;@<>[\]]+$|^\[[0-9a-fA-F:.]+\]$|^[0-9a-fA-F.]*:[0-9a-fA-F.]*:[0-9a-fA-F:.]*$/, 'a host name or address, without port');
+
 const SipSchema = z
   .object({
     drachtio: z
@@ -149,6 +154,17 @@ const SipSchema = z
     default_page: NumericId.optional(),
     /** User part of our From on INVITEs to the PBX. */
     from_user: z.string().min(1).default('messenger'),
+    /** Transfers by REFER from the PBX (blind, and attended with Replaces in the Refer-To). */
+    transfer: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** Hosts a Refer-To may point at (names or addresses, any port); absent: any host. */
+        allowed_hosts: z.array(TransferHost).min(1).optional(),
+        /** Ring time of the transfer target when the call's route names none (business-initiated calls). */
+        target_timeout_ms: PositiveMs.default(30_000),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict()
   .prefault({});

@@ -300,6 +300,7 @@ function callMetrics(metrics: Metrics): CallMetricsSink {
     pbxAnswerToAccept: (seconds) => metrics.pbxAnswerToAccept(seconds),
     dtmf: (direction) => metrics.dtmf(direction),
     permissionReply: (response) => metrics.permissionReply(response),
+    transfer: (result) => metrics.transfer(result),
     mediaStarted: (callId, isTranscoding) => {
       if (isTranscoding && !transcoding.has(callId)) {
         transcoding.add(callId);
@@ -356,5 +357,10 @@ function controllerOptions(config: Config): CallControllerOptions {
     permissionCheck: config.calls.permission_check,
     requestPermissionOnDenied: config.calls.request_permission_on_denied,
     dtmfSipInfo: config.media.dtmf.sip_info,
+    transfer: {
+      enabled: config.sip.transfer.enabled,
+      allowedHosts: config.sip.transfer.allowed_hosts,
+      targetTimeoutMs: config.sip.transfer.target_timeout_ms,
+    },
   };
 }

@@ -46,6 +46,7 @@ export class Metrics {
   readonly #drachtioConnected: Gauge;
   readonly #permissionReplies: Counter<'response'>;
   readonly #dtmfDigits: Counter<'direction'>;
+  readonly #transfers: Counter<'result'>;
 
   constructor(options: MetricsOptions = {}) {
     const registers = [(this.registry = new Registry())];
@@ -158,6 +159,12 @@ export class Metrics {
       labelNames: ['direction'],
       registers,
     });
+    this.#transfers = new Counter({
+      name: 'msb_transfers_total',
+      help: 'Transfers by REFER from the PBX, by result (succeeded | failed | refused | canceled)',
+      labelNames: ['result'],
+      registers,
+    });
   }
 
   /** A call was taken on (also counts it active until `callEnded`). */
@@ -231,6 +238,11 @@ export class Metrics {
 
   dtmf(direction: MediaDirection): void {
     this.#dtmfDigits.inc({ direction });
+  }
+
+  /** A transfer (REFER from the PBX) ended with `result`. */
+  transfer(result: 'succeeded' | 'failed' | 'refused' | 'canceled'): void {
+    this.#transfers.inc({ result });
   }
 
   /** The Prometheus text exposition. */

@@ -1,10 +1,11 @@
 /**
  * SipDialog over a drachtio-srf Dialog: BYE both ways, re-INVITE/UPDATE answered through the controller's
- * handler, DTMF by SIP INFO, session-timer refreshes (answering them, sending them when we are the refresher,
- * and ending a session the PBX stopped refreshing).
+ * handler, DTMF by SIP INFO, REFER (transfer: 202 and the NOTIFYs of its implicit subscription, RFC 3515),
+ * session-timer refreshes (answering them, sending them when we are the refresher, and ending a session the PBX
+ * stopped refreshing).
  */
 import type { Logger } from 'pino';
-import type { DtmfEvent, SipDialog, SipDialogEvents } from '../calls/ports.js';
+import type { DtmfEvent, SipDialog, SipDialogEvents, TransferRequest } from '../calls/ports.js';
 import { TypedEmitter } from '../core/TypedEmitter.js';
 import { dtmfRelayBody, parseDtmfInfo } from './dtmfInfo.js';
 import { decideAsUas, expiryDeadlineMs, type SessionTimer } from './sessionTimer.js';
@@ -14,6 +15,67 @@ import type { SrfDialog, SrfRequest, SrfResponse } from './srfTypes.js';
 const BYE_DEADLINE_MS = 10_000;
 /** Digits waiting to go out as INFO; more are refused (a runaway source must not grow memory). */
 const MAX_QUEUED_INFO = 32;
+/** How long a NOTIFY waits for its response before the next one goes anyway (ms). */
+const NOTIFY_DEADLINE_MS = 5_000;
+/** Expiry we state for the REFER's implicit subscription (s); the final NOTIFY always comes well before. */
+const REFER_SUBSCRIPTION_EXPIRES_S = 60;
+
+/**
+ * Headers a Refer-To URI may not set on the new INVITE: the dialog and transaction ones, and the body's
+ * (RFC 3261 19.1.5: a UA ignores these when it forms a request from a URI).
+ */
+const URI_HEADERS_IGNORED = new Set([
+  'call-id', 'i', 'cseq', 'from', 'f', 'to', 't', 'via', 'v', 'contact', 'm', 'max-forwards', 'record-route', 'route',
+  'content-length', 'l', 'content-type', 'c', 'body',
+]);
+
+/** What a REFER's Refer-To says, or why it is unusable. */
+export type ParsedReferTo =
+  | { ok: true; target: string; headers: Record<string, string> }
+  | { ok: false; reason: string };
+
+/**
+ * Parse a Refer-To header value (`<sip:b@host?Replaces=...>;params` or a bare `sip:b@host`): the URI without its
+ * header part, and the embedded headers URI-decoded. Only sip: and sips: URIs are usable.
+ */
+export function parseReferTo(value: string | undefined): ParsedReferTo {
+  const raw = value?.trim();
+  if (!raw) return { ok: false, reason: 'no Refer-To' };
+  let uri: string;
+  const angle = /<([^>]*)>/.exec(raw);
+  if (angle) uri = angle[1]!.trim();
+  else if (/^sips?:/i.test(raw)) uri = raw.split(/[\s;]/)[0]!;
+  else uri = raw;
+  if (!/^sips?:[^\s?]+$/i.test(uri.split('?')[0]!)) return { ok: false, reason: 'Refer-To is not a sip: or sips: URI' };
+  const q = uri.indexOf('?');
+  const target = q < 0 ? uri : uri.slice(0, q);
+  const headers: Record<string, string> = {};
+  if (q >= 0) {
+    for (const part of uri.slice(q + 1).split('&')) {
+      if (!part) continue;
+      const eq = part.indexOf('=');
+      let name: string;
+      let headerValue: string;
+      try {
+        name = decodeURIComponent(eq < 0 ? part : part.slice(0, eq)).trim();
+        headerValue = eq < 0 ? '' : decodeURIComponent(part.slice(eq + 1));
+      } catch {
+        return { ok: false, reason: 'Refer-To has a malformed header part' };
+      }
+      if (!/^[A-Za-z0-9!%'*+.^_`|~-]+$/.test(name) || /[\r\n]/.test(headerValue)) {
+        return { ok: false, reason: 'Refer-To has a malformed header part' };
+      }
+      if (URI_HEADERS_IGNORED.has(name.toLowerCase())) continue;
+      headers[name] = headerValue;
+    }
+  }
+  return { ok: true, target, headers };
+}
+
+/** The sipfrag body of a transfer NOTIFY: the status line of the new target's response. */
+export function sipfragBody(status: number, reason: string): string {
+  return `SIP/2.0 ${status} ${reason.replace(/[\r\n]/g, ' ')}\r\n`;
+}
 
 export interface SrfSipDialogOptions {
   dialog: SrfDialog;
@@ -41,6 +103,9 @@ export class SrfSipDialog extends TypedEmitter<SipDialogEvents> implements SipDi
   #ended = false;
   #endPromise: Promise<void> | undefined;
   #reinviteHandler: ((offer: string) => string) | undefined;
+  #transferHandler: ((request: TransferRequest) => void) | undefined;
+  /** The last NOTIFY sent or queued: each waits for the one before, so the transferor sees them in order. */
+  #notifyChain: Promise<void> = Promise.resolve();
   #remoteSdp: string;
   #localSdp: string;
   #sessionTimer: SessionTimer | undefined;
@@ -65,7 +130,7 @@ export class SrfSipDialog extends TypedEmitter<SipDialogEvents> implements SipDi
     dialog.on('modify', (req: SrfRequest, res: SrfResponse) => this.#onReinvite(req, res));
     dialog.on('update', (req: SrfRequest, res: SrfResponse) => this.#onReinvite(req, res));
     dialog.on('info', (req: SrfRequest, res: SrfResponse) => this.#onInfo(req, res));
-    dialog.on('refer', (_req: SrfRequest, res: SrfResponse) => this.#send(res, 501));
+    dialog.on('refer', (req: SrfRequest, res: SrfResponse) => this.#onRefer(req, res));
     this.#armSessionTimer();
   }
 
@@ -80,6 +145,10 @@ export class SrfSipDialog extends TypedEmitter<SipDialogEvents> implements SipDi
 
   setReinviteHandler(handler: (offer: string) => string): void {
     this.#reinviteHandler = handler;
+  }
+
+  setTransferHandler(handler: (request: TransferRequest) => void): void {
+    this.#transferHandler = handler;
   }
 
   sendDtmf(event: DtmfEvent): Promise<void> {
@@ -211,6 +280,82 @@ export class SrfSipDialog extends TypedEmitter<SipDialogEvents> implements SipDi
     } else {
       this.#log.debug({ contentType }, 'INFO ignored');
     }
+  }
+
+  #onRefer(req: SrfRequest, res: SrfResponse): void {
+    const handler = this.#transferHandler;
+    if (!handler) {
+      this.#send(res, 501);
+      return;
+    }
+    const referTo = parseReferTo(req.get('Refer-To') ?? req.get('r'));
+    if (!referTo.ok) {
+      this.#log.warn({ referTo: req.get('Refer-To') ?? req.get('r'), reason: referTo.reason }, 'REFER refused');
+      this.#send(res, 400, { headers: { Reason: reasonHeader(400, referTo.reason) } });
+      return;
+    }
+    let answered = false;
+    const request: TransferRequest = {
+      target: referTo.target,
+      headers: referTo.headers,
+      referredBy: req.get('Referred-By') ?? req.get('b'),
+      accept: () => {
+        if (answered) return;
+        answered = true;
+        this.#send(res, 202);
+        void this.#notify('active', sipfragBody(100, 'Trying'));
+      },
+      reject: (status, reason) => {
+        if (answered) return;
+        answered = true;
+        this.#send(res, status, { headers: { Reason: reasonHeader(status, reason) } });
+      },
+      notifyFinal: (status, reason) => this.#notify('terminated', sipfragBody(status, reason)),
+    };
+    try {
+      handler(request);
+    } catch (err) {
+      this.#log.warn({ err }, 'REFER handler failed');
+      request.reject(500, 'transfer failed');
+    }
+  }
+
+  /** A NOTIFY of the REFER's implicit subscription, after the ones before it; never rejects. */
+  #notify(state: 'active' | 'terminated', body: string): Promise<void> {
+    const send = async (): Promise<void> => {
+      if (this.#ended) {
+        this.#log.debug({ state }, 'NOTIFY not sent: the dialog has ended');
+        return;
+      }
+      let deadline: NodeJS.Timeout | undefined;
+      const timeout = new Promise<void>((resolve) => {
+        deadline = setTimeout(() => {
+          this.#log.warn({ deadlineMs: NOTIFY_DEADLINE_MS }, 'no response to NOTIFY');
+          resolve();
+        }, NOTIFY_DEADLINE_MS);
+      });
+      const request = this.#dialog
+        .request({
+          method: 'NOTIFY',
+          headers: {
+            Event: 'refer',
+            'Subscription-State': state === 'active' ? `active;expires=${REFER_SUBSCRIPTION_EXPIRES_S}` : 'terminated;reason=noresource',
+            'Content-Type': 'message/sipfrag;version=2.0',
+          },
+          body: body,
+        })
+        .then(
+          (res) => {
+            this.#onSipResponse('received', res.status);
+            this.#log.debug({ state, status: res.status, sipfrag: body.trim() }, 'NOTIFY answered');
+          },
+          (err: unknown) => this.#log.warn({ err, state }, 'NOTIFY failed'),
+        );
+      await Promise.race([request, timeout]).finally(() => clearTimeout(deadline));
+    };
+    const result = this.#notifyChain.then(send);
+    this.#notifyChain = result;
+    return result;
   }
 
   #clearSessionTimer(): void {

@@ -27,6 +27,8 @@ import type {
   SipDialogEvents,
   SipPort,
   SipPortEvents,
+  TransferRequest,
+  TransferResult,
 } from '../../src/calls/ports.js';
 import type { CallControllerOptions } from '../../src/calls/CallController.js';
 
@@ -94,12 +96,15 @@ export class FakeMedia extends TypedEmitter<CallMediaEvents> implements CallMedi
   started = 0;
   dtmfToMessenger: DtmfEvent[] = [];
   reoffers: string[] = [];
+  /** PBX answers applied to our offers, in order (the first INVITE's, then each transfer target's). */
+  answers: string[] = [];
   createPbxOffer(): string {
     return 'v=0 pbx-offer';
   }
   applyPbxAnswer(sdp: string): void {
-    if (sdp.includes('no-codec')) throw new Error('no common codec');
-    this.pbxCodec = 'PCMU';
+    if (sdp.includes('no-codec')) throw new MediaError('NO_COMMON_CODEC', 'no common codec');
+    this.answers.push(sdp);
+    this.pbxCodec = sdp.includes('PCMA') ? 'PCMA' : 'PCMU';
   }
   answerPbxOffer(sdp: string): string {
     this.reoffers.push(sdp);
@@ -138,10 +143,43 @@ export class FakeDialog extends TypedEmitter<SipDialogEvents> implements SipDial
   ended = false;
   byeSent = 0;
   reinvite: ((offer: string) => string) | undefined;
+  transfer: ((request: TransferRequest) => void) | undefined;
   /** Digits sent as SIP INFO, in order. */
   readonly infoDigits: DtmfEvent[] = [];
   setReinviteHandler(handler: (offer: string) => string): void {
     this.reinvite = handler;
+  }
+  setTransferHandler(handler: (request: TransferRequest) => void): void {
+    this.transfer = handler;
+  }
+  /**
+   * The far end sends REFER: what the dialog answered (202, or the error), and the sipfrag status lines of the
+   * NOTIFYs that followed, as they are sent.
+   */
+  refer(target: string, options: { headers?: Record<string, string>; referredBy?: string } = {}): FakeRefer {
+    const refer: FakeRefer = { response: undefined, notifies: [], finalNotified: deferred<void>() };
+    const handler = this.transfer;
+    if (!handler) {
+      refer.response = { status: 501, reason: 'Not Implemented' };
+      return refer;
+    }
+    handler({
+      target,
+      headers: options.headers ?? {},
+      referredBy: options.referredBy,
+      accept: () => {
+        refer.response ??= { status: 202, reason: 'Accepted' };
+        refer.notifies.push('SIP/2.0 100 Trying');
+      },
+      reject: (status, reason) => {
+        refer.response ??= { status, reason };
+      },
+      notifyFinal: async (status, reason) => {
+        if (!this.ended) refer.notifies.push(`SIP/2.0 ${status} ${reason}`);
+        refer.finalNotified.resolve();
+      },
+    });
+    return refer;
   }
   async sendDtmf(event: DtmfEvent): Promise<void> {
     if (this.ended) throw new Error('dialog ended');
@@ -157,6 +195,12 @@ export class FakeDialog extends TypedEmitter<SipDialogEvents> implements SipDial
     this.ended = true;
     this.safeEmit('bye');
   }
+}
+
+export interface FakeRefer {
+  response: { status: number; reason: string } | undefined;
+  notifies: string[];
+  finalNotified: ReturnType<typeof deferred<void>>;
 }
 
 export interface PendingInvite {
@@ -289,6 +333,7 @@ export class FakeGraph implements GraphPort {
 export class RecordingMetrics implements CallMetricsSink {
   started: string[] = [];
   ended: Array<{ direction: string; outcome: CallOutcome }> = [];
+  transfers: TransferResult[] = [];
   callStarted(direction: string): void {
     this.started.push(direction);
   }
@@ -299,6 +344,9 @@ export class RecordingMetrics implements CallMetricsSink {
   pbxAnswerToAccept(): void {}
   dtmf(): void {}
   permissionReply(): void {}
+  transfer(result: TransferResult): void {
+    this.transfers.push(result);
+  }
 }
 
 export const graphError = (retryable: boolean): GraphError =>

@@ -278,3 +278,16 @@ t.test('the example configuration documents calls.prepared_media with its defaul
   t.match(text, /^ {2}prepared_media: 0$/m, 'set to its default under calls');
   t.equal(loadConfig(examplePath, exampleEnv).calls.prepared_media, 0, 'and it loads');
 });
+
+t.test('sip.transfer: on for any host by default; allowed_hosts takes hosts without ports', async (t) => {
+  const defaults = parseConfigText(minimal, {}).sip.transfer;
+  t.same(defaults, { enabled: true, target_timeout_ms: 30_000 }, 'enabled, no allow-list');
+  const set = parseConfigText(`${minimal}sip: { transfer: { enabled: false, allowed_hosts: ["10.0.0.5", "pbx.example.com", "[::1]"] } }\n`, {});
+  t.same(set.sip.transfer.allowed_hosts, ['10.0.0.5', 'pbx.example.com', '[::1]']);
+  t.equal(set.sip.transfer.enabled, false);
+  for (const bad of ['["10.0.0.5:5060"]', '[]', '["sip:pbx"]']) {
+    const problems = problemsOf(() => parseConfigText(`${minimal}sip: { transfer: { allowed_hosts: ${bad} } }\n`, {}));
+    t.match(problems.join('\n'), /sip\.transfer\.allowed_hosts/, `${bad}: refused`);
+  }
+  t.equal(loadConfig(examplePath, exampleEnv).sip.transfer.enabled, true, 'the example documents it and loads');
+});

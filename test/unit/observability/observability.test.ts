@@ -100,6 +100,9 @@ t.test('metrics count what happened, per instance', async (t) => {
   m.drachtioConnection(true);
   m.permissionReply('granted');
   m.dtmf('to_messenger');
+  m.transfer('succeeded');
+  m.transfer('failed');
+  m.transfer('failed');
   m.webhookToInvite(0.01);
   m.pbxAnswerToAccept(0.02);
 
@@ -117,6 +120,8 @@ t.test('metrics count what happened, per instance', async (t) => {
   t.equal(await value(m, 'msb_drachtio_connected'), 1);
   t.equal(await value(m, 'msb_permission_replies_total', { response: 'granted' }), 1);
   t.equal(await value(m, 'msb_dtmf_digits_total', { direction: 'to_messenger' }), 1);
+  t.equal(await value(m, 'msb_transfers_total', { result: 'succeeded' }), 1);
+  t.equal(await value(m, 'msb_transfers_total', { result: 'failed' }), 2);
 
   t.equal(await value(other, 'msb_calls_started_total', { direction: 'user_initiated' }), undefined, 'registries independent');
 

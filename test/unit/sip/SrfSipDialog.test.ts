@@ -1,8 +1,9 @@
 import t from 'tap';
 import { EventEmitter } from 'node:events';
 import { pino } from 'pino';
-import { SrfSipDialog } from '../../../src/sip/SrfSipDialog.js';
-import type { SrfDialog } from '../../../src/sip/srfTypes.js';
+import { SrfSipDialog, parseReferTo } from '../../../src/sip/SrfSipDialog.js';
+import type { SrfDialog, SrfRequest, SrfResponse } from '../../../src/sip/srfTypes.js';
+import type { TransferRequest } from '../../../src/calls/ports.js';
 
 // Session-timer behaviour with short intervals on a stand-in for srf's Dialog (the real intervals are >= 90 s;
 // the SIP side of refreshes is covered against the drachtio double in DrachtioSipLeg.test.ts).
@@ -29,9 +30,24 @@ class FakeSrfDialog extends EventEmitter {
     if (this.failModify) throw Object.assign(new Error('481'), { status: 481 });
     return this.remote.sdp;
   }
-  async request(): Promise<never> {
-    throw new Error('not used');
+  /** In-dialog requests we sent (NOTIFY ...), in order; each is answered by `answerRequest`. */
+  requests: Array<{ method: string; headers?: Record<string, string>; body?: string }> = [];
+  answerRequest: () => Promise<{ status: number }> = async () => ({ status: 200 });
+  async request(opts: { method: string; headers?: Record<string, string>; body?: string }): Promise<{ status: number }> {
+    this.requests.push(opts);
+    return this.answerRequest();
   }
+}
+
+/** A REFER arriving on `fake` as srf delivers it; resolves with the response the dialog sent. */
+function referOn(fake: FakeSrfDialog, headers: Record<string, string>): { sent: Promise<{ status: number; headers?: Record<string, string> }> } {
+  let resolve!: (v: { status: number; headers?: Record<string, string> }) => void;
+  const sent = new Promise<{ status: number; headers?: Record<string, string> }>((r) => (resolve = r));
+  const lower = new Map(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v]));
+  const req = { method: 'REFER', body: '', get: (name: string) => lower.get(name.toLowerCase()), has: (name: string) => lower.has(name.toLowerCase()) };
+  const res = { send: (status: number, opts?: { headers?: Record<string, string> }) => resolve({ status, headers: opts?.headers }) };
+  fake.emit('refer', req as unknown as SrfRequest, res as unknown as SrfResponse);
+  return { sent };
 }
 
 t.test('we refresh: re-INVITE with our SDP and Session-Expires every half interval', async (t) => {
@@ -74,4 +90,93 @@ t.test('the PBX refreshes: no refresh for the interval ends the call; the far en
   await new Promise((r) => setTimeout(r, 200));
   t.equal(byes, 1, 'one bye (from the PBX), none from the timer');
   t.equal(fake2.destroys, 0, 'we send no BYE after theirs');
+});
+
+t.test('Refer-To parsing: URI, embedded headers decoded and stripped, non-SIP refused', async (t) => {
+  t.same(parseReferTo('<sip:agent-b@10.0.0.7:5080>'), { ok: true, target: 'sip:agent-b@10.0.0.7:5080', headers: {} });
+  t.same(parseReferTo('sips:queue@pbx.example.com'), { ok: true, target: 'sips:queue@pbx.example.com', headers: {} });
+  t.same(
+    parseReferTo('"B" <sip:b@10.0.0.7?Replaces=abc%4010.0.0.7%3Bto-tag%3D1%3Bfrom-tag%3D2&Require=replaces>;method=INVITE'),
+    { ok: true, target: 'sip:b@10.0.0.7', headers: { Replaces: 'abc@10.0.0.7;to-tag=1;from-tag=2', Require: 'replaces' } },
+  );
+  t.same(parseReferTo('<sip:b@h?Call-ID=x&From=evil&X-Ok=1>'), { ok: true, target: 'sip:b@h', headers: { 'X-Ok': '1' } }, 'dialog headers ignored');
+  t.equal(parseReferTo(undefined).ok, false);
+  t.equal(parseReferTo('<tel:+15551234>').ok, false);
+  t.equal(parseReferTo('<https://example.com/>').ok, false);
+  t.equal(parseReferTo('<sip:b@h?X-Bad=%E0%A4%A>').ok, false, 'malformed escape');
+  t.equal(parseReferTo('<sip:b@h?X-Bad=a%0D%0AVia:x>').ok, false, 'no header injection');
+});
+
+t.test('REFER: without a handler 501; bad Refer-To 400; accepted -> 202 then NOTIFY 100 (active), final NOTIFY terminated', async (t) => {
+  const fake = new FakeSrfDialog();
+  const dialog = new SrfSipDialog({ dialog: fake as unknown as SrfDialog, log });
+  t.equal((await referOn(fake, { 'Refer-To': '<sip:b@h>' }).sent).status, 501, 'no handler: 501');
+
+  const seen: TransferRequest[] = [];
+  dialog.setTransferHandler((request) => {
+    seen.push(request);
+    request.accept();
+  });
+  t.equal((await referOn(fake, {}).sent).status, 400, 'no Refer-To');
+  t.equal((await referOn(fake, { 'Refer-To': '<tel:+1555>' }).sent).status, 400, 'not a SIP URI');
+  t.equal(seen.length, 0, 'the handler never saw them');
+
+  const answered = await referOn(fake, { 'Refer-To': '<sip:b@10.0.0.7?Replaces=x%40y>', 'Referred-By': '<sip:a@10.0.0.5>' }).sent;
+  t.equal(answered.status, 202);
+  t.equal(seen[0]!.target, 'sip:b@10.0.0.7');
+  t.same(seen[0]!.headers, { Replaces: 'x@y' });
+  t.equal(seen[0]!.referredBy, '<sip:a@10.0.0.5>');
+  await seen[0]!.notifyFinal(486, 'Busy Here');
+  t.same(fake.requests, [
+    {
+      method: 'NOTIFY',
+      headers: { Event: 'refer', 'Subscription-State': 'active;expires=60', 'Content-Type': 'message/sipfrag;version=2.0' },
+      body: 'SIP/2.0 100 Trying\r\n',
+    },
+    {
+      method: 'NOTIFY',
+      headers: { Event: 'refer', 'Subscription-State': 'terminated;reason=noresource', 'Content-Type': 'message/sipfrag;version=2.0' },
+      body: 'SIP/2.0 486 Busy Here\r\n',
+    },
+  ]);
+});
+
+t.test('REFER: NOTIFYs go one at a time in order; a handler refusal carries a Reason; no NOTIFY after the dialog ended', async (t) => {
+  const fake = new FakeSrfDialog();
+  const dialog = new SrfSipDialog({ dialog: fake as unknown as SrfDialog, log });
+  let release!: () => void;
+  const firstAnswered = new Promise<void>((r) => (release = r));
+  let calls = 0;
+  fake.answerRequest = async () => {
+    calls += 1;
+    if (calls === 1) await firstAnswered;
+    return { status: 200 };
+  };
+  let request!: TransferRequest;
+  dialog.setTransferHandler((r) => {
+    request = r;
+    r.accept();
+  });
+  await referOn(fake, { 'Refer-To': '<sip:b@h>' }).sent;
+  const final = request.notifyFinal(200, 'OK');
+  await new Promise((r) => setTimeout(r, 20));
+  t.equal(fake.requests.length, 1, 'the final NOTIFY waits for the answer to the first');
+  release();
+  await final;
+  t.equal(fake.requests.length, 2);
+
+  dialog.setTransferHandler((r) => r.reject(491, 'a transfer is already in progress'));
+  const refused = await referOn(fake, { 'Refer-To': '<sip:c@h>' }).sent;
+  t.equal(refused.status, 491);
+  t.match(refused.headers?.Reason, /cause=491/);
+
+  let late!: TransferRequest;
+  dialog.setTransferHandler((r) => {
+    late = r;
+    r.accept();
+  });
+  await referOn(fake, { 'Refer-To': '<sip:d@h>' }).sent;
+  fake.emit('destroy');
+  await late.notifyFinal(200, 'OK');
+  t.equal(fake.requests.filter((r) => r.body?.includes('200 OK')).length, 1, 'no NOTIFY on an ended dialog');
 });
