@@ -26,6 +26,8 @@ export async function createEngine(
   options: {
     size?: number;
     comedia?: boolean;
+    /** Address of the PBX-facing RTP sockets. Default 127.0.0.1. */
+    listenIp?: string;
     dtmf?: MediasoupMediaEngineOptions['dtmf'];
     hooks?: MediasoupMediaEngineOptions['hooks'];
   } = {},
@@ -35,7 +37,7 @@ export async function createEngine(
   const engine = new MediasoupMediaEngine({
     pool,
     log,
-    rtp: { listenIp: '127.0.0.1', minPort: 0, maxPort: 0, comedia: options.comedia ?? true },
+    rtp: { listenIp: options.listenIp ?? '127.0.0.1', minPort: 0, maxPort: 0, comedia: options.comedia ?? true },
     dtmf: options.dtmf,
     hooks: options.hooks,
   });
