@@ -1,11 +1,14 @@
 import dgram from 'node:dgram';
 import t from 'tap';
+import type { Test } from 'tap';
+import type { Logger } from 'pino';
 import type { types as ms } from 'mediasoup';
 import { MediaPool } from '../../../src/media/MediaPool.js';
-import { MediasoupMediaEngine } from '../../../src/media/MediasoupMediaEngine.js';
-import { WorkerPool } from '../../../src/media/WorkerPool.js';
+import type { MediasoupCallMedia } from '../../../src/media/MediasoupCallMedia.js';
+import type { MediasoupMediaEngine } from '../../../src/media/MediasoupMediaEngine.js';
+import type { WorkerPool } from '../../../src/media/WorkerPool.js';
 import { FakeMessengerLeg } from './fakeMessengerLeg.js';
-import { analyzeTail, sleep, testLogger, until, workerPorts } from './setup.js';
+import { analyzeTail, createEngine, sleep, testLogger, until } from './setup.js';
 import { createRtpPeer } from '../../helpers/rtpPeer.js';
 import { settledUdpHandles, udpHandles } from '../../helpers/handles.js';
 
@@ -190,24 +193,35 @@ async function workerOf(workers: ms.Worker[], id: string): Promise<number | unde
   return undefined;
 }
 
-async function preparedEngine(size: number, preparedCalls: number): Promise<{ workers: WorkerPool; engine: MediasoupMediaEngine }> {
-  const workers = await WorkerPool.create({ log, size, ...workerPorts(), restartDelayMs: 50 });
-  const engine = new MediasoupMediaEngine({
-    pool: workers,
-    log,
-    rtp: { listenIp: '127.0.0.1', minPort: 0, maxPort: 0, comedia: true },
-    preparedCalls,
-  });
-  return { workers, engine };
-}
-
-t.test('prepared call media: a call takes a ready router and carries audio; the engine makes the next one', async (t) => {
-  const udpBefore = await settledUdpHandles();
-  const { workers, engine } = await preparedEngine(1, 2);
+/** An engine making `preparedCalls` calls' media ahead on `size` workers, closed when the test ends. */
+async function preparedEngine(
+  t: Test,
+  size: number,
+  preparedCalls: number,
+  options: { log?: Logger; comedia?: boolean } = {},
+): Promise<{ workers: WorkerPool; engine: MediasoupMediaEngine }> {
+  const { pool: workers, engine } = await createEngine({ size, preparedCalls, comedia: options.comedia ?? true, ...(options.log ? { log: options.log } : {}) });
   t.teardown(() => {
     engine.close();
     workers.close();
   });
+  return { workers, engine };
+}
+
+/** A call's media from `engine` on a fake Messenger leg, closed when the test ends. */
+async function callMedia(t: Test, engine: MediasoupMediaEngine, callId: string, callLog: Logger = log): Promise<MediasoupCallMedia> {
+  const leg = new FakeMessengerLeg();
+  const media = await engine.createMediasoupCallMedia({ callId, log: callLog, messenger: leg, codecs: ['PCMU'] });
+  t.teardown(() => {
+    media.close();
+    leg.close();
+  });
+  return media;
+}
+
+t.test('prepared call media: a call takes a ready router and carries audio; the engine makes the next one', async (t) => {
+  const udpBefore = await settledUdpHandles();
+  const { workers, engine } = await preparedEngine(t, 1, 2);
   await engine.whenPrepared();
   const ready = await routerIds(workers.workers);
   t.equal(ready.length, 2, 'two routers ready before any call');
@@ -248,11 +262,7 @@ t.test('prepared call media: a call takes a ready router and carries audio; the 
 
 t.test('prepared call media: a worker death drops what was prepared on it, frees its sockets and prepares again on the replacement', async (t) => {
   const udpBefore = await settledUdpHandles();
-  const { workers, engine } = await preparedEngine(1, 2);
-  t.teardown(() => {
-    engine.close();
-    workers.close();
-  });
+  const { workers, engine } = await preparedEngine(t, 1, 2);
   await engine.whenPrepared();
   const oldPid = workers.workers[0]!.pid;
   const restarted = workers.waitFor('workerRestarted', AbortSignal.timeout(10_000));
@@ -263,33 +273,17 @@ t.test('prepared call media: a worker death drops what was prepared on it, frees
   t.equal((await routerIds(workers.workers)).length, 2, 'two routers ready on the replacement worker');
   t.equal((await settledUdpHandles()) - udpBefore, 4, 'the dead ones\' sockets closed: only the two new prepared calls\' are open');
 
-  const leg = new FakeMessengerLeg();
-  const media = await engine.createMediasoupCallMedia({ callId: 'after-death', log, messenger: leg, codecs: ['PCMU'] });
-  t.teardown(() => {
-    media.close();
-    leg.close();
-  });
+  const media = await callMedia(t, engine, 'after-death');
   t.equal(await workerOf(workers.workers, media.router.id), info.pid, 'a call after the death runs on the replacement');
   t.notOk(media.closed, 'and is open');
 });
 
 t.test('prepared call media: a call goes to the worker carrying the fewest calls', async (t) => {
-  const { workers, engine } = await preparedEngine(2, 4);
-  t.teardown(() => {
-    engine.close();
-    workers.close();
-  });
+  const { workers, engine } = await preparedEngine(t, 2, 4);
   await engine.whenPrepared();
-  const legs: FakeMessengerLeg[] = [];
   const pids: number[] = [];
   for (let i = 0; i < 4; i++) {
-    const leg = new FakeMessengerLeg();
-    legs.push(leg);
-    const media = await engine.createMediasoupCallMedia({ callId: `spread-${i}`, log, messenger: leg, codecs: ['PCMU'] });
-    t.teardown(() => {
-      media.close();
-      leg.close();
-    });
+    const media = await callMedia(t, engine, `spread-${i}`);
     pids.push((await workerOf(workers.workers, media.router.id))!);
     await until(() => engine.preparedPool?.stats().ready === 4, 5000, 'refill');
   }
@@ -300,8 +294,7 @@ t.test('prepared call media: a call goes to the worker carrying the fewest calls
 
 t.test('prepared call media: closing the engine while media is being prepared leaves no router or socket', async (t) => {
   const udpBefore = await settledUdpHandles();
-  const { workers, engine } = await preparedEngine(1, 3);
-  t.teardown(() => workers.close());
+  const { workers, engine } = await preparedEngine(t, 1, 3);
   // Close at once: the three preparations are in flight.
   engine.close();
   await sleep(300);
@@ -317,25 +310,9 @@ t.test('prepared call media: the PBX RTP socket made before the call logs with t
   const lines: Array<Record<string, unknown>> = [];
   const { pino } = await import('pino');
   const debugLog = pino({ level: 'debug' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
-  const workers = await WorkerPool.create({ log: debugLog, size: 1, ...workerPorts() });
-  const engine = new MediasoupMediaEngine({
-    pool: workers,
-    log: debugLog,
-    rtp: { listenIp: '127.0.0.1', minPort: 0, maxPort: 0, comedia: false },
-    preparedCalls: 1,
-  });
-  t.teardown(() => {
-    engine.close();
-    workers.close();
-  });
+  const { engine } = await preparedEngine(t, 1, 1, { log: debugLog, comedia: false });
   await engine.whenPrepared();
-  const leg = new FakeMessengerLeg();
-  const callLog = debugLog.child({ callId: 'adopted-call' });
-  const media = await engine.createMediasoupCallMedia({ callId: 'adopted-call', log: callLog, messenger: leg, codecs: ['PCMU'] });
-  t.teardown(() => {
-    media.close();
-    leg.close();
-  });
+  const media = await callMedia(t, engine, 'adopted-call', debugLog.child({ callId: 'adopted-call' }));
   t.equal(engine.preparedPool?.stats().hits, 1, 'the media came from the pool');
   const peer = await createRtpPeer({ codec: 'PCMU' });
   t.teardown(() => peer.close());

@@ -28,11 +28,15 @@ export async function createEngine(
     comedia?: boolean;
     /** Address of the PBX-facing RTP sockets. Default 127.0.0.1. */
     listenIp?: string;
+    /** Calls' media made ahead (MediasoupMediaEngine's `preparedCalls`). Default 0. */
+    preparedCalls?: number;
+    /** Default: testLogger(). */
+    log?: Logger;
     dtmf?: MediasoupMediaEngineOptions['dtmf'];
     hooks?: MediasoupMediaEngineOptions['hooks'];
   } = {},
 ): Promise<{ pool: WorkerPool; engine: MediasoupMediaEngine; log: Logger }> {
-  const log = testLogger();
+  const log = options.log ?? testLogger();
   const pool = await WorkerPool.create({ log, size: options.size ?? 1, ...workerPorts(), restartDelayMs: 50 });
   const engine = new MediasoupMediaEngine({
     pool,
@@ -40,6 +44,7 @@ export async function createEngine(
     rtp: { listenIp: options.listenIp ?? '127.0.0.1', minPort: 0, maxPort: 0, comedia: options.comedia ?? true },
     dtmf: options.dtmf,
     hooks: options.hooks,
+    ...(options.preparedCalls !== undefined ? { preparedCalls: options.preparedCalls } : {}),
   });
   return { pool, engine, log };
 }
