@@ -73,9 +73,11 @@ export async function setupCall(
     /** PBX telephone-event payload type (default 101); null: the PBX negotiates no telephone-event. */
     pbxTePt?: number | null;
     pbxTeClockRate?: number;
+    /** The PBX peer's address (default 127.0.0.1; the engine's RTP address must be of the same family). */
+    pbxAddress?: string;
     start?: boolean;
   },
-): Promise<{ leg: FakeMessengerLeg; media: MediasoupCallMedia; peer: RtpPeer }> {
+): Promise<{ leg: FakeMessengerLeg; media: MediasoupCallMedia; peer: RtpPeer; offer: string }> {
   const leg = new FakeMessengerLeg({ telephoneEvent: options.metaTe });
   const media = await engine.createMediasoupCallMedia({
     callId: `call-${Math.random().toString(36).slice(2)}`,
@@ -87,15 +89,16 @@ export async function setupCall(
     codec: options.codec,
     tePt: options.pbxTePt === null ? undefined : (options.pbxTePt ?? 101),
     teClockRate: options.pbxTeClockRate,
+    ...(options.pbxAddress !== undefined ? { address: options.pbxAddress } : {}),
   });
   t.teardown(() => {
     media.close();
     peer.close();
     leg.close();
   });
-  media.createPbxOffer();
-  peer.setRemote('127.0.0.1', media.pbxPort);
+  const offer = media.createPbxOffer();
+  peer.setRemote(options.pbxAddress ?? '127.0.0.1', media.pbxPort);
   media.applyPbxAnswer(peer.sdp());
   if (options.start !== false) media.start();
-  return { leg, media, peer };
+  return { leg, media, peer, offer };
 }
