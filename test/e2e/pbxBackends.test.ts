@@ -13,7 +13,12 @@ import { analyzeTone } from '../helpers/tone.js';
 import { APP_SECRET, PAGE_ID, PAGE_TOKEN, PSID, VERIFY_TOKEN, sdpTarget, sleep, until } from '../helpers/bridgeHarness.js';
 import { pbxBackends, type PbxSide } from '../helpers/pbx.js';
 
-async function bridgeFor(t: Test, pbx: PbxSide, targets: string[]): Promise<{ sim: MetaSimulator; daemon: Daemon }> {
+async function bridgeFor(
+  t: Test,
+  pbx: PbxSide,
+  targets: string[],
+  codecs: Array<'PCMU' | 'PCMA' | 'opus'> = ['PCMU'],
+): Promise<{ sim: MetaSimulator; daemon: Daemon }> {
   const log = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
   const sim = await MetaSimulator.start({ pages: { [PAGE_ID]: PAGE_TOKEN }, appSecret: APP_SECRET, log });
   t.teardown(() => sim.close());
@@ -24,7 +29,7 @@ async function bridgeFor(t: Test, pbx: PbxSide, targets: string[]): Promise<{ si
       webhook: { listen: { host: '127.0.0.1', port: 0 } },
       admin: { listen: { host: '127.0.0.1', port: 0 } },
       sip: { drachtio: pbx.drachtio, acl: [`${pbx.sourceAddress}/32`], default_page: PAGE_ID },
-      routes: [{ name: 'pbx', match: {}, targets: targets.length > 0 ? targets : ['sip:unused@127.0.0.1'], codecs: ['PCMU'] }],
+      routes: [{ name: 'pbx', match: {}, targets: targets.length > 0 ? targets : ['sip:unused@127.0.0.1'], codecs }],
       media: { workers: 1, rtp: { listen_ip: '127.0.0.1', min_port: 0, max_port: 0 } },
       messenger: { ice: { listen_ip: '127.0.0.1' } },
     },
@@ -85,6 +90,72 @@ for (const backend of pbxBackends()) {
     t.ok(peer.packetsReceived > 10, `RTP from the bridge reached the PBX (${peer.packetsReceived} packets)`);
     t.equal(result.byeFrom, 'pbx');
     t.equal((await ended).by, 'business', 'the PBX hang-up reached Meta as terminate');
+    await until(() => daemon.controller.registry.size === 0, 3000, 'call released');
+  });
+
+  t.test(`transfer by REFER: A (PCMU) hands the call to B (PCMA), ${backend.name}`, { skip: backend.skip ?? false }, async (t) => {
+    const pbx = await backend.create!();
+    t.teardown(() => pbx.close());
+    const peerA = await createRtpPeer({ codec: 'PCMU' });
+    const peerB = await createRtpPeer({ codec: 'PCMA' });
+    t.teardown(() => {
+      peerA.close();
+      peerB.close();
+    });
+    const inboundB = await pbx.expectInvite({ sdp: peerB.sdp() });
+    const inboundA = await pbx.expectInvite({ sdp: peerA.sdp(), transfer: { target: inboundB.targetUri, afterMs: 2500 } });
+    const { sim, daemon } = await bridgeFor(t, pbx, [inboundA.targetUri], ['PCMU', 'PCMA']);
+    const callId = sim.placeCall({ pageId: PAGE_ID, psid: PSID });
+    const session = await sim.waitForSession(callId, 15_000);
+    await session.whenConnected();
+    session.startTone(1000);
+
+    const endA = await inboundA.done;
+    t.equal(endA.transfer?.referStatus, 202, 'REFER answered 202');
+    const [trying, outcome] = endA.transfer?.notifies ?? [];
+    t.match(trying, { event: 'refer', subscriptionState: 'active;expires=60', contentType: 'message/sipfrag;version=2.0', body: /^SIP\/2\.0 100 Trying/ }, 'NOTIFY 100 Trying, subscription active');
+    t.match(outcome, { event: 'refer', subscriptionState: 'terminated;reason=noresource', body: /^SIP\/2\.0 200 OK/ }, 'NOTIFY 200 OK, subscription terminated');
+    t.equal(endA.byeFrom, 'app', 'the bridge hung up the transferor');
+
+    peerB.clearReceived();
+    await sleep(1200);
+    const heard = analyzeTone(peerB.receivedPcm().slice(-8000), 8000, 1000);
+    t.ok(heard.detected, `1 kHz from Meta heard at B in PCMA (${JSON.stringify(heard)})`);
+    t.equal(daemon.controller.registry.size, 1, 'the Messenger call is still up');
+
+    sim.hangUp(callId);
+    const endB = await inboundB.done;
+    t.equal(endB.byeFrom, 'app', 'the person hanging up reached B as BYE');
+    t.equal(endB.invite.header('X-Messenger-PSID'), PSID, 'the INVITE to B carried the caller context');
+    t.match(endB.invite.header('Referred-By') ?? '', /agent-a@/, 'and Referred-By');
+    await until(() => daemon.controller.registry.size === 0, 3000, 'call released');
+  });
+
+  t.test(`transfer by REFER to a busy B: NOTIFY 486, the call stays with A, ${backend.name}`, { skip: backend.skip ?? false }, async (t) => {
+    const pbx = await backend.create!();
+    t.teardown(() => pbx.close());
+    const peerA = await createRtpPeer({ codec: 'PCMU' });
+    t.teardown(() => peerA.close());
+    const inboundB = await pbx.expectInvite({ reject: 486 });
+    const inboundA = await pbx.expectInvite({ sdp: peerA.sdp(), transfer: { target: inboundB.targetUri, afterMs: 2500 } });
+    const { sim, daemon } = await bridgeFor(t, pbx, [inboundA.targetUri]);
+    const callId = sim.placeCall({ pageId: PAGE_ID, psid: PSID });
+    const session = await sim.waitForSession(callId, 15_000);
+    await session.whenConnected();
+    session.startTone(1000);
+    await inboundB.done;
+    await sleep(500);
+    peerA.clearReceived();
+    await sleep(1200);
+    const heard = analyzeTone(peerA.receivedPcm().slice(-8000), 8000, 1000);
+    t.ok(heard.detected, `1 kHz from Meta still heard at A after the failed transfer (${JSON.stringify(heard)})`);
+    t.equal(daemon.controller.registry.size, 1, 'the call is still up');
+
+    sim.hangUp(callId);
+    const endA = await inboundA.done;
+    t.equal(endA.transfer?.referStatus, 202, 'REFER answered 202');
+    t.match(endA.transfer?.notifies[1], { subscriptionState: 'terminated;reason=noresource', body: /^SIP\/2\.0 486 / }, 'NOTIFY 486');
+    t.equal(endA.byeFrom, 'app', 'A got BYE only when the person hung up');
     await until(() => daemon.controller.registry.size === 0, 3000, 'call released');
   });
 }

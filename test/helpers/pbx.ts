@@ -33,6 +33,19 @@ export interface PbxAnswerPlan {
   hangupAfterMs?: number;
   /** After answering, expect this many in-dialog INFOs from the app (each answered 200) before the BYE. */
   expectInfo?: number;
+  /**
+   * After answering, wait `afterMs`, then transfer: REFER to `target`, answer the app's NOTIFYs (two expected:
+   * 100 Trying and the outcome) with 200, then wait for the app's BYE.
+   */
+  transfer?: { target: string; afterMs: number };
+}
+
+/** What the transferor saw of a transfer (answer plans with `transfer`). */
+export interface PbxTransferSeen {
+  /** The app's final response to the REFER. */
+  referStatus: number;
+  /** The NOTIFYs of the transfer, in order: sipfrag body and Subscription-State. */
+  notifies: Array<{ body: string; subscriptionState: string; event: string; contentType: string }>;
 }
 
 /** An INVITE as the PBX received it. */
@@ -49,6 +62,7 @@ export interface PbxCallEnd {
   canceled?: boolean;
   /** Bodies of the INFOs the app sent in the dialog, in order (answer plans with `expectInfo`). */
   infoBodies?: string[];
+  transfer?: PbxTransferSeen;
 }
 
 export interface PbxInbound {
@@ -160,6 +174,15 @@ export async function createDoublePbxSide(existing?: DrachtioDouble): Promise<Pb
           inv
             .answer(plan.sdp ?? '')
             .then(async (dialog) => {
+              if (plan.transfer) {
+                await new Promise((r) => setTimeout(r, plan.transfer!.afterMs));
+                const refer = await dialog.request('REFER', {
+                  headers: { 'Refer-To': `<${plan.transfer.target}>`, 'Referred-By': '<sip:agent-a@127.0.0.1>' },
+                });
+                await dialog.waitForBye(30_000);
+                resolveDone({ invite, byeFrom: 'app', transfer: { referStatus: refer.status, notifies: notifiesOf(dialog.requests) } });
+                return;
+              }
               if (plan.hangupAfterMs !== undefined) {
                 await new Promise((r) => setTimeout(r, plan.hangupAfterMs));
                 if (!dialog.ended) {
@@ -227,6 +250,17 @@ function indent(text: string, spaces = 6): string {
     .split('\n')
     .map((l) => ' '.repeat(spaces) + l)
     .join('\n');
+}
+
+function notifiesOf(requests: readonly SipMsg[]): PbxTransferSeen['notifies'] {
+  return requests
+    .filter((r) => r.kind === 'request' && r.method === 'NOTIFY')
+    .map((r) => ({
+      body: r.body,
+      subscriptionState: r.get('subscription-state') ?? '',
+      event: r.get('event') ?? r.get('o') ?? '',
+      contentType: r.get('content-type') ?? r.get('c') ?? '',
+    }));
 }
 
 async function scenario(name: string, values: Record<string, string>): Promise<string> {
@@ -297,16 +331,23 @@ export async function createSippPbxSide(real: { drachtio: DrachtioTarget; sip: {
       const dir = await newDir();
       const port = await freeUdpPort();
       const file = path.join(dir, 'uas.xml');
+      const afterAnswer = plan.transfer
+        ? await scenario('after-refer-uas.xml.part', {
+          HOLD_MS: String(plan.transfer.afterMs),
+          REFER_TO: plan.transfer.target,
+          AFTER_REFER: await after(undefined, 'uas'),
+        })
+        : (await scenario('recv-info.xml.part', {})).repeat(plan.expectInfo ?? 0) + (await after(plan.hangupAfterMs, 'uas'));
       const xml = plan.reject
         ? await scenario('uas-reject.xml', { STATUS: String(plan.reject), REASON: 'Rejected' })
         : plan.ringForever
           ? await scenario('uas-ring-cancel.xml', {})
           : await scenario('uas-answer.xml', {
             RING_MS: String(plan.ringMs ?? 50),
-            INVITE_ACTIONS: plan.hangupAfterMs !== undefined ? await scenario('invite-actions-keep-tags.xml.part', {}) : '',
+            INVITE_ACTIONS:
+              plan.hangupAfterMs !== undefined || plan.transfer ? await scenario('invite-actions-keep-tags.xml.part', {}) : '',
             SDP: indent(plan.sdp ?? ''),
-            AFTER:
-              (await scenario('recv-info.xml.part', {})).repeat(plan.expectInfo ?? 0) + (await after(plan.hangupAfterMs, 'uas')),
+            AFTER: afterAnswer,
           });
       await writeFile(file, xml);
       const run = runSipp(['-sf', file, '-i', '127.0.0.1', '-p', String(port)], dir);
@@ -321,10 +362,15 @@ export async function createSippPbxSide(real: { drachtio: DrachtioTarget; sip: {
         const infoBodies = r.messages
           .filter((m) => m.direction === 'received' && m.msg.kind === 'request' && m.msg.method === 'INFO')
           .map((m) => m.msg.body);
+        const referAnswer = r.messages.find(
+          (m) => m.direction === 'received' && m.msg.kind === 'response' && m.msg.cseq.method === 'REFER' && m.msg.status >= 200,
+        )?.msg;
+        const received = r.messages.filter((m) => m.direction === 'received').map((m) => m.msg);
         return {
           invite: { requestUri: inviteMsg.uri, header: (n: string) => inviteMsg.get(n), sdp: inviteMsg.body },
           byeFrom,
           ...(plan.expectInfo ? { infoBodies } : {}),
+          ...(plan.transfer ? { transfer: { referStatus: referAnswer?.status ?? 0, notifies: notifiesOf(received) } } : {}),
           ...(plan.ringForever ? { canceled: true } : {}),
         } as PbxCallEnd & { invite: PbxSeenInvite };
       });
