@@ -71,10 +71,9 @@ async function bridgedCall(h: Harness): Promise<{ callId: string; session: MetaM
   return { callId, session };
 }
 
-const notifies = (dialog: PbxDialog): SipMsg[] => dialog.requests.filter((r) => r.method === 'NOTIFY');
+const notifies = (dialog: PbxDialog): SipMsg[] => dialog.notifies;
 
-const refer = (dialog: PbxDialog, target: string): Promise<SipMsg> =>
-  dialog.request('REFER', { headers: { 'Refer-To': `<${target}>`, 'Referred-By': '<sip:agent-a@127.0.0.1:5080>' } });
+const refer = (dialog: PbxDialog, target: string): Promise<SipMsg> => dialog.refer(target, { 'Referred-By': '<sip:agent-a@127.0.0.1:5080>' });
 
 t.test('blind transfer A (PCMU) -> B (Opus): 202, NOTIFY 100 then 200, BYE to A; tones reach B and Meta', async (t) => {
   const h = await startHarness({ codecs: ['PCMU', 'opus'], captureLogs: true });
@@ -167,6 +166,7 @@ t.test('a second REFER while the first is under way -> 491; a REFER without Refe
   const a = await dialogA;
   t.equal((await a.request('REFER')).status, 400, 'no Refer-To');
   t.equal((await refer(a, 'tel:+15550100')).status, 400, 'not a SIP URI');
+  t.same(notifies(a), [], 'no NOTIFY for a refused REFER');
   t.equal((await refer(a, h.drachtio.pbx.uri('agent-b'))).status, 202);
   await inviteB;
   t.equal((await refer(a, h.drachtio.pbx.uri('agent-c'))).status, 491, 'second REFER');

@@ -1,6 +1,7 @@
 /**
  * A scriptable PBX on the SIP network side of the drachtio double. It answers the app's INVITEs as a test
- * tells it to, places calls into the app, and speaks in-dialog (BYE, re-INVITE, UPDATE, INFO) both ways.
+ * tells it to, places calls into the app, and speaks in-dialog (BYE, re-INVITE, UPDATE, INFO) both ways; it can
+ * transfer (REFER) and records the NOTIFYs that report the transfer.
  * It builds SIP like a real UA (Via/branch, tags, Call-ID, CSeq, Contact) and sees only what crosses the wire.
  */
 import { EventEmitter } from 'node:events';
@@ -162,6 +163,16 @@ export class PbxDialog extends EventEmitter {
 
   info(contentType: string, body: string): Promise<SipMsg> {
     return this.request('INFO', { body, contentType });
+  }
+
+  /** Transfer (RFC 3515): REFER with `Refer-To: <referTo>`; resolves with the final response (202 when accepted). */
+  refer(referTo: string, headers: Record<string, string> = {}): Promise<SipMsg> {
+    return this.request('REFER', { headers: { 'Refer-To': `<${referTo}>`, ...headers } });
+  }
+
+  /** The NOTIFYs received in this dialog (a transfer's progress, answered 200), in order. */
+  get notifies(): SipMsg[] {
+    return this.requests.filter((r) => r.method === 'NOTIFY');
   }
 
   /** @internal an in-dialog request from the app side. */

@@ -112,6 +112,42 @@ t.test('every server frame in a full set of call flows has a shape the real serv
   t.equal(cancelLeader[3], inviteLeader[3], 'INVITE byte count');
 });
 
+t.test('case i: REFER from the PBX reaches the app like INFO; 202 and NOTIFYs go out as the real server sends them', async (t) => {
+  const { double, leg } = await withLeg(t);
+  leg.on('invite', (call) => {
+    void call.answer(sdp(40006)).then((d) =>
+      d.setTransferHandler((request) => {
+        request.accept();
+        void request.notifyFinal(200, 'OK');
+      }),
+    );
+  });
+  const b = await double.pbx.call({ user: '1000', sdp: sdp(6006) }).final;
+  const framesBefore = double.frames.length;
+  const accepted = await b.dialog!.refer('sip:carol@127.0.0.1:5090', { 'Referred-By': '<sip:agent@127.0.0.1>' });
+  t.equal(accepted.status, 202);
+  const deadline = Date.now() + 3000;
+  while (b.dialog!.notifies.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  const [trying, done] = b.dialog!.notifies;
+  t.match(trying?.body, /^SIP\/2\.0 100 Trying/);
+  t.equal(trying?.get('subscription-state'), 'active;expires=60');
+  t.match(done?.body, /^SIP\/2\.0 200 OK/);
+  t.equal(done?.get('subscription-state'), 'terminated;reason=noresource');
+  t.equal(done?.get('event'), 'refer');
+  t.equal(done?.uri, 'sip:agent@127.0.0.1:5070', "Request-URI: the PBX's Contact");
+  t.notOk(done?.get('contact'), 'no Contact on the NOTIFY (as on the real wire)');
+
+  const frames = double.frames.slice(framesBefore);
+  const referFrame = frames.find((f) => f.direction === 'S->C' && f.payload.split('\r\n')[1]?.startsWith('REFER '));
+  t.equal(shape(leaderOf(referFrame!.payload)), 'U|sip|network|N|udp|127.0.0.1|N|T|U|D|', 'REFER delivered like an in-dialog INFO');
+  const notifyFrames = frames.filter((f) => f.direction === 'C->S' && f.payload.split('\r\n')[1]?.startsWith('NOTIFY '));
+  t.equal(notifyFrames.length, 2);
+  t.match(leaderOf(notifyFrames[0]!.payload), /^[0-9a-f-]{36}\|sip\|\|.+;from-tag=/, 'NOTIFY sent as an in-dialog request (sip||dialogId)');
+  const shapes = frames.filter((f) => f.direction === 'S->C').map((f) => shape(leaderOf(f.payload)));
+  t.same([...new Set(shapes)].filter((sh) => !TRANSCRIPT_SHAPES.has(sh)), [], 'no frame shape the real server never sent');
+  await b.dialog!.bye();
+});
+
 t.test('the server answers 100 Trying on its own before the app sees an INVITE or re-INVITE', async (t) => {
   const { double, leg } = await withLeg(t);
   leg.on('invite', (call) => void call.answer(sdp(40004)).then((d) => d.setReinviteHandler(() => sdp(40004, 'sendrecv', 2))));
