@@ -8,6 +8,14 @@ import { analyzeTail } from '../helpers/tone.js';
 import { PAGE_ID, PSID, sdpTarget, sleep, startHarness, until, type Harness } from '../helpers/bridgeHarness.js';
 import type { PbxDialog, PbxInvite, SipMsg } from '../../src/simulator/drachtio/index.js';
 import type { MetaMediaSession } from '../../src/simulator/media/MetaMediaServer.js';
+import { udpHandles } from '../helpers/handles.js';
+
+/** mediasoup routers alive in the bridge's workers (one per call). */
+async function routers(h: Harness): Promise<number> {
+  let count = 0;
+  for (const worker of h.daemon.pool.workers) count += ((await worker.dump()) as { routerIds: string[] }).routerIds.length;
+  return count;
+}
 
 const TONE_META = 1000;
 const TONE_A = 600;
@@ -143,9 +151,10 @@ t.test('failed transfer: B busy -> NOTIFY 486, the call stays with A and the ton
 });
 
 t.test('Meta hangs up while B rings: the INVITE to B is cancelled, A gets BYE, nothing is left', async (t) => {
-  const h = await startHarness({ codecs: ['PCMU'] });
+  const h = await startHarness({ codecs: ['PCMU'], captureLogs: true });
   t.teardown(() => h.close());
   const { dialogA, inviteB } = await agents(t, h, 'PCMA', (invite) => invite.ringing());
+  const idle = { udp: udpHandles(), routers: await routers(h) };
   const { callId } = await bridgedCall(h);
   const a = await dialogA;
   t.equal((await refer(a, h.drachtio.pbx.uri('agent-b'))).status, 202);
@@ -156,6 +165,12 @@ t.test('Meta hangs up while B rings: the INVITE to B is cancelled, A gets BYE, n
   await a.waitForBye();
   await until(() => h.daemon.controller.registry.size === 0, 6000, 'released');
   t.equal(b.finalStatus, 487, 'B got CANCEL (487)');
+  t.equal(h.drachtio.server.dialogCount, 0, 'no SIP dialog left at the server');
+  await until(() => udpHandles() === idle.udp, 5000, 'sockets back to idle').catch(() => undefined);
+  t.equal(udpHandles(), idle.udp, "the call's sockets are closed");
+  t.equal(await routers(h), idle.routers, 'its mediasoup router is closed');
+  const summary = h.logs().find((l) => l.msg === 'call summary')?.summary as Record<string, unknown>;
+  t.match(summary?.transfers, { canceled: 1 }, 'the summary counts the canceled transfer');
 });
 
 t.test('a second REFER while the first is under way -> 491; a REFER without Refer-To -> 400', async (t) => {

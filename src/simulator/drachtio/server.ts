@@ -123,6 +123,11 @@ export class DrachtioServerDouble {
     return `udp/${this.sip.address}:${this.sip.port}`;
   }
 
+  /** SIP dialogs the server holds (established, not yet ended by BYE). */
+  get dialogCount(): number {
+    return this.#dialogs.size;
+  }
+
   /** Number of authenticated app connections. */
   get clientCount(): number {
     return [...this.#conns].filter((c) => c.authenticated).length;
