@@ -188,3 +188,24 @@ t.test('a second REFER while the first is under way -> 491; a REFER without Refe
   h.sim.hangUp(callId);
   await until(() => h.daemon.controller.registry.size === 0, 6000, 'released');
 });
+
+t.test('attended transfer: Replaces embedded in the Refer-To goes on the INVITE to B, decoded, and leaves its Request-URI', async (t) => {
+  const h = await startHarness({ codecs: ['PCMU'] });
+  t.teardown(() => h.close());
+  const { dialogA, inviteB } = await agents(t, h, 'PCMA', (invite) => invite.reject(603));
+  const { callId } = await bridgedCall(h);
+  const a = await dialogA;
+  const replaces = 'call-b-1@127.0.0.1;to-tag=abc;from-tag=def';
+  const target = `${h.drachtio.pbx.uri('agent-b')}?Replaces=${encodeURIComponent(replaces)}&Require=replaces`;
+  t.equal((await refer(a, target)).status, 202);
+  const b = await inviteB;
+  t.equal(b.requestUri, h.drachtio.pbx.uri('agent-b'), 'no header part in the Request-URI');
+  t.equal(b.header('Replaces'), replaces);
+  t.equal(b.header('Require'), 'replaces');
+  t.equal(b.header('X-Messenger-PSID'), PSID);
+  await until(() => notifies(a).length >= 2, 5000, 'two NOTIFYs at A');
+  t.match(notifies(a)[1]!.body, /^SIP\/2\.0 603 /, 'B declined: NOTIFY 603');
+  h.sim.hangUp(callId);
+  await a.waitForBye();
+  await until(() => h.daemon.controller.registry.size === 0, 6000, 'released');
+});
