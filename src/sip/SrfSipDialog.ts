@@ -295,6 +295,8 @@ export class SrfSipDialog extends TypedEmitter<SipDialogEvents> implements SipDi
       return;
     }
     let answered = false;
+    // RFC 4488: the transferor may ask for no implicit subscription; then it gets no NOTIFY at all.
+    const noSubscription = /^\s*false\s*$/i.test(req.get('Refer-Sub') ?? '');
     const request: TransferRequest = {
       target: referTo.target,
       headers: referTo.headers,
@@ -302,6 +304,10 @@ export class SrfSipDialog extends TypedEmitter<SipDialogEvents> implements SipDi
       accept: () => {
         if (answered) return;
         answered = true;
+        if (noSubscription) {
+          this.#send(res, 202, { headers: { 'Refer-Sub': 'false' } });
+          return;
+        }
         this.#send(res, 202);
         void this.#notify('active', sipfragBody(100, 'Trying'));
       },
@@ -310,7 +316,8 @@ export class SrfSipDialog extends TypedEmitter<SipDialogEvents> implements SipDi
         answered = true;
         this.#send(res, status, { headers: { Reason: reasonHeader(status, reason) } });
       },
-      notifyFinal: (status, reason) => this.#notify('terminated', sipfragBody(status, reason)),
+      notifyFinal: (status, reason) =>
+        noSubscription ? Promise.resolve() : this.#notify('terminated', sipfragBody(status, reason)),
     };
     try {
       handler(request);

@@ -180,3 +180,19 @@ t.test('REFER: NOTIFYs go one at a time in order; a handler refusal carries a Re
   await late.notifyFinal(200, 'OK');
   t.equal(fake.requests.filter((r) => r.body?.includes('200 OK')).length, 1, 'no NOTIFY on an ended dialog');
 });
+
+t.test('REFER with Refer-Sub: false (RFC 4488): 202 says Refer-Sub: false and no NOTIFY is sent', async (t) => {
+  const fake = new FakeSrfDialog();
+  const dialog = new SrfSipDialog({ dialog: fake as unknown as SrfDialog, log });
+  let request!: TransferRequest;
+  dialog.setTransferHandler((r) => {
+    request = r;
+    r.accept();
+  });
+  const answered = await referOn(fake, { 'Refer-To': '<sip:b@h>', 'Refer-Sub': 'false' }).sent;
+  t.equal(answered.status, 202);
+  t.equal(answered.headers?.['Refer-Sub'], 'false');
+  await request.notifyFinal(200, 'OK');
+  await new Promise((r) => setTimeout(r, 20));
+  t.same(fake.requests, [], 'no NOTIFY');
+});
