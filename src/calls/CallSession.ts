@@ -743,6 +743,11 @@ export class CallSession {
 
   /** The transfer target did not take the call: it stays with the transferor, whose media were never moved. */
   async #transferFailed(transfer: Transfer, status: number, reason: string): Promise<void> {
+    if (this.ended) {
+      // The call ended while the failure was being handled (a BYE to a target with an unusable answer).
+      this.#transferOver(transfer, 'canceled', { reason: 'the call ended during the transfer', status });
+      return;
+    }
     this.#transferOver(transfer, 'failed', { status, reason });
     if (transfer.from.ended) {
       this.end({
