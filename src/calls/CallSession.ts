@@ -187,6 +187,7 @@ export class CallSession {
   readonly #timers = new Set<NodeJS.Timeout>();
   #lastStats: CallMediaStats | undefined;
   #mediaStartedReported = false;
+  #earlyMediaStarted = false;
   #transfer: Transfer | undefined;
   /** PBX dialogs a transfer replaced, until their BYE went out. */
   readonly #formerDialogs = new Set<SipDialog>();
@@ -243,6 +244,8 @@ export class CallSession {
       if (route.answerMode === 'immediate') {
         this.#transition('accepting', 'answer mode immediate');
         await this.#accept(offer);
+        // Meta drops an accepted call that receives nothing (~20 s): silence until the PBX's (early) media flows.
+        media.startSendingToMessenger();
       }
 
       this.#transition('inviting', `to ${route.targets.join(', ')}`);
@@ -251,6 +254,8 @@ export class CallSession {
       this.#setupTiming.webhookToInviteMs = performance.now() - receivedPerf;
       metrics?.webhookToInvite(this.#setupTiming.webhookToInviteMs / 1000);
       let result;
+      /** The SDP of the PBX's last 18x that carried one (early media; the 200 OK may then carry none). */
+      let earlySdp: string | undefined;
       try {
         result = await sip.invite({
           targets: route.targets,
@@ -263,9 +268,10 @@ export class CallSession {
           sdp: pbxOffer,
           targetTimeoutMs: route.targetTimeoutMs,
           signal: inviteAbort,
-          onProgress: (status, target) => {
-            this.log.info({ status, target }, 'PBX is ringing');
+          onProgress: (status, target, sdp) => {
+            this.log.info({ status, target, earlyMedia: sdp !== undefined }, 'PBX is ringing');
             if (this.state === 'inviting') this.#transition('pbx_ringing', `${status} from ${target}`);
+            if (sdp !== undefined) earlySdp = this.#onEarlyMedia(media, sdp, target) ?? earlySdp;
           },
         });
       } catch (err) {
@@ -291,7 +297,8 @@ export class CallSession {
       this.log.info({ target: result.target, status: result.status }, 'PBX answered');
       const pbxAnsweredAt = performance.now();
       try {
-        media.applyPbxAnswer(result.sdp);
+        // A 200 OK after early media repeats the answer, or (with 100rel) carries none: the 18x's then stands.
+        media.applyPbxAnswer(result.sdp.trim() !== '' ? result.sdp : (earlySdp ?? result.sdp));
       } catch (err) {
         this.end({ outcome: 'media_failed', reason: reasonOf(err), meta: 'reject', sip: 'bye' });
         return;
@@ -309,6 +316,28 @@ export class CallSession {
     } catch (err) {
       this.#failFromFlow(err);
     }
+  }
+
+  /**
+   * Early media (the SDP of a 183/180 from the PBX): once Meta has accepted (answer mode immediate), the person hears
+   * the PBX's ringback or announcements before it answers; before that the SDP is only kept for the 200 OK. Returns
+   * the SDP when it was usable; an unusable one is logged and ignored (the 200 OK's decides).
+   */
+  #onEarlyMedia(media: CallMedia, sdp: string, target: string): string | undefined {
+    if (!this.#metaAccepted) return sdp;
+    try {
+      media.applyPbxAnswer(sdp);
+      media.start();
+    } catch (err) {
+      this.log.warn({ err, target }, 'early media SDP from the PBX not usable: ignored');
+      return undefined;
+    }
+    if (!this.#earlyMediaStarted) {
+      this.#earlyMediaStarted = true;
+      this.log.info({ target, codec: media.pbxCodec }, 'early media from the PBX bridged to Meta');
+      this.#reportMediaStarted(media);
+    }
+    return sdp;
   }
 
   async #accept(offer: string): Promise<void> {

@@ -214,6 +214,12 @@ export interface CallMedia extends TypedEmitter<CallMediaEvents> {
    * Idempotent; call again after any renegotiation on either side.
    */
   start(): void;
+  /**
+   * Start sending toward Meta before the PBX side is negotiated (silence, so that Meta, which drops calls that
+   * receive nothing, keeps an accepted call while the PBX rings). Needs the Messenger leg negotiated; idempotent;
+   * `start()` later bridges as usual.
+   */
+  startSendingToMessenger(): void;
   /** A digit from the PBX by SIP INFO: send it toward Meta (RFC 4733, or in-band tones). */
   sendDtmfToMessenger(event: DtmfEvent): void;
   stats(): CallMediaStats;
@@ -297,8 +303,8 @@ export interface OutboundCallOptions {
   targetTimeoutMs: number;
   /** Aborting CANCELs the pending INVITE; the promise rejects with SipError(487). */
   signal: AbortSignal;
-  /** 18x provisional responses. */
-  onProgress?: (status: number, target: string) => void;
+  /** 18x provisional responses; `sdp` is the early-media answer a 183 (or 180) carried, if any. */
+  onProgress?: (status: number, target: string, sdp?: string) => void;
 }
 
 export interface OutboundCallResult {

@@ -286,6 +286,17 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     if (this.#bridgeCodec !== pbx.codec.name) this.#setupBridge(pbx.codec);
   }
 
+  startSendingToMessenger(): void {
+    this.#assertOpen();
+    if (this.#started || this.#stream.started) return;
+    const negotiated = this.#o.messenger.negotiated();
+    if (!negotiated) throw new MediaError('NOT_NEGOTIATED', 'startSendingToMessenger() before the Messenger leg was negotiated');
+    this.#messengerFormat = negotiated;
+    this.#stream.setFormat(negotiated);
+    this.#stream.start();
+    this.#log.debug('sending silence to Meta until the PBX side is bridged');
+  }
+
   sendDtmfToMessenger(event: DtmfEvent): void {
     if (this.#closed) return;
     const via = this.#stream.playDigit(event.digit, event.durationMs);

@@ -322,9 +322,11 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
             cbProvisional: (res) => {
               this.#onSipResponse('received', res.status);
               if (res.status <= 100 || cancelWith || settled) return;
-              log.debug({ status: res.status }, 'provisional response');
+              const isSdp = /application\/sdp/i.test(res.get('Content-Type') ?? res.get('c') ?? '');
+              const sdp = isSdp && res.body && res.body.trim() !== '' ? res.body : undefined;
+              log.debug({ status: res.status, earlySdp: sdp !== undefined }, 'provisional response');
               try {
-                options.onProgress?.(res.status, target);
+                options.onProgress?.(res.status, target, sdp);
               } catch (err) {
                 log.warn({ err }, 'onProgress threw');
               }

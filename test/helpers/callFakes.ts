@@ -117,6 +117,11 @@ export class FakeMedia extends TypedEmitter<CallMediaEvents> implements CallMedi
   start(): void {
     this.started++;
   }
+  /** Calls of startSendingToMessenger (silence toward Meta before the PBX side is bridged). */
+  sendingToMessenger = 0;
+  startSendingToMessenger(): void {
+    this.sendingToMessenger++;
+  }
   sendDtmfToMessenger(event: DtmfEvent): void {
     this.dtmfToMessenger.push(event);
   }

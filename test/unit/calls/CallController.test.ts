@@ -179,6 +179,48 @@ t.test('consumer-initiated: answer mode immediate accepts before the INVITE', as
   t.same(graph.actions(), ['accept', 'terminate'], 'an accepted call is terminated, not rejected');
 });
 
+t.test('consumer-initiated, answer mode immediate: a 183 with SDP bridges early media; a 200 OK without SDP keeps it', async (t) => {
+  const { sip, graph, media, controller } = setup({
+    selectRoute: () => ({ name: 'now', targets: ['sip:a@127.0.0.1'], targetTimeoutMs: 1000, codecs: ['PCMU'], answerMode: 'immediate' }),
+  });
+  controller.handleMetaEvent(connect());
+  const invite = await sip.inviteArrived.promise;
+  const callMedia = media.created[0]!;
+  t.equal(callMedia.sendingToMessenger, 1, 'accepted at once: silence toward Meta while the PBX rings');
+  invite.options.onProgress?.(180, 'sip:a@127.0.0.1');
+  t.same(callMedia.answers, [], 'a 180 without SDP changes nothing');
+  invite.options.onProgress?.(183, 'sip:a@127.0.0.1', 'v=0 early PCMA');
+  t.same(callMedia.answers, ['v=0 early PCMA'], 'the 183\'s SDP is applied to the media');
+  t.ok(callMedia.started >= 1, 'and the bridge started: the person hears the PBX before it answers');
+  t.equal(callMedia.pbxCodec, 'PCMA');
+  invite.options.onProgress?.(183, 'sip:a@127.0.0.1', 'v=0 no-codec');
+  t.same(callMedia.answers, ['v=0 early PCMA'], 'an unusable early SDP is ignored');
+  t.notOk(controller.registry.size === 0, 'and the call goes on');
+
+  const dialog = invite.answer('');
+  await until(() => (callMedia.answers.length === 2 ? true : undefined));
+  t.same(callMedia.answers, ['v=0 early PCMA', 'v=0 early PCMA'], 'a 200 OK without SDP: the early answer stands');
+  t.same(graph.actions(), ['accept'], 'accepted once, before the INVITE');
+  dialog.safeEmit('bye');
+  await controller.registry.whenEmpty();
+});
+
+t.test('consumer-initiated, answer mode on_pbx_answer: a 183\'s SDP is not bridged before the 200 OK (Meta has not accepted)', async (t) => {
+  const { sip, graph, media, controller } = setup();
+  controller.handleMetaEvent(connect());
+  const invite = await sip.inviteArrived.promise;
+  const callMedia = media.created[0]!;
+  invite.options.onProgress?.(183, 'sip:a@127.0.0.1', 'v=0 early PCMA');
+  t.same(callMedia.answers, [], 'nothing applied while Meta still rings');
+  t.equal(callMedia.started, 0, 'no bridge yet');
+  t.same(graph.actions(), [], 'no accept yet');
+  t.equal(callMedia.sendingToMessenger, 0, 'nothing sent toward Meta before it accepted');
+  invite.answer('');
+  await graph.waitFor('accept').promise;
+  t.same(callMedia.answers, ['v=0 early PCMA'], 'the 200 OK without SDP takes the 183\'s answer');
+  await controller.close();
+});
+
 t.test('consumer-initiated: SIP INFO DTMF and re-INVITE reach the media', async (t) => {
   const { sip, graph, media, controller } = setup();
   controller.handleMetaEvent(connect());
