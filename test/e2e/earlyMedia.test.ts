@@ -4,12 +4,14 @@
  * nothing and audio carries on both ways.
  */
 import t from 'tap';
-import { createRtpPeer } from '../helpers/rtpPeer.js';
+import type { Test } from 'tap';
+import { createRtpPeer, type RtpPeer } from '../helpers/rtpPeer.js';
 import { analyzeTone } from '../helpers/tone.js';
 import type { PbxInvite } from '../helpers/drachtio/index.js';
-import { PAGE_ID, PSID, sdpTarget, sleep, startHarness, until } from '../helpers/bridgeHarness.js';
+import { PAGE_ID, PSID, sdpTarget, sleep, startHarness, until, type Harness } from '../helpers/bridgeHarness.js';
 
-t.test('answer mode immediate: the PBX\'s early media (183 with SDP) reaches the person before the PBX answers', async (t) => {
+/** A bridge whose one route accepts at once (answer mode immediate), and an RTP peer for the PBX side. */
+async function immediateBridge(t: Test): Promise<{ h: Harness; pbxRtp: RtpPeer }> {
   const h = await startHarness({
     codecs: ['PCMU'],
     routes: [
@@ -19,6 +21,11 @@ t.test('answer mode immediate: the PBX\'s early media (183 with SDP) reaches the
   t.teardown(() => h.close());
   const pbxRtp = await createRtpPeer({ codec: 'PCMU' });
   t.teardown(() => pbxRtp.close());
+  return { h, pbxRtp };
+}
+
+t.test('answer mode immediate: the PBX\'s early media (183 with SDP) reaches the person before the PBX answers', async (t) => {
+  const { h, pbxRtp } = await immediateBridge(t);
 
   const invited = new Promise<PbxInvite>((resolve) => {
     h.drachtio.pbx.onInvite((invite) => {
@@ -58,15 +65,7 @@ t.test('answer mode immediate: the PBX\'s early media (183 with SDP) reaches the
 });
 
 t.test('answer mode immediate without early media: Meta gets silence while the PBX rings, then the PBX\'s audio', async (t) => {
-  const h = await startHarness({
-    codecs: ['PCMU'],
-    routes: [
-      { name: 'queue', match: {}, targets: ['sip:queue@127.0.0.1:5080'], target_timeout_ms: 20_000, codecs: ['PCMU'], answer_mode: 'immediate' },
-    ],
-  });
-  t.teardown(() => h.close());
-  const pbxRtp = await createRtpPeer({ codec: 'PCMU' });
-  t.teardown(() => pbxRtp.close());
+  const { h, pbxRtp } = await immediateBridge(t);
   const invited = new Promise<PbxInvite>((resolve) => {
     h.drachtio.pbx.onInvite((invite) => {
       invite.ringing();
