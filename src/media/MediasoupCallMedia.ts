@@ -364,7 +364,12 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     const prev = this.#pbx;
     this.#pbx = remote;
     const socket = this.#o.socket;
-    socket.setFormats({ audioPt: remote.codec.pt, clockRate: remote.codec.clockRate, tePt: remote.telephoneEvent?.pt });
+    socket.setFormats({
+      audioPt: remote.codec.pt,
+      clockRate: remote.codec.clockRate,
+      tePt: remote.telephoneEvent?.pt,
+      innerPt: ROUTER_PTS[remote.codec.name],
+    });
     const hold = pbxRefusesAudio(remote);
     if (!hold) socket.setRemote(remote.address, remote.port, remote.rtcpMux, remote.rtcpPort);
     socket.setSending(!hold);

@@ -135,6 +135,7 @@ export class PbxRtpSocket {
   #closed = false;
 
   #audioPt?: number;
+  #innerPt?: number;
   #tePt?: number;
   #clockRate = 8000;
 
@@ -231,10 +232,13 @@ export class PbxRtpSocket {
 
   /**
    * What the PBX negotiated: its audio payload type (rewritten onto our packets), its telephone-event payload type
-   * (intercepted) and the audio clock rate.
+   * (intercepted) and the audio clock rate. `innerPt`: the payload type the media worker's stream of that codec
+   * carries on the loopback side; packets with another one (the previous codec's stream, still draining after a
+   * codec change) are dropped, so that the PBX never gets the old codec's payload under the new payload type.
    */
-  setFormats(formats: { audioPt: number; clockRate: number; tePt?: number }): void {
+  setFormats(formats: { audioPt: number; clockRate: number; tePt?: number; innerPt?: number }): void {
     this.#audioPt = formats.audioPt;
+    this.#innerPt = formats.innerPt;
     this.#clockRate = formats.clockRate;
     this.#lateFromPbx.setClockRate(formats.clockRate);
     this.#lateToPbx.setClockRate(formats.clockRate);
@@ -345,6 +349,7 @@ export class PbxRtpSocket {
     }
     const header = parseRtp(msg);
     if (!header) return;
+    if (this.#innerPt !== undefined && header.payloadType !== this.#innerPt) return; // the previous codec's stream
     // A new consumer (codec change) starts its own SSRC and sequence: continue our stream from it.
     const newStream = this.#lastInSsrc !== header.ssrc || this.#lastInSeq === undefined;
     let gap = newStream ? 1 : seqDiff(header.sequenceNumber, this.#lastInSeq!);

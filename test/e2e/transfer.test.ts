@@ -113,6 +113,7 @@ t.test('blind transfer A (PCMU) -> B (Opus): 202, NOTIFY 100 then 200, BYE to A;
 
   await sleep(200);
   await tonesBothWays(t, peerB, TONE_B, session, 'with B (Opus, passed through)');
+  t.equal(peerB.decodeErrors, 0, 'B never got a PCMU payload under its Opus payload type');
   peerA.clearReceived();
   await sleep(300);
   t.ok(peerA.packetsReceived === 0 || peerA.receivedPcm().length === 0, 'A hears nothing any more');

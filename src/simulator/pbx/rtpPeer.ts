@@ -59,6 +59,8 @@ export class RtpMediaCore {
   readonly clockRate: number;
   ssrc = randomSsrc();
   packetsReceived = 0;
+  /** Packets of our audio payload type that our decoder refused (Opus only: any bytes are valid G.711). */
+  decodeErrors = 0;
   packetsSent = 0;
   /** Every RTP packet heard (headers only). */
   readonly received: ReceivedPacket[] = [];
@@ -182,7 +184,14 @@ export class RtpMediaCore {
       return;
     }
     if (header.payloadType !== this.pt) return;
-    const pcm = this.#decode(payload);
+    let pcm: Int16Array;
+    try {
+      pcm = this.#decode(payload);
+    } catch {
+      // Not our codec's payload (an Opus decoder refuses it): counted, like a PBX's decoder would conceal it.
+      this.decodeErrors++;
+      return;
+    }
     if (!this.#ignorePayload?.(payload)) this.#pcm.push(pcm);
   }
 
@@ -301,6 +310,8 @@ export interface RtpPeer {
   /** Sample rate of `receivedPcm()`: 8000 for G.711, 48000 for Opus. */
   readonly sampleRate: number;
   readonly packetsReceived: number;
+  /** Packets of our audio payload type that our decoder refused (Opus only). */
+  readonly decodeErrors: number;
   readonly packetsSent: number;
   /** Our SSRC (random; change it to act like a PBX that restarts its stream). */
   ssrc: number;
@@ -361,6 +372,9 @@ export async function createRtpPeer(options: RtpPeerOptions): Promise<RtpPeer> {
     sampleRate: core.sampleRate,
     get packetsReceived() {
       return core.packetsReceived;
+    },
+    get decodeErrors() {
+      return core.decodeErrors;
     },
     get packetsSent() {
       return core.packetsSent;

@@ -1,7 +1,7 @@
 import t from 'tap';
 import type { PbxCodecName } from '../../../src/calls/ports.js';
-import type { RtpPeer } from '../../helpers/rtpPeer.js';
-import type { FakeMessengerLeg } from './fakeMessengerLeg.js';
+import { createRtpPeer, type RtpPeer } from '../../helpers/rtpPeer.js';
+import { FakeMessengerLeg } from './fakeMessengerLeg.js';
 import { analyzeTail, createEngine, setupCall, sleep, until } from './setup.js';
 
 const { pool, engine, log } = await createEngine();
@@ -62,4 +62,49 @@ t.test('a PBX on IPv6: the SDP speaks IP6 and a tone crosses both ways', async (
   t.ok(atPbx.detected && Math.abs(atPbx.peakHz - 1000) < 5, `the PBX on ::1 hears 1 kHz (${atPbx.peakHz.toFixed(1)} Hz)`);
   t.ok(atMeta.detected && Math.abs(atMeta.peakHz - 1000) < 5, `Meta hears the PBX's 1 kHz (${atMeta.peakHz.toFixed(1)} Hz)`);
   t.equal(peer.lastSource?.address, '::1', 'the PBX hears us from ::1');
+});
+
+t.test('codec changes (re-INVITE, transfer) never hand the PBX a packet of the old codec under the new payload type', async (t) => {
+  const leg = new FakeMessengerLeg({ telephoneEvent: { pt: 126, clockRate: 48000 } });
+  const media = await engine.createMediasoupCallMedia({ callId: 'codec-switch', log, messenger: leg, codecs: ['PCMU', 'PCMA', 'opus'] });
+  const peers = {
+    PCMU: await createRtpPeer({ codec: 'PCMU' }),
+    PCMA: await createRtpPeer({ codec: 'PCMA' }),
+    opus: await createRtpPeer({ codec: 'opus' }),
+  };
+  t.teardown(() => {
+    media.close();
+    leg.close();
+    for (const peer of Object.values(peers)) peer.close();
+  });
+  media.createPbxOffer();
+  leg.core.startTone(1000, -12);
+  const order: PbxCodecName[] = ['opus', 'PCMU', 'opus', 'PCMA', 'opus', 'PCMA', 'PCMU'];
+  // Each switch happens right after the bridge handed a packet of Meta's audio to the worker, in the same turn: the
+  // worst moment, with that packet (old codec) still on its way out of the router.
+  media.applyPbxAnswer(peers.PCMU.sdp());
+  media.start();
+  let switchTo: PbxCodecName | undefined;
+  // Registered after start(): runs after the bridge's own handler of the same packet.
+  const unsubscribe = leg.onRtp(() => {
+    if (!switchTo) return;
+    media.applyPbxAnswer(peers[switchTo].sdp());
+    media.start();
+    switchTo = undefined;
+  });
+  t.teardown(unsubscribe);
+  for (const codec of order) {
+    const peer = peers[codec];
+    const before = peer.packetsReceived;
+    switchTo = codec;
+    await until(() => peer.packetsReceived >= before + 10, 5000, `audio at the ${codec} PBX`);
+  }
+  await sleep(100);
+  t.equal(peers.opus.decodeErrors, 0, 'the Opus PBX got no payload its decoder refuses');
+  for (const codec of ['PCMU', 'PCMA'] as const) {
+    const peer = peers[codec];
+    const audio = peer.received.filter((h) => h.payloadType === (codec === 'PCMU' ? 0 : 8));
+    const odd = audio.filter((h) => h.payloadLength !== 160);
+    t.same(odd.map((h) => h.payloadLength), [], `every ${codec} packet is a 20 ms G.711 frame (${audio.length} packets)`);
+  }
 });

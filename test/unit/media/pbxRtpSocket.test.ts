@@ -1,6 +1,7 @@
 import dgram from 'node:dgram';
 import t from 'tap';
 import { PbxRtpSocket } from '../../../src/media/PbxRtpSocket.js';
+import { buildRtp, parseRtp } from '../../../src/media/rtp.js';
 import { testLogger } from './setup.js';
 
 async function freePort(): Promise<number> {
@@ -80,4 +81,38 @@ t.test("without rtcp-mux, RTCP goes to the SDP's a=rtcp port, or else to the RTP
   await waitFor(rtp.got, 1);
   t.equal(rtp.got.length, 1, 'with rtcp-mux RTCP shares the RTP port');
   t.equal(rtcp.got.length, 1, 'and a=rtcp is not used');
+});
+
+t.test('after a codec change, packets of the previous codec still coming from the worker never reach the PBX', async (t) => {
+  const log = testLogger();
+  const pbxSide = dgram.createSocket('udp4');
+  await new Promise<void>((r) => pbxSide.bind(0, '127.0.0.1', () => r()));
+  const got: Buffer[] = [];
+  pbxSide.on('message', (m) => got.push(m));
+  t.teardown(() => pbxSide.close());
+  const pbx = await PbxRtpSocket.create({ log, listenIp: '127.0.0.1', minPort: 0, maxPort: 0, comedia: false });
+  t.teardown(() => pbx.close());
+  const worker = dgram.createSocket('udp4');
+  t.teardown(() => worker.close());
+  pbx.setRemote('127.0.0.1', pbxSide.address().port, true);
+  pbx.setSending(true);
+  const fromWorker = (pt: number, seq: number, ssrc: number, bytes: number): void => {
+    worker.send(buildRtp({ payloadType: pt, sequenceNumber: seq, timestamp: seq * 160, ssrc, payload: Buffer.alloc(bytes, 0xd5) }), pbx.innerPort, '127.0.0.1');
+  };
+  const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 100));
+
+  // PCMU toward the PBX (its PT 0; the worker's PCMU stream also carries 0).
+  pbx.setFormats({ audioPt: 0, clockRate: 8000, innerPt: 0 });
+  fromWorker(0, 1, 1111, 160);
+  await settle();
+  t.equal(got.length, 1, 'PCMU forwarded');
+  // The PBX (or a transfer target) now takes Opus as PT 96; the worker's Opus stream carries 111.
+  pbx.setFormats({ audioPt: 96, clockRate: 48000, innerPt: 111 });
+  fromWorker(0, 2, 1111, 160); // a PCMU packet that was on its way
+  fromWorker(111, 1, 2222, 40);
+  await settle();
+  const after = got.slice(1).map((m) => parseRtp(m)!);
+  t.equal(after.length, 1, 'only the Opus packet reached the PBX');
+  t.equal(after[0]?.payloadType, 96, 'under the PBX\'s Opus payload type');
+  t.equal(after[0]?.payloadLength, 40, 'with the Opus payload, not the late PCMU one');
 });
