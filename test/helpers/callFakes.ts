@@ -11,6 +11,7 @@ import type {
   CallMediaStats,
   CallMetricsSink,
   CallOutcome,
+  ConnectEvent,
   DtmfEvent,
   GraphPort,
   IncomingCall,
@@ -27,10 +28,11 @@ import type {
   SipDialogEvents,
   SipPort,
   SipPortEvents,
+  TerminateEvent,
   TransferRequest,
   TransferResult,
 } from '../../src/calls/ports.js';
-import type { CallControllerOptions } from '../../src/calls/CallController.js';
+import { CallController, type CallControllerOptions } from '../../src/calls/CallController.js';
 
 export const silentLog = pino({ level: 'silent' });
 
@@ -375,4 +377,49 @@ export function controllerOptions(overrides: Partial<CallControllerOptions> = {}
     requestPermissionOnDenied: false,
     ...overrides,
   };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// A controller on these fakes, and the events and waits its tests share
+// ---------------------------------------------------------------------------------------------------------------
+
+/** A CallController on a fake for every port, with `overrides` on controllerOptions()'s defaults. */
+export function fakeController(overrides: Partial<CallControllerOptions> = {}) {
+  const sip = new FakeSip();
+  const graph = new FakeGraph();
+  const media = new FakeMediaEngine();
+  const legs = new FakeLegs();
+  const metrics = new RecordingMetrics();
+  const controller = new CallController({ sip, graph, media, legs, metrics, log: silentLog, options: controllerOptions(overrides) });
+  return { sip, graph, media, legs, metrics, controller };
+}
+
+/** A consumer-initiated connect webhook event for page 100. */
+export function connectEvent(callId = 'c1', extra: Partial<ConnectEvent> = {}): ConnectEvent {
+  return {
+    kind: 'connect',
+    pageId: '100',
+    callId,
+    from: '555',
+    to: '100',
+    direction: 'user_initiated',
+    timestamp: Math.floor(Date.now() / 1000),
+    ...extra,
+  };
+}
+
+/** A terminate webhook event for page 100. */
+export function terminateEvent(callId: string): TerminateEvent {
+  return { kind: 'terminate', pageId: '100', callId, timestamp: Math.floor(Date.now() / 1000), status: 'Completed' };
+}
+
+/** Polls `fn` every 2 ms until it returns a truthy value; throws after `ms`. */
+export async function pollUntil<T>(fn: () => T | undefined, ms = 2000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 2));
+  }
 }

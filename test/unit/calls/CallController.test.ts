@@ -1,50 +1,12 @@
 import t from 'tap';
-import { CallController } from '../../../src/calls/CallController.js';
-import type { ConnectEvent } from '../../../src/calls/ports.js';
 import {
-  FakeGraph,
   FakeIncoming,
-  FakeLegs,
-  FakeMediaEngine,
-  FakeSip,
-  RecordingMetrics,
-  controllerOptions,
+  connectEvent as connect,
+  fakeController as setup,
+  pollUntil as until,
+  terminateEvent as terminate,
   graphError,
-  silentLog,
 } from '../../helpers/callFakes.js';
-
-function setup(overrides: Parameters<typeof controllerOptions>[0] = {}) {
-  const sip = new FakeSip();
-  const graph = new FakeGraph();
-  const media = new FakeMediaEngine();
-  const legs = new FakeLegs();
-  const metrics = new RecordingMetrics();
-  const controller = new CallController({ sip, graph, media, legs, metrics, log: silentLog, options: controllerOptions(overrides) });
-  return { sip, graph, media, legs, metrics, controller };
-}
-
-const connect = (callId = 'c1', extra: Partial<ConnectEvent> = {}): ConnectEvent => ({
-  kind: 'connect',
-  pageId: '100',
-  callId,
-  from: '555',
-  to: '100',
-  direction: 'user_initiated',
-  timestamp: Math.floor(Date.now() / 1000),
-  ...extra,
-});
-
-async function until<T>(fn: () => T | undefined, ms = 2000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
-
-const terminate = (callId: string) => ({ kind: 'terminate' as const, pageId: '100', callId, timestamp: Math.floor(Date.now() / 1000), status: 'Completed' });
 
 t.test('consumer-initiated: INVITE with caller context, PBX answers, accept, bridged; Meta hang-up sends BYE', async (t) => {
   const { sip, graph, media, legs, controller, metrics } = setup();
