@@ -18,6 +18,7 @@ async function bridgeFor(
   pbx: PbxSide,
   targets: string[],
   codecs: Array<'PCMU' | 'PCMA' | 'opus'> = ['PCMU'],
+  answerMode: 'on_pbx_answer' | 'immediate' = 'on_pbx_answer',
 ): Promise<{ sim: MetaSimulator; daemon: Daemon }> {
   const log = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
   const sim = await MetaSimulator.start({ pages: { [PAGE_ID]: PAGE_TOKEN }, appSecret: APP_SECRET, log });
@@ -29,7 +30,9 @@ async function bridgeFor(
       webhook: { listen: { host: '127.0.0.1', port: 0 } },
       admin: { listen: { host: '127.0.0.1', port: 0 } },
       sip: { drachtio: pbx.drachtio, acl: [`${pbx.sourceAddress}/32`], default_page: PAGE_ID },
-      routes: [{ name: 'pbx', match: {}, targets: targets.length > 0 ? targets : ['sip:unused@127.0.0.1'], codecs }],
+      routes: [
+        { name: 'pbx', match: {}, targets: targets.length > 0 ? targets : ['sip:unused@127.0.0.1'], codecs, answer_mode: answerMode },
+      ],
       media: { workers: 1, rtp: { listen_ip: '127.0.0.1', min_port: 0, max_port: 0 } },
       messenger: { ice: { listen_ip: '127.0.0.1' } },
     },
@@ -60,6 +63,28 @@ for (const backend of pbxBackends()) {
     const end = await inbound.done;
     t.equal(end.byeFrom, 'app', 'the bridge sent BYE when the person hung up');
     t.equal(end.invite.header('X-Messenger-PSID'), PSID, 'the INVITE carried the PSID');
+    await until(() => daemon.controller.registry.size === 0, 3000, 'call released');
+  });
+
+  t.test(`answer mode immediate with early media (183 with SDP), ${backend.name}`, { skip: backend.skip ?? false }, async (t) => {
+    const pbx = await backend.create!();
+    t.teardown(() => pbx.close());
+    const peer = await createRtpPeer({ codec: 'PCMU' });
+    t.teardown(() => peer.close());
+    const inbound = await pbx.expectInvite({ sdp: peer.sdp(), earlyMedia: true, ringMs: 4000 });
+    const { sim, daemon } = await bridgeFor(t, pbx, [inbound.targetUri], ['PCMU'], 'immediate');
+    const callId = sim.placeCall({ pageId: PAGE_ID, psid: PSID });
+    const session = await sim.waitForSession(callId, 15_000);
+    await session.whenConnected();
+    t.equal(sim.call(callId)?.state, 'accepted', 'accepted to Meta at once');
+    session.startTone(1000);
+    // The 183's SDP is applied at once: Meta's audio reaches the PBX's RTP address while it still rings.
+    await until(() => analyzeTone(peer.receivedPcm().slice(-4000), 8000, 1000).detected, 3000, '1 kHz at the PBX during early media');
+    t.equal(daemon.controller.registry.all()[0]?.state, 'pbx_ringing', 'heard while the PBX was still ringing (no 200 OK yet)');
+    await until(() => daemon.controller.registry.all()[0]?.state === 'active', 8000, 'answered');
+    sim.hangUp(callId);
+    const end = await inbound.done;
+    t.equal(end.byeFrom, 'app', 'the bridge sent BYE when the person hung up');
     await until(() => daemon.controller.registry.size === 0, 3000, 'call released');
   });
 

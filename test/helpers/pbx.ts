@@ -27,6 +27,8 @@ export interface PbxAnswerPlan {
   ringForever?: boolean;
   /** Time between 180 and 200 (ms). Default 50. */
   ringMs?: number;
+  /** Ring with 183 Session Progress carrying `sdp` (early media) instead of 180. */
+  earlyMedia?: boolean;
   /** SDP of the 200 OK (the RTP peer's). */
   sdp?: string;
   /** Hang up this long after answering; without it the PBX waits for the app's BYE. */
@@ -165,7 +167,7 @@ export async function createDoublePbxSide(existing?: DrachtioDouble): Promise<Pb
           resolveDone({ invite, byeFrom: 'none' });
           return;
         }
-        inv.ringing();
+        inv.ringing(plan.earlyMedia ? { status: 183, sdp: plan.sdp ?? '' } : {});
         if (plan.ringForever) {
           inv.whenCanceled.then(() => resolveDone({ invite, byeFrom: 'none', canceled: true }), rejectDone);
           return;
@@ -343,6 +345,10 @@ export async function createSippPbxSide(real: { drachtio: DrachtioTarget; sip: {
         : plan.ringForever
           ? await scenario('uas-ring-cancel.xml', {})
           : await scenario('uas-answer.xml', {
+            PROVISIONAL: plan.earlyMedia ? '183 Session Progress' : '180 Ringing',
+            PROVISIONAL_BODY: plan.earlyMedia
+              ? `      Content-Type: application/sdp\n      Content-Length: [len]\n\n${indent(plan.sdp ?? '')}`
+              : '      Content-Length: 0\n',
             RING_MS: String(plan.ringMs ?? 50),
             INVITE_ACTIONS:
               plan.hangupAfterMs !== undefined || plan.transfer ? await scenario('invite-actions-keep-tags.xml.part', {}) : '',
