@@ -324,7 +324,7 @@ export class CallSession {
    * the SDP when it was usable; an unusable one is logged and ignored (the 200 OK's decides).
    */
   #onEarlyMedia(media: CallMedia, sdp: string, target: string): string | undefined {
-    if (!this.#metaAccepted) return sdp;
+    if (!this.#metaAccepted || this.ended) return sdp;
     try {
       media.applyPbxAnswer(sdp);
       media.start();
