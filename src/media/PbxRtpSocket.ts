@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { MediaError } from '../core/errors.js';
 import { LateAudioGuard } from './LateAudioGuard.js';
 import type { RtpHeader } from './rtp.js';
-import { buildRtp, isRtcp, parseRtp, randomSeq, randomSsrc, rewriteRtp, seqDiff } from './rtp.js';
+import { buildRtp, isRtcp, parseRtp, randomSeq, randomSsrc, rewriteRtp, seqDiff, stripRtpHeaderExtension } from './rtp.js';
 
 export interface PbxRtpSocketOptions {
   log: Logger;
@@ -365,6 +365,8 @@ export class PbxRtpSocket {
     this.#lastTs = header.timestamp;
     this.#lastSentAt = performance.now();
     rewriteRtp(msg, { ssrc: this.#ssrc, sequenceNumber: this.#seq, payloadType: this.#audioPt });
-    this.#sendToPbx(msg, false);
+    // The worker's packets carry a header extension block (mediasoup writes one on every forwarded packet); the PBX
+    // negotiated none.
+    this.#sendToPbx(stripRtpHeaderExtension(msg), false);
   }
 }

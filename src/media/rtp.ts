@@ -89,6 +89,22 @@ export function rewriteRtp(
   if (fields.ssrc !== undefined) packet.writeUInt32BE(fields.ssrc >>> 0, 8);
 }
 
+/**
+ * The packet without its header extension (X bit cleared; CSRCs, payload and padding kept): in place, returning
+ * the shorter view of the same memory. A packet without one is returned as it is.
+ */
+export function stripRtpHeaderExtension(packet: Buffer): Buffer {
+  const b0 = packet[0]!;
+  if (!(b0 & 0x10)) return packet;
+  const start = RTP_HEADER_BYTES + (b0 & 0x0f) * 4;
+  if (packet.length < start + 4) return packet;
+  const extBytes = 4 + packet.readUInt16BE(start + 2) * 4;
+  if (packet.length < start + extBytes) return packet;
+  packet.copyWithin(start, start + extBytes);
+  packet[0] = b0 & ~0x10;
+  return packet.subarray(0, packet.length - extBytes);
+}
+
 /** Signed distance a - b between two 16-bit sequence numbers. */
 export function seqDiff(a: number, b: number): number {
   return ((a - b + 0x8000) & 0xffff) - 0x8000;

@@ -38,6 +38,7 @@ for (const codec of ['opus', 'PCMU', 'PCMA'] as PbxCodecName[]) {
     t.ok(Math.abs(atMeta.peakHz - 1000) < 5, `Meta hears ${atMeta.peakHz.toFixed(1)} Hz`);
     t.ok(atMeta.levelDbfs > -20 && atMeta.levelDbfs < -6, `Meta level ${atMeta.levelDbfs.toFixed(1)} dBFS`);
 
+    t.ok(peer.received.length > 0 && peer.received.every((h) => h.payloadOffset === 12), 'no RTP header extension (nor CSRC) toward the PBX');
     const stats = media.stats();
     t.equal(stats.transcoding, codec !== 'opus');
     t.ok(stats.toPbx.packets > 0 && stats.toMessenger.packets > 0);
