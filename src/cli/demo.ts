@@ -2,14 +2,25 @@
  * `messenger-sip-bridge demo`: one whole call on loopback with nothing outside. A simulated Meta (signed webhooks,
  * Graph API, an ICE-lite DTLS-passive media server) places a Messenger call; the bridge routes it through drachtio
  * (the built-in drachtio-server double) to a SIP peer that answers and plays a tone; each side listens for the
- * other's tone; then the person hangs up. It prints what happened.
+ * other's tone; then the person hangs up. It prints what happened. With a real drachtio-server in the environment
+ * (DRACHTIO_HOST, DRACHTIO_PORT, DRACHTIO_SECRET) and baresip installed, the call goes through that server to
+ * baresip on loopback instead.
  */
+import dgram from 'node:dgram';
 import { parseArgs } from 'node:util';
-import pino from 'pino';
+import pino, { type Logger } from 'pino';
 import sdpTransform from 'sdp-transform';
 import { analyzeTone } from '../media/dsp/tone.js';
 import type { PbxDialog, PbxInvite } from '../simulator/drachtio/index.js';
-import { DEMO_PAGE_ID, DEMO_PSID, startLoopbackBridge } from '../simulator/loopbackBridge.js';
+import {
+  DEMO_PAGE_ID,
+  DEMO_PSID,
+  startLoopbackBridge,
+  startLoopbackBridgeOn,
+  type DrachtioAddress,
+  type LoopbackBridgeOn,
+} from '../simulator/loopbackBridge.js';
+import { baresipAvailable, startBaresipUa, type BaresipUa } from '../simulator/pbx/baresipUa.js';
 import { createRtpPeer, type RtpPeerCodec } from '../simulator/pbx/rtpPeer.js';
 
 const META_TONE_HZ = 1000;
@@ -44,12 +55,14 @@ export async function runDemo(argv: string[]): Promise<number> {
     : pino({ level: 'silent' });
 
   print('messenger-sip-bridge demo: one Messenger call, all on loopback');
-  if (process.env.DRACHTIO_HOST) {
-    print(`  note: DRACHTIO_HOST is set, but the demo always uses its built-in drachtio-server double;`);
-    print(`        point a real install's sip.drachtio at ${process.env.DRACHTIO_HOST} and use simulate-call instead.`);
+  const real = realDrachtio(process.env);
+  if (real && baresipAvailable()) {
+    return runWithBaresip({ real, codec, durationMs, log, print });
   }
+  if (real) print('  note: DRACHTIO_HOST is set but baresip is not installed (Debian package baresip-core): using the double.');
   print('  SIP side: the built-in drachtio-server double (drachtio-server is not installed with the bridge;');
-  print('            it speaks drachtio\'s real admin protocol to drachtio-srf, and plays the PBX in-process)');
+  print('            it speaks drachtio\'s real admin protocol to drachtio-srf, and plays the PBX in-process).');
+  print('            With DRACHTIO_HOST, DRACHTIO_PORT and DRACHTIO_SECRET set, the demo dials baresip through it.');
 
   const t0 = Date.now();
   const ms = (): string => `${String(Date.now() - t0).padStart(5)} ms`;
@@ -127,6 +140,92 @@ export async function runDemo(argv: string[]): Promise<number> {
   }
   print(ok ? `demo: call bridged, tone heard both ways (${((Date.now() - t0) / 1000).toFixed(1)} s)` : 'demo: FAILED (run with --verbose for the bridge log)');
   return ok ? 0 : 1;
+}
+
+/** A real drachtio-server from the environment (DRACHTIO_HOST, DRACHTIO_PORT default 9022, DRACHTIO_SECRET). */
+function realDrachtio(env: NodeJS.ProcessEnv): DrachtioAddress | undefined {
+  if (!env.DRACHTIO_HOST || !env.DRACHTIO_SECRET) return undefined;
+  return { host: env.DRACHTIO_HOST, port: Number(env.DRACHTIO_PORT || 9022), secret: env.DRACHTIO_SECRET };
+}
+
+/**
+ * The demo through a real drachtio-server: the bridge's INVITE goes out through it to baresip on loopback, which
+ * answers at once, sends a tone and records what it hears.
+ */
+async function runWithBaresip(o: {
+  real: DrachtioAddress;
+  codec: RtpPeerCodec;
+  durationMs: number;
+  log: Logger;
+  print: (line?: string) => void;
+}): Promise<number> {
+  const { print } = o;
+  print(`  SIP side: the drachtio-server at ${o.real.host}:${o.real.port} (DRACHTIO_HOST), and baresip as the SIP peer`);
+  const t0 = Date.now();
+  const ms = (): string => `${String(Date.now() - t0).padStart(5)} ms`;
+  let ok = true;
+  const check = (good: boolean, line: string): void => {
+    ok &&= good;
+    print(`${ms()}  ${good ? 'ok  ' : 'FAIL'} ${line}`);
+  };
+  let ua: BaresipUa | undefined;
+  let bridge: LoopbackBridgeOn | undefined;
+  try {
+    ua = await startBaresipUa({ port: await freeUdpPort(), toneHz: PBX_TONE_HZ, codec: o.codec });
+    print(`${ms()}  baresip listening on ${ua.uri}, answers at once and sends ${PBX_TONE_HZ} Hz`);
+    bridge = await startLoopbackBridgeOn({ log: o.log, codecs: [o.codec] }, o.real, ua.uri);
+    print(`${ms()}  bridge up and connected to drachtio-server: webhooks on ${bridge.daemon.webhookUrl}`);
+    const callId = bridge.sim.placeCall({ pageId: DEMO_PAGE_ID, psid: DEMO_PSID });
+    print(`${ms()}  simulated Meta: a person (PSID ${DEMO_PSID}) calls page ${DEMO_PAGE_ID}; connect webhook sent`);
+    const session = await bridge.sim.waitForSession(callId, 15_000);
+    check(true, `baresip answered; the bridge accepted the call to Meta (call ${callId.slice(0, 16)}...)`);
+    await withTimeout(session.whenConnected(), 10_000, 'WebRTC media to Meta did not connect');
+    check(true, 'Messenger leg up: full ICE (controlling) + DTLS client against an ICE-lite, DTLS-passive server');
+    session.startTone(META_TONE_HZ);
+    print(`${ms()}  person sends ${META_TONE_HZ} Hz, baresip sends ${PBX_TONE_HZ} Hz, for ${o.durationMs / 1000} s`);
+    await sleep(o.durationMs);
+    const windowS = Math.min(1, o.durationMs / 2000);
+    const metaHeard = analyzeTone(session.receivedPcm().slice(-Math.round(48_000 * windowS)), 48_000, PBX_TONE_HZ);
+    const hangUpAt = Date.now();
+    bridge.sim.hangUp(callId);
+    print(`${ms()}  the person hangs up (terminate webhook)`);
+    const daemon = bridge.daemon;
+    await waitUntil(() => daemon.controller.registry.size === 0, 3000);
+    check(daemon.controller.registry.size === 0, `call released ${Date.now() - hangUpAt} ms after the hang-up (BYE sent to baresip)`);
+    const heard = ua.heard();
+    const pbxHeard = heard && heard.pcm.length > 0
+      ? analyzeTone(heard.pcm.slice(-Math.round(heard.sampleRate * windowS) - Math.round(heard.sampleRate * 0.2), -Math.round(heard.sampleRate * 0.2)), heard.sampleRate, META_TONE_HZ)
+      : undefined;
+    check(
+      pbxHeard?.detected ?? false,
+      pbxHeard
+        ? `Messenger -> PBX: ${META_TONE_HZ} Hz heard by baresip (strongest ${pbxHeard.peakHz.toFixed(0)} Hz, ${pbxHeard.levelDbfs.toFixed(1)} dBFS)`
+        : 'Messenger -> PBX: baresip recorded nothing',
+    );
+    check(
+      metaHeard.detected,
+      `PBX -> Messenger: ${PBX_TONE_HZ} Hz from baresip heard at Meta (strongest ${metaHeard.peakHz.toFixed(0)} Hz, ${metaHeard.levelDbfs.toFixed(1)} dBFS)`,
+    );
+  } catch (err) {
+    check(false, (err as Error).message);
+  } finally {
+    await bridge?.close();
+    ua?.close();
+  }
+  if (!ok && ua) print(ua.output().trim().split('\n').slice(-8).map((l) => `  baresip: ${l}`).join('\n'));
+  print(ok ? `demo: call bridged through drachtio-server to baresip, tone heard both ways (${((Date.now() - t0) / 1000).toFixed(1)} s)` : 'demo: FAILED (run with --verbose for the bridge log)');
+  return ok ? 0 : 1;
+}
+
+function freeUdpPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const socket = dgram.createSocket('udp4');
+    socket.once('error', reject);
+    socket.bind(0, '127.0.0.1', () => {
+      const { port } = socket.address();
+      socket.close(() => resolve(port));
+    });
+  });
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));

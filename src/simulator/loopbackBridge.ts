@@ -49,7 +49,25 @@ function mergeSections(base: Record<string, unknown>, extra: Record<string, Reco
   return out;
 }
 
-export async function startLoopbackBridge(options: LoopbackBridgeOptions): Promise<LoopbackBridge> {
+/** Where a drachtio-server's admin side listens. */
+export interface DrachtioAddress {
+  host: string;
+  port: number;
+  secret: string;
+}
+
+/** The simulated Meta and the bridge, without a drachtio-server of their own. */
+export type LoopbackBridgeOn = Omit<LoopbackBridge, 'drachtio'>;
+
+/**
+ * The simulated Meta and the bridge on loopback, the bridge talking to the drachtio-server at `drachtio` (a real
+ * one, or the double); the default route dials `target`.
+ */
+export async function startLoopbackBridgeOn(
+  options: LoopbackBridgeOptions,
+  drachtio: DrachtioAddress,
+  target: string,
+): Promise<LoopbackBridgeOn> {
   const { log } = options;
   const sim = await MetaSimulator.start({
     pages: { [DEMO_PAGE_ID]: DEMO_PAGE_TOKEN },
@@ -59,9 +77,7 @@ export async function startLoopbackBridge(options: LoopbackBridgeOptions): Promi
     renegotiateOnAccept: options.renegotiateOnAccept ?? false,
     ...(options.metaAcceptDeadlineMs !== undefined ? { acceptDeadlineMs: options.metaAcceptDeadlineMs } : {}),
   });
-  let drachtio: DrachtioDouble | undefined;
   try {
-    drachtio = await startDrachtioDouble();
     const raw = mergeSections(
       {
         meta: { app_secret: DEMO_APP_SECRET, verify_token: DEMO_VERIFY_TOKEN, graph_base_url: sim.graphUrl, graph_timeout_ms: 3000 },
@@ -77,7 +93,7 @@ export async function startLoopbackBridge(options: LoopbackBridgeOptions): Promi
           {
             name: 'default',
             match: {},
-            targets: [drachtio.pbx.uri('support')],
+            targets: [target],
             target_timeout_ms: 5000,
             ...(options.codecs ? { codecs: options.codecs } : {}),
           },
@@ -92,11 +108,9 @@ export async function startLoopbackBridge(options: LoopbackBridgeOptions): Promi
     const metrics = new Metrics();
     const daemon = await Daemon.start(config, { log, metrics, waitForSipMs: 5000 });
     sim.setWebhookUrl(daemon.webhookUrl);
-    const double = drachtio;
     let closed = false;
     return {
       sim,
-      drachtio: double,
       daemon,
       metrics,
       config,
@@ -105,12 +119,32 @@ export async function startLoopbackBridge(options: LoopbackBridgeOptions): Promi
         closed = true;
         await daemon.close();
         await sim.close();
-        await double.close();
       },
     };
   } catch (err) {
     await sim.close();
-    await drachtio?.close();
     throw err;
   }
+}
+
+export async function startLoopbackBridge(options: LoopbackBridgeOptions): Promise<LoopbackBridge> {
+  const drachtio = await startDrachtioDouble();
+  let bridge: LoopbackBridgeOn;
+  try {
+    bridge = await startLoopbackBridgeOn(options, drachtio, drachtio.pbx.uri('support'));
+  } catch (err) {
+    await drachtio.close();
+    throw err;
+  }
+  let closed = false;
+  return {
+    ...bridge,
+    drachtio,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await bridge.close();
+      await drachtio.close();
+    },
+  };
 }

@@ -47,7 +47,8 @@ function freePort(): Promise<number> {
 }
 
 t.test('demo: a whole call on loopback, tone heard both ways, exit 0', async (t) => {
-  const { code, stdout, stderr } = await run(['demo', '--duration', '2']);
+  // Without a real drachtio-server in the environment (cleared here: the variant below uses it).
+  const { code, stdout, stderr } = await run(['demo', '--duration', '2'], 60_000, { DRACHTIO_HOST: '' });
   t.equal(code, 0, `demo exits 0\n${stdout}\n${stderr}`);
   t.match(stdout, /built-in drachtio-server double/, 'says plainly that the drachtio double is used');
   t.match(stdout, /ok\s+Messenger -> PBX: 1000 Hz heard/);
@@ -55,6 +56,25 @@ t.test('demo: a whole call on loopback, tone heard both ways, exit 0', async (t)
   t.match(stdout, /ok\s+BYE reached the SIP peer/);
   t.match(stdout, /demo: call bridged/);
 });
+
+const realDrachtio = process.env.DRACHTIO_HOST && process.env.DRACHTIO_PORT && process.env.DRACHTIO_SECRET;
+t.test(
+  'demo with a real drachtio-server: dials baresip through it, tone heard both ways, exit 0',
+  {
+    skip: realDrachtio
+      ? false
+      : 'real drachtio-server variant skipped: set DRACHTIO_HOST, DRACHTIO_PORT and DRACHTIO_SECRET (baresip from the Debian package baresip-core plays the SIP peer)',
+  },
+  async (t) => {
+    const { code, stdout, stderr } = await run(['demo', '--duration', '2']);
+    t.equal(code, 0, `demo exits 0\n${stdout}\n${stderr}`);
+    t.match(stdout, /SIP side: the drachtio-server at .* and baresip as the SIP peer/, 'says which SIP side it uses');
+    t.match(stdout, /ok\s+Messenger -> PBX: 1000 Hz heard by baresip/);
+    t.match(stdout, /ok\s+PBX -> Messenger: 440 Hz from baresip heard at Meta/);
+    t.match(stdout, /ok\s+call released/);
+    t.match(stdout, /demo: call bridged through drachtio-server to baresip/);
+  },
+);
 
 t.test('simulate-call plays Meta against a running bridge and gives a verdict', async (t) => {
   const log = pino({ level: 'silent' });
