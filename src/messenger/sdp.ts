@@ -218,8 +218,11 @@ export function parseRemoteDescription(sdp: string, type: 'offer' | 'answer'): R
 
   // BUNDLE: the transport is the one of the first bundled section (all sections share it).
   const transportMedia = media[usable[0]!.index]!;
-  const iceUfrag = transportMedia.iceUfrag ?? session.iceUfrag;
-  const icePwd = transportMedia.icePwd ?? session.icePwd;
+  // sdp-transform turns an all-digit value into a number (only when it reads back the same, so String() restores it).
+  const rawUfrag: unknown = transportMedia.iceUfrag ?? session.iceUfrag;
+  const rawPwd: unknown = transportMedia.icePwd ?? session.icePwd;
+  const iceUfrag = rawUfrag === undefined || rawUfrag === '' ? undefined : String(rawUfrag);
+  const icePwd = rawPwd === undefined || rawPwd === '' ? undefined : String(rawPwd);
   if (!iceUfrag || !icePwd) throw sdpError('SDP has no ice-ufrag/ice-pwd');
   const fingerprintAttr = transportMedia.fingerprint ?? session.fingerprint;
   if (!fingerprintAttr?.hash) throw sdpError('SDP has no DTLS fingerprint');

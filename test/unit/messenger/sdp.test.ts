@@ -82,6 +82,17 @@ t.test('session-level transport attributes, candidates split by transport and fa
   );
 });
 
+t.test('an all-digit ice-ufrag or ice-pwd stays the exact string (sdp-transform reads it as a number)', async (t) => {
+  const sdp = metaOffer([audio('0', 'sendrecv')])
+    .replace('a=ice-ufrag:meta', 'a=ice-ufrag:3264')
+    .replace('a=ice-pwd:metapasswordmetapassword', 'a=ice-pwd:123456789012345678901234');
+  const remote = parseRemoteDescription(sdp, 'offer');
+  t.equal(remote.iceUfrag, '3264');
+  t.equal(remote.icePwd, '123456789012345678901234');
+  const leadingZero = parseRemoteDescription(sdp.replace('a=ice-ufrag:3264', 'a=ice-ufrag:0264'), 'offer');
+  t.equal(leadingZero.iceUfrag, '0264', 'a leading zero is kept');
+});
+
 t.test('without a=candidate, c= and the m= port are used', async (t) => {
   const sdp = metaOffer([audio('0', 'sendrecv').replace(/a=candidate:[^\r\n]+\r\n/g, '')]);
   const remote = parseRemoteDescription(sdp, 'answer');
