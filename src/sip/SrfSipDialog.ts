@@ -181,19 +181,24 @@ export class SrfSipDialog extends TypedEmitter<SipDialogEvents> implements SipDi
     this.#ended = true;
     this.#clearSessionTimer();
     this.#log.debug('sending BYE');
-    let deadline: NodeJS.Timeout | undefined;
-    const timeout = new Promise<void>((resolve) => {
-      deadline = setTimeout(() => {
-        this.#log.warn({ deadlineMs: BYE_DEADLINE_MS }, 'no response to BYE');
-        resolve();
-      }, BYE_DEADLINE_MS);
-    });
     const bye = this.#dialog.destroy().then(
       () => undefined,
       (err: unknown) => this.#log.warn({ err }, 'BYE failed'),
     );
-    this.#endPromise = Promise.race([bye, timeout]).finally(() => clearTimeout(deadline));
+    this.#endPromise = this.#withDeadline(bye, BYE_DEADLINE_MS, 'no response to BYE');
     return this.#endPromise;
+  }
+
+  /** `pending` (which never rejects), or after `ms` a warning `message` and resolved anyway. */
+  #withDeadline(pending: Promise<void>, ms: number, message: string): Promise<void> {
+    let deadline: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => {
+      deadline = setTimeout(() => {
+        this.#log.warn({ deadlineMs: ms }, message);
+        resolve();
+      }, ms);
+    });
+    return Promise.race([pending, timeout]).finally(() => clearTimeout(deadline));
   }
 
   #send(res: SrfResponse, status: number, opts?: { headers?: Record<string, string>; body?: string }): void {
@@ -334,13 +339,6 @@ export class SrfSipDialog extends TypedEmitter<SipDialogEvents> implements SipDi
         this.#log.debug({ state }, 'NOTIFY not sent: the dialog has ended');
         return;
       }
-      let deadline: NodeJS.Timeout | undefined;
-      const timeout = new Promise<void>((resolve) => {
-        deadline = setTimeout(() => {
-          this.#log.warn({ deadlineMs: NOTIFY_DEADLINE_MS }, 'no response to NOTIFY');
-          resolve();
-        }, NOTIFY_DEADLINE_MS);
-      });
       const request = this.#dialog
         .request({
           method: 'NOTIFY',
@@ -358,7 +356,7 @@ export class SrfSipDialog extends TypedEmitter<SipDialogEvents> implements SipDi
           },
           (err: unknown) => this.#log.warn({ err, state }, 'NOTIFY failed'),
         );
-      await Promise.race([request, timeout]).finally(() => clearTimeout(deadline));
+      await this.#withDeadline(request, NOTIFY_DEADLINE_MS, 'no response to NOTIFY');
     };
     const result = this.#notifyChain.then(send);
     this.#notifyChain = result;
