@@ -64,15 +64,9 @@ export async function runDemo(argv: string[]): Promise<number> {
   print('            it speaks drachtio\'s real admin protocol to drachtio-srf, and plays the PBX in-process).');
   print('            With DRACHTIO_HOST, DRACHTIO_PORT and DRACHTIO_SECRET set, the demo dials baresip through it.');
 
-  const t0 = Date.now();
-  const ms = (): string => `${String(Date.now() - t0).padStart(5)} ms`;
+  const { ms, check, ok, seconds } = timeline(print);
   const bridge = await startLoopbackBridge({ log, codecs: [codec] });
   const peer = await createRtpPeer({ codec });
-  let ok = true;
-  const check = (good: boolean, line: string): void => {
-    ok &&= good;
-    print(`${ms()}  ${good ? 'ok  ' : 'FAIL'} ${line}`);
-  };
   try {
     print(`${ms()}  bridge up: webhooks on ${bridge.daemon.webhookUrl}, metrics on ${bridge.daemon.adminUrl}/metrics`);
     const answered = new Promise<{ invite: PbxInvite; dialog: PbxDialog }>((resolve, reject) => {
@@ -138,8 +132,24 @@ export async function runDemo(argv: string[]): Promise<number> {
     peer.close();
     await bridge.close();
   }
-  print(ok ? `demo: call bridged, tone heard both ways (${((Date.now() - t0) / 1000).toFixed(1)} s)` : 'demo: FAILED (run with --verbose for the bridge log)');
-  return ok ? 0 : 1;
+  print(ok() ? `demo: call bridged, tone heard both ways (${seconds()} s)` : 'demo: FAILED (run with --verbose for the bridge log)');
+  return ok() ? 0 : 1;
+}
+
+/** The demo's time-stamped lines: `ms()` since the start, `check()` prints ok/FAIL and remembers a failure. */
+function timeline(print: (line?: string) => void): { ms: () => string; check: (good: boolean, line: string) => void; ok: () => boolean; seconds: () => string } {
+  const t0 = Date.now();
+  let ok = true;
+  const ms = (): string => `${String(Date.now() - t0).padStart(5)} ms`;
+  return {
+    ms,
+    check: (good, line) => {
+      ok &&= good;
+      print(`${ms()}  ${good ? 'ok  ' : 'FAIL'} ${line}`);
+    },
+    ok: () => ok,
+    seconds: () => ((Date.now() - t0) / 1000).toFixed(1),
+  };
 }
 
 /** A real drachtio-server from the environment (DRACHTIO_HOST, DRACHTIO_PORT default 9022, DRACHTIO_SECRET). */
@@ -161,13 +171,7 @@ async function runWithBaresip(o: {
 }): Promise<number> {
   const { print } = o;
   print(`  SIP side: the drachtio-server at ${o.real.host}:${o.real.port} (DRACHTIO_HOST), and baresip as the SIP peer`);
-  const t0 = Date.now();
-  const ms = (): string => `${String(Date.now() - t0).padStart(5)} ms`;
-  let ok = true;
-  const check = (good: boolean, line: string): void => {
-    ok &&= good;
-    print(`${ms()}  ${good ? 'ok  ' : 'FAIL'} ${line}`);
-  };
+  const { ms, check, ok, seconds } = timeline(print);
   let ua: BaresipUa | undefined;
   let bridge: LoopbackBridgeOn | undefined;
   try {
@@ -212,9 +216,9 @@ async function runWithBaresip(o: {
     await bridge?.close();
     ua?.close();
   }
-  if (!ok && ua) print(ua.output().trim().split('\n').slice(-8).map((l) => `  baresip: ${l}`).join('\n'));
-  print(ok ? `demo: call bridged through drachtio-server to baresip, tone heard both ways (${((Date.now() - t0) / 1000).toFixed(1)} s)` : 'demo: FAILED (run with --verbose for the bridge log)');
-  return ok ? 0 : 1;
+  if (!ok() && ua) print(ua.output().trim().split('\n').slice(-8).map((l) => `  baresip: ${l}`).join('\n'));
+  print(ok() ? `demo: call bridged through drachtio-server to baresip, tone heard both ways (${seconds()} s)` : 'demo: FAILED (run with --verbose for the bridge log)');
+  return ok() ? 0 : 1;
 }
 
 function freeUdpPort(): Promise<number> {
