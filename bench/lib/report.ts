@@ -135,3 +135,20 @@ export function writeGeneratedSection(file: string, section: string, block: stri
   writeFileSync(target, replaceSection(readFileSync(target, 'utf8'), section, block));
   return target;
 }
+
+/**
+ * Lines a bench printed for a terminal, as markdown: table rows stay as they are, list items too, and any other
+ * line becomes a list item of its own (otherwise markdown joins consecutive lines into one paragraph); a blank line
+ * separates a table from what surrounds it.
+ */
+export function printedLinesToMarkdown(lines: readonly string[]): string[] {
+  const md: string[] = [];
+  let previous: 'table' | 'text' | undefined;
+  for (const line of lines) {
+    const kind = line.startsWith('|') ? 'table' : 'text';
+    if (previous !== undefined && previous !== kind) md.push('');
+    md.push(kind === 'table' || line.startsWith('- ') ? line : `- ${line}`);
+    previous = kind;
+  }
+  return md;
+}
