@@ -38,11 +38,14 @@ function git(args: string[]): string {
   return execFileSync('git', args, { cwd: REPO_ROOT, encoding: 'utf8', timeout: 10_000 }).trim();
 }
 
-/** The short commit of the tree the bench runs from, marked when the tree has uncommitted changes. */
+/**
+ * The short commit of the tree the bench runs from, marked when the tree has uncommitted changes other than in
+ * markdown files (the documents the benches write into are not what they measure).
+ */
 export function currentCommit(): string {
   try {
     const head = git(['rev-parse', '--short=12', 'HEAD']);
-    const dirty = git(['status', '--porcelain', '--untracked-files=no']) !== '';
+    const dirty = git(['status', '--porcelain', '--untracked-files=no', '--', '.', ':(exclude)*.md']) !== '';
     return dirty ? `${head} + uncommitted changes` : head;
   } catch {
     return 'unknown (not a git checkout)';
