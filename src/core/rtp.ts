@@ -8,3 +8,7 @@ export interface RtpEndpoint {
   /** Subscribe to RTP packets received from the far end. Returns the unsubscribe function. */
   onRtp(listener: (packet: Buffer) => void): () => void;
 }
+
+/** Why a packet arriving on the PBX-facing RTP port was dropped: a fixed set (the labels of msb_rtp_dropped_total). */
+export const RTP_DROP_REASONS = ['wrong_source', 'before_sdp', 'malformed'] as const;
+export type RtpDropReason = (typeof RTP_DROP_REASONS)[number];

@@ -16,6 +16,7 @@ import { WorkerPool } from '../media/WorkerPool.js';
 import { WeriftMessengerLegFactory } from '../messenger/index.js';
 import { closePreparedIce, preparedIceUsable, type PreparedIce } from '../messenger/WeriftMessengerLeg.js';
 import { Metrics, buildAdminApp } from '../observability/index.js';
+import { createAcl } from '../sip/acl.js';
 import { DrachtioSipLeg } from '../sip/DrachtioSipLeg.js';
 import { selectRoute } from '../sip/routing.js';
 import { buildWebhookApp, webhookSettingsFromConfig } from '../webhook/index.js';
@@ -99,6 +100,8 @@ export class Daemon {
     pool.on('workerRestarted', () => metrics.workerRestarted());
     let media: MediasoupMediaEngine | undefined;
     let preparedIce: MediaPool<PreparedIce> | undefined;
+    // The SIP ACL also names the sources a comedia RTP port may latch onto; a reload replaces it.
+    let sipAcl = createAcl(config.sip.acl);
     try {
       const prepared = config.calls.prepared_media;
       media = new MediasoupMediaEngine({
@@ -109,7 +112,9 @@ export class Daemon {
           minPort: config.media.rtp.min_port,
           maxPort: config.media.rtp.max_port,
           comedia: config.media.rtp.comedia,
+          latchAllowed: (address) => sipAcl.allows(address),
         },
+        hooks: { rtpDropped: (reason) => metrics.rtpDropped(reason) },
         dtmf: dtmfOptions(config),
         preparedCalls: prepared,
         log,
@@ -205,6 +210,7 @@ export class Daemon {
       });
       daemon.#onReload = (next) => {
         webhookSettings = webhookSettingsFromConfig(next);
+        sipAcl = createAcl(next.sip.acl);
       };
 
       if (options.waitForSipMs) {

@@ -8,6 +8,7 @@ import type { Bindings, ChildLoggerOptions, Logger } from 'pino';
 import type { types as ms } from 'mediasoup';
 import type { CallMedia, MediaEngine, MessengerLeg, PbxCodecName } from '../calls/ports.js';
 import { InvalidStateError, MediaError } from '../core/errors.js';
+import type { RtpDropReason } from '../core/rtp.js';
 import type { CallMediaDtmfOptions } from './MediasoupCallMedia.js';
 import { MediasoupCallMedia, ROUTER_MEDIA_CODECS } from './MediasoupCallMedia.js';
 import { MediaPool } from './MediaPool.js';
@@ -24,6 +25,8 @@ export interface PbxRtpOptions {
   maxPort: number;
   /** Symmetric RTP: send to where the PBX's packets come from, once one arrived. */
   comedia: boolean;
+  /** With comedia, sources besides the SDP's address a call's RTP port may latch onto (the SIP ACL). Default: none. */
+  latchAllowed?: (address: string) => boolean;
 }
 
 /** Optional callbacks for metrics. They must not throw. */
@@ -34,6 +37,8 @@ export interface MediaEngineHooks {
   dtmf?(info: { callId: string; direction: 'to_pbx' | 'to_messenger'; digit: string }): void;
   workerRestarted?(info: { pid: number; replacedPid: number }): void;
   workerDied?(info: { pid: number }): void;
+  /** A packet on a PBX-facing RTP port was dropped (not from the PBX, before its SDP, or malformed). */
+  rtpDropped?(reason: RtpDropReason): void;
 }
 
 export interface MediasoupMediaEngineOptions {
@@ -250,6 +255,8 @@ export class MediasoupMediaEngine implements MediaEngine {
           minPort: this.#o.rtp.minPort,
           maxPort: this.#o.rtp.maxPort,
           comedia: this.#o.rtp.comedia,
+          ...(this.#o.rtp.latchAllowed ? { latchAllowed: this.#o.rtp.latchAllowed } : {}),
+          onDropped: (reason) => this.#o.hooks?.rtpDropped?.(reason),
         }),
       ]);
       if (socketResult.status === 'fulfilled') socket = socketResult.value;

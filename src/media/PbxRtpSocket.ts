@@ -3,13 +3,33 @@
  * audio from a mediasoup PlainTransport over loopback to the PBX (and RTCP both ways), hands the PBX's audio to
  * node, intercepts RFC 4733 packets, latches onto the PBX's real address (symmetric RTP) and owns the outgoing SSRC
  * and sequence numbers toward the PBX.
+ *
+ * Who may send to it (anyone on the voice LAN can reach the port):
+ * - without comedia, only the address the PBX's SDP names (any port: a PBX may send from another port than it
+ *   receives on);
+ * - with comedia, the first RTP packet from the SDP's address or from a source `latchAllowed` accepts (the SIP ACL)
+ *   latches; from then on only that address and port are heard (RTCP: that address), and the latch moves only to
+ *   another port of the same address after {@link RELATCH_PACKETS} consecutive RTP packets from it with none from
+ *   the latched port in between (a NAT that re-mapped the PBX's port);
+ * - before the PBX's SDP, with comedia off, nobody.
+ * Everything else is dropped and counted by reason ({@link RtpDropReason}).
  */
 import dgram from 'node:dgram';
 import type { Logger } from 'pino';
 import { MediaError } from '../core/errors.js';
+import type { RtpDropReason } from '../core/rtp.js';
 import { LateAudioGuard } from './LateAudioGuard.js';
 import type { RtpHeader } from './rtp.js';
 import { buildRtp, isRtcp, parseRtp, randomSeq, randomSsrc, rewriteRtp, seqDiff, stripRtpHeaderExtension } from './rtp.js';
+
+/** Consecutive RTP packets from a new port of the latched address that move the comedia latch there. */
+export const RELATCH_PACKETS = 5;
+
+/** An address as a socket reports it, comparable to one from an SDP (IPv4-mapped IPv6 becomes IPv4). */
+function hostKey(address: string): string {
+  const a = address.toLowerCase();
+  return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
+}
 
 export interface PbxRtpSocketOptions {
   log: Logger;
@@ -20,6 +40,13 @@ export interface PbxRtpSocketOptions {
   maxPort: number;
   /** Learn the PBX's address from its first packet (symmetric RTP). */
   comedia: boolean;
+  /**
+   * With comedia: sources besides the SDP's address that the socket may latch onto (the SIP ACL). Asked per
+   * candidate packet, so a reload applies. Default: none.
+   */
+  latchAllowed?: (address: string) => boolean;
+  /** Called for every dropped packet (metrics); must not throw. */
+  onDropped?: (reason: RtpDropReason) => void;
 }
 
 export interface PbxRtpSocketHandlers {
@@ -126,6 +153,12 @@ export class PbxRtpSocket {
   readonly #outer: dgram.Socket;
   readonly #inner: dgram.Socket;
   readonly #comedia: boolean;
+  readonly #latchAllowed: (address: string) => boolean;
+  readonly #onDropped: (reason: RtpDropReason) => void;
+  /** Packets dropped so far, by reason. */
+  readonly dropped: Record<RtpDropReason, number> = { wrong_source: 0, before_sdp: 0, malformed: 0 };
+  /** A port of the latched address that may take over the latch, and its run of consecutive packets. */
+  #relatch?: { port: number; packets: number };
   #handlers?: PbxRtpSocketHandlers;
   /** The mediasoup PlainTransport's loopback port. */
   #mediasoupPort?: number;
@@ -157,8 +190,11 @@ export class PbxRtpSocket {
   /** Audio toward the PBX that fell behind inside the bridge is not sent. */
   readonly #lateToPbx: LateAudioGuard;
 
-  private constructor(log: Logger, outer: dgram.Socket, inner: dgram.Socket, comedia: boolean) {
+  private constructor(log: Logger, outer: dgram.Socket, inner: dgram.Socket, options: PbxRtpSocketOptions) {
     this.#log = log;
+    this.#comedia = options.comedia;
+    this.#latchAllowed = options.latchAllowed ?? (() => false);
+    this.#onDropped = options.onDropped ?? (() => undefined);
     this.#lateFromPbx = new LateAudioGuard({
       clockRate: this.#clockRate,
       onDrops: (report) => log.warn(report, 'late audio from the PBX dropped: the bridge fell behind reading it'),
@@ -169,7 +205,6 @@ export class PbxRtpSocket {
     });
     this.#outer = outer;
     this.#inner = inner;
-    this.#comedia = comedia;
     outer.on('message', (msg, rinfo) => this.#onOuter(msg, rinfo));
     inner.on('message', (msg) => this.#onInner(msg));
     outer.on('error', (err) => this.#log.warn({ err }, 'PBX RTP socket error'));
@@ -188,7 +223,7 @@ export class PbxRtpSocket {
       throw new MediaError('NO_PORT', 'could not bind the loopback RTP socket', { cause: err });
     }
     const log = options.log.child({ pbxRtpPort: outer.address().port });
-    return new PbxRtpSocket(log, outer, inner, options.comedia);
+    return new PbxRtpSocket(log, outer, inner, options);
   }
 
   get closed(): boolean {
@@ -256,6 +291,7 @@ export class PbxRtpSocket {
     this.#sdpRemote = { address, port };
     if (changed) {
       this.#latched = false;
+      this.#relatch = undefined;
       this.#log.debug({ address, port }, 'PBX RTP target set');
     }
     if (changed || !this.#latched) this.#remote = { address, port, rtcpPort: rtcpMux ? port : (rtcpPort ?? port + 1) };
@@ -312,23 +348,67 @@ export class PbxRtpSocket {
     if (!rtcp) this.#sentPackets++;
   }
 
+  #drop(reason: RtpDropReason, rinfo: dgram.RemoteInfo): false {
+    if (this.dropped[reason]++ === 0) {
+      this.#log.warn({ reason, address: rinfo.address, port: rinfo.port }, 'packet on the PBX RTP port dropped (further drops counted)');
+    }
+    this.#onDropped(reason);
+    return false;
+  }
+
+  /** Whether a packet from `rinfo` is heard (see the module comment); latches or moves the latch as a side effect. */
+  #admitSource(rtcp: boolean, rinfo: dgram.RemoteInfo): boolean {
+    const source = hostKey(rinfo.address);
+    const sdp = this.#sdpRemote;
+    if (!this.#comedia) {
+      if (!sdp) return this.#drop('before_sdp', rinfo);
+      if (source !== hostKey(sdp.address)) return this.#drop('wrong_source', rinfo);
+      return true;
+    }
+    if (!this.#latched) {
+      const allowed = (sdp !== undefined && source === hostKey(sdp.address)) || this.#latchAllowed(source);
+      if (!allowed) return this.#drop('wrong_source', rinfo);
+      // RTCP may come from the next port up: only RTP says where the PBX's audio comes from.
+      if (!rtcp) this.#latch(rinfo, 'latched onto PBX RTP source');
+      return true;
+    }
+    const latched = this.#remote!;
+    if (source !== hostKey(latched.address)) return this.#drop('wrong_source', rinfo);
+    if (rtcp || rinfo.port === latched.port) {
+      if (!rtcp) this.#relatch = undefined;
+      return true;
+    }
+    const run = this.#relatch?.port === rinfo.port ? this.#relatch.packets + 1 : 1;
+    this.#relatch = { port: rinfo.port, packets: run };
+    if (run < RELATCH_PACKETS) return this.#drop('wrong_source', rinfo);
+    this.#relatch = undefined;
+    this.#latch(rinfo, 'PBX RTP source moved to another port of its address');
+    return true;
+  }
+
+  #latch(rinfo: dgram.RemoteInfo, message: string): void {
+    this.#latched = true;
+    // The SDP's a=rtcp port holds when the PBX sends from the address and port it announced (no NAT between us).
+    const sdp = this.#sdpRemote;
+    const announced = sdp?.address === rinfo.address && sdp.port === rinfo.port ? this.#sdpRtcpPort : undefined;
+    const rtcpPort = this.#rtcpMux ? rinfo.port : (announced ?? rinfo.port + 1);
+    this.#remote = { address: rinfo.address, port: rinfo.port, rtcpPort };
+    this.#log.info({ address: rinfo.address, port: rinfo.port }, message);
+  }
+
   #onOuter(msg: Buffer, rinfo: dgram.RemoteInfo): void {
     if (this.#closed) return;
-    if (this.#comedia && !this.#latched) {
-      this.#latched = true;
-      // The SDP's a=rtcp port holds when the PBX sends from the address and port it announced (no NAT between us).
-      const sdp = this.#sdpRemote;
-      const announced = sdp?.address === rinfo.address && sdp.port === rinfo.port ? this.#sdpRtcpPort : undefined;
-      const rtcpPort = this.#rtcpMux ? rinfo.port : (announced ?? rinfo.port + 1);
-      this.#remote = { address: rinfo.address, port: rinfo.port, rtcpPort };
-      this.#log.debug({ address: rinfo.address, port: rinfo.port }, 'latched onto PBX RTP source');
+    const rtcp = isRtcp(msg);
+    const header = rtcp ? undefined : parseRtp(msg);
+    if (!rtcp && !header) {
+      this.#drop('malformed', rinfo);
+      return;
     }
-    if (isRtcp(msg)) {
+    if (!this.#admitSource(rtcp, rinfo)) return;
+    if (!header) {
       this.forwardToMediasoup(msg);
       return;
     }
-    const header = parseRtp(msg);
-    if (!header) return;
     if (header.payloadType === this.#tePt) {
       this.#handlers?.onTelephoneEvent(msg, header);
       return;

@@ -3,6 +3,7 @@
  * Methods are named for what happened; labels stay low-cardinality (no call ids, no PSIDs).
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { RtpDropReason } from '../core/rtp.js';
 
 export type WebhookResult =
   | 'accepted'
@@ -47,6 +48,7 @@ export class Metrics {
   readonly #permissionReplies: Counter<'response'>;
   readonly #dtmfDigits: Counter<'direction'>;
   readonly #transfers: Counter<'result'>;
+  readonly #rtpDropped: Counter<'reason'>;
 
   constructor(options: MetricsOptions = {}) {
     const registers = [(this.registry = new Registry())];
@@ -165,6 +167,12 @@ export class Metrics {
       labelNames: ['result'],
       registers,
     });
+    this.#rtpDropped = new Counter({
+      name: 'msb_rtp_dropped_total',
+      help: 'Packets dropped on PBX-facing RTP ports, by reason (wrong_source | before_sdp | malformed)',
+      labelNames: ['reason'],
+      registers,
+    });
   }
 
   /** A call was taken on (also counts it active until `callEnded`). */
@@ -243,6 +251,11 @@ export class Metrics {
   /** A transfer (REFER from the PBX) ended with `result`. */
   transfer(result: 'succeeded' | 'failed' | 'refused' | 'canceled'): void {
     this.#transfers.inc({ result });
+  }
+
+  /** A packet on a PBX-facing RTP port was dropped. */
+  rtpDropped(reason: RtpDropReason): void {
+    this.#rtpDropped.inc({ reason });
   }
 
   /** The Prometheus text exposition. */

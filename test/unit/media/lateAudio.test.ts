@@ -218,6 +218,7 @@ t.test('PBX socket: audio from the PBX that waited in the queue is not passed on
     pbx.close();
   });
   socket.setFormats({ audioPt: 0, clockRate: 8000 });
+  socket.setRemote('127.0.0.1', pbx.address().port, true);
   const seqs: number[] = [];
   socket.setHandlers({ onAudio: (_packet, header) => seqs.push(header.sequenceNumber), onTelephoneEvent: () => undefined });
   checkBacklog(t, await sendWithBacklog((p) => pbx.send(p, socket.port, '127.0.0.1'), () => seqs));
