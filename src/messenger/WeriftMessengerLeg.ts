@@ -33,8 +33,8 @@ import {
 } from './sdp.js';
 import type { LocalTransportParams, RemoteDescription, SdpCandidate, SdpFingerprint } from './sdp.js';
 import type { DtlsCertificate } from './certificate.js';
-import { SrtpContext, isSupportedSrtpProfile, srtpMasterKeyLength, srtpMasterSaltLength } from './srtp.js';
-import type { SrtpDropReason, SrtpProfileId } from './srtp.js';
+import { SrtpContext, isSupportedSrtpProfile, srtpMasterKeyLength, srtpMasterSaltLength } from '../core/srtp.js';
+import type { SrtpDropReason, SrtpProfileId } from '../core/srtp.js';
 import { applyWeriftUdpBindFix } from './udpBind.js';
 
 /** Set-up timings of one leg, in milliseconds, for logs and benchmarks. */
@@ -89,7 +89,7 @@ export interface WeriftMessengerLegOptions {
   /** Interval of our RTCP sender reports, ms; 0 disables them. */
   rtcpIntervalMs: number;
   /** SRTP profiles our DTLS ClientHello offers, in order of preference. Default: AEAD_AES_128_GCM, AES_CM_128_HMAC_SHA1_80. */
-  srtpProfiles?: SrtpProfileId[];
+  srtpProfiles?: DtlsSrtpProfileId[];
   /** An ICE agent gathered ahead of the call with the same addresses and ports (see `prepareIce`); the leg owns it. */
   preparedIce?: PreparedIce;
 }
@@ -156,8 +156,9 @@ export function closePreparedIce(prepared: PreparedIce): Promise<void> {
 
 type LegState = 'new' | 'gathering' | 'ready' | 'connecting' | 'dtls' | 'connected' | 'closed';
 
-/** What werift's DTLS client can offer and srtp.ts implements. */
-const SRTP_PROFILES: SrtpProfileId[] = [ProtectionProfileAeadAes128Gcm, ProtectionProfileAes128CmHmacSha1_80];
+/** The SRTP profiles werift's DTLS client can negotiate (core/srtp.ts implements more, for SDES). */
+export type DtlsSrtpProfileId = typeof ProtectionProfileAeadAes128Gcm | typeof ProtectionProfileAes128CmHmacSha1_80;
+const SRTP_PROFILES: DtlsSrtpProfileId[] = [ProtectionProfileAeadAes128Gcm, ProtectionProfileAes128CmHmacSha1_80];
 /** Seconds between 1900 (NTP epoch) and 1970. */
 const NTP_EPOCH_OFFSET = 2208988800;
 

@@ -8,8 +8,8 @@ import { Writable } from 'node:stream';
 import t from 'tap';
 import { pino } from 'pino';
 import { createDtlsCertificate } from '../../../src/messenger/certificate.js';
-import { SRTP_AEAD_AES_128_GCM, SRTP_AES128_CM_HMAC_SHA1_80 } from '../../../src/messenger/srtp.js';
-import type { SrtpProfileId } from '../../../src/messenger/srtp.js';
+import { SRTP_AEAD_AES_128_GCM, SRTP_AES128_CM_HMAC_SHA1_80 } from '../../../src/core/srtp.js';
+import type { DtlsSrtpProfileId } from '../../../src/messenger/WeriftMessengerLeg.js';
 import { WeriftMessengerLeg } from '../../../src/messenger/WeriftMessengerLeg.js';
 import { WeriftMessengerLegFactory } from '../../../src/messenger/WeriftMessengerLegFactory.js';
 import { MetaMediaServer } from '../../../src/simulator/media/MetaMediaServer.js';
@@ -38,7 +38,7 @@ t.before(async () => {
 });
 t.teardown(() => server.close());
 
-async function connected(callId: string, srtpProfiles: SrtpProfileId[]): Promise<{ leg: WeriftMessengerLeg; session: MetaMediaSession }> {
+async function connected(callId: string, srtpProfiles: DtlsSrtpProfileId[]): Promise<{ leg: WeriftMessengerLeg; session: MetaMediaSession }> {
   const leg = new WeriftMessengerLeg({
     callId,
     log: log.child({ callId }),

@@ -1,27 +1,38 @@
 /**
- * SRTP/SRTCP contexts of the Messenger leg: RFC 3711 appendix B vectors, interoperation with werift's own
- * SrtpSession/SrtcpSession in both directions for every profile we negotiate, ROC across a sequence wrap, reordering,
- * replays and tampering.
+ * SRTP/SRTCP contexts shared by the Messenger leg (DTLS-SRTP) and the PBX leg (SDES): RFC 3711 appendix B, RFC 6188
+ * and RFC 7714 vectors, interoperation with werift's own SrtpSession/SrtcpSession in both directions for the profiles
+ * werift implements, a round trip for every profile, ROC across a sequence wrap, reordering, replays, tampering and
+ * the master key lifetime.
  */
 import { createCipheriv, createHmac, randomBytes } from 'node:crypto';
 import t from 'tap';
 import { RtpHeader, RtpPacket, SrtcpSession, SrtpSession } from 'werift';
 import {
   SRTP_AEAD_AES_128_GCM,
+  SRTP_AEAD_AES_256_GCM,
+  SRTP_AES128_CM_HMAC_SHA1_32,
   SRTP_AES128_CM_HMAC_SHA1_80,
   AesGcm,
   HmacSha1,
   SrtpContext,
   aesCmKeystream,
+  deriveSrtpKey,
   deriveSrtpSessionKeys,
+  srtpMasterKeyLength,
   srtpMasterSaltLength,
-} from '../../../src/messenger/srtp.js';
-import type { SrtpProfileId } from '../../../src/messenger/srtp.js';
+} from '../../../src/core/srtp.js';
+import type { SrtpProfileId } from '../../../src/core/srtp.js';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
-const PROFILES: Array<[string, SrtpProfileId]> = [
+/** What werift's SrtpSession implements: the interop tests run on these. */
+const WERIFT_PROFILES: Array<[string, SrtpProfileId]> = [
   ['AES_CM_128_HMAC_SHA1_80', SRTP_AES128_CM_HMAC_SHA1_80],
   ['AEAD_AES_128_GCM', SRTP_AEAD_AES_128_GCM],
+];
+const PROFILES: Array<[string, SrtpProfileId]> = [
+  ...WERIFT_PROFILES,
+  ['AES_CM_128_HMAC_SHA1_32', SRTP_AES128_CM_HMAC_SHA1_32],
+  ['AEAD_AES_256_GCM', SRTP_AEAD_AES_256_GCM],
 ];
 
 interface Keys {
@@ -30,7 +41,7 @@ interface Keys {
 }
 
 function newKeys(profile: SrtpProfileId): Keys {
-  return { masterKey: randomBytes(16), masterSalt: randomBytes(srtpMasterSaltLength(profile)) };
+  return { masterKey: randomBytes(srtpMasterKeyLength(profile)), masterSalt: randomBytes(srtpMasterSaltLength(profile)) };
 }
 
 /** A werift session whose remote side is `remote` and local side is `local`. */
@@ -150,7 +161,7 @@ t.test('AES-GCM: the same ciphertext and tag as node:crypto, and a wrong tag ref
   t.equal(accepted, 0, 'no wrong tag accepted');
 });
 
-for (const [name, profile] of PROFILES) {
+for (const [name, profile] of WERIFT_PROFILES) {
   t.test(`${name}: ours protects, werift unprotects (RTP and RTCP)`, async (t) => {
     const keys = newKeys(profile);
     const ours = new SrtpContext({ profile, ...keys });
@@ -198,7 +209,7 @@ for (const [name, profile] of PROFILES) {
       const sr = senderReport(0x55667788, i);
       t.same(ours.unprotectRtcp(werift.srtcp.encrypt(sr)), sr, `SRTCP ${i}`);
     }
-    t.same(ours.stats, { authFailures: 0, replays: 0, malformed: 0 });
+    t.same(ours.stats, { authFailures: 0, replays: 0, malformed: 0, expired: 0 });
   });
 
   t.test(`${name}: the ROC follows a sequence wrap, both ways and against werift`, async (t) => {
@@ -220,6 +231,28 @@ for (const [name, profile] of PROFILES) {
       t.same(ourReceiverOfWerift.unprotectRtp(weriftSender.srtp.encrypt(parsed.payload, parsed.header)), packet, `werift -> ours seq ${seq}`);
     }
     t.equal(receiver.stats.authFailures + ourReceiverOfWerift.stats.authFailures, 0);
+  });
+}
+
+for (const [name, profile] of PROFILES) {
+  t.test(`${name}: round trip of RTP and RTCP, ours to ours`, async (t) => {
+    const keys = newKeys(profile);
+    const sender = new SrtpContext({ profile, ...keys });
+    const receiver = new SrtpContext({ profile, ...keys });
+    const tag = profile === SRTP_AES128_CM_HMAC_SHA1_32 ? 4 : profile === SRTP_AES128_CM_HMAC_SHA1_80 ? 10 : 16;
+    t.equal(sender.rtpOverhead, tag, `SRTP tag of ${tag} bytes`);
+    for (const packet of [rtp(1), rtp(2, { csrcs: [9] }), rtp(3, { extension: true }), rtp(4, { payload: randomBytes(1200) })]) {
+      const wire = sender.protectRtp(packet);
+      t.equal(wire.length, packet.length + tag);
+      t.not(wire.subarray(12, packet.length).toString('hex'), packet.subarray(12).toString('hex'), 'payload encrypted');
+      t.same(receiver.unprotectRtp(wire), packet, `seq ${packet.readUInt16BE(2)}`);
+    }
+    const sr = senderReport(0x0badcafe, 7);
+    const srtcp = sender.protectRtcp(sr);
+    // SRTCP keeps a full 80-bit tag with HMAC_SHA1_32 (RFC 5764 4.1.2); 16 bytes with GCM; plus the E+index word.
+    t.equal(srtcp.length, sr.length + 4 + (tag === 16 ? 16 : 10), 'SRTCP tag and index');
+    t.same(receiver.unprotectRtcp(srtcp), sr, 'SRTCP');
+    t.same(receiver.stats, { authFailures: 0, replays: 0, malformed: 0, expired: 0 });
   });
 
   t.test(`${name}: reordering is accepted, replays and packets older than the window are refused`, async (t) => {
@@ -275,7 +308,7 @@ for (const [name, profile] of PROFILES) {
     const otherKeys = new SrtpContext({ profile, ...newKeys(profile) });
     t.equal(otherKeys.unprotectRtp(Buffer.from(good)), 'auth', 'another key');
     t.type(receiver.unprotectRtp(Buffer.from(good)), Buffer, 'the untouched packet still passes afterwards');
-    t.same(receiver.stats, { authFailures: 5, replays: 0, malformed: 2 });
+    t.same(receiver.stats, { authFailures: 5, replays: 0, malformed: 2, expired: 0 });
 
     const srtcp = sender.protectRtcp(senderReport(1, 1));
     const badRtcp = Buffer.from(srtcp);
@@ -290,5 +323,85 @@ for (const [name, profile] of PROFILES) {
 t.test('a master salt of the wrong length for the profile is refused', async (t) => {
   t.throws(() => new SrtpContext({ profile: SRTP_AEAD_AES_128_GCM, masterKey: randomBytes(16), masterSalt: randomBytes(14) }));
   t.throws(() => new SrtpContext({ profile: SRTP_AES128_CM_HMAC_SHA1_80, masterKey: randomBytes(16), masterSalt: randomBytes(12) }));
-  t.throws(() => new SrtpContext({ profile: 0x0002 as SrtpProfileId, masterKey: randomBytes(16), masterSalt: randomBytes(14) }));
+  t.throws(() => new SrtpContext({ profile: 0x0003 as SrtpProfileId, masterKey: randomBytes(16), masterSalt: randomBytes(14) }));
+  t.throws(
+    () => new SrtpContext({ profile: SRTP_AEAD_AES_256_GCM, masterKey: randomBytes(16), masterSalt: randomBytes(12) }),
+    /master key must be 32 bytes/,
+  );
+});
+
+t.test('RFC 6188 7.2: AES_256_CM_PRF session keys from a 32-byte master key', async (t) => {
+  const masterKey = hex('f0f04914b513f2763a1b1fa130f10e2998f6f6e43e4309d1e622a0e332b9f1b6');
+  const masterSalt = hex('3b04803de51ee7c96423ab5b78d2');
+  t.equal(deriveSrtpKey(masterKey, masterSalt, 0, 32).toString('hex'), '5ba1064e30ec51613cad926c5a28ef731ec7fb397f70a960653caf06554cd8c4', 'cipher key');
+  t.equal(deriveSrtpKey(masterKey, masterSalt, 2, 14).toString('hex'), 'fa31791685ca444a9e07c6c64e93', 'cipher salt');
+  t.equal(deriveSrtpKey(masterKey, masterSalt, 1, 20).toString('hex'), 'fd9c32d39ed5fbb5a9dc96b30818454d1313dc05', 'auth key');
+});
+
+t.test('AES_CM_128_HMAC_SHA1_80 and _32: the known answer of RFC 3711 B.3 keys (libsrtp test packet)', async (t) => {
+  const masterKey = hex('e1f97a0d3e018be0d64fa32c06de4139');
+  const masterSalt = hex('0ec675ad498afeebb6960b3aabe6');
+  const plain = hex(`800f1234decafbadcafebabe ${'ab'.repeat(16)}`);
+  const cipher = '800f1234decafbadcafebabe4e55dc4ce79978d88ca4d215949d2402';
+  const tag80 = 'b78d6acc99ea179b8dbb';
+  const p80 = new SrtpContext({ profile: SRTP_AES128_CM_HMAC_SHA1_80, masterKey, masterSalt }).protectRtp(plain);
+  t.equal(p80.toString('hex'), cipher + tag80);
+  const p32 = new SrtpContext({ profile: SRTP_AES128_CM_HMAC_SHA1_32, masterKey, masterSalt }).protectRtp(plain);
+  t.equal(p32.toString('hex'), cipher + tag80.slice(0, 8), 'the same ciphertext, the first 32 bits of the tag');
+  const back = new SrtpContext({ profile: SRTP_AES128_CM_HMAC_SHA1_32, masterKey, masterSalt }).unprotectRtp(p32);
+  t.same(back, plain);
+});
+
+/** RFC 7714 sections 16 and 17: session key 00 01 .. (16 or 32 bytes), session salt "Quid pro quo". */
+const RFC7714 = {
+  salt: hex('517569642070726f2071756f'),
+  rtp: hex('8040f17b8041f8d35501a0b247616c6c696120657374206f6d6e69732064697669736120696e207061727465732074726573'),
+  rtcp: hex('81c8000d4d6172734e5450314e545032525450200000042a0000e9304c756e61deadbeefdeadbeefdeadbeefdeadbeefdeadbeef'),
+  cases: [
+    {
+      name: 'AEAD_AES_128_GCM (16.1, 17.1)',
+      profile: SRTP_AEAD_AES_128_GCM,
+      keyLength: 16,
+      srtp: '8040f17b8041f8d35501a0b2f24de3a3fb34de6cacba861c9d7e4bcabe633bd50d294e6f42a5f47a51c7d19b36de3adf8833899d7f27beb16a9152cf765ee4390cce',
+      srtcp: '81c8000d4d61727363e94885dcdab67ca727d7662f6b7e997ff5c0f76c06f32dc676a5f1730d6fda4ce09b4686303ded0bb9275bc84aa45896cf4d2fc5abf87245d9eade800005d4',
+    },
+    {
+      name: 'AEAD_AES_256_GCM (16.2, 17.2)',
+      profile: SRTP_AEAD_AES_256_GCM,
+      keyLength: 32,
+      srtp: '8040f17b8041f8d35501a0b232b1de78a822fe12ef9f78fa332e33aab18012389a58e2f3b50b2a0276ffae0f1ba63799b87b7aa3db36dfffd6b0f9bb7878d7a76c13',
+      srtcp: '81c8000d4d617273d50ae4d1f5ce5d304ba297e47d470c282c3ece5dbffe0a50a2eaa5c1110555be8415f658c61de0476f1b6fad1d1eb30c4446839f57ff6f6cb26ac3be800005d4',
+    },
+  ],
+} as const;
+
+for (const c of RFC7714.cases) {
+  t.test(`RFC 7714 ${c.name}: SRTP and SRTCP vectors with the published session keys`, async (t) => {
+    const key = Buffer.from(Array.from({ length: c.keyLength }, (_, i) => i));
+    const session = { key, salt: RFC7714.salt, auth: Buffer.alloc(0) };
+    const context = (): SrtpContext => new SrtpContext({ profile: c.profile, sessionKeys: { rtp: session, rtcp: session } });
+    t.equal(context().protectRtp(RFC7714.rtp).toString('hex'), c.srtp, 'SRTP encryption');
+    t.same(context().unprotectRtp(hex(c.srtp)), RFC7714.rtp, 'SRTP decryption');
+    const sender = context();
+    for (let i = 0; i < 0x5d4; i++) sender.protectRtcp(RFC7714.rtcp);
+    t.equal(sender.protectRtcp(RFC7714.rtcp).toString('hex'), c.srtcp, 'SRTCP encryption at index 0x5d4');
+    t.same(context().unprotectRtcp(hex(c.srtcp)), RFC7714.rtcp, 'SRTCP decryption');
+    const tampered = hex(c.srtp);
+    tampered[20] = tampered[20]! ^ 0x01;
+    t.equal(context().unprotectRtp(tampered), 'auth', 'a flipped bit is refused');
+  });
+}
+
+t.test('the master key lifetime: protect stops and received packets are dropped once it is used up', async (t) => {
+  const keys = newKeys(SRTP_AES128_CM_HMAC_SHA1_80);
+  const sender = new SrtpContext({ profile: SRTP_AES128_CM_HMAC_SHA1_80, ...keys, lifetime: 3 });
+  const receiver = new SrtpContext({ profile: SRTP_AES128_CM_HMAC_SHA1_80, ...keys, lifetime: 2 });
+  const wire = [sender.protectRtp(rtp(1)), sender.protectRtp(rtp(2)), sender.protectRtcp(senderReport(1, 1))];
+  t.ok(sender.expired, 'three packets used a lifetime of 3');
+  t.throws(() => sender.protectRtp(rtp(3)), /lifetime/);
+  t.type(receiver.unprotectRtp(wire[0]!), Buffer);
+  t.equal(receiver.unprotectRtp(Buffer.from(wire[0]!)), 'replay', 'a replay does not use up the lifetime');
+  t.type(receiver.unprotectRtp(wire[1]!), Buffer);
+  t.equal(receiver.unprotectRtcp(wire[2]!), 'expired');
+  t.equal(receiver.stats.expired, 1);
 });

@@ -1,50 +1,88 @@
 /**
- * SRTP and SRTCP (RFC 3711, RFC 7714) for the Messenger leg, one context per direction that keeps its cipher state
- * across packets.
+ * SRTP and SRTCP (RFC 3711, RFC 7714, RFC 6188's AES-256 key derivation), one context per direction that keeps its
+ * cipher state across packets. Shared by the Messenger leg (keys from DTLS-SRTP) and the PBX leg (keys from SDES,
+ * RFC 4568).
  *
- * Profiles: exactly those our DTLS client offers in its use_srtp extension (werift's list, see WeriftMessengerLeg):
- * SRTP_AES128_CM_HMAC_SHA1_80 (0x0001) and SRTP_AEAD_AES_128_GCM (0x0007).
+ * Profiles are named by their DTLS-SRTP protection profile numbers (RFC 5764, RFC 7714), SDES suite names map onto
+ * them (media/sdes.ts): AES_CM_128_HMAC_SHA1_80 (0x0001), AES_CM_128_HMAC_SHA1_32 (0x0002; 32-bit SRTP tag, SRTCP
+ * keeps the 80-bit tag, RFC 5764 4.1.2), AEAD_AES_128_GCM (0x0007) and AEAD_AES_256_GCM (0x0008).
  *
  * Why not werift's SrtpSession: it builds a new AES-CTR cipher (and key schedule) and a new HMAC for every packet.
- * Here, for AES_CM, one AES-128-ECB cipher per context, created once, turns a buffer of counter blocks into the
+ * Here, for AES_CM, one AES-ECB cipher per context, created once, turns a buffer of counter blocks into the
  * keystream of a whole packet in one call, and the payload is XORed in place; HMAC-SHA1 starts from keyed states
  * computed once (HmacSha1 below). AES-GCM uses the same ECB cipher for its counter blocks and computes GHASH in
  * JavaScript from a table made once per key (AesGcm below), since a Node cipher object cannot take a new IV.
  * Authentication failures, replays and malformed packets are returned as a reason, not thrown: a bad packet
  * from the network costs no exception.
  *
- * Key derivation rate is 0 (what DTLS-SRTP uses): session keys are derived once per context.
+ * Key derivation rate is 0 (what DTLS-SRTP uses, and SDES without a KDR parameter): session keys are derived once
+ * per context.
  */
 import { createCipheriv } from 'node:crypto';
 
 /** DTLS-SRTP protection profile SRTP_AES128_CM_HMAC_SHA1_80 (RFC 5764). */
 export const SRTP_AES128_CM_HMAC_SHA1_80 = 0x0001;
+/** DTLS-SRTP protection profile SRTP_AES128_CM_HMAC_SHA1_32 (RFC 5764): 4-byte SRTP tag, 10-byte SRTCP tag. */
+export const SRTP_AES128_CM_HMAC_SHA1_32 = 0x0002;
 /** DTLS-SRTP protection profile SRTP_AEAD_AES_128_GCM (RFC 7714). */
 export const SRTP_AEAD_AES_128_GCM = 0x0007;
+/** DTLS-SRTP protection profile SRTP_AEAD_AES_256_GCM (RFC 7714; keys derived with AES_256_CM_PRF, RFC 6188). */
+export const SRTP_AEAD_AES_256_GCM = 0x0008;
 
-export type SrtpProfileId = typeof SRTP_AES128_CM_HMAC_SHA1_80 | typeof SRTP_AEAD_AES_128_GCM;
+export type SrtpProfileId =
+  | typeof SRTP_AES128_CM_HMAC_SHA1_80
+  | typeof SRTP_AES128_CM_HMAC_SHA1_32
+  | typeof SRTP_AEAD_AES_128_GCM
+  | typeof SRTP_AEAD_AES_256_GCM;
 
-/** Why an inbound packet was refused. */
-export type SrtpDropReason = 'malformed' | 'auth' | 'replay';
+/** Why an inbound packet was refused. `expired`: the master key's lifetime (packets) is used up. */
+export type SrtpDropReason = 'malformed' | 'auth' | 'replay' | 'expired';
+
+/** The lengths that make up a profile, bytes. */
+export interface SrtpProfileInfo {
+  /** Master key = session encryption key. */
+  keyLength: number;
+  /** Master salt (14 for AES_CM, 12 for AES-GCM) = session salt. */
+  saltLength: number;
+  gcm: boolean;
+  /** Authentication tag of SRTP packets. */
+  rtpTagLength: number;
+  /** Authentication tag of SRTCP packets. */
+  rtcpTagLength: number;
+  /** HMAC-SHA1 session key (0 for AES-GCM). */
+  authKeyLength: number;
+}
+
+const PROFILES: Record<SrtpProfileId, SrtpProfileInfo> = {
+  [SRTP_AES128_CM_HMAC_SHA1_80]: { keyLength: 16, saltLength: 14, gcm: false, rtpTagLength: 10, rtcpTagLength: 10, authKeyLength: 20 },
+  [SRTP_AES128_CM_HMAC_SHA1_32]: { keyLength: 16, saltLength: 14, gcm: false, rtpTagLength: 4, rtcpTagLength: 10, authKeyLength: 20 },
+  [SRTP_AEAD_AES_128_GCM]: { keyLength: 16, saltLength: 12, gcm: true, rtpTagLength: 16, rtcpTagLength: 16, authKeyLength: 0 },
+  [SRTP_AEAD_AES_256_GCM]: { keyLength: 32, saltLength: 12, gcm: true, rtpTagLength: 16, rtcpTagLength: 16, authKeyLength: 0 },
+};
 
 /** True for the profiles this module implements. */
 export function isSupportedSrtpProfile(profile: number): profile is SrtpProfileId {
-  return profile === SRTP_AES128_CM_HMAC_SHA1_80 || profile === SRTP_AEAD_AES_128_GCM;
+  return Object.hasOwn(PROFILES, profile);
+}
+
+/** The lengths of a profile. */
+export function srtpProfileInfo(profile: SrtpProfileId): SrtpProfileInfo {
+  return PROFILES[profile];
 }
 
 /** Master key length of a profile, bytes. */
 export function srtpMasterKeyLength(profile: SrtpProfileId): number {
-  return profile === SRTP_AEAD_AES_128_GCM || profile === SRTP_AES128_CM_HMAC_SHA1_80 ? 16 : 0;
+  return PROFILES[profile].keyLength;
 }
 
-/** Master salt length of a profile, bytes (RFC 7714: 12 for AEAD_AES_128_GCM). */
+/** Master salt length of a profile, bytes (RFC 7714: 12 for the AEAD profiles). */
 export function srtpMasterSaltLength(profile: SrtpProfileId): number {
-  return profile === SRTP_AEAD_AES_128_GCM ? 12 : 14;
+  return PROFILES[profile].saltLength;
 }
 
 /** The session keys of one of SRTP or SRTCP. */
 export interface SrtpSessionKeys {
-  /** Encryption key, 16 bytes. */
+  /** Encryption key, 16 or 32 bytes. */
   key: Buffer;
   /** Session salt: 14 bytes (AES_CM) or 12 bytes (AES-GCM). */
   salt: Buffer;
@@ -52,9 +90,15 @@ export interface SrtpSessionKeys {
   auth: Buffer;
 }
 
+/** An AES-ECB cipher for a 16- or 32-byte key (the block function of AES-CM, GCM and the key derivation). */
+function aesEcb(key: Buffer): ReturnType<typeof createCipheriv> {
+  if (key.length !== 16 && key.length !== 32) throw new RangeError(`AES key must be 16 or 32 bytes, not ${key.length}`);
+  return createCipheriv(key.length === 16 ? 'aes-128-ecb' : 'aes-256-ecb', key, null).setAutoPadding(false);
+}
+
 /**
  * AES in counter mode as SRTP uses it (RFC 3711 4.1.1): block i of the keystream is AES(key, iv << 16 + i), where
- * `iv` is 112 bits (14 bytes). Returns the first `length` bytes.
+ * `iv` is 112 bits (14 bytes). Returns the first `length` bytes. A 32-byte key is AES-256 (RFC 6188).
  */
 export function aesCmKeystream(key: Buffer, iv: Buffer, length: number): Buffer {
   if (iv.length !== 14) throw new RangeError('AES-CM IV must be 14 bytes');
@@ -65,14 +109,14 @@ export function aesCmKeystream(key: Buffer, iv: Buffer, length: number): Buffer 
     iv.copy(input, i * 16);
     input.writeUInt16BE(i, i * 16 + 14);
   }
-  const cipher = createCipheriv('aes-128-ecb', key, null).setAutoPadding(false);
+  const cipher = aesEcb(key);
   return Buffer.concat([cipher.update(input), cipher.final()]).subarray(0, length);
 }
 
 /**
- * RFC 3711 4.3.1 key derivation with a key derivation rate of 0: the AES-CM keystream under the master key, with
- * IV = master salt XOR label << 48. A 12-byte master salt (AES-GCM) is padded with two zero bytes at the end, as
- * libsrtp does.
+ * RFC 3711 4.3.1 key derivation with a key derivation rate of 0: the AES-CM keystream under the master key (AES-128,
+ * or AES-256 for a 32-byte key: RFC 6188's AES_256_CM_PRF), with IV = master salt XOR label << 48. A 12-byte master
+ * salt (AES-GCM) is padded with two zero bytes at the end, as libsrtp does.
  */
 export function deriveSrtpKey(masterKey: Buffer, masterSalt: Buffer, label: number, length: number): Buffer {
   const iv = Buffer.alloc(14);
@@ -87,16 +131,17 @@ export function deriveSrtpSessionKeys(
   masterSalt: Buffer,
   profile: SrtpProfileId,
 ): { rtp: SrtpSessionKeys; rtcp: SrtpSessionKeys } {
-  if (masterKey.length !== srtpMasterKeyLength(profile)) throw new RangeError(`SRTP master key must be 16 bytes`);
-  if (masterSalt.length !== srtpMasterSaltLength(profile)) {
-    throw new RangeError(`SRTP master salt must be ${srtpMasterSaltLength(profile)} bytes for profile ${profile}`);
+  const info = PROFILES[profile];
+  if (masterKey.length !== info.keyLength) {
+    throw new RangeError(`SRTP master key must be ${info.keyLength} bytes for profile ${profile}`);
   }
-  const saltLength = srtpMasterSaltLength(profile);
-  const authLength = profile === SRTP_AEAD_AES_128_GCM ? 0 : 20;
+  if (masterSalt.length !== info.saltLength) {
+    throw new RangeError(`SRTP master salt must be ${info.saltLength} bytes for profile ${profile}`);
+  }
   const derive = (base: number): SrtpSessionKeys => ({
-    key: deriveSrtpKey(masterKey, masterSalt, base, 16),
-    auth: authLength === 0 ? Buffer.alloc(0) : deriveSrtpKey(masterKey, masterSalt, base + 1, authLength),
-    salt: deriveSrtpKey(masterKey, masterSalt, base + 2, saltLength),
+    key: deriveSrtpKey(masterKey, masterSalt, base, info.keyLength),
+    auth: info.authKeyLength === 0 ? Buffer.alloc(0) : deriveSrtpKey(masterKey, masterSalt, base + 1, info.authKeyLength),
+    salt: deriveSrtpKey(masterKey, masterSalt, base + 2, info.saltLength),
   });
   return { rtp: derive(0), rtcp: derive(3) };
 }
@@ -358,7 +403,7 @@ export class AesGcm {
 
   /** @param maxBytes largest plaintext this instance will handle, bytes (default 1536). */
   constructor(key: Buffer, maxBytes = 1536) {
-    this.#ecb = createCipheriv('aes-128-ecb', key, null).setAutoPadding(false);
+    this.#ecb = aesEcb(key);
     this.#blocks = Buffer.alloc((Math.ceil(maxBytes / 16) + 1) * 16);
     const h = this.#ecb.update(Buffer.alloc(16));
     // 4-bit tables (mbedtls' gcm_gen_table), as [w0, w1, w2, w3] per nibble.
@@ -535,14 +580,23 @@ export class AesGcm {
   }
 }
 
-/** Options of an SrtpContext. */
-export interface SrtpContextOptions {
+/** Options of an SrtpContext: a master key and salt (DTLS exporter, SDES), or session keys (test vectors). */
+export type SrtpContextOptions = {
   profile: SrtpProfileId;
-  /** Master key from the DTLS exporter (16 bytes). */
-  masterKey: Buffer;
-  /** Master salt from the DTLS exporter (14 bytes for AES_CM, 12 for AES-GCM). */
-  masterSalt: Buffer;
-}
+  /**
+   * Master key lifetime, packets (RFC 4568's lifetime; SRTP and SRTCP packets counted together): after that many the
+   * context refuses to protect (`expired`) and drops what it receives ('expired'). Default: RFC 3711's limits only.
+   */
+  lifetime?: number;
+} & (
+  | {
+      /** Master key (16 bytes, 32 for AEAD_AES_256_GCM). */
+      masterKey: Buffer;
+      /** Master salt (14 bytes for AES_CM, 12 for AES-GCM). */
+      masterSalt: Buffer;
+    }
+  | { sessionKeys: { rtp: SrtpSessionKeys; rtcp: SrtpSessionKeys } }
+);
 
 /** Counters of one context, for stats and logs. */
 export interface SrtpContextStats {
@@ -552,6 +606,8 @@ export interface SrtpContextStats {
   replays: number;
   /** Inbound packets too short or not RTP/RTCP. */
   malformed: number;
+  /** Inbound packets refused because the master key's lifetime was used up. */
+  expired: number;
 }
 
 /**
@@ -561,9 +617,12 @@ export interface SrtpContextStats {
  */
 export class SrtpContext {
   readonly profile: SrtpProfileId;
-  readonly stats: SrtpContextStats = { authFailures: 0, replays: 0, malformed: 0 };
+  readonly stats: SrtpContextStats = { authFailures: 0, replays: 0, malformed: 0, expired: 0 };
   readonly #gcm: boolean;
+  /** SRTP tag; SRTCP's is GCM_TAG or AES_CM_TAG whatever the SRTP one. */
   readonly #tagLength: number;
+  /** Packets this master key may still protect or accept. */
+  #packetsLeft: number;
   readonly #rtp: SrtpSessionKeys;
   readonly #rtcp: SrtpSessionKeys;
   // AES_CM: one ECB cipher per key, the counter blocks they turn into keystream, precomputed salt words.
@@ -583,17 +642,22 @@ export class SrtpContext {
   constructor(options: SrtpContextOptions) {
     if (!isSupportedSrtpProfile(options.profile)) throw new RangeError(`unsupported SRTP profile ${options.profile}`);
     this.profile = options.profile;
-    this.#gcm = options.profile === SRTP_AEAD_AES_128_GCM;
-    this.#tagLength = this.#gcm ? GCM_TAG : AES_CM_TAG;
-    const keys = deriveSrtpSessionKeys(options.masterKey, options.masterSalt, options.profile);
+    const info = PROFILES[options.profile];
+    this.#gcm = info.gcm;
+    this.#tagLength = info.rtpTagLength;
+    this.#packetsLeft = options.lifetime ?? Number.MAX_SAFE_INTEGER;
+    const keys =
+      'sessionKeys' in options
+        ? options.sessionKeys
+        : deriveSrtpSessionKeys(options.masterKey, options.masterSalt, options.profile);
     this.#rtp = keys.rtp;
     this.#rtcp = keys.rtcp;
     if (this.#gcm) {
       this.#rtpGcm = new AesGcm(keys.rtp.key, MAX_BLOCKS * 16);
       this.#rtcpGcm = new AesGcm(keys.rtcp.key, MAX_BLOCKS * 16);
     } else {
-      this.#rtpEcb = createCipheriv('aes-128-ecb', keys.rtp.key, null).setAutoPadding(false);
-      this.#rtcpEcb = createCipheriv('aes-128-ecb', keys.rtcp.key, null).setAutoPadding(false);
+      this.#rtpEcb = aesEcb(keys.rtp.key);
+      this.#rtcpEcb = aesEcb(keys.rtcp.key);
       this.#rtpMac = new HmacSha1(keys.rtp.auth);
       this.#rtcpMac = new HmacSha1(keys.rtcp.auth);
       // The block counter (last two bytes of each block) never changes.
@@ -606,6 +670,16 @@ export class SrtpContext {
     return this.#tagLength;
   }
 
+  /** The master key's lifetime is used up: protect throws, unprotect drops. Renegotiate a key. */
+  get expired(): boolean {
+    return this.#packetsLeft <= 0;
+  }
+
+  #use(): void {
+    if (this.#packetsLeft <= 0) throw new RangeError('SRTP master key lifetime reached');
+    this.#packetsLeft--;
+  }
+
   /**
    * Protects one RTP packet. Returns a new buffer (the input is not changed).
    * @param ssrc when given, the packet is sent with this SSRC instead of its own.
@@ -614,6 +688,7 @@ export class SrtpContext {
   protectRtp(packet: Buffer, ssrc?: number): Buffer {
     const headerLength = rtpHeaderLength(packet, 0);
     if (headerLength < 0) throw new RangeError('not an RTP packet');
+    this.#use();
     const length = packet.length;
     const out = Buffer.allocUnsafe(length + this.#tagLength);
     packet.copy(out, 0, 0, length);
@@ -634,7 +709,7 @@ export class SrtpContext {
     }
     this.#ctrXor(this.#rtpEcb!, this.#rtp.salt, streamSsrc, roc, seq, out, headerLength, length);
     // Authenticated portion: header, encrypted payload, ROC.
-    this.#rtpMac!.sign(out, 0, length, roc >>> 0, out, length, AES_CM_TAG);
+    this.#rtpMac!.sign(out, 0, length, roc >>> 0, out, length, this.#tagLength);
     return out;
   }
 
@@ -648,6 +723,10 @@ export class SrtpContext {
     if (headerLength < 0) {
       this.stats.malformed++;
       return 'malformed';
+    }
+    if (this.#packetsLeft <= 0) {
+      this.stats.expired++;
+      return 'expired';
     }
     const end = packet.length - tagLength;
     const ssrc = packet.readUInt32BE(8);
@@ -674,8 +753,8 @@ export class SrtpContext {
       }
     } else {
       const tag = this.#tag;
-      this.#rtpMac!.sign(packet, 0, end, v >>> 0, tag, 0, AES_CM_TAG);
-      if (!constantTimeEqual(tag, 0, packet, end, AES_CM_TAG)) {
+      this.#rtpMac!.sign(packet, 0, end, v >>> 0, tag, 0, tagLength);
+      if (!constantTimeEqual(tag, 0, packet, end, tagLength)) {
         this.stats.authFailures++;
         return 'auth';
       }
@@ -684,12 +763,14 @@ export class SrtpContext {
     if (fresh) this.#streams.set(ssrc, state);
     advance(state, v, seq);
     markSeen(state, index);
+    this.#packetsLeft--;
     return packet.subarray(0, end);
   }
 
   /** Protects one RTCP compound packet (encrypted, E=1). Returns a new buffer. Throws RangeError for non-RTCP. */
   protectRtcp(packet: Buffer): Buffer {
     if (packet.length < 8 || (packet[0]! & 0xc0) !== 0x80) throw new RangeError('not an RTCP packet');
+    this.#use();
     const ssrc = packet.readUInt32BE(4);
     const state = this.#rtcpStream(ssrc);
     state.sentIndex = state.sentIndex >= MAX_SRTCP_INDEX ? 0 : state.sentIndex + 1;
@@ -714,11 +795,15 @@ export class SrtpContext {
 
   /** Unprotects one SRTCP packet in place and returns the RTCP packet (a view of the input), or why it was refused. */
   unprotectRtcp(packet: Buffer): Buffer | SrtpDropReason {
-    const tagLength = this.#tagLength;
+    const tagLength = this.#gcm ? GCM_TAG : AES_CM_TAG;
     const length = packet.length;
     if (length < 8 + tagLength + SRTCP_INDEX_BYTES || (packet[0]! & 0xc0) !== 0x80) {
       this.stats.malformed++;
       return 'malformed';
+    }
+    if (this.#packetsLeft <= 0) {
+      this.stats.expired++;
+      return 'expired';
     }
     const ssrc = packet.readUInt32BE(4);
     // AES_CM: ... | E+index | tag;  AES-GCM: ... | tag | E+index.
@@ -754,6 +839,7 @@ export class SrtpContext {
       }
     }
     markSeen(state ?? this.#rtcpStream(ssrc), index);
+    this.#packetsLeft--;
     return packet.subarray(0, end);
   }
 
