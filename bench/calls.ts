@@ -637,7 +637,7 @@ async function runLoad(engine: Engine, mode: Mode, n: number, seconds: number): 
   const start = performance.now();
   let frames = 0;
   // Meta's packets enter the simulator's worker through its payload channel: one write for the whole tick, as the
-  // bridge does (src/media/workerWrites.ts), not two small ones per packet.
+  // bridge does (src/media/mediasoupPatches.ts), not two small ones per packet.
   const metaChannel = (calls[0]?.ends.producer as unknown as { _payloadChannel?: { _producerSocket?: Writable } } | undefined)
     ?._payloadChannel?._producerSocket;
   const timer = setInterval(() => {

@@ -6,7 +6,7 @@
  *   npx tsx bench/interop.ts [--calls 100] [--peer rtpengine|mediasoup|both] [--without-fix] [--reorder]
  *                            [--rtpengine-threads 2] [--concurrency 1] [--write]
  *
- * --without-fix runs werift's DTLS client as shipped (no src/messenger/dtlsFix.ts), to see the failure it fixes;
+ * --without-fix runs werift's DTLS client as shipped (no src/messenger/werift/dtlsFix.ts), to see the failure it fixes;
  * failed set-ups then wait for the leg's DTLS timeout (lowered to 4 s here).
  * --reorder sends the first transmission of every final flight record by record with the ChangeCipherSpec before the
  * CertificateVerify: what rtpengine's packet threads sometimes do by accident, on purpose.
@@ -17,7 +17,7 @@
  */
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { isWeriftDtlsFixApplied, warmUpWeriftEcdhe } from '../src/messenger/dtlsFix.js';
+import { isWeriftDtlsFixApplied, warmUpWeriftEcdhe } from '../src/messenger/werift/index.js';
 import { WeriftMessengerLegFactory } from '../src/messenger/index.js';
 import {
   MediasoupPeer,

@@ -83,3 +83,16 @@ export class GraphError extends BridgeError {
     this.retryable = fields.retryable;
   }
 }
+
+/**
+ * A runtime patch of a dependency cannot bind: the installed version is not the one it was written for, or what it
+ * replaces is not there. Start-up stops on it (code `DEPENDENCY_PATCH_MISMATCH`).
+ */
+export class DependencyPatchError extends BridgeError {
+  readonly dependency: string;
+
+  constructor(dependency: string, message: string, options?: { cause?: unknown }) {
+    super('DEPENDENCY_PATCH_MISMATCH', `${dependency}: ${message}`, options);
+    this.dependency = dependency;
+  }
+}

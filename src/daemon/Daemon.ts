@@ -10,14 +10,18 @@ import { CallController, type CallControllerOptions } from '../calls/CallControl
 import type { CallMediaStats, CallMetricsSink, CallRoute, PbxCodecName } from '../calls/ports.js';
 import { configWarnings, pageIds, pageTokens, routeCodecs, type Config } from '../config/index.js';
 import { GraphClient } from '../graph/index.js';
+import { reportDependencyPatches } from './dependencyPatches.js';
 import { MediaPool } from '../media/MediaPool.js';
+import { applyMediasoupPatches } from '../media/mediasoupPatches.js';
 import { MediasoupMediaEngine } from '../media/MediasoupMediaEngine.js';
 import { WorkerPool } from '../media/WorkerPool.js';
 import { WeriftMessengerLegFactory } from '../messenger/index.js';
 import { closePreparedIce, preparedIceUsable, type PreparedIce } from '../messenger/WeriftMessengerLeg.js';
+import { applyWeriftPatches } from '../messenger/werift/index.js';
 import { Metrics, buildAdminApp } from '../observability/index.js';
 import { createAcl } from '../sip/acl.js';
 import { DrachtioSipLeg } from '../sip/DrachtioSipLeg.js';
+import { applyDrachtioSrfPatches } from '../sip/drachtioSrfPatches.js';
 import { selectRoute } from '../sip/routing.js';
 import { buildWebhookApp, webhookSettingsFromConfig } from '../webhook/index.js';
 
@@ -89,6 +93,7 @@ export class Daemon {
     const log = options.log;
     const metrics = options.metrics ?? new Metrics();
     for (const warning of configWarnings(config)) log.warn({ warning }, 'configuration warning');
+    reportDependencyPatches([applyWeriftPatches(), applyMediasoupPatches(), applyDrachtioSrfPatches()], log, metrics);
 
     const pool = await WorkerPool.create({
       workerBin: config.media.worker_bin,

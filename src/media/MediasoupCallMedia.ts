@@ -51,7 +51,7 @@ import { PbxRtpSocket, ReceiveStats } from './PbxRtpSocket.js';
 import type { RtpHeader } from './rtp.js';
 import { buildRtp, parseRtp, parseTelephoneEvent, randomSeq, randomSsrc, seqDiff } from './rtp.js';
 import { TelephoneEventReceiver, TelephoneEventSender } from './telephoneEvents.js';
-import { sendToWorker } from './workerWrites.js';
+import { sendToWorker } from './mediasoupPatches.js';
 
 /** Payload types of the router's codecs (what D and P consumers carry). */
 export const ROUTER_PTS: Record<PbxCodecName, number> = { opus: 111, PCMU: 0, PCMA: 8 };

@@ -35,7 +35,7 @@ import type { LocalTransportParams, RemoteDescription, SdpCandidate, SdpFingerpr
 import type { DtlsCertificate } from './certificate.js';
 import { SrtpContext, isSupportedSrtpProfile, srtpMasterKeyLength, srtpMasterSaltLength } from '../core/srtp.js';
 import type { SrtpDropReason, SrtpProfileId } from '../core/srtp.js';
-import { applyWeriftUdpBindFix } from './udpBind.js';
+import { applyWeriftPatches, skipLookupForNumericAddresses } from './werift/index.js';
 
 /** Set-up timings of one leg, in milliseconds, for logs and benchmarks. */
 export interface MessengerLegTimings {
@@ -124,8 +124,9 @@ function iceOptions(o: IceAddressOptions): Partial<IceOptions> {
 }
 
 function newIceAgent(o: IceAddressOptions): Connection {
-  // Binds that never collide with another agent's nor crash the process (udpBind.ts); idempotent.
-  applyWeriftUdpBindFix();
+  // Binds that never collide with another agent's nor crash the process (werift/udpBind.ts); idempotent, and done
+  // already where the daemon or a leg factory started.
+  applyWeriftPatches();
   const ice = new Connection(true, iceOptions(o));
   // werift falls back to a public STUN server when none is configured; we never ask one.
   ice.stunServer = undefined;
@@ -184,33 +185,6 @@ function isRtpOrRtcp(b: number): boolean {
 function isRtcpPacket(buf: Buffer): boolean {
   const pt = buf[1]! & 0x7f;
   return pt >= 64 && pt <= 95;
-}
-
-const lookupPatched = new WeakSet<Socket>();
-
-/**
- * `dgram.Socket.send` to an address string runs the socket's lookup for every packet (for a numeric address,
- * `dns.lookup` answers on the next tick). Node offers a `lookup` option only when the socket is created, and werift
- * creates it; so the socket's lookup is wrapped once to answer numeric addresses of its family at once and pass
- * anything else to the original. When Node's internals do not look as expected, nothing is changed.
- */
-function skipLookupForNumericAddresses(socket: Socket, family: number): void {
-  if (lookupPatched.has(socket)) return;
-  lookupPatched.add(socket);
-  const stateSymbol = Object.getOwnPropertySymbols(socket).find((s) => s.description === 'state symbol');
-  if (stateSymbol === undefined) return;
-  const state = (socket as unknown as Record<symbol, { handle?: { lookup?: unknown } } | undefined>)[stateSymbol];
-  const handle = state?.handle;
-  const original = handle?.lookup;
-  if (handle === undefined || typeof original !== 'function') return;
-  type Callback = (err: Error | null, address?: string, family?: number) => void;
-  handle.lookup = (address: string, callback: Callback): unknown => {
-    if (isIP(address) === family) {
-      callback(null, address, family);
-      return undefined;
-    }
-    return (original as (address: string, callback: Callback) => unknown).call(handle, address, callback);
-  };
 }
 
 export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> implements MessengerLeg {

@@ -5,7 +5,7 @@ import { isIP } from 'node:net';
 import type { Logger } from 'pino';
 import type { MessengerLegFactory } from '../calls/ports.js';
 import { createDtlsCertificate } from './certificate.js';
-import { applyWeriftDtlsFix, warmUpWeriftEcdhe } from './dtlsFix.js';
+import { applyWeriftPatches, warmUpWeriftEcdhe } from './werift/index.js';
 import type { DtlsCertificate } from './certificate.js';
 import { WeriftMessengerLeg, prepareIce } from './WeriftMessengerLeg.js';
 import type { PreparedIce } from './WeriftMessengerLeg.js';
@@ -26,8 +26,9 @@ export interface WeriftMessengerLegFactoryOptions {
   /** RTCP sender report interval in ms; 0 disables. Default 5000. */
   rtcpIntervalMs?: number;
   /**
-   * Apply the process-wide fix to werift's DTLS client (dtlsFix.ts: one datagram per flight, fresh record numbers on
-   * retransmission) so that OpenSSL-based DTLS servers complete the handshake. Default true.
+   * Apply the fix to werift's DTLS client (werift/dtlsFix.ts: one datagram per flight, fresh record numbers on
+   * retransmission) so that OpenSSL-based DTLS servers complete the handshake. Default true. The factory applies every
+   * werift patch (`applyWeriftPatches`, once per thread); the first call in a thread decides.
    */
   weriftDtlsFix?: boolean;
   /**
@@ -59,7 +60,7 @@ export class WeriftMessengerLegFactory implements MessengerLegFactory {
     if (ips.filter((ip) => isIP(ip) === 4).length > 1 || ips.filter((ip) => isIP(ip) === 6).length > 1) {
       options.log.warn({ iceListenIps: ips }, 'only the first IPv4 and the first IPv6 address of iceListenIps are used');
     }
-    if (options.weriftDtlsFix ?? true) applyWeriftDtlsFix();
+    applyWeriftPatches({ dtlsFix: options.weriftDtlsFix ?? true });
     this.#options = Object.freeze({
       iceListenIps: options.iceListenIps,
       announcedIp: options.announcedIp,

@@ -49,6 +49,7 @@ export class Metrics {
   readonly #dtmfDigits: Counter<'direction'>;
   readonly #transfers: Counter<'result'>;
   readonly #rtpDropped: Counter<'reason'>;
+  readonly #patchesDegraded: Gauge<'dependency' | 'patch'>;
 
   constructor(options: MetricsOptions = {}) {
     const registers = [(this.registry = new Registry())];
@@ -173,6 +174,12 @@ export class Metrics {
       labelNames: ['reason'],
       registers,
     });
+    this.#patchesDegraded = new Gauge({
+      name: 'msb_dependency_patch_degraded',
+      help: '1 for each runtime optimisation of a dependency that could not bind to the installed version (the bridge runs without it)',
+      labelNames: ['dependency', 'patch'],
+      registers,
+    });
   }
 
   /** A call was taken on (also counts it active until `callEnded`). */
@@ -256,6 +263,11 @@ export class Metrics {
   /** A packet on a PBX-facing RTP port was dropped. */
   rtpDropped(reason: RtpDropReason): void {
     this.#rtpDropped.inc({ reason });
+  }
+
+  /** A runtime optimisation of `dependency` could not bind at start: the bridge runs without it. */
+  dependencyPatchDegraded(dependency: string, patch: string): void {
+    this.#patchesDegraded.set({ dependency, patch }, 1);
   }
 
   /** The Prometheus text exposition. */

@@ -16,6 +16,7 @@ import { TypedEmitter } from '../core/TypedEmitter.js';
 import { createAcl, type Acl } from './acl.js';
 import { DigestAuthenticator, type DigestCredentials } from './digest.js';
 import { shouldTryNextTarget } from './routing.js';
+import { stopSrfReconnecting } from './drachtioSrfPatches.js';
 import { decideAsUac, decideAsUas } from './sessionTimer.js';
 import { SrfIncomingCall, sipReasonHeader } from './SrfIncomingCall.js';
 import { SrfSipDialog } from './SrfSipDialog.js';
@@ -169,10 +170,6 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
   }
 
   #disconnectSrf(connected: boolean): void {
-    // srf's disconnect() needs a live socket; while reconnecting, stop its retry timer instead.
-    const wp = (this.#srf as unknown as {
-      _app?: { client?: { wp?: { closing?: boolean; socket?: { destroy(): void }; reconnectVars?: { retryTimer?: NodeJS.Timeout | null } } } };
-    })._app?.client?.wp;
     if (connected) {
       try {
         this.#srf.disconnect();
@@ -181,12 +178,8 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
         this.#log.debug({ err }, 'srf disconnect failed');
       }
     }
-    if (wp) {
-      wp.closing = true;
-      if (wp.reconnectVars?.retryTimer) clearTimeout(wp.reconnectVars.retryTimer);
-      if (wp.reconnectVars) wp.reconnectVars.retryTimer = null;
-      wp.socket?.destroy();
-    }
+    // srf's disconnect() needs a live socket; while reconnecting, stop its retry timer instead (drachtioSrfPatches.ts).
+    if (!stopSrfReconnecting(this.#srf)) this.#log.debug('srf had not started connecting: nothing to stop');
   }
 
   #onConnect(err: Error | null, hostport?: string): void {

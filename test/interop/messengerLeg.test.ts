@@ -7,7 +7,7 @@
 import t from 'tap';
 import { pino } from 'pino';
 import { MessengerLegError } from '../../src/core/errors.js';
-import { applyWeriftDtlsFix, warmUpWeriftEcdhe } from '../../src/messenger/dtlsFix.js';
+import { applyWeriftPatches, warmUpWeriftEcdhe } from '../../src/messenger/werift/index.js';
 import { WeriftMessengerLegFactory } from '../../src/messenger/index.js';
 import {
   MediasoupPeer,
@@ -20,7 +20,7 @@ import {
   type InteropPeer,
 } from './harness.js';
 
-applyWeriftDtlsFix();
+applyWeriftPatches();
 await warmUpWeriftEcdhe();
 
 const CALLS = Number(process.env['INTEROP_CALLS'] ?? 10);

@@ -8,7 +8,7 @@ import type { Test } from 'tap';
 import { pino } from 'pino';
 import { WeriftMessengerLegFactory } from '../../../src/messenger/WeriftMessengerLegFactory.js';
 import { closePreparedIce, preparedIceUsable, type PreparedIce } from '../../../src/messenger/WeriftMessengerLeg.js';
-import { heldIcePorts } from '../../../src/messenger/udpBind.js';
+import { heldIcePorts } from '../../../src/messenger/werift/udpBind.js';
 import { MessengerLegError } from '../../../src/core/errors.js';
 
 const log = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });

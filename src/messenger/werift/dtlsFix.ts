@@ -41,12 +41,14 @@
  * handshake on the event loop, and about 1 s more for the very first one (noble builds its base-point tables then).
  * `warmUpWeriftEcdhe()` pays that first cost at start-up instead of during the first call.
  *
- * Apply once per process before the first connection: `applyWeriftDtlsFix()`; it is idempotent. It patches the
- * prototypes of werift's `DtlsClient` (connect), `RTCDtlsTransport` (start), `DtlsSocket` (close) and of its internal
- * `Flight` (transmit) and client `Flight5` (exec). A werift `DtlsServer` keeps its behaviour, except that its
- * retransmission loop too ends when it is closed.
+ * Applied through `applyWeriftPatches()` (./index.ts), which first checks werift's version and finds every target with
+ * `findWeriftDtlsTargets()` (throws when one is missing). It patches the prototypes of werift's `DtlsClient` (connect),
+ * `RTCDtlsTransport` (start), `DtlsSocket` (close) and of its internal `Flight` (transmit) and client `Flight5` (exec).
+ * A werift `DtlsServer` keeps its behaviour, except that its retransmission loop too ends when it is closed.
  */
 import { DtlsClient, DtlsSocket, RTCDtlsTransport } from 'werift';
+import { expectMethods } from '../../core/dependencyPatch.js';
+import { DependencyPatchError } from '../../core/errors.js';
 
 /** DTLS record header: type(1) version(2) epoch(2) sequence_number(6) length(2). */
 export const DTLS_RECORD_HEADER_BYTES = 13;
@@ -243,12 +245,10 @@ interface FlightLike {
 
 const SESSION_CLIENT = 1;
 const SESSION_SERVER = 2;
-const patched = Symbol.for('messenger-sip-bridge.werift-dtls-fix');
 const connectPromise = Symbol('connectPromise');
 const writerInstalled = Symbol('writerInstalled');
 
 let appliedOptions: Required<WeriftDtlsFixOptions> | undefined;
-let retransmissionPatched = false;
 
 /** DTLS contexts of closed sockets, and the retransmission waits to cut short when they close. */
 const closedContexts = new WeakSet<object>();
@@ -277,11 +277,20 @@ function wakeRetransmissionWaits(context: object): void {
   for (const wake of [...(pendingWaits.get(context) ?? [])]) wake();
 }
 
+/** The prototypes this fix replaces methods of. */
+export interface WeriftDtlsTargets {
+  client: { connect: () => Promise<void> };
+  transport: { start: () => Promise<void> };
+  socket: { close: () => void };
+  flight: FlightLike;
+  flight5: Flight5Like;
+}
+
 /**
  * werift's Flight classes are internal to its bundle; reach their prototypes through the Flight5 that a throw-away
- * client creates when handed an (empty, unparsable) ServerHello. Undefined if werift's shape changed.
+ * client creates when handed an (empty, unparsable) ServerHello.
  */
-function findFlightPrototypes(): { flight: FlightLike; flight5: Flight5Like } | undefined {
+function findFlightPrototypes(): { flight: FlightLike | null; flight5: Flight5Like | null; instance: object | undefined } {
   const probeTransport = {
     type: 'probe',
     address: {},
@@ -293,29 +302,44 @@ function findFlightPrototypes(): { flight: FlightLike; flight5: Flight5Like } | 
   const probe = new DtlsClient({ transport: probeTransport, srtpProfiles: [] } as unknown as ConstructorParameters<
     typeof DtlsClient
   >[0]) as unknown as {
-    handleHandshakes: (assembled: { msg_type: number; fragment: Buffer }[]) => Promise<void>;
+    handleHandshakes?: (assembled: { msg_type: number; fragment: Buffer }[]) => Promise<void>;
     flight5?: object;
   };
-  // The empty ServerHello fails to parse after flight5 is created; that failure is the expected end of the probe.
+  if (typeof probe.handleHandshakes !== 'function') return { flight: null, flight5: null, instance: undefined };
+  // The empty ServerHello fails to parse after flight5 is created: that rejection is the probe's expected end.
   probe.handleHandshakes([{ msg_type: 2, fragment: Buffer.alloc(0) }]).catch(() => undefined);
-  if (!probe.flight5) return undefined;
-  const flight5 = Object.getPrototypeOf(probe.flight5) as Flight5Like | null;
+  const flight5 = probe.flight5 ? (Object.getPrototypeOf(probe.flight5) as Flight5Like | null) : null;
   const flight = flight5 ? (Object.getPrototypeOf(flight5) as FlightLike | null) : null;
-  if (!flight5 || !flight || typeof flight.transmit !== 'function' || typeof flight5.exec !== 'function') {
-    return undefined;
+  return { flight, flight5, instance: probe.flight5 };
+}
+
+/** Find every werift method this fix replaces; throws `DependencyPatchError` naming the first one missing. */
+export function findWeriftDtlsTargets(): WeriftDtlsTargets {
+  const client = DtlsClient.prototype as unknown as WeriftDtlsTargets['client'];
+  const transport = RTCDtlsTransport.prototype as unknown as WeriftDtlsTargets['transport'];
+  const socket = DtlsSocket.prototype as unknown as WeriftDtlsTargets['socket'];
+  expectMethods('werift', 'DtlsClient.prototype', client, ['connect']);
+  expectMethods('werift', 'RTCDtlsTransport.prototype', transport, ['start']);
+  expectMethods('werift', 'DtlsSocket.prototype', socket, ['close']);
+  const { flight, flight5, instance } = findFlightPrototypes();
+  if (!flight5) throw new DependencyPatchError('werift', 'DtlsClient no longer creates its flight5 on a ServerHello: the Flight patches cannot bind');
+  expectMethods('werift', 'Flight5.prototype', flight5, ['exec']);
+  expectMethods('werift', 'Flight.prototype', flight, ['transmit', 'setState']);
+  // The replacement transmit() reads these off each flight.
+  expectMethods('werift', 'a Flight5', instance, ['send']);
+  if (!('dtls' in (instance ?? {})) || !('nextFlight' in (instance ?? {}))) {
+    throw new DependencyPatchError('werift', 'a Flight5 has no dtls/nextFlight fields: the Flight.transmit patch cannot bind');
   }
-  return { flight, flight5 };
+  return { client, transport, socket, flight: flight as FlightLike, flight5 };
 }
 
 /**
  * werift's Flight.transmit with the same schedule, ending as soon as the socket is closed; and Flight5.exec made a
  * no-op once the handshake is over.
  */
-function patchRetransmission(): boolean {
-  const prototypes = findFlightPrototypes();
-  if (!prototypes) return false;
-  const flightProto = prototypes.flight;
-  const flight5Proto = prototypes.flight5;
+function patchRetransmission(targets: WeriftDtlsTargets): void {
+  const flightProto = targets.flight;
+  const flight5Proto = targets.flight5;
   const exec = flight5Proto.exec;
   flight5Proto.exec = function (this: Flight5Like): Promise<void> {
     // A server that retransmits its flight and finishes in the same datagram (mediasoup does, when its 100 ms timer
@@ -349,26 +373,20 @@ function patchRetransmission(): boolean {
     }
     throw new Error(`over retransmitCount : ${this.flight} ${this.nextFlight}`);
   };
-  const socketProto = DtlsSocket.prototype as unknown as { close: () => void };
+  const socketProto = targets.socket;
   const close = socketProto.close;
   socketProto.close = function (this: { dtls: object }): void {
     wakeRetransmissionWaits(this.dtls);
     close.call(this);
   };
-  return true;
 }
 
-/** True once `applyWeriftDtlsFix()` ran in this process. */
+/** True once the DTLS fix is in force in this thread. */
 export function isWeriftDtlsFixApplied(): boolean {
   return appliedOptions !== undefined;
 }
 
-/** True when the retransmission loop patch is in force (false if werift's internals were not found). */
-export function isWeriftRetransmissionPatched(): boolean {
-  return retransmissionPatched;
-}
-
-/** Options in force (undefined before `applyWeriftDtlsFix()`). */
+/** Options in force (undefined before the fix is applied). */
 export function weriftDtlsFixOptions(): Readonly<Required<WeriftDtlsFixOptions>> | undefined {
   return appliedOptions;
 }
@@ -400,17 +418,16 @@ function installRecordWriter(client: DtlsClientInternals, maxDatagramBytes: numb
 }
 
 /**
- * Patch werift's DTLS client (process-wide, idempotent). Call before the first DTLS client connects.
- * Later calls with other options are ignored; the first call's options stay in force.
+ * Patch werift's DTLS client on `targets` (from `findWeriftDtlsTargets()`). Idempotent: later calls, with any options,
+ * leave the first call's patches and options in force. Called by `applyWeriftPatches()`.
  */
-export function applyWeriftDtlsFix(options: WeriftDtlsFixOptions = {}): void {
-  const clientProto = DtlsClient.prototype as unknown as Record<PropertyKey, unknown> & { connect: () => Promise<void> };
-  if (clientProto[patched]) return;
+export function applyWeriftDtlsFix(targets: WeriftDtlsTargets, options: WeriftDtlsFixOptions = {}): void {
+  if (appliedOptions) return;
   const config: Required<WeriftDtlsFixOptions> = {
     maxDatagramBytes: options.maxDatagramBytes ?? 1200,
     startWithoutDelay: options.startWithoutDelay ?? true,
   };
-
+  const clientProto = targets.client;
   const originalConnect = clientProto.connect;
   // connect() runs once per client: a second call (werift's own, 100 ms after ours) gets the first call's promise.
   clientProto.connect = function connect(this: DtlsClientInternals & Record<PropertyKey, unknown>): Promise<void> {
@@ -420,17 +437,17 @@ export function applyWeriftDtlsFix(options: WeriftDtlsFixOptions = {}): void {
       installRecordWriter(this, config.maxDatagramBytes);
       this[writerInstalled] = true;
     }
-    const started = originalConnect.call(this as unknown as DtlsClient);
+    const started = originalConnect.call(this);
     this[connectPromise] = started;
     return started;
   };
 
   if (config.startWithoutDelay) {
-    const transportProto = RTCDtlsTransport.prototype as unknown as { start: () => Promise<void> };
+    const transportProto = targets.transport;
     const originalStart = transportProto.start;
     transportProto.start = function start(this: { dtls?: unknown }): Promise<void> {
       // start() creates the DTLS client synchronously, then sleeps 100 ms before connect(); connect it now instead.
-      const running = originalStart.call(this as unknown as RTCDtlsTransport);
+      const running = originalStart.call(this);
       const dtls = this.dtls;
       if (dtls instanceof DtlsClient) {
         // Failures of this call reach werift through its own connect() call, which returns this same promise.
@@ -440,8 +457,7 @@ export function applyWeriftDtlsFix(options: WeriftDtlsFixOptions = {}): void {
     };
   }
 
-  retransmissionPatched = patchRetransmission();
-  clientProto[patched] = true;
+  patchRetransmission(targets);
   appliedOptions = config;
 }
 

@@ -15,10 +15,12 @@
  * reports as a gathering without that candidate and the leg as "no local ICE candidate could be gathered". A socket
  * keeps a listener for late 'error' events, so a socket-level error never becomes an uncaught exception.
  *
- * Apply once per process before the first ICE agent gathers: `applyWeriftUdpBindFix()`; it is idempotent.
+ * Applied through `applyWeriftPatches()` (./index.ts) before the first ICE agent gathers; idempotent.
  */
 import type { Socket } from 'node:dgram';
 import { UdpTransport } from 'werift';
+import { expectMethods } from '../../core/dependencyPatch.js';
+import { DependencyPatchError } from '../../core/errors.js';
 
 type SocketType = 'udp4' | 'udp6';
 
@@ -37,12 +39,36 @@ const TRY_NEXT = new Set(['EADDRINUSE', 'EACCES']);
 
 let applied = false;
 
-export function applyWeriftUdpBindFix(): void {
-  if (applied) return;
-  const proto = UdpTransport.prototype as unknown as { init: (this: UdpTransportInternals) => Promise<void> };
-  if (typeof proto.init !== 'function') {
-    throw new Error('werift UdpTransport.prototype.init not found: the ICE bind fix does not match this werift version');
+/** The prototype whose `init` the fix replaces. */
+export interface WeriftUdpBindTarget {
+  init: (this: UdpTransportInternals) => Promise<void>;
+}
+
+/**
+ * Find `UdpTransport.prototype.init` and check that an instance carries the fields the replacement reads (`socket`,
+ * `socketType`, `options`); throws `DependencyPatchError` otherwise.
+ */
+export function findWeriftUdpBindTarget(): WeriftUdpBindTarget {
+  const proto = UdpTransport.prototype as unknown as WeriftUdpBindTarget;
+  expectMethods('werift', 'UdpTransport.prototype', proto, ['init']);
+  // werift declares the constructor private (its factory also binds); the probe only constructs.
+  const Probe = UdpTransport as unknown as new (socketType: SocketType, options: object) => Partial<UdpTransportInternals>;
+  const probe = new Probe('udp4', {});
+  try {
+    expectMethods('werift', 'a new UdpTransport.socket', probe.socket, ['bind', 'on', 'once', 'close']);
+    if (probe.socketType !== 'udp4' || typeof probe.options !== 'object') {
+      throw new DependencyPatchError('werift', 'a new UdpTransport has no socketType/options fields: the ICE bind fix cannot bind');
+    }
+  } finally {
+    probe.socket?.close();
   }
+  return proto;
+}
+
+/** Replace `target.init` (from `findWeriftUdpBindTarget()`). Idempotent. Called by `applyWeriftPatches()`. */
+export function applyWeriftUdpBindFix(target: WeriftUdpBindTarget): void {
+  if (applied) return;
+  const proto = target;
   proto.init = async function init(this: UdpTransportInternals): Promise<void> {
     const socket = this.socket;
     // A late socket error (after bind) is werift's to notice through failed sends; it must never reach the process.
