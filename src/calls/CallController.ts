@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { CallRegistry } from './CallRegistry.js';
 import { CallSession, type CallSessionOptions } from './CallSession.js';
 import { REFUSALS, reasonOf, type SipRefusal } from './outcomes.js';
+import { SourceLimits, type SourceLimitSettings } from './SourceLimits.js';
 import type {
   CallDirection,
   CallMetricsSink,
@@ -36,6 +37,8 @@ export interface CallControllerOptions extends CallSessionOptions {
   hashPsid: boolean;
   /** A connect webhook older than this is acknowledged and ignored (Meta's accept window is 60 s). */
   connectMaxAgeMs: number;
+  /** Limits on INVITEs per source address; absent: none beyond `maxConcurrent`. */
+  sourceLimits?: SourceLimitSettings;
 }
 
 export interface CallControllerDeps {
@@ -61,6 +64,7 @@ export class CallController implements MetaEventSink {
   #closed = false;
   readonly #early = new Map<string, { events: MetaCallEvent[]; expires: number }>();
   readonly #onInvite = (incoming: IncomingCall): void => this.#handleInvite(incoming);
+  readonly #sources = new SourceLimits(() => this.#options.sourceLimits);
 
   constructor(deps: CallControllerDeps) {
     this.#deps = deps;
@@ -204,6 +208,9 @@ export class CallController implements MetaEventSink {
     };
     try {
       if (this.#closed || this.#draining) return refuse(REFUSALS.draining);
+      if (this.registry.has(`b-${incoming.sipCallId}`)) return refuse(REFUSALS.duplicateCallId);
+      const limited = this.#sources.check(incoming.sourceAddress);
+      if (limited) return refuse(limited === 'rate' ? REFUSALS.sourceRate : REFUSALS.sourceConcurrent, incoming.sourceAddress);
       if (this.registry.size >= opts.maxConcurrent) return refuse(REFUSALS.capacity);
       if (!this.#deps.media.healthy) return refuse(REFUSALS.mediaDown);
       if (!incoming.psid) return refuse(REFUSALS.noPsid);
@@ -216,6 +223,7 @@ export class CallController implements MetaEventSink {
     call.route = { name: 'outbound', targets: [], targetTimeoutMs: 0, codecs: ['PCMU', 'PCMA', 'opus'], answerMode: 'on_pbx_answer' };
     call.log.info({ to: this.#psidForLog(incoming.psid), source: incoming.sourceAddress }, 'outgoing Messenger call from the PBX');
     this.#track(call);
+    this.#sources.hold(incoming.sourceAddress, call.done);
     void call.runBusinessInitiated(incoming, (metaCallId) => {
       this.registry.bindMetaCallId(call, metaCallId);
       this.#replayEarly(call, metaCallId);

@@ -1,3 +1,4 @@
+import { InvalidStateError } from '../core/errors.js';
 import type { CallSession } from './CallSession.js';
 
 /**
@@ -13,7 +14,14 @@ export class CallRegistry {
     return this.#byId.size;
   }
 
+  /** Whether a live call has this id. */
+  has(id: string): boolean {
+    return this.#byId.has(id);
+  }
+
+  /** Track a call; its id must be new (a second call under one id would hide the first from drain and close). */
   add(call: CallSession): void {
+    if (this.#byId.has(call.id)) throw new InvalidStateError(`a call with id ${call.id} is already live`);
     this.#byId.set(call.id, call);
     if (call.metaCallId) this.#byMetaCallId.set(call.metaCallId, call);
   }

@@ -23,6 +23,9 @@ export const REFUSALS = {
   unknownPage: { status: 404, reason: 'unknown page', outcome: 'rejected_unknown_page' },
   noPermission: { status: 403, reason: 'no call permission from this person', outcome: 'rejected_no_permission' },
   metaTimeout: { status: 480, reason: 'no answer from Messenger', outcome: 'not_answered' },
+  duplicateCallId: { status: 482, reason: 'Loop Detected: a call with this Call-ID is in progress', outcome: 'rejected_invalid' },
+  sourceConcurrent: { status: 503, reason: 'too many calls from this source', outcome: 'rejected_capacity' },
+  sourceRate: { status: 503, reason: 'too many INVITEs from this source', outcome: 'rejected_capacity' },
 } as const satisfies Record<string, SipRefusal>;
 
 /** Map an error from Graph (permission check or connect) to the SIP refusal sent to the PBX. */

@@ -381,6 +381,7 @@ export type CallOutcome =
   | 'rejected_pbx'
   | 'rejected_no_permission'
   | 'rejected_unknown_page'
+  | 'rejected_invalid'
   | 'pbx_timeout'
   | 'canceled'
   | 'meta_error'

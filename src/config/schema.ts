@@ -152,6 +152,18 @@ const SipSchema = z
       .prefault({}),
     /** Page for business-initiated calls that name none. */
     default_page: NumericId.optional(),
+    /** Limits on INVITEs from one source address (a misbehaving or compromised host cannot take every slot). */
+    per_source: z
+      .object({
+        /** Calls in progress from one address. */
+        max_calls: z.number().int().positive().default(100),
+        /** INVITEs per second from one address, sustained. */
+        invites_per_second: z.number().positive().default(10),
+        /** INVITEs one address may send at once before invites_per_second applies. */
+        invite_burst: z.number().int().positive().default(30),
+      })
+      .strict()
+      .prefault({}),
     /** User part of our From on INVITEs to the PBX. */
     from_user: z.string().min(1).default('messenger'),
     /** Transfers by REFER from the PBX (blind, and attended with Replaces in the Refer-To). */

@@ -359,6 +359,11 @@ function controllerOptions(config: Config): CallControllerOptions {
     },
     hashPsid: config.logging.hash_psid,
     connectMaxAgeMs: 60_000,
+    sourceLimits: {
+      maxConcurrent: config.sip.per_source.max_calls,
+      perSecond: config.sip.per_source.invites_per_second,
+      burst: config.sip.per_source.invite_burst,
+    },
     acceptDeadlineMs: config.calls.accept_deadline_ms,
     connectTimeoutMs: config.calls.connect_timeout_ms,
     mediaConnectTimeoutMs: config.messenger.ice_timeout_ms + config.messenger.dtls_timeout_ms,

@@ -17,6 +17,7 @@ import { createAcl, type Acl } from './acl.js';
 import { DigestAuthenticator, type DigestCredentials } from './digest.js';
 import { shouldTryNextTarget } from './routing.js';
 import { stopSrfReconnecting } from './drachtioSrfPatches.js';
+import { PendingInvites } from './duplicateInvites.js';
 import { decideAsUac, decideAsUas } from './sessionTimer.js';
 import { SrfIncomingCall, sipReasonHeader } from './SrfIncomingCall.js';
 import { SrfSipDialog } from './SrfSipDialog.js';
@@ -90,6 +91,8 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
   readonly #onSipResponse: (direction: SipResponseDirection, status: number) => void;
   /** Fail functions of pending outbound attempts (connection lost, leg closed). */
   readonly #pending = new Set<(err: SipError) => void>();
+  /** Incoming INVITEs not answered finally yet, by Call-ID. */
+  readonly #pendingInvites: PendingInvites;
   /** Aborted by close(), so that waits on the leg end with it. */
   readonly #closing = new AbortController();
   #connected = false;
@@ -104,6 +107,7 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
     this.#log = options.log.child({ component: 'sip' });
     this.#acl = createAcl(options.acl);
     this.#digest = options.digest ? new DigestAuthenticator({ credentials: options.digest }) : undefined;
+    this.#pendingInvites = new PendingInvites(this.#log);
     const hook = options.metrics?.onSipResponse;
     this.#onSipResponse = (direction, status) => {
       try {
@@ -380,7 +384,7 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
 
   #onInvite(req: SrfRequest, res: SrfResponse): void {
     const source = req.source_address;
-    const sipCallId = req.get('Call-ID');
+    const sipCallId = req.get('Call-ID') ?? '';
     const log = this.#log.child({ sipDirection: 'inbound', sipCallId, source });
 
     if (!req.isNewInvite) {
@@ -391,6 +395,12 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
     if (!this.#acl.allows(source)) {
       log.warn('INVITE from a source outside the ACL');
       this.#respond(res, 403, { Reason: sipReasonHeader(403, 'source not allowed') });
+      return;
+    }
+    if (this.#pendingInvites.get(sipCallId)) {
+      log.warn('INVITE with the Call-ID of an INVITE in progress refused');
+      this.#respond(res, 482, { Reason: sipReasonHeader(482, 'a call with this Call-ID is in progress') });
+      this.#pendingInvites.restore(sipCallId);
       return;
     }
     if (this.#digest) {
@@ -425,6 +435,7 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
     const psid = psidFrom === 'request_uri' ? uriUser(req.uri) : req.get(psidHeader)?.trim() || undefined;
     const pageId = req.get(pageHeader)?.trim() || undefined;
     log.info({ pageId }, 'INVITE from the PBX');
+    this.#pendingInvites.track(sipCallId, req, res);
     const call = new SrfIncomingCall({
       srf: this.#srf,
       req,

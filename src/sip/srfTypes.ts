@@ -32,7 +32,8 @@ export interface SrfResponseOptions {
   body?: string;
 }
 
-export interface SrfResponse extends SrfMessage {
+/** Emits 'finish' once its final response is sent. */
+export interface SrfResponse extends SrfMessage, EventEmitter {
   readonly status: number;
   readonly reason: string;
   readonly finalResponseSent: boolean;

@@ -320,6 +320,8 @@ export interface PbxCallOptions {
   /** Answer a 401 challenge with these credentials. */
   auth?: { username: string; password: string };
   fromUser?: string;
+  /** Call-ID of the INVITE (default a new one). */
+  callId?: string;
 }
 
 export interface PbxCallFinal {
@@ -498,7 +500,7 @@ export class FakePbx extends EventEmitter implements NetworkSide {
     const source = options.source ?? { address: this.address.address, port: 5070 };
     const sip = this.#server.sip;
     const requestUri = options.requestUri ?? `sip:${options.user ?? 'service'}@${sip.address}:${sip.port}`;
-    const callId = `${randomUUID()}@${source.address}`;
+    const callId = options.callId ?? `${randomUUID()}@${source.address}`;
     const fromTag = token(10);
     const from = `"PBX" <sip:${options.fromUser ?? 'agent'}@${source.address}:${source.port}>;tag=${fromTag}`;
     const to = `<${requestUri}>`;
