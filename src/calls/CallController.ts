@@ -21,6 +21,7 @@ import type {
   MetaCallEvent,
   MetaEvent,
   MetaEventSink,
+  PbxCodecName,
   SipPort,
 } from './ports.js';
 
@@ -39,6 +40,8 @@ export interface CallControllerOptions extends CallSessionOptions {
   connectMaxAgeMs: number;
   /** Limits on INVITEs per source address; absent: none beyond `maxConcurrent`. */
   sourceLimits?: SourceLimitSettings;
+  /** Codec preference toward the PBX for business-initiated calls (`media.codecs`; routes apply to consumer calls). */
+  businessCodecs: PbxCodecName[];
 }
 
 export interface CallControllerDeps {
@@ -220,7 +223,7 @@ export class CallController implements MetaEventSink {
       return;
     }
     const call = this.#newCall('business_initiated', `b-${incoming.sipCallId}`, pageId, incoming.psid, undefined);
-    call.route = { name: 'outbound', targets: [], targetTimeoutMs: 0, codecs: ['PCMU', 'PCMA', 'opus'], answerMode: 'on_pbx_answer' };
+    call.route = { name: 'outbound', targets: [], targetTimeoutMs: 0, codecs: [...opts.businessCodecs], answerMode: 'on_pbx_answer' };
     call.log.info({ to: this.#psidForLog(incoming.psid), source: incoming.sourceAddress }, 'outgoing Messenger call from the PBX');
     this.#track(call);
     this.#sources.hold(incoming.sourceAddress, call.done);

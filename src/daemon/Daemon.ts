@@ -364,6 +364,7 @@ function controllerOptions(config: Config): CallControllerOptions {
       perSecond: config.sip.per_source.invites_per_second,
       burst: config.sip.per_source.invite_burst,
     },
+    businessCodecs: [...config.media.codecs] as PbxCodecName[],
     acceptDeadlineMs: config.calls.accept_deadline_ms,
     connectTimeoutMs: config.calls.connect_timeout_ms,
     mediaConnectTimeoutMs: config.messenger.ice_timeout_ms + config.messenger.dtls_timeout_ms,

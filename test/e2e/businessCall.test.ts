@@ -63,3 +63,29 @@ t.test('business-initiated call: the person hangs up -> BYE to the PBX', async (
   t.ok(Date.now() - byeAt < 1000, 'BYE within a second');
   await until(() => h.daemon.controller.registry.size === 0, 2000, 'call released');
 });
+
+t.test('business-initiated call: media.codecs decides what the bridge answers the PBX with', async (t) => {
+  const media = { workers: 1, rtp: { listen_ip: '127.0.0.1', min_port: 0, max_port: 0 }, codecs: ['PCMA'] };
+  const h = await startHarness({ config: { media } });
+  t.teardown(() => h.close());
+  const pcmu = await createRtpPeer({ codec: 'PCMU' });
+  t.teardown(() => pcmu.close());
+  let connects = 0;
+  h.sim.graph.events.on('connect', () => connects++);
+  const refused = await h.drachtio.pbx.call({ user: PSID, sdp: pcmu.sdp() }).final;
+  t.equal(refused.status, 488, 'a PBX offering only PCMU is refused: PCMU is not in media.codecs');
+  t.equal(connects, 0, 'Meta is not called for a call the PBX side cannot carry');
+
+  const pcma = await createRtpPeer({ codec: 'PCMA' });
+  t.teardown(() => pcma.close());
+  const connectSeen = h.sim.graph.events.waitFor('connect');
+  const call = h.drachtio.pbx.call({ user: PSID, sdp: pcma.sdp() });
+  const [connect] = await connectSeen;
+  h.sim.graph.consumerAccept(connect.callId);
+  const final = await call.final;
+  t.equal(final.status, 200);
+  t.match(final.sdp, /PCMA\/8000/, 'a PBX offering PCMA is answered with PCMA');
+  h.sim.hangUp(connect.callId);
+  await final.dialog!.waitForBye(2000);
+  await until(() => h.daemon.controller.registry.size === 0, 2000, 'call released');
+});

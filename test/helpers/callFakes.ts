@@ -138,9 +138,12 @@ export class FakeMedia extends TypedEmitter<CallMediaEvents> implements CallMedi
 export class FakeMediaEngine implements MediaEngine {
   healthy = true;
   created: FakeMedia[] = [];
-  async createCallMedia(): Promise<CallMedia> {
+  /** The codec preference each call's media was created with. */
+  codecs: PbxCodecName[][] = [];
+  async createCallMedia(options: Parameters<MediaEngine['createCallMedia']>[0]): Promise<CallMedia> {
     const media = new FakeMedia();
     this.created.push(media);
+    this.codecs.push(options.codecs);
     return media;
   }
 }
@@ -367,6 +370,7 @@ export function controllerOptions(overrides: Partial<CallControllerOptions> = {}
     selectRoute: () => ({ name: 'default', targets: ['sip:a@127.0.0.1', 'sip:b@127.0.0.1'], targetTimeoutMs: 1000, codecs: ['PCMU'], answerMode: 'on_pbx_answer' }),
     hashPsid: false,
     connectMaxAgeMs: 60_000,
+    businessCodecs: ['PCMU', 'PCMA', 'opus'],
     acceptDeadlineMs: 5_000,
     connectTimeoutMs: 5_000,
     mediaConnectTimeoutMs: 2_000,

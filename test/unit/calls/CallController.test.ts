@@ -256,6 +256,16 @@ t.test('business-initiated: permission, connect, ringing -> 180, accepted -> 200
   t.same(metrics.ended, [{ direction: 'business_initiated', outcome: 'completed' }]);
 });
 
+t.test('business-initiated: the media toward the PBX uses media.codecs, not a fixed list', async (t) => {
+  const { controller, sip, media } = setup({ businessCodecs: ['PCMA', 'opus'] });
+  sip.safeEmit('invite', new FakeIncoming('555', '100'));
+  const call = await until(() => controller.registry.byMetaCallId('meta-b-1'));
+  t.same(media.codecs, [['PCMA', 'opus']], 'created with the configured preference');
+  t.same(call.route?.codecs, ['PCMA', 'opus']);
+  call.hangUp('test over');
+  await call.done;
+});
+
 t.test('business-initiated: events that beat the connect response are replayed', async (t) => {
   const { graph, controller, sip } = setup();
   graph.connectResult = { callId: 'early-1' };
