@@ -6,9 +6,11 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { CallRegistry } from './CallRegistry.js';
 import { CallSession, type CallSessionOptions } from './CallSession.js';
-import { REFUSALS, reasonOf, type SipRefusal } from './outcomes.js';
+import { REFUSALS, reasonOf, refusalForAdmission, type SipRefusal } from './outcomes.js';
 import { SourceLimits, type SourceLimitSettings } from './SourceLimits.js';
 import type {
+  AdmissionPort,
+  AdmissionVerdict,
   CallDirection,
   CallMetricsSink,
   CallOutcome,
@@ -51,6 +53,8 @@ export interface CallControllerDeps {
   graph: GraphPort;
   log: Logger;
   metrics?: CallMetricsSink;
+  /** Admission by load (calls/Admission); without it only `maxConcurrent` limits. */
+  admission?: AdmissionPort;
   options: CallControllerOptions;
 }
 
@@ -163,7 +167,8 @@ export class CallController implements MetaEventSink {
     const pageId = event.pageId;
     const refuse = (outcome: CallOutcome, reason: string): void => this.#rejectConnect(event, outcome, reason);
     if (this.#closed || this.#draining) return refuse('rejected_draining', 'bridge is draining');
-    if (this.registry.size >= opts.maxConcurrent) return refuse('rejected_capacity', `at capacity (${opts.maxConcurrent} calls)`);
+    const refusal = this.#admissionRefusal();
+    if (refusal) return refuse(refusalForAdmission(refusal).outcome, refusal.detail);
     if (!this.#deps.sip.connected) return refuse('sip_failed', 'not connected to drachtio-server');
     if (!this.#deps.media.healthy) return refuse('media_failed', 'no media worker available');
     const route = opts.selectRoute(pageId, psid);
@@ -207,14 +212,17 @@ export class CallController implements MetaEventSink {
       log.warn({ status: refusal.status, reason: refusal.reason, detail, source: incoming.sourceAddress }, 'refusing INVITE from the PBX');
       this.#deps.metrics?.callStarted('business_initiated');
       this.#deps.metrics?.callEnded('business_initiated', refusal.outcome, 0);
-      incoming.reject(refusal.status, refusal.reason);
+      incoming.reject(refusal.status, refusal.reason, refusal.retryAfterS);
+      const summary = { direction: 'business_initiated', outcome: refusal.outcome, sipStatus: refusal.status, reason: detail ?? refusal.reason, sipCallId: incoming.sipCallId };
+      log.info({ summary }, 'call summary');
     };
     try {
       if (this.#closed || this.#draining) return refuse(REFUSALS.draining);
       if (this.registry.has(`b-${incoming.sipCallId}`)) return refuse(REFUSALS.duplicateCallId);
       const limited = this.#sources.check(incoming.sourceAddress);
       if (limited) return refuse(limited === 'rate' ? REFUSALS.sourceRate : REFUSALS.sourceConcurrent, incoming.sourceAddress);
-      if (this.registry.size >= opts.maxConcurrent) return refuse(REFUSALS.capacity);
+      const refusal = this.#admissionRefusal();
+      if (refusal) return refuse(refusalForAdmission(refusal), refusal.detail);
       if (!this.#deps.media.healthy) return refuse(REFUSALS.mediaDown);
       if (!incoming.psid) return refuse(REFUSALS.noPsid);
       if (!pageId || !opts.pageIds.has(pageId)) return refuse(REFUSALS.unknownPage, `page ${pageId ?? '(none)'}`);
@@ -231,6 +239,21 @@ export class CallController implements MetaEventSink {
       this.registry.bindMetaCallId(call, metaCallId);
       this.#replayEarly(call, metaCallId);
     });
+  }
+
+  /**
+   * Count and load admission, the same for both directions: undefined takes the call; a refusal (`max_concurrent`,
+   * or the load signals of calls/Admission) is counted by reason.
+   */
+  #admissionRefusal(): Extract<AdmissionVerdict, { admit: false }> | undefined {
+    const max = this.#options.maxConcurrent;
+    const verdict: AdmissionVerdict =
+      this.registry.size >= max
+        ? { admit: false, reason: 'capacity', detail: `at capacity (${max} calls)`, retryAfterS: this.#deps.admission?.retryAfterS ?? 5 }
+        : (this.#deps.admission?.admit(this.registry.size) ?? { admit: true });
+    if (verdict.admit) return undefined;
+    this.#deps.metrics?.callRefused?.(verdict.reason);
+    return verdict;
   }
 
   // ------------------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
  * and the call outcome label for logs and metrics.
  */
 import { GraphError, MediaError, MessengerLegError, SipError } from '../core/errors.js';
-import type { CallOutcome } from './ports.js';
+import type { AdmissionVerdict, CallOutcome } from './ports.js';
 
 /** Meta's calling error: the person has not allowed calls from this page. */
 const META_PERMISSION_MISSING = 2018391;
@@ -12,6 +12,8 @@ export interface SipRefusal {
   status: number;
   reason: string;
   outcome: CallOutcome;
+  /** Retry-After header (seconds), for a 503 that says when to try again. */
+  retryAfterS?: number;
 }
 
 export const REFUSALS = {
@@ -27,6 +29,12 @@ export const REFUSALS = {
   sourceConcurrent: { status: 503, reason: 'too many calls from this source', outcome: 'rejected_capacity' },
   sourceRate: { status: 503, reason: 'too many INVITEs from this source', outcome: 'rejected_capacity' },
 } as const satisfies Record<string, SipRefusal>;
+
+/** A call refused for count or load: what the PBX is told (503, Retry-After) and the outcome label. */
+export function refusalForAdmission(verdict: Extract<AdmissionVerdict, { admit: false }>): SipRefusal {
+  if (verdict.reason === 'capacity') return { ...REFUSALS.capacity, retryAfterS: verdict.retryAfterS };
+  return { status: 503, reason: `bridge overloaded (${verdict.reason})`, outcome: 'rejected_overload', retryAfterS: verdict.retryAfterS };
+}
 
 /** Map an error from Graph (permission check or connect) to the SIP refusal sent to the PBX. */
 export function refusalForGraphError(err: unknown): SipRefusal {

@@ -336,8 +336,8 @@ export interface IncomingCall extends TypedEmitter<IncomingCallEvents> {
   ringing(): void;
   /** 200 OK with our SDP answer; resolves with the dialog once ACKed or sent. */
   answer(sdp: string): Promise<SipDialog>;
-  /** Final error response with a Reason header. */
-  reject(status: number, reason: string): void;
+  /** Final error response with a Reason header (and a Retry-After header, in seconds, when given). */
+  reject(status: number, reason: string, retryAfterS?: number): void;
 }
 
 export interface SipPortEvents {
@@ -377,6 +377,7 @@ export type CallOutcome =
   | 'completed'
   | 'rejected_no_route'
   | 'rejected_capacity'
+  | 'rejected_overload'
   | 'rejected_draining'
   | 'rejected_pbx'
   | 'rejected_no_permission'
@@ -405,8 +406,67 @@ export interface CallMetricsSink {
    * 'refused' (the REFER was answered with an error), 'canceled' (the call ended during the transfer).
    */
   transfer?(result: TransferResult): void;
+  /** A new call was refused for load or count (before any call state was made). */
+  callRefused?(reason: RefusalReason): void;
   /** Media of a call started bridging (once per call); `transcoding` is false for Opus passthrough. */
   mediaStarted?(callId: string, transcoding: boolean): void;
   /** Media counters of a call since its previous report; `final` on the last report, when the call ends. */
   mediaStats?(callId: string, delta: CallMediaStats, final: boolean): void;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Admission by load (calls/Admission decides; observability/LoadMonitor and the media engine read the signals)
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * What a load reading measures. A fixed set: each is a label value of `msb_calls_refused_total{reason}`.
+ * - `event_loop_delay`: how late a thread's timers ran in the last sample (ms, 90th percentile).
+ * - `event_loop_utilization`: share of the last sample a thread spent running code (0-1).
+ * - `media_worker_cpu`: CPU of one mediasoup worker process in the last sample (share of one core, 0-1+).
+ * - `late_audio`: audio packets dropped for arriving too late (LateAudioGuard), per second.
+ */
+export type LoadSignalKind = 'event_loop_delay' | 'event_loop_utilization' | 'media_worker_cpu' | 'late_audio';
+
+export const LOAD_SIGNAL_KINDS: readonly LoadSignalKind[] = ['event_loop_delay', 'event_loop_utilization', 'media_worker_cpu', 'late_audio'];
+
+/** One reading of one signal from one source (a thread, a worker process, the whole media path). */
+export interface LoadReading {
+  kind: LoadSignalKind;
+  /** Where it was read: 'main', 'media-thread-1', 'mediasoup-worker-0', 'all calls'. Stable across samples. */
+  source: string;
+  /** In the kind's unit (see LoadSignalKind). */
+  value: number;
+}
+
+/**
+ * A source of load readings, asked once per sample interval. Media threads, workers and anything else that can
+ * tell the bridge is falling behind implement it; the daemon adds them to its LoadMonitor.
+ */
+export interface LoadSignalSource {
+  /** Readings for the time since the previous call (`elapsedMs` of it). Must not throw and must return quickly. */
+  read(elapsedMs: number): LoadReading[];
+  /** Stop measuring (idempotent). */
+  close?(): void;
+}
+
+/** Why a call is refused for load or count (fixed set: the `reason` label of `msb_calls_refused_total`). */
+export type RefusalReason = 'capacity' | 'setup_rate' | LoadSignalKind;
+
+export type AdmissionVerdict =
+  | { admit: true }
+  | {
+      admit: false;
+      reason: RefusalReason;
+      /** For logs and the summary line, e.g. `event_loop_utilization 0.91 on main above 0.85`. */
+      detail: string;
+      /** Seconds the far end should wait before trying again (SIP Retry-After). */
+      retryAfterS: number;
+    };
+
+/** What the controller asks before taking a call (after its own checks of draining and `max_concurrent`). */
+export interface AdmissionPort {
+  /** Decide for one new call, `activeCalls` being the calls held now; an admitted call counts toward the setup rate. */
+  admit(activeCalls: number): AdmissionVerdict;
+  /** Retry-After (seconds) for refusals the controller makes itself (`max_concurrent`). */
+  readonly retryAfterS: number;
 }

@@ -230,6 +230,11 @@ const MediaSchema = z
       .strict()
       .prefault({}),
     codecs: Codecs.default(['PCMU', 'PCMA', 'opus']),
+    /**
+     * Busy CPU time added to every audio packet the bridge handles, both ways (µs). For tests and capacity drills:
+     * it gives the bridge a small, real capacity so that admission by load can be seen at work. 0 in production.
+     */
+    simulated_packet_cost_us: z.number().int().min(0).max(20_000).default(0),
     dtmf: z
       .object({
         inband_detect: AutoBool,
@@ -259,6 +264,44 @@ const MessengerSchema = z
   .strict()
   .prefault({});
 
+/** A limit that may be switched off with null. */
+const Limit = (max?: number) => (max === undefined ? z.number().positive() : z.number().positive().max(max)).nullable();
+
+/**
+ * Admission by load: new calls are refused (Meta reject, SIP 503 with Retry-After) while a load signal is over its
+ * limit, before the live calls suffer. Defaults are in calls/Admission.ts (DEFAULT_ADMISSION_LIMITS).
+ */
+const AdmissionSchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    /** How often the signals are read (ms). */
+    sample_interval_ms: z.number().int().min(50).max(10_000).default(500),
+    /** Per thread: 90th percentile of how late its timers ran (ms). */
+    max_event_loop_delay_ms: Limit().default(40),
+    /** Per thread: share of time busy running code (0-1). */
+    max_event_loop_utilization: Limit(1).default(0.85),
+    /** Per mediasoup worker: CPU as a share of one core (0-1). */
+    max_media_worker_cpu: Limit(1).default(0.85),
+    /** All calls: audio packets dropped for arriving too late, per second. */
+    max_late_packets_per_second: Limit().default(1),
+    /** New calls taken per second at most (a burst beyond it is refused before the load shows). */
+    max_setups_per_second: Limit().default(30),
+    /** Time constant of the moving average of each signal (ms). */
+    smoothing_ms: z.number().int().min(0).max(60_000).default(1500),
+    /** Samples in a row above a limit before refusing. */
+    trip_samples: z.number().int().min(1).max(20).default(2),
+    /** Refusing stops once the signal is below this share of its limit ... */
+    clear_ratio: z.number().positive().max(1).default(0.8),
+    /** ... for this long (ms). */
+    clear_after_ms: z.number().int().min(0).max(600_000).default(3000),
+    /** Calls admitted this recently are not in the signals yet; their load is projected (ms). */
+    settle_ms: z.number().int().min(0).max(60_000).default(3000),
+    /** Retry-After of the 503 sent to the PBX (seconds). */
+    retry_after_s: z.number().int().min(0).max(3600).default(5),
+  })
+  .strict()
+  .prefault({});
+
 const CallsSchema = z
   .object({
     max_concurrent: z.number().int().positive().default(200),
@@ -276,6 +319,7 @@ const CallsSchema = z
      * for them. 0 = made per call. Read at start-up (a reload does not change it).
      */
     prepared_media: z.number().int().min(0).max(64).default(0),
+    admission: AdmissionSchema,
   })
   .strict()
   .prefault({});

@@ -6,8 +6,9 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { Admission, type AdmissionLimits } from '../calls/Admission.js';
 import { CallController, type CallControllerOptions } from '../calls/CallController.js';
-import type { CallMediaStats, CallMetricsSink, CallRoute, PbxCodecName } from '../calls/ports.js';
+import type { CallMediaStats, CallMetricsSink, CallRoute, LoadReading, PbxCodecName } from '../calls/ports.js';
 import { configWarnings, pageIds, pageTokens, routeCodecs, type Config } from '../config/index.js';
 import { GraphClient } from '../graph/index.js';
 import { reportDependencyPatches } from './dependencyPatches.js';
@@ -18,7 +19,8 @@ import { WorkerPool } from '../media/WorkerPool.js';
 import { WeriftMessengerLegFactory } from '../messenger/index.js';
 import { closePreparedIce, preparedIceUsable, type PreparedIce } from '../messenger/WeriftMessengerLeg.js';
 import { applyWeriftPatches } from '../messenger/werift/index.js';
-import { Metrics, buildAdminApp } from '../observability/index.js';
+import { Metrics, buildAdminApp, type Readiness } from '../observability/index.js';
+import { LoadMonitor, eventLoopSource, lateAudioSource, workerCpuSource } from '../observability/LoadMonitor.js';
 import { createAcl } from '../sip/acl.js';
 import { DrachtioSipLeg } from '../sip/DrachtioSipLeg.js';
 import { applyDrachtioSrfPatches } from '../sip/drachtioSrfPatches.js';
@@ -33,10 +35,7 @@ export interface DaemonOptions {
   waitForSipMs?: number;
 }
 
-export interface Readiness {
-  ready: boolean;
-  checks: Record<string, boolean>;
-}
+export type { Readiness } from '../observability/index.js';
 
 export class Daemon {
   readonly log: Logger;
@@ -47,6 +46,10 @@ export class Daemon {
   /** ICE agents gathered ahead of calls (`calls.prepared_media`; undefined when 0). */
   readonly preparedIce: MediaPool<PreparedIce> | undefined;
   readonly sip: DrachtioSipLeg;
+  /** Admission by load: the decision, from the signals `loadMonitor` reads. */
+  readonly admission: Admission;
+  /** Reads the load signals; media threads add their own sources to it. */
+  readonly loadMonitor: LoadMonitor;
   /** `http://host:port` + webhook path, as listening. */
   webhookUrl = '';
   /** `http://host:port` of the admin listener. */
@@ -71,6 +74,8 @@ export class Daemon {
     sip: DrachtioSipLeg;
     graph: GraphClient;
     pageTokens: Map<string, string>;
+    admission: Admission;
+    loadMonitor: LoadMonitor;
     controller: CallController;
     webhookApp: FastifyInstance;
     adminApp: FastifyInstance;
@@ -82,6 +87,8 @@ export class Daemon {
     this.media = parts.media;
     this.preparedIce = parts.preparedIce;
     this.sip = parts.sip;
+    this.admission = parts.admission;
+    this.loadMonitor = parts.loadMonitor;
     this.#graph = parts.graph;
     this.#pageTokens = parts.pageTokens;
     this.controller = parts.controller;
@@ -107,6 +114,7 @@ export class Daemon {
     let preparedIce: MediaPool<PreparedIce> | undefined;
     // The SIP ACL also names the sources a comedia RTP port may latch onto; a reload replaces it.
     let sipAcl = createAcl(config.sip.acl);
+    let loadMonitor: LoadMonitor | undefined;
     try {
       const prepared = config.calls.prepared_media;
       media = new MediasoupMediaEngine({
@@ -122,6 +130,7 @@ export class Daemon {
         hooks: { rtpDropped: (reason) => metrics.rtpDropped(reason) },
         dtmf: dtmfOptions(config),
         preparedCalls: prepared,
+        packetCostUs: config.media.simulated_packet_cost_us,
         log,
       });
       const iceListen = config.messenger.ice.listen_ip;
@@ -180,6 +189,15 @@ export class Daemon {
       });
       metrics.drachtioConnection(false);
 
+      const admission = new Admission(admissionLimits(config));
+      const engine = media;
+      loadMonitor = new LoadMonitor({
+        sources: [eventLoopSource('main'), workerCpuSource(() => pool.workers), lateAudioSource(() => engine.lateAudioDropped)],
+        intervalMs: config.calls.admission.sample_interval_ms,
+        onSample: watchLoad(admission, metrics, log),
+        log,
+      });
+
       const controller = new CallController({
         sip,
         media,
@@ -187,6 +205,7 @@ export class Daemon {
         graph,
         log,
         metrics: callMetrics(metrics),
+        admission,
         options: controllerOptions(config),
       });
 
@@ -209,6 +228,8 @@ export class Daemon {
         sip,
         graph,
         pageTokens: tokens,
+        admission,
+        loadMonitor,
         controller,
         webhookApp,
         adminApp,
@@ -236,6 +257,7 @@ export class Daemon {
       );
       return daemon;
     } catch (err) {
+      loadMonitor?.close();
       preparedIce?.close();
       media?.close();
       pool.close();
@@ -249,8 +271,15 @@ export class Daemon {
       workers: this.pool.healthy,
       drachtio: this.sip.connected,
       not_draining: !this.controller.draining && !this.#stopped,
+      load: true,
     };
-    return { ready: Object.values(checks).every(Boolean), checks };
+    const load = this.admission.status();
+    checks.load = !load.refusing;
+    return {
+      ready: Object.values(checks).every(Boolean),
+      checks,
+      load: { refusing: load.refusing, reasons: load.reasons, ...(load.detail ? { detail: load.detail } : {}) },
+    };
   }
 
   /** Apply pages and routes from a new config; live calls keep what they started with. */
@@ -259,6 +288,7 @@ export class Daemon {
     this.#pageTokens.clear();
     for (const [id, token] of tokens) this.#pageTokens.set(id, token);
     this.controller.updateOptions(controllerOptions(config));
+    this.admission.configure(admissionLimits(config));
     this.#onReload(config);
     this.#config = config;
   }
@@ -275,6 +305,7 @@ export class Daemon {
   async close(): Promise<void> {
     this.#stopped = true;
     if (this.#statsTimer) clearInterval(this.#statsTimer);
+    this.loadMonitor.close();
     await this.#webhookApp.close();
     await this.controller.close();
     await this.#adminApp.close();
@@ -292,6 +323,39 @@ export class Daemon {
       if (delta) recordMediaStats(this.metrics, delta);
     }
   }
+}
+
+function admissionLimits(config: Config): AdmissionLimits {
+  const a = config.calls.admission;
+  return {
+    enabled: a.enabled,
+    maxEventLoopDelayMs: a.max_event_loop_delay_ms,
+    maxEventLoopUtilization: a.max_event_loop_utilization,
+    maxMediaWorkerCpu: a.max_media_worker_cpu,
+    maxLatePacketsPerSecond: a.max_late_packets_per_second,
+    maxSetupsPerSecond: a.max_setups_per_second,
+    smoothingMs: a.smoothing_ms,
+    tripSamples: a.trip_samples,
+    clearRatio: a.clear_ratio,
+    clearAfterMs: a.clear_after_ms,
+    settleMs: a.settle_ms,
+    retryAfterS: a.retry_after_s,
+  };
+}
+
+/** Each load sample: into the admission decision and the gauges; a change between taking and refusing is logged. */
+function watchLoad(admission: Admission, metrics: Metrics, log: Logger): (readings: LoadReading[], elapsedMs: number) => void {
+  const loadLog = log.child({ component: 'load' });
+  let refusing = false;
+  return (readings, elapsedMs) => {
+    admission.observe(readings, elapsedMs);
+    const status = admission.status();
+    metrics.load(admission.highest(), (kind) => admission.limitOf(kind), status.refusing);
+    if (status.refusing === refusing) return;
+    refusing = status.refusing;
+    if (refusing) loadLog.warn({ reasons: status.reasons, detail: status.detail }, 'refusing new calls: load over its limit');
+    else loadLog.info({ signals: status.signals }, 'taking new calls again: load back under its limits');
+  };
 }
 
 function recordMediaStats(metrics: Metrics, delta: CallMediaStats): void {
@@ -312,6 +376,7 @@ function callMetrics(metrics: Metrics): CallMetricsSink {
     dtmf: (direction) => metrics.dtmf(direction),
     permissionReply: (response) => metrics.permissionReply(response),
     transfer: (result) => metrics.transfer(result),
+    callRefused: (reason) => metrics.callRefused(reason),
     mediaStarted: (callId, isTranscoding) => {
       if (isTranscoding && !transcoding.has(callId)) {
         transcoding.add(callId);

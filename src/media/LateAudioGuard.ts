@@ -42,6 +42,11 @@ export interface LateAudioReport {
   maxLateMs: number;
 }
 
+/** A running count of late packets dropped, shared by many guards (all calls of a media engine), for load admission. */
+export interface LateAudioTally {
+  dropped: number;
+}
+
 export interface LateAudioGuardOptions {
   /** RTP clock of the stream (Hz). */
   clockRate: number;
@@ -53,6 +58,8 @@ export interface LateAudioGuardOptions {
   onDrops?(report: LateAudioReport): void;
   /** Clock in ms; default `performance.now()`. */
   now?(): number;
+  /** Also counted here (shared across calls). */
+  tally?: LateAudioTally;
 }
 
 export class LateAudioGuard {
@@ -60,6 +67,7 @@ export class LateAudioGuard {
   readonly #rebaseAfterMs: number;
   readonly #onDrops: ((report: LateAudioReport) => void) | undefined;
   readonly #now: () => number;
+  readonly #tally: LateAudioTally | undefined;
   #clockRate: number;
   #ssrc: number | undefined;
   #lastTs = 0;
@@ -83,6 +91,7 @@ export class LateAudioGuard {
     this.#rebaseAfterMs = options.rebaseAfterMs ?? REBASE_AFTER_MS;
     this.#onDrops = options.onDrops;
     this.#now = options.now ?? (() => performance.now());
+    this.#tally = options.tally;
   }
 
   /** Packets dropped so far. */
@@ -148,6 +157,7 @@ export class LateAudioGuard {
 
   #drop(now: number, late: number): void {
     this.#dropped++;
+    if (this.#tally) this.#tally.dropped++;
     this.#unreported++;
     this.#unreportedMaxLate = Math.max(this.#unreportedMaxLate, late);
     if (now - this.#reportedAt < REPORT_INTERVAL_MS) return;

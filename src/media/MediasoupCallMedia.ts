@@ -32,7 +32,8 @@ import { MediaError } from '../core/errors.js';
 import { TypedEmitter } from '../core/TypedEmitter.js';
 import { InbandDtmfWatcher } from './dsp/InbandDtmf.js';
 import { decodePcma, decodePcmu, encodePcma, encodePcmu } from './dsp/g711.js';
-import { LateAudioGuard } from './LateAudioGuard.js';
+import { LateAudioGuard, type LateAudioTally } from './LateAudioGuard.js';
+import { spendCpu } from './spendCpu.js';
 import { FRAME_8K, MessengerStream, OPUS_CLOCK_RATE } from './MessengerStream.js';
 import type { PbxRemoteAudio, PbxTelephoneEvent } from './pbxSdp.js';
 import {
@@ -103,6 +104,10 @@ export interface MediasoupCallMediaOptions {
   /** Tells whether the worker died (rather than being closed by us). */
   workerDied(worker: ms.Worker): boolean;
   onClose?(): void;
+  /** Late packets dropped are also counted here (all calls of an engine). */
+  lateAudio?: LateAudioTally;
+  /** Busy CPU time added to each audio packet, both ways (µs; `media.simulated_packet_cost_us`, for tests). */
+  packetCostUs?: number;
 }
 
 function mimeOf(name: PbxCodecName): string {
@@ -170,6 +175,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     this.#log = options.log;
     this.#lateFromMeta = new LateAudioGuard({
       clockRate: OPUS_CLOCK_RATE,
+      tally: options.lateAudio,
       onDrops: (report) => options.log.warn(report, 'late audio from Meta dropped: the bridge fell behind reading it'),
     });
     this.#stream = new MessengerStream({
@@ -598,6 +604,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
   #onPbxAudio(packet: Buffer, header: RtpHeader): void {
     const pbx = this.#pbx;
     if (this.#closed || !this.#started || !pbx) return;
+    if (this.#o.packetCostUs) spendCpu(this.#o.packetCostUs);
     const payload = packet.subarray(header.payloadOffset, header.payloadOffset + header.payloadLength);
     switch (pbx.codec.name) {
       case 'opus':
@@ -633,6 +640,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
       return;
     }
     if (header.payloadType !== format.opusPt || payload.length === 0) return;
+    if (this.#o.packetCostUs) spendCpu(this.#o.packetCostUs);
     this.#metaStats.update(header, OPUS_CLOCK_RATE);
     // Dropped before `#lastMeta` moves on: the next packet on time sees the gap (concealment, or a marked jump).
     if (!this.#lateFromMeta.admit(header.ssrc, header.timestamp, header.marker)) return;

@@ -9,6 +9,7 @@ import type { types as ms } from 'mediasoup';
 import type { CallMedia, MediaEngine, MessengerLeg, PbxCodecName } from '../calls/ports.js';
 import { InvalidStateError, MediaError } from '../core/errors.js';
 import type { RtpDropReason } from '../core/rtp.js';
+import type { LateAudioTally } from './LateAudioGuard.js';
 import type { CallMediaDtmfOptions } from './MediasoupCallMedia.js';
 import { MediasoupCallMedia, ROUTER_MEDIA_CODECS } from './MediasoupCallMedia.js';
 import { MediaPool } from './MediaPool.js';
@@ -56,6 +57,8 @@ export interface MediasoupMediaEngineOptions {
    * background; 0 makes every call's media when the call asks for it. Default 0.
    */
   preparedCalls?: number;
+  /** Busy CPU time added to each audio packet, both ways (µs): gives tests a small, real capacity. Default 0. */
+  packetCostUs?: number;
   log: Logger;
   hooks?: MediaEngineHooks;
 }
@@ -106,6 +109,8 @@ export class MediasoupMediaEngine implements MediaEngine {
   readonly #callsPerWorker = new Map<number, number>();
   /** Drops and replaces prepared media after a worker death or restart; removed on close. */
   readonly #pruneOnWorkerChange = (): void => this.#prepared?.prune();
+  /** Late audio packets dropped by every call of this engine (a load signal). */
+  readonly #lateAudio: LateAudioTally = { dropped: 0 };
   #closed = false;
 
   constructor(options: MediasoupMediaEngineOptions) {
@@ -148,6 +153,11 @@ export class MediasoupMediaEngine implements MediaEngine {
   /** Calls whose media is open. */
   get activeCalls(): number {
     return this.#calls.size;
+  }
+
+  /** Audio packets dropped for arriving too late (LateAudioGuard), all calls since start: the bridge fell behind. */
+  get lateAudioDropped(): number {
+    return this.#lateAudio.dropped;
   }
 
   /** The pool of media made ahead of calls (undefined when `preparedCalls` is 0), for monitoring and tests. */
@@ -214,6 +224,8 @@ export class MediasoupMediaEngine implements MediaEngine {
           inbandGenerate: this.#o.dtmf?.inbandGenerate ?? true,
         },
         encoderComplexity: this.#o.opusComplexity,
+        lateAudio: this.#lateAudio,
+        packetCostUs: this.#o.packetCostUs,
         workerDied: (w) => this.#o.pool.workerDied(w),
         onClose: () => {
           this.#calls.delete(media);
@@ -257,6 +269,7 @@ export class MediasoupMediaEngine implements MediaEngine {
           comedia: this.#o.rtp.comedia,
           ...(this.#o.rtp.latchAllowed ? { latchAllowed: this.#o.rtp.latchAllowed } : {}),
           onDropped: (reason) => this.#o.hooks?.rtpDropped?.(reason),
+          lateAudio: this.#lateAudio,
         }),
       ]);
       if (socketResult.status === 'fulfilled') socket = socketResult.value;

@@ -18,7 +18,7 @@ import dgram from 'node:dgram';
 import type { Logger } from 'pino';
 import { MediaError } from '../core/errors.js';
 import type { RtpDropReason } from '../core/rtp.js';
-import { LateAudioGuard } from './LateAudioGuard.js';
+import { LateAudioGuard, type LateAudioTally } from './LateAudioGuard.js';
 import type { RtpHeader } from './rtp.js';
 import { buildRtp, isRtcp, parseRtp, randomSeq, randomSsrc, rewriteRtp, seqDiff, stripRtpHeaderExtension } from './rtp.js';
 
@@ -47,6 +47,8 @@ export interface PbxRtpSocketOptions {
   latchAllowed?: (address: string) => boolean;
   /** Called for every dropped packet (metrics); must not throw. */
   onDropped?: (reason: RtpDropReason) => void;
+  /** Late packets dropped are also counted here (all calls of an engine). */
+  lateAudio?: LateAudioTally;
 }
 
 export interface PbxRtpSocketHandlers {
@@ -197,10 +199,12 @@ export class PbxRtpSocket {
     this.#onDropped = options.onDropped ?? (() => undefined);
     this.#lateFromPbx = new LateAudioGuard({
       clockRate: this.#clockRate,
+      tally: options.lateAudio,
       onDrops: (report) => log.warn(report, 'late audio from the PBX dropped: the bridge fell behind reading it'),
     });
     this.#lateToPbx = new LateAudioGuard({
       clockRate: this.#clockRate,
+      tally: options.lateAudio,
       onDrops: (report) => log.warn(report, 'late audio toward the PBX dropped: the bridge fell behind'),
     });
     this.#outer = outer;

@@ -4,6 +4,10 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { RtpDropReason } from '../core/rtp.js';
+import { LOAD_SIGNAL_KINDS, type LoadSignalKind, type RefusalReason } from '../calls/ports.js';
+
+/** Every `reason` of msb_calls_refused_total (all exported at 0 from the start). */
+export const REFUSAL_REASONS: readonly RefusalReason[] = ['capacity', 'setup_rate', ...LOAD_SIGNAL_KINDS];
 
 export type WebhookResult =
   | 'accepted'
@@ -50,6 +54,10 @@ export class Metrics {
   readonly #transfers: Counter<'result'>;
   readonly #rtpDropped: Counter<'reason'>;
   readonly #patchesDegraded: Gauge<'dependency' | 'patch'>;
+  readonly #refused: Counter<'reason'>;
+  readonly #load: Gauge<'signal'>;
+  readonly #loadLimit: Gauge<'signal'>;
+  readonly #refusingByLoad: Gauge;
 
   constructor(options: MetricsOptions = {}) {
     const registers = [(this.registry = new Registry())];
@@ -180,6 +188,30 @@ export class Metrics {
       labelNames: ['dependency', 'patch'],
       registers,
     });
+    this.#refused = new Counter({
+      name: 'msb_calls_refused_total',
+      help: 'New calls refused for count or load, by reason (capacity | setup_rate | event_loop_delay | event_loop_utilization | media_worker_cpu | late_audio)',
+      labelNames: ['reason'],
+      registers,
+    });
+    for (const reason of REFUSAL_REASONS) this.#refused.inc({ reason }, 0);
+    this.#load = new Gauge({
+      name: 'msb_load',
+      help: 'Smoothed load signals, the highest over threads or workers: event_loop_delay (ms), event_loop_utilization (0-1), media_worker_cpu (share of a core), late_audio (packets/s)',
+      labelNames: ['signal'],
+      registers,
+    });
+    this.#loadLimit = new Gauge({
+      name: 'msb_load_limit',
+      help: 'Limit of each load signal above which new calls are refused (absent when not watched)',
+      labelNames: ['signal'],
+      registers,
+    });
+    this.#refusingByLoad = new Gauge({
+      name: 'msb_admission_refusing',
+      help: '1 while new calls are refused because a load signal is over its limit',
+      registers,
+    });
   }
 
   /** A call was taken on (also counts it active until `callEnded`). */
@@ -268,6 +300,24 @@ export class Metrics {
   /** A runtime optimisation of `dependency` could not bind at start: the bridge runs without it. */
   dependencyPatchDegraded(dependency: string, patch: string): void {
     this.#patchesDegraded.set({ dependency, patch }, 1);
+  }
+
+  /** A new call was refused for count or load. */
+  callRefused(reason: RefusalReason): void {
+    this.#refused.inc({ reason });
+  }
+
+  /** The load signals after a sample: highest smoothed value and limit of each, and whether calls are refused. */
+  load(values: ReadonlyMap<LoadSignalKind, number>, limits: (kind: LoadSignalKind) => number | null, refusing: boolean): void {
+    for (const kind of LOAD_SIGNAL_KINDS) {
+      const value = values.get(kind);
+      if (value === undefined) this.#load.remove({ signal: kind });
+      else this.#load.set({ signal: kind }, value);
+      const limit = limits(kind);
+      if (limit === null) this.#loadLimit.remove({ signal: kind });
+      else this.#loadLimit.set({ signal: kind }, limit);
+    }
+    this.#refusingByLoad.set(refusing ? 1 : 0);
   }
 
   /** The Prometheus text exposition. */

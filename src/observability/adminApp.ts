@@ -8,6 +8,8 @@ import type { Metrics } from './Metrics.js';
 export interface Readiness {
   ready: boolean;
   checks: Record<string, boolean>;
+  /** Admission by load: refusing new calls now, and why (the body of /readyz says it). */
+  load?: { refusing: boolean; reasons: string[]; detail?: string };
 }
 
 export interface AdminAppOptions {

@@ -100,7 +100,9 @@ export async function startLoopbackBridgeOn(
         ],
         media: { workers: 1, rtp: { listen_ip: '127.0.0.1', min_port: 0, max_port: 0 } },
         messenger: { ice: { listen_ip: '127.0.0.1' }, ice_timeout_ms: 5000, dtls_timeout_ms: 5000 },
-        calls: { accept_deadline_ms: 10_000, connect_timeout_ms: 10_000, drain_timeout_ms: 2000 },
+        // Off unless a test turns it on: here the simulated Meta, the PBX's RTP and the test itself share the bridge's
+        // event loop, so its load signals measure them too.
+        calls: { accept_deadline_ms: 10_000, connect_timeout_ms: 10_000, drain_timeout_ms: 2000, admission: { enabled: false } },
       },
       options.config,
     );

@@ -107,14 +107,16 @@ export class SrfIncomingCall extends TypedEmitter<IncomingCallEvents> implements
     });
   }
 
-  reject(status: number, reason: string): void {
+  reject(status: number, reason: string, retryAfterS?: number): void {
     if (this.#finalSent) {
       this.#log.debug({ status }, 'reject ignored: final response already sent');
       return;
     }
     this.#finalSent = true;
     try {
-      this.#res.send(status, { headers: { Reason: sipReasonHeader(status, reason) } });
+      const headers: Record<string, string> = { Reason: sipReasonHeader(status, reason) };
+      if (retryAfterS !== undefined) headers['Retry-After'] = String(retryAfterS);
+      this.#res.send(status, { headers });
       this.#onSipResponse('sent', status);
       this.#log.info({ status, reason }, 'INVITE rejected');
     } catch (err) {

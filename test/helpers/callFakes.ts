@@ -6,6 +6,8 @@ import pino from 'pino';
 import { TypedEmitter } from '../../src/core/TypedEmitter.js';
 import { GraphError, MediaError, SipError } from '../../src/core/errors.js';
 import type {
+  AdmissionPort,
+  RefusalReason,
   CallMedia,
   CallMediaEvents,
   CallMediaStats,
@@ -257,7 +259,7 @@ export class FakeIncoming extends TypedEmitter<IncomingCallEvents> implements In
   sourceAddress = '127.0.0.1';
   canceled = false;
   ringingSent = 0;
-  rejected: { status: number; reason: string } | undefined;
+  rejected: { status: number; reason: string; retryAfterS?: number } | undefined;
   dialog: FakeDialog | undefined;
   answered = deferred<string>();
   final = deferred<number>();
@@ -277,8 +279,8 @@ export class FakeIncoming extends TypedEmitter<IncomingCallEvents> implements In
     this.final.resolve(200);
     return this.dialog;
   }
-  reject(status: number, reason: string): void {
-    this.rejected = { status, reason };
+  reject(status: number, reason: string, retryAfterS?: number): void {
+    this.rejected = { status, reason, ...(retryAfterS !== undefined ? { retryAfterS } : {}) };
     this.final.resolve(status);
   }
   cancel(): void {
@@ -344,6 +346,7 @@ export class RecordingMetrics implements CallMetricsSink {
   started: string[] = [];
   ended: Array<{ direction: string; outcome: CallOutcome }> = [];
   transfers: TransferResult[] = [];
+  refused: RefusalReason[] = [];
   callStarted(direction: string): void {
     this.started.push(direction);
   }
@@ -356,6 +359,9 @@ export class RecordingMetrics implements CallMetricsSink {
   permissionReply(): void {}
   transfer(result: TransferResult): void {
     this.transfers.push(result);
+  }
+  callRefused(reason: RefusalReason): void {
+    this.refused.push(reason);
   }
 }
 
@@ -388,13 +394,13 @@ export function controllerOptions(overrides: Partial<CallControllerOptions> = {}
 // ---------------------------------------------------------------------------------------------------------------
 
 /** A CallController on a fake for every port, with `overrides` on controllerOptions()'s defaults. */
-export function fakeController(overrides: Partial<CallControllerOptions> = {}) {
+export function fakeController(overrides: Partial<CallControllerOptions> = {}, admission?: AdmissionPort) {
   const sip = new FakeSip();
   const graph = new FakeGraph();
   const media = new FakeMediaEngine();
   const legs = new FakeLegs();
   const metrics = new RecordingMetrics();
-  const controller = new CallController({ sip, graph, media, legs, metrics, log: silentLog, options: controllerOptions(overrides) });
+  const controller = new CallController({ sip, graph, media, legs, metrics, log: silentLog, options: controllerOptions(overrides), ...(admission ? { admission } : {}) });
   return { sip, graph, media, legs, metrics, controller };
 }
 

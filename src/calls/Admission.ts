@@ -1,0 +1,282 @@
+/**
+ * Admission by load: whether the bridge can take one more call without the live ones suffering.
+ *
+ * Load readings (event-loop delay and utilization of each thread, CPU of each mediasoup worker, late audio dropped)
+ * arrive once per sample interval (`observe`). Each (signal, source) pair is smoothed (an exponential moving average)
+ * and trips only after `tripSamples` smoothed samples in a row above its limit, so that one GC pause or one slow
+ * sample does not refuse calls; once tripped it clears only after staying below `clearRatio` of the limit for
+ * `clearAfterMs` (hysteresis: a bridge just under its limit does not flap between taking and refusing calls).
+ *
+ * Signals lag the calls that cause them (a call's media starts a few hundred ms after it is admitted, and smoothing
+ * adds more), so a burst of calls would all be admitted before any signal rose. Two guards cover that gap: the
+ * utilization signals are projected to include the calls admitted in the last `settleMs` (each assumed to cost what
+ * the settled calls cost on average), and new calls are admitted at most `maxSetupsPerSecond` (a token bucket).
+ *
+ * Pure logic: no timers, no I/O; the clock is injected. The daemon's LoadMonitor feeds it.
+ */
+import type { AdmissionPort, AdmissionVerdict, LoadReading, LoadSignalKind, RefusalReason } from './ports.js';
+import { LOAD_SIGNAL_KINDS } from './ports.js';
+
+export interface AdmissionLimits {
+  /** Refuse by load at all (false: only `calls.max_concurrent` limits). */
+  enabled: boolean;
+  /** Per thread, 90th percentile of its timers' lateness in a sample (ms); null = not watched. */
+  maxEventLoopDelayMs: number | null;
+  /** Per thread, share of time spent running code (0-1); null = not watched. */
+  maxEventLoopUtilization: number | null;
+  /** Per mediasoup worker, share of one core (0-1); null = not watched. */
+  maxMediaWorkerCpu: number | null;
+  /** Late audio packets dropped per second, all calls; null = not watched. */
+  maxLatePacketsPerSecond: number | null;
+  /** New calls admitted per second at most (burst = the same number); null = no limit. */
+  maxSetupsPerSecond: number | null;
+  /** Time constant of the moving average (ms). */
+  smoothingMs: number;
+  /** Smoothed samples in a row above a limit before it trips. */
+  tripSamples: number;
+  /** A tripped signal clears below this share of its limit ... */
+  clearRatio: number;
+  /** ... held for this long (ms). */
+  clearAfterMs: number;
+  /** Calls admitted within this many ms are not yet in the signals (projected instead). */
+  settleMs: number;
+  /** Retry-After sent with a 503 (seconds). */
+  retryAfterS: number;
+}
+
+export const DEFAULT_ADMISSION_LIMITS: Readonly<AdmissionLimits> = Object.freeze({
+  enabled: true,
+  maxEventLoopDelayMs: 40,
+  maxEventLoopUtilization: 0.85,
+  maxMediaWorkerCpu: 0.85,
+  maxLatePacketsPerSecond: 1,
+  maxSetupsPerSecond: 30,
+  smoothingMs: 1500,
+  tripSamples: 2,
+  clearRatio: 0.8,
+  clearAfterMs: 3000,
+  settleMs: 3000,
+  retryAfterS: 5,
+});
+
+/** Signals whose value grows in proportion to the calls carried (so they can be projected). */
+const PROPORTIONAL: ReadonlySet<LoadSignalKind> = new Set(['event_loop_utilization', 'media_worker_cpu']);
+
+const UNITS: Record<LoadSignalKind, (v: number) => string> = {
+  event_loop_delay: (v) => `${v.toFixed(1)} ms`,
+  event_loop_utilization: (v) => v.toFixed(2),
+  media_worker_cpu: (v) => `${(v * 100).toFixed(0)} % of a core`,
+  late_audio: (v) => `${v.toFixed(1)}/s`,
+};
+
+interface SignalState {
+  kind: LoadSignalKind;
+  source: string;
+  smoothed: number;
+  /** Smoothed samples in a row above the limit. */
+  above: number;
+  tripped: boolean;
+  /** Since when (ms) a tripped signal has been below the clear level. */
+  belowSince: number | undefined;
+}
+
+/** One signal as the operator sees it (readyz, metrics). */
+export interface SignalStatus {
+  kind: LoadSignalKind;
+  source: string;
+  /** Smoothed value, in the kind's unit. */
+  value: number;
+  limit: number | null;
+  tripped: boolean;
+}
+
+export interface AdmissionStatus {
+  /** Refusing new calls by load now (a tripped signal; projections and the setup rate are per call, not here). */
+  refusing: boolean;
+  /** Kinds of the tripped signals. */
+  reasons: LoadSignalKind[];
+  /** Human-readable: which signal, where, how far over. */
+  detail?: string;
+  signals: SignalStatus[];
+}
+
+export class Admission implements AdmissionPort {
+  #limits: AdmissionLimits;
+  readonly #now: () => number;
+  readonly #signals = new Map<string, SignalState>();
+  /** When (ms) each call of the last `settleMs` was admitted, oldest first. */
+  #recent: number[] = [];
+  #tokens: number;
+  #tokensAt: number;
+
+  constructor(limits: Partial<AdmissionLimits> = {}, now: () => number = () => performance.now()) {
+    this.#limits = { ...DEFAULT_ADMISSION_LIMITS, ...limits };
+    this.#now = now;
+    this.#tokens = this.#limits.maxSetupsPerSecond ?? 0;
+    this.#tokensAt = now();
+  }
+
+  get limits(): Readonly<AdmissionLimits> {
+    return this.#limits;
+  }
+
+  get retryAfterS(): number {
+    return this.#limits.retryAfterS;
+  }
+
+  /** New limits (reload); the smoothed signals and their state are kept. */
+  configure(limits: Partial<AdmissionLimits>): void {
+    this.#limits = { ...DEFAULT_ADMISSION_LIMITS, ...limits };
+    const max = this.#limits.maxSetupsPerSecond;
+    if (max !== null) this.#tokens = Math.min(this.#tokens, max);
+  }
+
+  /** The limit for a kind, or null when it is not watched. */
+  limitOf(kind: LoadSignalKind): number | null {
+    switch (kind) {
+      case 'event_loop_delay':
+        return this.#limits.maxEventLoopDelayMs;
+      case 'event_loop_utilization':
+        return this.#limits.maxEventLoopUtilization;
+      case 'media_worker_cpu':
+        return this.#limits.maxMediaWorkerCpu;
+      case 'late_audio':
+        return this.#limits.maxLatePacketsPerSecond;
+    }
+  }
+
+  /**
+   * One sample's readings (all sources), covering `elapsedMs`. A source missing from a sample (a worker that died,
+   * a thread that ended) is forgotten.
+   */
+  observe(readings: readonly LoadReading[], elapsedMs: number): void {
+    const now = this.#now();
+    const alpha = 1 - Math.exp(-Math.max(0, elapsedMs) / Math.max(1, this.#limits.smoothingMs));
+    const seen = new Set<string>();
+    for (const reading of readings) {
+      if (!Number.isFinite(reading.value)) continue;
+      const key = `${reading.kind}\u0000${reading.source}`;
+      seen.add(key);
+      let state = this.#signals.get(key);
+      if (!state) {
+        state = { kind: reading.kind, source: reading.source, smoothed: reading.value, above: 0, tripped: false, belowSince: undefined };
+        this.#signals.set(key, state);
+      } else {
+        state.smoothed += alpha * (reading.value - state.smoothed);
+      }
+      this.#step(state, now);
+    }
+    for (const key of this.#signals.keys()) if (!seen.has(key)) this.#signals.delete(key);
+  }
+
+  #step(state: SignalState, now: number): void {
+    const limit = this.limitOf(state.kind);
+    if (limit === null) {
+      state.above = 0;
+      state.tripped = false;
+      state.belowSince = undefined;
+      return;
+    }
+    state.above = state.smoothed > limit ? state.above + 1 : 0;
+    if (!state.tripped) {
+      if (state.above >= this.#limits.tripSamples) {
+        state.tripped = true;
+        state.belowSince = undefined;
+      }
+      return;
+    }
+    if (state.smoothed >= limit * this.#limits.clearRatio) {
+      state.belowSince = undefined;
+      return;
+    }
+    state.belowSince ??= now;
+    if (now - state.belowSince >= this.#limits.clearAfterMs) {
+      state.tripped = false;
+      state.belowSince = undefined;
+    }
+  }
+
+  admit(activeCalls: number): AdmissionVerdict {
+    const limits = this.#limits;
+    if (!limits.enabled) return { admit: true };
+    const now = this.#now();
+    const tripped = this.#worstTripped();
+    if (tripped) return this.#refuse(tripped.kind, describe(tripped, this.limitOf(tripped.kind)));
+
+    while (this.#recent.length > 0 && now - this.#recent[0]! >= limits.settleMs) this.#recent.shift();
+    const recent = Math.min(this.#recent.length, activeCalls);
+    const settled = activeCalls - recent;
+    if (settled > 0) {
+      for (const state of this.#signals.values()) {
+        const limit = this.limitOf(state.kind);
+        if (limit === null || !PROPORTIONAL.has(state.kind)) continue;
+        // Attributes all of the load to the settled calls: pessimistic at low counts, where it does not matter.
+        const projected = (state.smoothed * (activeCalls + 1)) / settled;
+        if (projected > limit) {
+          return this.#refuse(
+            state.kind,
+            `${state.kind} on ${state.source} ${UNITS[state.kind](state.smoothed)} with ${settled} settled calls, ` +
+              `${UNITS[state.kind](projected)} projected with ${recent + 1} more, above ${UNITS[state.kind](limit)}`,
+          );
+        }
+      }
+    }
+
+    const max = limits.maxSetupsPerSecond;
+    if (max !== null) {
+      this.#tokens = Math.min(max, this.#tokens + ((now - this.#tokensAt) / 1000) * max);
+      this.#tokensAt = now;
+      if (this.#tokens < 1) return this.#refuse('setup_rate', `more than ${max} new calls per second`);
+      this.#tokens -= 1;
+    }
+    this.#recent.push(now);
+    return { admit: true };
+  }
+
+  #refuse(reason: RefusalReason, detail: string): AdmissionVerdict {
+    return { admit: false, reason, detail, retryAfterS: this.#limits.retryAfterS };
+  }
+
+  /** The tripped signal furthest over its limit (relative), if any. */
+  #worstTripped(): SignalState | undefined {
+    let worst: SignalState | undefined;
+    let worstRatio = 0;
+    for (const state of this.#signals.values()) {
+      const limit = this.limitOf(state.kind);
+      if (!state.tripped || limit === null) continue;
+      const ratio = limit > 0 ? state.smoothed / limit : Infinity;
+      if (!worst || ratio > worstRatio) {
+        worst = state;
+        worstRatio = ratio;
+      }
+    }
+    return worst;
+  }
+
+  status(): AdmissionStatus {
+    const signals = [...this.#signals.values()]
+      .map((s) => ({ kind: s.kind, source: s.source, value: s.smoothed, limit: this.limitOf(s.kind), tripped: s.tripped }))
+      .sort((a, b) => LOAD_SIGNAL_KINDS.indexOf(a.kind) - LOAD_SIGNAL_KINDS.indexOf(b.kind) || a.source.localeCompare(b.source));
+    const enabled = this.#limits.enabled;
+    const reasons = enabled ? [...new Set(signals.filter((s) => s.tripped).map((s) => s.kind))] : [];
+    const worst = enabled ? this.#worstTripped() : undefined;
+    return {
+      refusing: reasons.length > 0,
+      reasons,
+      ...(worst ? { detail: describe(worst, this.limitOf(worst.kind)) } : {}),
+      signals,
+    };
+  }
+
+  /** The highest smoothed value of each kind, over its sources (for gauges). */
+  highest(): Map<LoadSignalKind, number> {
+    const out = new Map<LoadSignalKind, number>();
+    for (const s of this.#signals.values()) out.set(s.kind, Math.max(out.get(s.kind) ?? -Infinity, s.smoothed));
+    return out;
+  }
+}
+
+function describe(state: SignalState, limit: number | null): string {
+  const unit = UNITS[state.kind];
+  return `${state.kind} on ${state.source} ${unit(state.smoothed)} above ${limit === null ? 'no limit' : unit(limit)}`;
+}

@@ -1,0 +1,202 @@
+/**
+ * Admission by load, decided from injected readings on an injected clock: which signal refuses, that one bad sample
+ * does not, that refusing stops only once the load stayed low (hysteresis), bursts (setup rate, projection).
+ */
+import t from 'tap';
+import { Admission, type AdmissionLimits } from '../../../src/calls/Admission.js';
+import type { AdmissionVerdict, LoadReading, LoadSignalKind } from '../../../src/calls/ports.js';
+
+const SAMPLE_MS = 500;
+
+/** An Admission on a clock the test moves, fed one sample at a time. */
+function rig(limits: Partial<AdmissionLimits> = {}) {
+  let now = 0;
+  const admission = new Admission({ maxSetupsPerSecond: null, smoothingMs: 0, ...limits }, () => now);
+  return {
+    admission,
+    /** One sample of these readings, SAMPLE_MS after the previous one. */
+    sample(readings: LoadReading[]): void {
+      now += SAMPLE_MS;
+      admission.observe(readings, SAMPLE_MS);
+    },
+    advance(ms: number): void {
+      now += ms;
+    },
+  };
+}
+
+const reading = (kind: LoadSignalKind, value: number, source = 'main'): LoadReading => ({ kind, source, value });
+const refused = (v: AdmissionVerdict): string | undefined => (v.admit ? undefined : v.reason);
+
+t.test('each signal over its limit refuses with its own reason, a Retry-After and a detail naming where', async (t) => {
+  const cases: Array<[LoadSignalKind, number, string]> = [
+    ['event_loop_delay', 80, 'main'],
+    ['event_loop_utilization', 0.95, 'main'],
+    ['media_worker_cpu', 0.97, 'mediasoup-worker-1'],
+    ['late_audio', 12, 'all calls'],
+  ];
+  for (const [kind, value, source] of cases) {
+    const r = rig({ retryAfterS: 7 });
+    r.sample([reading(kind, value, source)]);
+    r.sample([reading(kind, value, source)]);
+    const verdict = r.admission.admit(4);
+    t.equal(refused(verdict), kind, `${kind} refuses`);
+    if (!verdict.admit) {
+      t.equal(verdict.retryAfterS, 7, `${kind}: Retry-After from the config`);
+      t.match(verdict.detail, new RegExp(`${kind} on ${source} .* above `), `${kind}: detail "${verdict.detail}"`);
+    }
+    const status = r.admission.status();
+    t.ok(status.refusing, `${kind}: status says refusing`);
+    t.same(status.reasons, [kind], `${kind}: status names the reason`);
+  }
+});
+
+t.test('under every limit, calls are admitted', async (t) => {
+  const r = rig();
+  for (let i = 0; i < 10; i++) {
+    r.sample([
+      reading('event_loop_delay', 3),
+      reading('event_loop_utilization', 0.3),
+      reading('media_worker_cpu', 0.2, 'mediasoup-worker-0'),
+      reading('late_audio', 0),
+    ]);
+  }
+  t.ok(r.admission.admit(10).admit);
+  t.notOk(r.admission.status().refusing);
+});
+
+t.test('one slow sample (a GC pause) does not refuse; a lasting one does', async (t) => {
+  const r = rig({ tripSamples: 2 });
+  r.sample([reading('event_loop_delay', 5)]);
+  r.sample([reading('event_loop_delay', 300)]);
+  t.ok(r.admission.admit(1).admit, 'one sample above the limit: still admitted');
+  r.sample([reading('event_loop_delay', 5)]);
+  r.sample([reading('event_loop_delay', 300)]);
+  t.ok(r.admission.admit(1).admit, 'isolated spikes never trip');
+  r.sample([reading('event_loop_delay', 300)]);
+  t.equal(refused(r.admission.admit(1)), 'event_loop_delay', 'two in a row trip');
+});
+
+t.test('smoothing: a single spike moves the average only part of the way', async (t) => {
+  const r = rig({ smoothingMs: 1500, tripSamples: 1, maxEventLoopDelayMs: 40 });
+  for (let i = 0; i < 6; i++) r.sample([reading('event_loop_delay', 2)]);
+  r.sample([reading('event_loop_delay', 100)]);
+  const value = r.admission.status().signals[0]!.value;
+  t.ok(value > 2 && value < 40, `smoothed ${value.toFixed(1)} ms after one 100 ms sample`);
+  t.ok(r.admission.admit(1).admit);
+  for (let i = 0; i < 6; i++) r.sample([reading('event_loop_delay', 100)]);
+  t.equal(refused(r.admission.admit(1)), 'event_loop_delay', 'a lasting rise crosses the limit');
+});
+
+t.test('hysteresis: refusing stops only after the load stayed below the clear level for clear_after_ms', async (t) => {
+  const r = rig({ maxEventLoopUtilization: 0.8, clearRatio: 0.8, clearAfterMs: 2000 });
+  r.sample([reading('event_loop_utilization', 0.9)]);
+  r.sample([reading('event_loop_utilization', 0.9)]);
+  t.equal(refused(r.admission.admit(5)), 'event_loop_utilization');
+  // Just under the limit but above 0.8 x 0.8: still refusing (no flapping at the edge).
+  for (let i = 0; i < 10; i++) r.sample([reading('event_loop_utilization', 0.75)]);
+  t.equal(refused(r.admission.admit(5)), 'event_loop_utilization', 'just under the limit: still refusing');
+  // Below the clear level, but not for long enough.
+  r.sample([reading('event_loop_utilization', 0.5)]);
+  r.sample([reading('event_loop_utilization', 0.5)]);
+  t.equal(refused(r.admission.admit(5)), 'event_loop_utilization', 'below the clear level for 500 ms: still refusing');
+  // A bounce above the clear level restarts the wait.
+  r.sample([reading('event_loop_utilization', 0.7)]);
+  for (let i = 0; i < 4; i++) r.sample([reading('event_loop_utilization', 0.5)]);
+  t.equal(refused(r.admission.admit(5)), 'event_loop_utilization', 'the wait restarts after a bounce');
+  r.sample([reading('event_loop_utilization', 0.5)]);
+  t.ok(r.admission.admit(5).admit, 'below the clear level for 2 s: admitting again');
+  t.notOk(r.admission.status().refusing);
+});
+
+t.test('each thread and worker is judged on its own: one busy media thread refuses', async (t) => {
+  const r = rig();
+  for (let i = 0; i < 2; i++) {
+    r.sample([
+      reading('event_loop_utilization', 0.2, 'main'),
+      reading('event_loop_utilization', 0.95, 'media-thread-1'),
+      reading('event_loop_utilization', 0.3, 'media-thread-2'),
+    ]);
+  }
+  const verdict = r.admission.admit(3);
+  t.equal(refused(verdict), 'event_loop_utilization');
+  t.match(verdict.admit ? '' : verdict.detail, /media-thread-1/, 'the detail names the busy thread');
+});
+
+t.test('a source that stops reporting (a dead worker) is forgotten', async (t) => {
+  const r = rig();
+  r.sample([reading('media_worker_cpu', 0.99, 'mediasoup-worker-0')]);
+  r.sample([reading('media_worker_cpu', 0.99, 'mediasoup-worker-0')]);
+  t.equal(refused(r.admission.admit(1)), 'media_worker_cpu');
+  r.sample([reading('media_worker_cpu', 0.1, 'mediasoup-worker-1')]);
+  t.ok(r.admission.admit(1).admit, 'the replaced worker no longer counts');
+});
+
+t.test('a limit set to null is not watched; enabled false admits everything', async (t) => {
+  {
+    const r = rig({ maxLatePacketsPerSecond: null });
+    for (let i = 0; i < 4; i++) r.sample([reading('late_audio', 500)]);
+    t.ok(r.admission.admit(1).admit, 'late audio not watched');
+  }
+  {
+    const r = rig({ enabled: false, maxSetupsPerSecond: 1 });
+    for (let i = 0; i < 4; i++) r.sample([reading('event_loop_delay', 500)]);
+    t.ok([1, 2, 3].every(() => r.admission.admit(1).admit), 'disabled: admitted');
+    t.notOk(r.admission.status().refusing, 'disabled: readiness is not affected');
+  }
+});
+
+t.test('setup rate: a burst beyond max_setups_per_second is refused, the bucket refills with time', async (t) => {
+  const r = rig({ maxSetupsPerSecond: 5 });
+  const verdicts = Array.from({ length: 8 }, (_, i) => r.admission.admit(i));
+  t.same(verdicts.map(refused), [undefined, undefined, undefined, undefined, undefined, 'setup_rate', 'setup_rate', 'setup_rate']);
+  t.notOk(r.admission.status().refusing, 'a setup-rate refusal is per call, not a readiness state');
+  r.advance(400);
+  t.same([r.admission.admit(5), r.admission.admit(6), r.admission.admit(7)].map(refused), [undefined, undefined, 'setup_rate'], '2 tokens back after 400 ms');
+});
+
+t.test('projection: calls admitted but not yet in the signals count at the settled calls average', async (t) => {
+  const r = rig({ maxEventLoopUtilization: 0.8, settleMs: 3000 });
+  // 4 settled calls at 0.4: 0.1 each.
+  r.sample([reading('event_loop_utilization', 0.4)]);
+  r.sample([reading('event_loop_utilization', 0.4)]);
+  t.ok(r.admission.admit(4).admit, '5th call: 0.5 projected');
+  t.ok(r.admission.admit(5).admit, '6th call: 0.6 projected');
+  t.ok(r.admission.admit(6).admit, '7th call: 0.7 projected');
+  t.ok(r.admission.admit(7).admit, '8th call: 0.8 projected');
+  const verdict = r.admission.admit(8);
+  t.equal(refused(verdict), 'event_loop_utilization', '9th call: 0.9 projected, refused before the signal rose');
+  t.match(verdict.admit ? '' : verdict.detail, /projected/);
+  // Once those calls are in the signal, the projection is the measurement itself.
+  r.advance(3000);
+  r.sample([reading('event_loop_utilization', 0.6)]);
+  r.sample([reading('event_loop_utilization', 0.6)]);
+  t.ok(r.admission.admit(8).admit, 'settled: 8 calls at 0.6 leave room for a 9th (0.675)');
+});
+
+t.test('projection does not apply to delay or late audio (not proportional to calls), nor without settled calls', async (t) => {
+  const r = rig({ maxEventLoopDelayMs: 40, maxEventLoopUtilization: 0.8 });
+  r.sample([reading('event_loop_delay', 30), reading('event_loop_utilization', 0.7)]);
+  t.ok(r.admission.admit(0).admit, 'no settled call: nothing to project from');
+  t.ok(r.admission.admit(1).admit, 'all calls recent: nothing to project from');
+});
+
+t.test('reload: new limits apply at once, the smoothed signals are kept', async (t) => {
+  const r = rig({ maxEventLoopUtilization: 0.9 });
+  r.sample([reading('event_loop_utilization', 0.7)]);
+  r.sample([reading('event_loop_utilization', 0.7)]);
+  t.ok(r.admission.admit(20).admit);
+  r.admission.configure({ maxEventLoopUtilization: 0.5, maxSetupsPerSecond: null, smoothingMs: 0 });
+  r.sample([reading('event_loop_utilization', 0.7)]);
+  r.sample([reading('event_loop_utilization', 0.7)]);
+  t.equal(refused(r.admission.admit(20)), 'event_loop_utilization');
+  t.equal(r.admission.limitOf('event_loop_utilization'), 0.5);
+});
+
+t.test('non-finite readings are ignored', async (t) => {
+  const r = rig();
+  r.sample([reading('event_loop_delay', Number.NaN)]);
+  r.sample([reading('event_loop_delay', Number.POSITIVE_INFINITY)]);
+  t.ok(r.admission.admit(1).admit);
+  t.same(r.admission.status().signals, []);
+});
