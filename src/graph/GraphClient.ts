@@ -9,6 +9,7 @@
  *   request provably never left this host.
  * The access token travels only in the Authorization header; it is never put in a URL nor logged.
  */
+import { isMetaCallId } from '../core/ids.js';
 import { createHmac } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AcceptResult, ConnectResult, GraphPort, PermissionResult, TrackUpdate } from '../calls/ports.js';
@@ -230,6 +231,10 @@ export class GraphClient implements GraphPort {
     const id = isObject(body) ? body.id : undefined;
     if (typeof id !== 'string' || id === '') {
       throw new GraphError('GRAPH_BAD_RESPONSE', 'connect: the response carries no call id', { httpStatus: 200, retryable: false });
+    }
+    // It goes into a SIP header toward the PBX.
+    if (!isMetaCallId(id)) {
+      throw new GraphError('GRAPH_BAD_RESPONSE', 'connect: the response carries a malformed call id', { httpStatus: 200, retryable: false });
     }
     const sdpAnswer = sdpOf(isObject(body) && isObject(body.session) ? body.session.sdp_response : undefined);
     return sdpAnswer !== undefined ? { callId: id, sdpAnswer } : { callId: id };

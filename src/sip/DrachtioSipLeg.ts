@@ -12,6 +12,7 @@ import type {
   SipPortEvents,
 } from '../calls/ports.js';
 import { InvalidStateError, SipError } from '../core/errors.js';
+import { isNumericId } from '../core/ids.js';
 import { TypedEmitter } from '../core/TypedEmitter.js';
 import { createAcl, type Acl } from './acl.js';
 import { DigestAuthenticator, type DigestCredentials } from './digest.js';
@@ -434,6 +435,19 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
     const { psidFrom, psidHeader, pageHeader } = this.#options.target;
     const psid = psidFrom === 'request_uri' ? uriUser(req.uri) : req.get(psidHeader)?.trim() || undefined;
     const pageId = req.get(pageHeader)?.trim() || undefined;
+    // Both go into Graph requests and, for the PSID, SIP headers of later requests: only Meta's numeric ids pass. A
+    // page id of digits that is not ours is the controller's 404.
+    const malformed =
+      psid !== undefined && !isNumericId(psid)
+        ? `malformed PSID in the ${psidFrom === 'request_uri' ? 'Request-URI user' : psidHeader} (Meta's ids are digits)`
+        : pageId !== undefined && !/^\d+$/.test(pageId)
+          ? `malformed page id in ${pageHeader} (Meta's ids are digits)`
+          : undefined;
+    if (malformed) {
+      log.warn(`INVITE refused: ${malformed}`);
+      this.#respond(res, 400, { Reason: sipReasonHeader(400, malformed) });
+      return;
+    }
     log.info({ pageId }, 'INVITE from the PBX');
     this.#pendingInvites.track(sipCallId, req, res);
     const call = new SrfIncomingCall({

@@ -4,9 +4,20 @@
  */
 import { z } from 'zod';
 import type { MetaEvent, SdpSession } from '../calls/ports.js';
+import { META_CALL_ID, NUMERIC_ID } from '../core/ids.js';
 
-/** Ids arrive as strings; tolerate numbers (JSON written by hand, other Meta products). */
-const Id = z.union([z.string().min(1), z.number().int().nonnegative()]).transform((v) => String(v));
+/**
+ * PSIDs and page ids: numeric, as strings; tolerate exact numbers (JSON written by hand, other Meta products).
+ * They go into SIP headers toward the PBX, so nothing else passes.
+ */
+const Id = z
+  .union([z.string().regex(NUMERIC_ID, 'must be a numeric id'), z.number().int().nonnegative().refine(Number.isSafeInteger, 'too large to be exact')])
+  .transform((v) => String(v));
+
+/** Meta's call id (also written into a SIP header toward the PBX). */
+const CallId = z
+  .union([z.string().regex(META_CALL_ID, 'must be a call id (letters, digits, ._~:=+/-; at most 256)'), z.number().int().nonnegative()])
+  .transform((v) => String(v));
 
 /** Unix time; Messenger's messaging webhooks use milliseconds where the calls field uses seconds. */
 const UnixTime = z
@@ -36,7 +47,7 @@ const SdpField = (defaultType: SdpSession['sdpType']) =>
   ]);
 
 const ConnectItem = z.object({
-  id: Id,
+  id: CallId,
   event: z.literal('connect'),
   from: Id,
   to: Id,
@@ -47,7 +58,7 @@ const ConnectItem = z.object({
 });
 
 const CallStatusItem = z.object({
-  id: Id,
+  id: CallId,
   event: z.literal('call_status'),
   timestamp: UnixTime,
   recipient_id: Id.optional(),
@@ -55,7 +66,7 @@ const CallStatusItem = z.object({
 });
 
 const MediaUpdateItem = z.object({
-  id: Id,
+  id: CallId,
   event: z.literal('media_update'),
   timestamp: UnixTime,
   session: z.object({
@@ -65,7 +76,7 @@ const MediaUpdateItem = z.object({
 });
 
 const TerminateItem = z.object({
-  id: Id,
+  id: CallId,
   event: z.literal('terminate'),
   timestamp: UnixTime,
   status: z.string().optional(),
