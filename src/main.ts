@@ -14,6 +14,9 @@ const HELP = `messenger-sip-bridge: answer and place Facebook Messenger voice ca
 Usage:
   messenger-sip-bridge [--config <file>]          run the daemon (default ${DEFAULT_CONFIG})
   messenger-sip-bridge check-config [<file>]      validate and print the effective config (secrets redacted)
+  messenger-sip-bridge setup [--config <file>] [--dry-run]
+                                                  check the Page tokens, subscribe the webhook fields, apply the
+                                                  Pages' call settings at Meta (see --help setup)
   messenger-sip-bridge demo [--duration <s>]      a whole call on loopback: Meta simulator, bridge, SIP peer
   messenger-sip-bridge simulate-call --bridge <url> --secret <app secret> [options]
                                                   play Meta against a running bridge (see --help simulate-call)
@@ -32,6 +35,9 @@ async function main(argv: string[]): Promise<number> {
     if (rest[0] === 'simulate-call') {
       const { SIMULATE_CALL_HELP } = await import('./cli/simulateCall.js');
       process.stdout.write(`${SIMULATE_CALL_HELP}\n`);
+    } else if (rest[0] === 'setup') {
+      const { SETUP_HELP } = await import('./cli/setup.js');
+      process.stdout.write(`${SETUP_HELP}\n`);
     } else {
       process.stdout.write(`${HELP}\n`);
     }
@@ -50,6 +56,10 @@ async function main(argv: string[]): Promise<number> {
     for (const warning of configWarnings(config)) process.stdout.write(`warning: ${warning}\n`);
     process.stdout.write(`${formatConfig(config)}\n`);
     return 0;
+  }
+  if (command === 'setup') {
+    const { runSetup } = await import('./cli/setup.js');
+    return runSetup(rest, DEFAULT_CONFIG, (line) => process.stdout.write(`${line}\n`));
   }
   if (command === 'demo') {
     const { runDemo } = await import('./cli/demo.js');

@@ -7,6 +7,8 @@ export {
   type Config,
   type ConfigInput,
   type PageConfig,
+  type CallSettingsConfig,
+  WEEKDAYS,
   type RouteConfig,
   type CodecName,
 } from './schema.js';

@@ -80,6 +80,68 @@ const MetaSchema = z
      * required when the app's "Require App Secret" setting is on.
      */
     appsecret_proof: z.boolean().default(false),
+    /**
+     * The Meta app's id. Optional: with it, `setup` checks Page tokens with the app's own token (`<app_id>|<app_secret>`)
+     * and tells a token of another app apart.
+     */
+    app_id: NumericId.optional(),
+  })
+  .strict();
+
+export const WEEKDAYS = ['MONDAY', 'TUESDAY', 'WEDNESDAY', 'THURSDAY', 'FRIDAY', 'SATURDAY', 'SUNDAY'] as const;
+
+/** `HHMM`, 24 h clock, as Meta's call settings write times. */
+const HhMm = z
+  .union([z.string(), z.number().int().nonnegative()])
+  .transform((v) => (typeof v === 'number' ? String(v).padStart(4, '0') : v))
+  .pipe(z.string().regex(/^([01]\d|2[0-3])[0-5]\d$|^2400$/, 'must be HHMM, e.g. "0900" (quote it)'));
+
+/** An IANA time zone name the runtime knows, e.g. Europe/Paris. */
+const TimeZone = z.string().refine((tz) => {
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}, 'must be an IANA time zone such as Europe/Paris');
+
+/**
+ * The Page's Messenger call settings (`/{page-id}/messenger_call_settings`), applied by `setup`. Names follow Meta's
+ * Call Settings page and its Graph reference (docs/META-CALLING.md); every key is optional and an absent key is left
+ * as it is at Meta.
+ */
+const CallSettingsSchema = z
+  .object({
+    /** The call button in the Page's Messenger threads. */
+    icon_enabled: z.boolean().optional(),
+    /** Inbound call routing: PARTNERS sends calls to apps (this bridge), META to Meta's own inbox. */
+    call_routing: z
+      .object({ ring_target: z.enum(['PARTNERS', 'META']) })
+      .strict()
+      .optional(),
+    /** Business hours: when people can call the Page. */
+    call_hours: z
+      .object({
+        timezone_id: TimeZone,
+        weekly_operating_hours: z
+          .array(
+            z
+              .object({
+                day_of_week: z
+                  .string()
+                  .transform((d) => d.toUpperCase())
+                  .pipe(z.enum(WEEKDAYS, 'must be a day such as MONDAY')),
+                open_time: HhMm,
+                close_time: HhMm,
+              })
+              .strict()
+              .refine((h) => h.open_time < h.close_time, { message: 'close_time must be after open_time', path: ['close_time'] }),
+          )
+          .min(1),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 
@@ -88,6 +150,7 @@ const PageSchema = z
     id: NumericId,
     access_token: Secret,
     name: z.string().optional(),
+    call_settings: CallSettingsSchema.optional(),
   })
   .strict();
 
@@ -95,6 +158,11 @@ const WebhookSchema = z
   .object({
     listen: Listen('0.0.0.0', 8080),
     path: z.string().startsWith('/', 'must start with /').default('/webhook'),
+    /**
+     * The callback URL Meta calls (`https://<host><path>`, through the TLS proxy in front of `listen`). Optional;
+     * `doctor` checks it answers the subscription handshake over TLS.
+     */
+    public_url: z.url({ protocol: /^https?$/ }).optional(),
     body_limit_bytes: z.number().int().min(1024).default(262_144),
   })
   .strict()
@@ -403,6 +471,7 @@ export type Config = z.infer<typeof ConfigSchema>;
 /** The shape accepted before defaults are applied (what a YAML file may contain). */
 export type ConfigInput = z.input<typeof ConfigSchema>;
 export type PageConfig = Config['pages'][number];
+export type CallSettingsConfig = NonNullable<PageConfig['call_settings']>;
 export type RouteConfig = Config['routes'][number];
 export type CodecName = z.infer<typeof CodecNameSchema>;
 

@@ -7,7 +7,9 @@
  * - accept, connect, mediaUpdate and requestPermission change state at Meta or reach the person, and a lost
  *   response cannot tell whether Meta acted: they are retried only when the connection was refused, i.e. the
  *   request provably never left this host.
- * The access token travels only in the Authorization header; it is never put in a URL nor logged.
+ * The access token travels only in the Authorization header; it is never logged. One exception to "never in a URL":
+ * `/debug_token` takes the token it inspects as the `input_token` query parameter (Meta documents no other way); that
+ * URL is not logged either.
  */
 import { isMetaCallId } from '../core/ids.js';
 import { createHmac } from 'node:crypto';
@@ -16,6 +18,15 @@ import type { AcceptResult, ConnectResult, GraphPort, PermissionResult, TrackUpd
 import { GraphError } from '../core/errors.js';
 import type { Metrics } from '../observability/Metrics.js';
 import { graphErrorFromResponse } from './errors.js';
+import {
+  CALL_SETTINGS_FIELDS,
+  parseCallSettings,
+  parseSubscribedApps,
+  parseTokenInfo,
+  type AppSubscription,
+  type PageCallSettings,
+  type TokenInfo,
+} from './pageSetup.js';
 
 export type PageTokens = ReadonlyMap<string, string> | ((pageId: string) => string | undefined);
 
@@ -58,9 +69,16 @@ type RetryPolicy = 'safe' | 'refused_only';
 interface RequestSpec {
   action: string;
   method: 'GET' | 'POST';
+  /** The page whose token authorizes the request (and whose node is requested unless `path` is given). */
   pageId: string;
-  /** Path after /{version}/{page-id}/ */
+  /** Path after /{version}/{page-id}/ ('' for the page node itself). */
   edge: string;
+  /** Path after /{version}/ instead of the page's (e.g. 'debug_token'). */
+  path?: string;
+  /** Authorize with this token instead of the page's (the app token for /debug_token). */
+  authToken?: string;
+  /** Sees each HTTP response (e.g. for its Date header). */
+  onResponse?: (response: Response) => void;
   query?: Record<string, string>;
   body?: unknown;
   retry: RetryPolicy;
@@ -132,6 +150,10 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     };
     signal?.addEventListener('abort', onAbort, { once: true });
   });
+}
+
+function noToken(action: string, pageId: string): GraphError {
+  return new GraphError('GRAPH_UNKNOWN_PAGE', `${action}: no access token for page ${pageId}`, { httpStatus: 0, retryable: false });
 }
 
 /** The connection was refused: the request never left, so repeating it cannot act twice. */
@@ -301,19 +323,117 @@ export class GraphClient implements GraphPort {
     });
   }
 
+  /**
+   * What Meta says of the page's token (`GET /debug_token?input_token=`): valid, app, type, page, permissions.
+   * Authorized with `appToken` (`<app-id>|<app-secret>`) when given, else with the page token itself.
+   */
+  async inspectToken(pageId: string, appToken?: string, signal?: AbortSignal): Promise<TokenInfo> {
+    const token = this.#token(pageId);
+    if (token === undefined) throw noToken('inspect_token', pageId);
+    const body = await this.#request({
+      action: 'inspect_token',
+      method: 'GET',
+      pageId,
+      edge: '',
+      path: 'debug_token',
+      query: { input_token: token },
+      ...(appToken !== undefined ? { authToken: appToken } : {}),
+      retry: 'safe',
+      signal,
+    });
+    return parseTokenInfo(body);
+  }
+
+  /** The page node (`GET /{page-id}?fields=id,name`) and the Date header of Meta's answer. */
+  async pageInfo(pageId: string, signal?: AbortSignal): Promise<{ id: string; name?: string; serverDate?: Date }> {
+    let serverDate: Date | undefined;
+    const body = await this.#request({
+      action: 'page_info',
+      method: 'GET',
+      pageId,
+      edge: '',
+      query: { fields: 'id,name' },
+      retry: 'safe',
+      signal,
+      onResponse: (response) => {
+        const date = response.headers.get('date');
+        const parsed = date !== null ? new Date(date) : undefined;
+        if (parsed !== undefined && !Number.isNaN(parsed.getTime())) serverDate = parsed;
+      },
+    });
+    const id = isObject(body) && (typeof body.id === 'string' || typeof body.id === 'number') ? String(body.id) : pageId;
+    const name = isObject(body) && typeof body.name === 'string' ? body.name : undefined;
+    return { id, ...(name !== undefined ? { name } : {}), ...(serverDate !== undefined ? { serverDate } : {}) };
+  }
+
+  /** The apps subscribed to the page's webhooks, with their fields (`GET /{page-id}/subscribed_apps`). */
+  async subscribedApps(pageId: string, signal?: AbortSignal): Promise<AppSubscription[]> {
+    const body = await this.#request({ action: 'subscribed_apps', method: 'GET', pageId, edge: 'subscribed_apps', retry: 'safe', signal });
+    return parseSubscribedApps(body);
+  }
+
+  /**
+   * Subscribe the token's app to the page's webhook `fields` (`POST /{page-id}/subscribed_apps`). Meta replaces the
+   * app's field list with this one: pass every field the app should keep. Setting the same list twice changes
+   * nothing, so it is retried like a read.
+   */
+  async subscribeApp(pageId: string, fields: readonly string[], signal?: AbortSignal): Promise<void> {
+    await this.#request({
+      action: 'subscribe_app',
+      method: 'POST',
+      pageId,
+      edge: 'subscribed_apps',
+      body: { subscribed_fields: fields.join(',') },
+      retry: 'safe',
+      signal,
+    });
+  }
+
+  /** The page's Messenger call settings (`GET /{page-id}/messenger_call_settings`). */
+  async callSettings(pageId: string, signal?: AbortSignal): Promise<PageCallSettings> {
+    const body = await this.#request({
+      action: 'call_settings',
+      method: 'GET',
+      pageId,
+      edge: 'messenger_call_settings',
+      query: { fields: CALL_SETTINGS_FIELDS.join(',') },
+      retry: 'safe',
+      signal,
+    });
+    return parseCallSettings(body);
+  }
+
+  /**
+   * Change some of the page's Messenger call settings (`POST /{page-id}/messenger_call_settings`). Meta answers
+   * `{ result: 'success' | 'failure' }`; a failure throws GRAPH_SETTINGS_REFUSED.
+   */
+  async updateCallSettings(pageId: string, settings: PageCallSettings, signal?: AbortSignal): Promise<void> {
+    const body = await this.#request({
+      action: 'update_call_settings',
+      method: 'POST',
+      pageId,
+      edge: 'messenger_call_settings',
+      body: settings,
+      retry: 'safe',
+      signal,
+    });
+    if (isObject(body) && typeof body.result === 'string' && body.result !== 'success') {
+      throw new GraphError('GRAPH_SETTINGS_REFUSED', `update_call_settings: Meta answered result: ${body.result}`, {
+        httpStatus: 200,
+        retryable: false,
+      });
+    }
+  }
+
   #token(pageId: string): string | undefined {
     return typeof this.#pages === 'function' ? this.#pages(pageId) : this.#pages.get(pageId);
   }
 
   async #request(spec: RequestSpec): Promise<unknown> {
-    const token = this.#token(spec.pageId);
-    if (token === undefined) {
-      throw new GraphError('GRAPH_UNKNOWN_PAGE', `${spec.action}: no access token for page ${spec.pageId}`, {
-        httpStatus: 0,
-        retryable: false,
-      });
-    }
-    const url = new URL(`${this.#baseUrl}/${this.#version}/${encodeURIComponent(spec.pageId)}/${spec.edge}`);
+    const token = spec.authToken ?? this.#token(spec.pageId);
+    if (token === undefined) throw noToken(spec.action, spec.pageId);
+    const where = spec.path ?? (spec.edge === '' ? encodeURIComponent(spec.pageId) : `${encodeURIComponent(spec.pageId)}/${spec.edge}`);
+    const url = new URL(`${this.#baseUrl}/${this.#version}/${where}`);
     for (const [k, v] of Object.entries(spec.query ?? {})) url.searchParams.set(k, v);
     // The proof is derived from the token (not the token itself): Meta documents it as a request parameter.
     if (this.#appSecretForProof !== undefined) url.searchParams.set('appsecret_proof', appSecretProof(token, this.#appSecretForProof));
@@ -364,6 +484,7 @@ export class GraphClient implements GraphPort {
         signal,
       });
       text = await response.text();
+      spec.onResponse?.(response);
     } catch (err) {
       if (spec.signal?.aborted) {
         this.#metrics?.graphRequest(spec.action, 'error', 'aborted', seconds());

@@ -88,3 +88,25 @@ export function graphErrorFromResponse(action: string, httpStatus: number, body:
     { ...fields, retryable },
   );
 }
+
+/** What an operator does about a GraphError, by its code (setup and doctor print it after Meta's words). */
+const FIXES: Readonly<Record<string, string>> = {
+  GRAPH_BAD_TOKEN: 'create a new Page access token for this Page and put it in pages[].access_token',
+  GRAPH_PERMISSION_DENIED: 'grant the named permission to the app (App Review, or a tester role while in development) and create a new Page token with it',
+  GRAPH_RATE_LIMITED: 'Meta is limiting this app or Page: run it again in a few minutes',
+  GRAPH_BAD_PARAMETER: 'check the value in the YAML against Meta\'s documentation (docs/META-CALLING.md)',
+  GRAPH_SETTINGS_REFUSED: 'Meta did not apply it: check that the Page may use Messenger calling and that the token can manage the Page',
+  GRAPH_TIMEOUT: 'check outbound HTTPS from this host to meta.graph_base_url (firewall, proxy), or raise meta.graph_timeout_ms',
+  GRAPH_NETWORK: 'check outbound HTTPS from this host to meta.graph_base_url (DNS, firewall, proxy)',
+  GRAPH_META_UNKNOWN: 'a temporary error at Meta: run it again',
+  GRAPH_META_SERVICE: 'Meta\'s service is temporarily unavailable: run it again',
+  GRAPH_SERVER_ERROR: 'an error at Meta: run it again; if it persists, quote the fbtrace_id to Meta',
+};
+
+/** One line an operator can act on: what happened in plain words, Meta's own code and text, and the fix. */
+export function explainGraphError(err: unknown): string {
+  if (!(err instanceof GraphError)) return err instanceof Error ? err.message : String(err);
+  const fix = FIXES[err.code];
+  const trace = err.fbtraceId !== undefined ? ` [fbtrace_id ${err.fbtraceId}]` : '';
+  return `${err.message}${trace}${fix !== undefined ? ` - fix: ${fix}` : ''}`;
+}

@@ -14,7 +14,21 @@ import type { WebhookSender } from '../webhookSender.js';
 import { cannedAnswer, offerProblem } from './sdp.js';
 
 export type SimCallState = 'ringing' | 'accepted' | 'rejected' | 'terminated';
-export type SimAction = 'accept' | 'reject' | 'terminate' | 'connect' | 'media_update' | 'check_permission' | 'request_permission';
+export type SimAction =
+  | 'accept'
+  | 'reject'
+  | 'terminate'
+  | 'connect'
+  | 'media_update'
+  | 'check_permission'
+  | 'request_permission'
+  | 'inspect_token'
+  | 'page_info'
+  | 'subscribed_apps'
+  | 'subscribe_app'
+  | 'call_settings'
+  | 'update_call_settings'
+  | 'call_metrics';
 
 export interface SimCall {
   readonly callId: string;
@@ -60,6 +74,8 @@ export interface GraphSimulatorEvents {
   connect: [{ pageId: string; psid: string; callId: string; sdp: string; call: SimCall }];
   media_update: [{ pageId: string; callId: string; body: Record<string, unknown>; call: SimCall }];
   permission_request: [{ pageId: string; psid: string }];
+  /** A call_metrics submission that passed validation (the body as received). */
+  call_metrics: [{ pageId: string; body: Record<string, unknown> }];
   /** Every request, after it was answered. */
   request: [{ action: SimAction | 'unknown'; pageId: string; status: number; metaCode?: number }];
 }
@@ -95,9 +111,33 @@ export interface GraphSimulatorOptions {
   permissionRequestsPerDay?: number;
   /** Require `appsecret_proof` on every request, computed with this app secret ("Require App Secret"). */
   requireAppSecretProof?: string;
+  /** The app the page tokens were issued for; `<id>|<secret>` is its app token. Default id 100200300, no secret. */
+  app?: { id: string; name: string; secret?: string };
+  /** Permissions each page token carries; default every permission the bridge needs. */
+  pageScopes?: Record<string, string[]>;
+  /** Added to the Date header of every answer (ms): a Meta whose clock differs from this host's. */
+  clockSkewMs?: number;
 }
 
+/** Permissions a page token carries when `pageScopes` does not say. */
+export const SIM_DEFAULT_SCOPES = ['pages_messaging', 'pages_manage_metadata', 'pages_show_list'];
+
 const VERSION = /^v\d+\.\d+$/;
+
+/**
+ * Answers one Graph request: faults first, then the version, the token (`accepts`, default: the page's own token) and
+ * appsecret_proof checks, then `work`; a MetaFailure becomes Meta's error body.
+ */
+type SimHandler = (
+  action: SimAction | undefined,
+  pageId: string,
+  version: string,
+  auth: string | undefined,
+  proof: unknown,
+  reply: FastifyReply,
+  work: () => Promise<unknown>,
+  accepts?: (token: string) => boolean,
+) => Promise<FastifyReply>;
 
 /** Ended calls kept in `calls` for inspection. */
 const MAX_ENDED_CALLS = 1000;
@@ -154,6 +194,11 @@ export class GraphSimulator {
   readonly #faults = new Map<SimAction, Fault[]>();
   readonly #permissions = new Map<string, { status: PermissionStatus; expiresAt?: number }>();
   readonly #permissionRequests = new Map<string, number[]>();
+  readonly #app: { id: string; name: string; secret?: string };
+  readonly #scopes: Record<string, string[]>;
+  /** page id -> app id -> subscribed webhook fields */
+  readonly #subscriptions = new Map<string, Map<string, string[]>>();
+  readonly #callSettings = new Map<string, Record<string, unknown>>();
   #closed = false;
 
   constructor(options: GraphSimulatorOptions) {
@@ -167,6 +212,8 @@ export class GraphSimulator {
     this.#defaultPermission = options.defaultPermission ?? 'has_permission';
     this.#requestsPerDay = options.permissionRequestsPerDay ?? 2;
     this.#requireProof = options.requireAppSecretProof;
+    this.#app = options.app ?? { id: '100200300', name: 'messenger-sip-bridge' };
+    this.#scopes = { ...options.pageScopes };
     this.app = Fastify({
       loggerInstance: this.#log as FastifyBaseLogger | undefined,
       logController: new LogController({ disableRequestLogging: true }),
@@ -175,7 +222,10 @@ export class GraphSimulator {
       forceCloseConnections: true,
     });
     this.app.addHook('onClose', async () => this.#clearTimers());
+    const skew = options.clockSkewMs;
+    if (skew !== undefined) this.app.addHook('onSend', async (_req, reply) => void reply.header('date', new Date(Date.now() + skew).toUTCString()));
     this.#routes();
+    this.#pageSetupRoutes();
   }
 
   /** A person dials the page: the call rings, awaiting accept within the accept window. Returns Meta's call id. */
@@ -249,6 +299,31 @@ export class GraphSimulator {
     const queue = this.#faults.get(action) ?? [];
     queue.push(fault);
     this.#faults.set(action, queue);
+  }
+
+  /** The webhook fields `appId` (default the simulated app) is subscribed to on the page. */
+  subscribedFields(pageId: string, appId = this.#app.id): string[] {
+    return [...(this.#subscriptions.get(pageId)?.get(appId) ?? [])];
+  }
+
+  /** Subscribe another app (or ours) to fields, as set up outside the bridge. */
+  setSubscription(pageId: string, appId: string, fields: string[]): void {
+    const apps = this.#subscriptions.get(pageId) ?? new Map<string, string[]>();
+    apps.set(appId, [...fields]);
+    this.#subscriptions.set(pageId, apps);
+  }
+
+  /**
+   * The page's Messenger call settings as Meta holds them. A new page: icon shown, audio on, routing to META (Meta's
+   * inbox), no business hours.
+   */
+  callSettingsOf(pageId: string): Record<string, unknown> {
+    let settings = this.#callSettings.get(pageId);
+    if (settings === undefined) {
+      settings = { icon_enabled: true, audio_enabled: true, video_enabled: false, call_routing: { ring_target: 'META' } };
+      this.#callSettings.set(pageId, settings);
+    }
+    return settings;
   }
 
   /** Timers stopped, app closed. Idempotent. */
@@ -335,15 +410,7 @@ export class GraphSimulator {
   }
 
   #routes(): void {
-    const handle = async (
-      action: SimAction | undefined,
-      pageId: string,
-      version: string,
-      auth: string | undefined,
-      proof: unknown,
-      reply: FastifyReply,
-      work: () => Promise<unknown>,
-    ): Promise<FastifyReply> => {
+    const handle: SimHandler = async (action, pageId, version, auth, proof, reply, work, accepts = (token) => this.#pages[pageId] === token) => {
       const label = action ?? 'unknown';
       const send = (status: number, body: unknown, metaCode?: number): FastifyReply => {
         this.events.safeEmit('request', { action: label, pageId, status, ...(metaCode !== undefined ? { metaCode } : {}) });
@@ -366,7 +433,7 @@ export class GraphSimulator {
         }
         const token = auth?.startsWith('Bearer ') ? auth.slice('Bearer '.length) : undefined;
         if (token === undefined) throw new MetaFailure(GRAPH_ERRORS[190]!, 104, 'An access token is required to request this resource.');
-        if (this.#pages[pageId] !== token) throw graph(190, 'Invalid OAuth access token - Cannot parse access token');
+        if (!accepts(token)) throw graph(190, 'Invalid OAuth access token - Cannot parse access token');
         if (this.#requireProof !== undefined && proof !== appSecretProof(token, this.#requireProof)) {
           throw graph(100, proof === undefined ? 'API calls from the server require an appsecret_proof argument' : 'Invalid appsecret_proof provided in the API argument');
         }
@@ -381,6 +448,8 @@ export class GraphSimulator {
         );
       }
     };
+
+    this.#handle = handle;
 
     type Params = { version: string; pageId: string };
 
@@ -457,6 +526,112 @@ export class GraphSimulator {
         this.#permissionRequests.set(`${pageId}|${psid}`, list);
         this.events.safeEmit('permission_request', { pageId, psid });
         return { recipient: { id: psid }, message_id: `m_${randomBytes(16).toString('base64url')}` };
+      });
+    });
+  }
+
+  #handle?: SimHandler;
+
+  /** The permissions a page's token carries. */
+  #scopesOf(pageId: string): string[] {
+    return this.#scopes[pageId] ?? SIM_DEFAULT_SCOPES;
+  }
+
+  #requireScope(pageId: string, scope: string): void {
+    if (!this.#scopesOf(pageId).includes(scope)) throw graph(200, `(#200) Requires ${scope} permission to manage the object`);
+  }
+
+  /** debug_token, the page node, subscribed_apps, messenger_call_settings and call_metrics. */
+  #pageSetupRoutes(): void {
+    const handle = this.#handle!;
+    type Params = { version: string; pageId: string };
+    const proof = (q: unknown): unknown => (isObject(q) ? q.appsecret_proof : undefined);
+    const appToken = this.#app.secret !== undefined ? `${this.#app.id}|${this.#app.secret}` : undefined;
+    const pageOfToken = (token: string): string | undefined => Object.keys(this.#pages).find((id) => this.#pages[id] === token);
+
+    this.app.get<{ Params: { version: string }; Querystring: Record<string, string> }>('/:version/debug_token', async (req, reply) => {
+      const input = req.query.input_token;
+      const inputPage = input !== undefined ? pageOfToken(input) : undefined;
+      const accepts = (token: string): boolean => token === appToken || pageOfToken(token) !== undefined;
+      return handle('inspect_token', inputPage ?? '', req.params.version, req.headers.authorization, proof(req.query), reply, async () => {
+        if (!input) throw graph(100, 'The parameter input_token is required');
+        if (inputPage === undefined) {
+          return { data: { is_valid: false, scopes: [], error: { code: 190, message: 'Invalid OAuth access token - Cannot parse access token' } } };
+        }
+        return {
+          data: {
+            app_id: this.#app.id,
+            type: 'PAGE',
+            application: this.#app.name,
+            expires_at: 0,
+            is_valid: true,
+            scopes: this.#scopesOf(inputPage),
+            profile_id: inputPage,
+          },
+        };
+      }, accepts);
+    });
+
+    this.app.get<{ Params: Params }>('/:version/:pageId', async (req, reply) => {
+      const { pageId, version } = req.params;
+      return handle('page_info', pageId, version, req.headers.authorization, proof(req.query), reply, async () => ({ id: pageId, name: `Page ${pageId}` }));
+    });
+
+    this.app.get<{ Params: Params }>('/:version/:pageId/subscribed_apps', async (req, reply) => {
+      const { pageId, version } = req.params;
+      return handle('subscribed_apps', pageId, version, req.headers.authorization, proof(req.query), reply, async () => {
+        this.#requireScope(pageId, 'pages_manage_metadata');
+        const apps = this.#subscriptions.get(pageId) ?? new Map<string, string[]>();
+        return {
+          data: [...apps].map(([id, fields]) => ({ id, name: id === this.#app.id ? this.#app.name : `app ${id}`, subscribed_fields: fields })),
+        };
+      });
+    });
+
+    this.app.post<{ Params: Params; Body: unknown }>('/:version/:pageId/subscribed_apps', async (req, reply) => {
+      const { pageId, version } = req.params;
+      return handle('subscribe_app', pageId, version, req.headers.authorization, proof(req.query), reply, async () => {
+        this.#requireScope(pageId, 'pages_manage_metadata');
+        const raw = isObject(req.body) ? req.body.subscribed_fields : undefined;
+        const fields = typeof raw === 'string' ? raw.split(',').map((f) => f.trim()).filter((f) => f !== '') : Array.isArray(raw) ? raw.map(String) : [];
+        if (fields.length === 0) throw graph(100, '(#100) The parameter subscribed_fields is required');
+        this.setSubscription(pageId, this.#app.id, fields);
+        return { success: true };
+      });
+    });
+
+    this.app.get<{ Params: Params; Querystring: Record<string, string> }>('/:version/:pageId/messenger_call_settings', async (req, reply) => {
+      const { pageId, version } = req.params;
+      return handle('call_settings', pageId, version, req.headers.authorization, proof(req.query), reply, async () => {
+        this.#requireScope(pageId, 'pages_manage_metadata');
+        const settings = this.callSettingsOf(pageId);
+        const fields = req.query.fields?.split(',') ?? Object.keys(settings);
+        return { data: [Object.fromEntries(fields.filter((f) => f in settings).map((f) => [f, settings[f]]))] };
+      });
+    });
+
+    this.app.post<{ Params: Params; Body: unknown }>('/:version/:pageId/messenger_call_settings', async (req, reply) => {
+      const { pageId, version } = req.params;
+      return handle('update_call_settings', pageId, version, req.headers.authorization, proof(req.query), reply, async () => {
+        this.#requireScope(pageId, 'pages_manage_metadata');
+        const body = isObject(req.body) ? req.body : {};
+        const problem = callSettingsProblem(body);
+        if (problem !== undefined) throw graph(100, `(#100) ${problem}`);
+        Object.assign(this.callSettingsOf(pageId), body);
+        return { result: 'success' };
+      });
+    });
+
+    this.app.post<{ Params: Params; Body: unknown }>('/:version/:pageId/call_metrics', async (req, reply) => {
+      const { pageId, version } = req.params;
+      return handle('call_metrics', pageId, version, req.headers.authorization, proof(req.query), reply, async () => {
+        const body = isObject(req.body) ? req.body : {};
+        const problem = callMetricsProblem(body);
+        if (problem !== undefined) throw graph(100, `(#100) ${problem}`);
+        const call = this.calls.get(body.call_id as string);
+        if (!call || call.pageId !== pageId) throw calling(2018389);
+        this.events.safeEmit('call_metrics', { pageId, body });
+        return { success: true };
       });
     });
   }
@@ -572,6 +747,64 @@ export class GraphSimulator {
     }
     return { success: true };
   }
+}
+
+const DAYS = new Set(['MONDAY', 'TUESDAY', 'WEDNESDAY', 'THURSDAY', 'FRIDAY', 'SATURDAY', 'SUNDAY']);
+const HHMM = /^([01]\d|2[0-3])[0-5]\d$|^2400$/;
+
+/** Why a messenger_call_settings POST body is refused, or undefined. */
+function callSettingsProblem(body: Record<string, unknown>): string | undefined {
+  const known = new Set(['icon_enabled', 'audio_enabled', 'video_enabled', 'call_routing', 'call_hours']);
+  const keys = Object.keys(body);
+  if (keys.length === 0) return 'no setting given';
+  const unknown = keys.find((k) => !known.has(k));
+  if (unknown !== undefined) return `Param ${unknown} is not a call setting`;
+  for (const k of ['icon_enabled', 'audio_enabled', 'video_enabled']) {
+    if (k in body && typeof body[k] !== 'boolean') return `Param ${k} must be a boolean`;
+  }
+  if ('call_routing' in body) {
+    const r = body.call_routing;
+    if (!isObject(r) || (r.ring_target !== 'META' && r.ring_target !== 'PARTNERS')) return 'Param call_routing[ring_target] must be one of {META, PARTNERS}';
+  }
+  if ('call_hours' in body) {
+    const h = body.call_hours;
+    if (!isObject(h) || typeof h.timezone_id !== 'string' || !Array.isArray(h.weekly_operating_hours)) return 'Param call_hours must have timezone_id and weekly_operating_hours';
+    for (const d of h.weekly_operating_hours) {
+      if (!isObject(d) || !DAYS.has(String(d.day_of_week)) || !HHMM.test(String(d.open_time)) || !HHMM.test(String(d.close_time))) {
+        return 'Param call_hours[weekly_operating_hours] must list day_of_week, open_time (HHMM) and close_time (HHMM)';
+      }
+    }
+  }
+  return undefined;
+}
+
+/** The audio_stats keys Meta's Metrics page lists as required. */
+export const CALL_METRICS_AUDIO_STATS = [
+  'call_ended_time',
+  'jitter',
+  'packets_lost',
+  'packets_received',
+  'round_trip_time_ms',
+  'jitter_buffer_delay_ms',
+  'concealed_samples',
+  'silent_concealed_samples',
+  'total_samples_duration_ms',
+] as const;
+
+/** Why a call_metrics body is refused, or undefined: the fields the Metrics page lists, with their types. */
+function callMetricsProblem(body: Record<string, unknown>): string | undefined {
+  if (body.platform !== 'messenger') return 'Param platform must be messenger';
+  if (typeof body.call_id !== 'string' || body.call_id === '') return 'Param call_id is required';
+  if (typeof body.end_call_reason !== 'string' || body.end_call_reason === '') return 'Param end_call_reason is required';
+  if (typeof body.call_ended_time !== 'number') return 'Param call_ended_time must be a unix timestamp';
+  if ('first_audio_packet_received_time' in body && typeof body.first_audio_packet_received_time !== 'number') {
+    return 'Param first_audio_packet_received_time must be a unix timestamp';
+  }
+  const stats = body.audio_stats;
+  if (!isObject(stats)) return 'Param audio_stats is required';
+  const missing = CALL_METRICS_AUDIO_STATS.filter((k) => typeof stats[k] !== 'number');
+  if (missing.length > 0) return `Param audio_stats lacks ${missing.join(', ')}`;
+  return undefined;
 }
 
 export function createGraphSimulator(options: GraphSimulatorOptions): GraphSimulator {

@@ -1,4 +1,6 @@
 export {
+  SIM_DEFAULT_SCOPES,
+  CALL_METRICS_AUDIO_STATS,
   GraphSimulator,
   createGraphSimulator,
   type GraphSimulatorOptions,
