@@ -51,7 +51,7 @@ log "apt-get update"
 $SUDO apt-get update -qq
 log "installing Debian packages"
 $SUDO apt-get install -y -qq --no-install-recommends \
-  mediasoup-worker=3.8.4~dfsg1-1 sip-tester baresip-core rtpengine-daemon systemd strace >/dev/null
+  mediasoup-worker=3.8.4~dfsg1-1 sip-tester baresip-core rtpengine-daemon systemd strace openssl >/dev/null
 
 if [ ! -x "$WORKER_BIN" ]; then
   echo "[install] $WORKER_BIN is missing after installing mediasoup-worker" >&2

@@ -17,6 +17,8 @@ Usage:
   messenger-sip-bridge setup [--config <file>] [--dry-run]
                                                   check the Page tokens, subscribe the webhook fields, apply the
                                                   Pages' call settings at Meta (see --help setup)
+  messenger-sip-bridge doctor [--config <file>]   check what stands between this host and a working call
+                                                  (see --help doctor)
   messenger-sip-bridge demo [--duration <s>]      a whole call on loopback: Meta simulator, bridge, SIP peer
   messenger-sip-bridge simulate-call --bridge <url> --secret <app secret> [options]
                                                   play Meta against a running bridge (see --help simulate-call)
@@ -35,6 +37,9 @@ async function main(argv: string[]): Promise<number> {
     if (rest[0] === 'simulate-call') {
       const { SIMULATE_CALL_HELP } = await import('./cli/simulateCall.js');
       process.stdout.write(`${SIMULATE_CALL_HELP}\n`);
+    } else if (rest[0] === 'doctor') {
+      const { DOCTOR_HELP } = await import('./cli/doctor.js');
+      process.stdout.write(`${DOCTOR_HELP}\n`);
     } else if (rest[0] === 'setup') {
       const { SETUP_HELP } = await import('./cli/setup.js');
       process.stdout.write(`${SETUP_HELP}\n`);
@@ -60,6 +65,10 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'setup') {
     const { runSetup } = await import('./cli/setup.js');
     return runSetup(rest, DEFAULT_CONFIG, (line) => process.stdout.write(`${line}\n`));
+  }
+  if (command === 'doctor') {
+    const { runDoctor } = await import('./cli/doctor.js');
+    return runDoctor(rest, DEFAULT_CONFIG, (line) => process.stdout.write(`${line}\n`));
   }
   if (command === 'demo') {
     const { runDemo } = await import('./cli/demo.js');

@@ -103,10 +103,16 @@ const FIXES: Readonly<Record<string, string>> = {
   GRAPH_SERVER_ERROR: 'an error at Meta: run it again; if it persists, quote the fbtrace_id to Meta',
 };
 
-/** One line an operator can act on: what happened in plain words, Meta's own code and text, and the fix. */
-export function explainGraphError(err: unknown): string {
-  if (!(err instanceof GraphError)) return err instanceof Error ? err.message : String(err);
+/** What happened (Meta's code and text included) and, when known, what an operator does about it. */
+export function graphErrorParts(err: unknown): { what: string; fix?: string } {
+  if (!(err instanceof GraphError)) return { what: err instanceof Error ? err.message : String(err) };
   const fix = FIXES[err.code];
   const trace = err.fbtraceId !== undefined ? ` [fbtrace_id ${err.fbtraceId}]` : '';
-  return `${err.message}${trace}${fix !== undefined ? ` - fix: ${fix}` : ''}`;
+  return { what: `${err.message}${trace}`, ...(fix !== undefined ? { fix } : {}) };
+}
+
+/** One line an operator can act on: what happened in plain words, Meta's own code and text, and the fix. */
+export function explainGraphError(err: unknown): string {
+  const { what, fix } = graphErrorParts(err);
+  return fix !== undefined ? `${what} - fix: ${fix}` : what;
 }

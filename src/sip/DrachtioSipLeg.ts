@@ -3,7 +3,6 @@
  * per-target timeout, CANCEL on abort) and receives INVITEs from it (ACL, digest auth, target PSID/page),
  * answers OPTIONS, and keeps the connection to drachtio-server up (srf reconnects with backoff).
  */
-import SrfModule from 'drachtio-srf';
 import type { Logger } from 'pino';
 import type {
   OutboundCallOptions,
@@ -17,11 +16,11 @@ import { TypedEmitter } from '../core/TypedEmitter.js';
 import { createAcl, type Acl } from './acl.js';
 import { DigestAuthenticator, type DigestCredentials } from './digest.js';
 import { shouldTryNextTarget } from './routing.js';
-import { stopSrfReconnecting } from './drachtioSrfPatches.js';
 import { PendingInvites } from './duplicateInvites.js';
 import { decideAsUac, decideAsUas } from './sessionTimer.js';
 import { SrfIncomingCall, sipReasonHeader } from './SrfIncomingCall.js';
 import { SrfSipDialog } from './SrfSipDialog.js';
+import { SrfConstructor, stopSrf } from './srfConnection.js';
 import type { Srf, SrfDialog, SrfRequest, SrfResponse } from './srfTypes.js';
 
 export type SipResponseDirection = 'sent' | 'received';
@@ -80,8 +79,6 @@ function hostFromHostport(hostport: string | undefined): string | undefined {
   const m = first ? /^[a-z]+\/(\[[^\]]+\]|[^:]+)(?::\d+)?$/i.exec(first.trim()) : null;
   return m?.[1];
 }
-
-const SrfConstructor = SrfModule as unknown as new () => Srf;
 
 export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPort {
   readonly #options: DrachtioSipLegOptions;
@@ -175,16 +172,7 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
   }
 
   #disconnectSrf(connected: boolean): void {
-    if (connected) {
-      try {
-        this.#srf.disconnect();
-        return;
-      } catch (err) {
-        this.#log.debug({ err }, 'srf disconnect failed');
-      }
-    }
-    // srf's disconnect() needs a live socket; while reconnecting, stop its retry timer instead (drachtioSrfPatches.ts).
-    if (!stopSrfReconnecting(this.#srf)) this.#log.debug('srf had not started connecting: nothing to stop');
+    stopSrf(this.#srf, connected, this.#log);
   }
 
   #onConnect(err: Error | null, hostport?: string): void {
