@@ -25,6 +25,7 @@ import type {
   MetaEventSink,
   PbxCodecName,
   SipPort,
+  SrtpMode,
 } from './ports.js';
 
 export interface CallControllerOptions extends CallSessionOptions {
@@ -44,6 +45,8 @@ export interface CallControllerOptions extends CallSessionOptions {
   sourceLimits?: SourceLimitSettings;
   /** Codec preference toward the PBX for business-initiated calls (`media.codecs`; routes apply to consumer calls). */
   businessCodecs: PbxCodecName[];
+  /** SRTP toward the PBX for calls the PBX places (`media.srtp`); default 'off'. */
+  pbxSrtp?: SrtpMode;
 }
 
 export interface CallControllerDeps {
@@ -231,7 +234,14 @@ export class CallController implements MetaEventSink {
       return;
     }
     const call = this.#newCall('business_initiated', `b-${incoming.sipCallId}`, pageId, incoming.psid, undefined);
-    call.route = { name: 'outbound', targets: [], targetTimeoutMs: 0, codecs: [...opts.businessCodecs], answerMode: 'on_pbx_answer' };
+    call.route = {
+      name: 'outbound',
+      targets: [],
+      targetTimeoutMs: 0,
+      codecs: [...opts.businessCodecs],
+      answerMode: 'on_pbx_answer',
+      srtp: opts.pbxSrtp ?? 'off',
+    };
     call.log.info({ to: this.#psidForLog(incoming.psid), source: incoming.sourceAddress }, 'outgoing Messenger call from the PBX');
     this.#track(call);
     this.#sources.hold(incoming.sourceAddress, call.done);

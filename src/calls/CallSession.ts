@@ -640,6 +640,7 @@ export class CallSession {
   #writeSummary(ending: Ending): void {
     const now = Date.now();
     const durationSeconds = this.#answeredAt ? (now - this.#answeredAt) / 1000 : 0;
+    const srtp = this.#media?.stats().srtp;
     this.#deps.metrics?.callEnded(this.direction, ending.outcome, durationSeconds);
     this.log.info(
       {
@@ -654,6 +655,7 @@ export class CallSession {
           sipStatus: this.#sipStatus,
           metaStatus: this.#metaStatus,
           codec: this.#media?.pbxCodec,
+          ...(srtp ? { srtp } : {}),
           setupMs: this.#answeredAt ? this.#answeredAt - this.startedAt : undefined,
           ...(this.#setupTiming.webhookToInviteMs !== undefined ? { setupSteps: roundedSteps(this.#setupTiming) } : {}),
           ...(this.#transferCount() > 0 ? { transfers: { ...this.#transfers } } : {}),
@@ -825,7 +827,13 @@ export class CallSession {
       });
     });
     let media: CallMedia;
-    const creating = engine.createCallMedia({ callId: this.id, log: this.log, messenger: leg, codecs: route.codecs });
+    const creating = engine.createCallMedia({
+      callId: this.id,
+      log: this.log,
+      messenger: leg,
+      codecs: route.codecs,
+      ...(route.srtp ? { srtp: route.srtp } : {}),
+    });
     onLeg?.(leg);
     try {
       media = await this.#step(creating);

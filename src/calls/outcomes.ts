@@ -50,7 +50,7 @@ export function refusalForGraphError(err: unknown): SipRefusal {
 
 /** Map a media-side failure while answering a PBX offer. */
 export function refusalForMediaError(err: unknown): SipRefusal {
-  if (err instanceof MediaError && (err.code === 'NO_COMMON_CODEC' || err.code === 'SDP_INVALID')) {
+  if (err instanceof MediaError && (err.code === 'NO_COMMON_CODEC' || err.code === 'SDP_INVALID' || err.code === 'SRTP_NEGOTIATION')) {
     return { status: 488, reason: err.message, outcome: 'media_failed' };
   }
   return { status: 503, reason: 'media setup failed', outcome: 'media_failed' };

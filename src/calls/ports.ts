@@ -173,6 +173,13 @@ export interface MessengerLegFactory {
 
 export type PbxCodecName = 'opus' | 'PCMU' | 'PCMA';
 
+/**
+ * SRTP (SDES keys) toward the PBX: 'off' plain RTP only (an RTP/SAVP offer is refused with 488); 'optional' answers
+ * whichever the PBX offers and offers plain RTP; 'prefer' offers RTP/SAVP and takes a plain answer; 'required' offers
+ * RTP/SAVP and refuses plain RTP (488, or the call fails when the PBX answers plain).
+ */
+export type SrtpMode = 'off' | 'optional' | 'prefer' | 'required';
+
 export interface DtmfEvent {
   /** '0'-'9', '*', '#', 'A'-'D' */
   digit: string;
@@ -194,6 +201,8 @@ export interface CallMediaEvents {
 
 export interface CallMediaStats {
   codec?: string;
+  /** SDES suite in use toward the PBX (absent: plain RTP). */
+  srtp?: string;
   transcoding: boolean;
   toPbx: { packets: number; lost: number; jitterMs: number };
   toMessenger: { packets: number; lost: number; jitterMs: number };
@@ -236,6 +245,8 @@ export interface MediaEngine {
     messenger: MessengerLeg;
     /** Preference order toward the PBX (route's, else config default). */
     codecs: PbxCodecName[];
+    /** SRTP toward the PBX (route's, else `media.srtp`); default 'off'. */
+    srtp?: SrtpMode;
   }): Promise<CallMedia>;
 }
 
@@ -368,6 +379,8 @@ export interface CallRoute {
   codecs: PbxCodecName[];
   /** 'on_pbx_answer': accept toward Meta when the PBX answers (default); 'immediate': accept at once. */
   answerMode: 'on_pbx_answer' | 'immediate';
+  /** SRTP toward the PBX (SDES); default 'off'. */
+  srtp?: SrtpMode;
 }
 
 export type CallDirection = 'user_initiated' | 'business_initiated';

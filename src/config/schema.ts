@@ -45,6 +45,8 @@ const HeaderName = z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'must be a 
 
 export const CodecNameSchema = z.enum(['PCMU', 'PCMA', 'opus']);
 
+const SrtpModeSchema = z.enum(['off', 'optional', 'prefer', 'required']);
+
 const Codecs = z
   .array(CodecNameSchema)
   .min(1)
@@ -267,6 +269,8 @@ const RouteSchema = z
     codecs: Codecs.optional(),
     /** `on_pbx_answer`: accept the Meta call when the PBX answers; `immediate`: accept at once, PBX rings. */
     answer_mode: z.enum(['on_pbx_answer', 'immediate']).default('on_pbx_answer'),
+    /** SRTP toward this route's targets; defaults to `media.srtp`. */
+    srtp: SrtpModeSchema.optional(),
   })
   .strict();
 
@@ -303,6 +307,12 @@ const MediaSchema = z
      * it gives the bridge a small, real capacity so that admission by load can be seen at work. 0 in production.
      */
     simulated_packet_cost_us: z.number().int().min(0).max(20_000).default(0),
+    /**
+     * SRTP with SDES keys toward the PBX, for calls from the PBX and routes without their own `srtp`: off (plain RTP;
+     * an RTP/SAVP offer gets 488), optional (answer what the PBX offers; offer plain), prefer (offer SRTP, accept a
+     * plain answer), required (offer SRTP; plain RTP refused with 488, or the call fails).
+     */
+    srtp: SrtpModeSchema.default('off'),
     dtmf: z
       .object({
         inband_detect: AutoBool,

@@ -9,6 +9,9 @@ export interface RtpEndpoint {
   onRtp(listener: (packet: Buffer) => void): () => void;
 }
 
-/** Why a packet arriving on the PBX-facing RTP port was dropped: a fixed set (the labels of msb_rtp_dropped_total). */
-export const RTP_DROP_REASONS = ['wrong_source', 'before_sdp', 'malformed'] as const;
+/**
+ * Why a packet arriving on the PBX-facing RTP port was dropped: a fixed set (the labels of msb_rtp_dropped_total).
+ * With SRTP: `srtp_auth` (authentication failed, or no key yet), `srtp_replay`, `srtp_expired` (key lifetime used up).
+ */
+export const RTP_DROP_REASONS = ['wrong_source', 'before_sdp', 'malformed', 'srtp_auth', 'srtp_replay', 'srtp_expired'] as const;
 export type RtpDropReason = (typeof RTP_DROP_REASONS)[number];

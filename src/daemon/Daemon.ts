@@ -413,6 +413,7 @@ function controllerOptions(config: Config): CallControllerOptions {
     targetTimeoutMs: route.target_timeout_ms,
     codecs: routeCodecs(config, route) as PbxCodecName[],
     answerMode: route.answer_mode,
+    srtp: route.srtp ?? config.media.srtp,
   }));
   return {
     maxConcurrent: config.calls.max_concurrent,
@@ -430,6 +431,7 @@ function controllerOptions(config: Config): CallControllerOptions {
       burst: config.sip.per_source.invite_burst,
     },
     businessCodecs: [...config.media.codecs] as PbxCodecName[],
+    pbxSrtp: config.media.srtp,
     acceptDeadlineMs: config.calls.accept_deadline_ms,
     connectTimeoutMs: config.calls.connect_timeout_ms,
     mediaConnectTimeoutMs: config.messenger.ice_timeout_ms + config.messenger.dtls_timeout_ms,

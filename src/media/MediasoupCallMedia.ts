@@ -27,6 +27,7 @@ import type {
   MessengerLeg,
   MessengerNegotiated,
   PbxCodecName,
+  SrtpMode,
 } from '../calls/ports.js';
 import { MediaError } from '../core/errors.js';
 import { TypedEmitter } from '../core/TypedEmitter.js';
@@ -49,6 +50,7 @@ import {
 } from './pbxSdp.js';
 import type { PbxCodec, SdpDirection } from './pbxSdp.js';
 import { PbxRtpSocket, ReceiveStats } from './PbxRtpSocket.js';
+import { SdesSession } from './SdesSession.js';
 import type { RtpHeader } from './rtp.js';
 import { buildRtp, parseRtp, parseTelephoneEvent, randomSeq, randomSsrc, seqDiff } from './rtp.js';
 import { TelephoneEventReceiver, TelephoneEventSender } from './telephoneEvents.js';
@@ -92,6 +94,8 @@ export interface MediasoupCallMediaOptions {
   log: Logger;
   messenger: MessengerLeg;
   codecs: PbxCodecName[];
+  /** SRTP toward the PBX (`media.srtp`, or the route's). Default 'off'. */
+  srtp?: SrtpMode;
   router: ms.Router;
   worker: ms.Worker;
   plain: ms.PlainTransport;
@@ -119,6 +123,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
   readonly #log: Logger;
   readonly #stream: MessengerStream;
   readonly #sessionId = String(Math.floor(Math.random() * 1e12));
+  readonly #sdes: SdesSession;
   #sdpVersion = 0;
   #closed = false;
   #failed = false;
@@ -173,6 +178,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     super();
     this.#o = options;
     this.#log = options.log;
+    this.#sdes = new SdesSession(options.srtp ?? 'off', options.log);
     this.#lateFromMeta = new LateAudioGuard({
       clockRate: OPUS_CLOCK_RATE,
       tally: options.lateAudio,
@@ -238,6 +244,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
       telephoneEvents,
       direction: 'sendrecv',
       rtcpMux: true,
+      crypto: this.#sdes.offer(),
     });
   }
 
@@ -245,6 +252,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     this.#assertOpen();
     const parsed = parsePbxSdp(sdp);
     const codec = chooseCodec(parsed, this.#o.codecs);
+    this.#o.socket.setSrtp(this.#sdes.answered(parsed));
     this.#setRemote(remoteAudioOf(parsed, codec, chooseTelephoneEvent(parsed, codec)));
   }
 
@@ -253,6 +261,8 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     const parsed = parsePbxSdp(sdp);
     const codec = chooseCodec(parsed, this.#o.codecs, this.#pbx?.codec.name);
     const telephoneEvent = chooseTelephoneEvent(parsed, codec);
+    const srtp = this.#sdes.answer(parsed);
+    this.#o.socket.setSrtp(srtp?.keys);
     this.#setRemote(remoteAudioOf(parsed, codec, telephoneEvent));
     this.#localDirection = answerDirection(parsed.direction);
     return writePbxSdp({
@@ -265,6 +275,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
       direction: this.#localDirection,
       rtcpMux: parsed.rtcpMux,
       protocol: parsed.audio.protocol,
+      ...(srtp ? { crypto: [srtp.crypto] } : {}),
       audioIndex: parsed.audioIndex,
       rejected: parsed.all.flatMap((media, index) => (index === parsed.audioIndex ? [] : [{ index, media }])),
     });
@@ -319,6 +330,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     const metaIn = this.#metaStats.snapshot();
     return {
       codec: this.#pbx?.codec.name,
+      ...(this.#sdes.suite ? { srtp: this.#sdes.suite } : {}),
       transcoding: this.#transcoding,
       toPbx: { packets: this.#o.socket.sentPackets, lost: metaIn.lost, jitterMs: metaIn.jitterMs },
       toMessenger: { packets: this.#stream.sentPackets, lost: pbxIn.lost, jitterMs: pbxIn.jitterMs },

@@ -6,7 +6,7 @@
  */
 import type { Bindings, ChildLoggerOptions, Logger } from 'pino';
 import type { types as ms } from 'mediasoup';
-import type { CallMedia, MediaEngine, MessengerLeg, PbxCodecName } from '../calls/ports.js';
+import type { CallMedia, MediaEngine, MessengerLeg, PbxCodecName, SrtpMode } from '../calls/ports.js';
 import { InvalidStateError, MediaError } from '../core/errors.js';
 import type { RtpDropReason } from '../core/rtp.js';
 import type { LateAudioTally } from './LateAudioGuard.js';
@@ -178,6 +178,7 @@ export class MediasoupMediaEngine implements MediaEngine {
     log: Logger;
     messenger: MessengerLeg;
     codecs: PbxCodecName[];
+    srtp?: SrtpMode;
   }): Promise<CallMedia> {
     return this.createMediasoupCallMedia(options);
   }
@@ -188,6 +189,7 @@ export class MediasoupMediaEngine implements MediaEngine {
     log: Logger;
     messenger: MessengerLeg;
     codecs: PbxCodecName[];
+    srtp?: SrtpMode;
   }): Promise<MediasoupCallMedia> {
     if (this.#closed) throw new InvalidStateError('media engine closed');
     if (options.codecs.length === 0) throw new MediaError('CONFIG', 'no codecs configured toward the PBX');
@@ -213,6 +215,7 @@ export class MediasoupMediaEngine implements MediaEngine {
         log,
         messenger: options.messenger,
         codecs: options.codecs,
+        ...(options.srtp ? { srtp: options.srtp } : {}),
         router,
         worker,
         plain,

@@ -19,6 +19,8 @@ import type { Logger } from 'pino';
 import { MediaError } from '../core/errors.js';
 import type { RtpDropReason } from '../core/rtp.js';
 import { LateAudioGuard, type LateAudioTally } from './LateAudioGuard.js';
+import { PbxSrtp, SRTP_DROP_LABELS } from './PbxSrtp.js';
+import type { PbxSrtpKeys } from './PbxSrtp.js';
 import type { RtpHeader } from './rtp.js';
 import { buildRtp, isRtcp, parseRtp, randomSeq, randomSsrc, rewriteRtp, seqDiff, stripRtpHeaderExtension } from './rtp.js';
 
@@ -158,7 +160,17 @@ export class PbxRtpSocket {
   readonly #latchAllowed: (address: string) => boolean;
   readonly #onDropped: (reason: RtpDropReason) => void;
   /** Packets dropped so far, by reason. */
-  readonly dropped: Record<RtpDropReason, number> = { wrong_source: 0, before_sdp: 0, malformed: 0 };
+  readonly dropped: Record<RtpDropReason, number> = {
+    wrong_source: 0,
+    before_sdp: 0,
+    malformed: 0,
+    srtp_auth: 0,
+    srtp_replay: 0,
+    srtp_expired: 0,
+  };
+  /** SRTP toward the PBX (SDES keys); undefined: plain RTP. */
+  #srtp?: PbxSrtp;
+  #srtpExpiredLogged = false;
   /** A port of the latched address that may take over the latch, and its run of consecutive packets. */
   #relatch?: { port: number; packets: number };
   #handlers?: PbxRtpSocketHandlers;
@@ -305,6 +317,23 @@ export class PbxRtpSocket {
   #sdpRtcpPort?: number;
   #rtcpMux = true;
 
+  /**
+   * SRTP keys from the SDP (undefined: plain RTP). Everything sent is protected and everything received must
+   * authenticate; the same key again keeps its context, a new key starts a new one (see PbxSrtp).
+   */
+  setSrtp(keys: PbxSrtpKeys | undefined): void {
+    if (keys === undefined) {
+      if (this.#srtp) this.#log.info('SRTP toward the PBX off: plain RTP');
+      this.#srtp = undefined;
+      return;
+    }
+    this.#srtp ??= new PbxSrtp();
+    const renewed = this.#srtp.set(keys);
+    if (renewed.newLocal || renewed.newRemote) {
+      this.#log.info({ srtpProfile: keys.local.profile, ...renewed, remoteKnown: keys.remote !== undefined }, 'SRTP keys toward the PBX set');
+    }
+  }
+
   /** Hold: false stops everything we send to the PBX. */
   setSending(sending: boolean): void {
     if (sending !== this.#sending) this.#log.debug({ sending }, 'PBX RTP sending');
@@ -348,7 +377,13 @@ export class PbxRtpSocket {
 
   #sendToPbx(packet: Buffer, rtcp: boolean): void {
     if (this.#closed || !this.#sending || !this.#remote) return;
-    this.#outer.send(packet, rtcp ? this.#remote.rtcpPort : this.#remote.port, this.#remote.address);
+    const wire = this.#srtp ? this.#srtp.protect(packet, rtcp) : packet;
+    if (wire === undefined) {
+      if (!this.#srtpExpiredLogged) this.#log.warn('our SRTP key lifetime toward the PBX is used up: nothing more is sent');
+      this.#srtpExpiredLogged = true;
+      return;
+    }
+    this.#outer.send(wire, rtcp ? this.#remote.rtcpPort : this.#remote.port, this.#remote.address);
     if (!rtcp) this.#sentPackets++;
   }
 
@@ -400,9 +435,19 @@ export class PbxRtpSocket {
     this.#log.info({ address: rinfo.address, port: rinfo.port }, message);
   }
 
-  #onOuter(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+  #onOuter(wire: Buffer, rinfo: dgram.RemoteInfo): void {
     if (this.#closed) return;
-    const rtcp = isRtcp(msg);
+    const rtcp = isRtcp(wire);
+    if (!rtcp && !parseRtp(wire)) {
+      this.#drop('malformed', rinfo);
+      return;
+    }
+    // SRTP before the source check: only an authenticated packet may latch.
+    const msg = this.#srtp ? this.#srtp.unprotect(wire, rtcp) : wire;
+    if (typeof msg === 'string') {
+      this.#drop(SRTP_DROP_LABELS[msg], rinfo);
+      return;
+    }
     const header = rtcp ? undefined : parseRtp(msg);
     if (!rtcp && !header) {
       this.#drop('malformed', rinfo);

@@ -1,5 +1,6 @@
 /**
- * SDP toward the PBX: plain RTP/AVP, one audio m-line, G.711 and Opus, RFC 4733 telephone-event.
+ * SDP toward the PBX: RTP/AVP, or RTP/SAVP with SDES keys (`a=crypto`, media/sdes.ts); one audio m-line, G.711 and
+ * Opus, RFC 4733 telephone-event.
  * Pure functions; the CallMedia owns the session id/version and the negotiated state.
  */
 import * as sdpTransform from 'sdp-transform';
@@ -78,8 +79,10 @@ export interface PbxSdpBody {
   telephoneEvents: PbxTelephoneEvent[];
   direction: SdpDirection;
   rtcpMux: boolean;
-  /** Transport profile of the audio m-line. Default 'RTP/AVP' (an answer repeats the offer's). */
+  /** Transport profile of the audio m-line. Default 'RTP/AVP', or 'RTP/SAVP' with `crypto` (an answer repeats the offer's). */
   protocol?: string;
+  /** `a=crypto` values (SDES) of the audio section, in order of preference. */
+  crypto?: string[];
   /**
    * Other m-lines of the PBX's offer, rejected (port 0) in our answer at their original index; the audio section
    * goes to `audioIndex`.
@@ -104,13 +107,14 @@ export function writePbxSdp(body: PbxSdpBody): string {
   const audio: MediaDescription = {
     type: 'audio',
     port: body.port,
-    protocol: body.protocol ?? 'RTP/AVP',
+    protocol: body.protocol ?? (body.crypto?.length ? 'RTP/SAVP' : 'RTP/AVP'),
     payloads: [...body.codecs.map((c) => c.pt), ...body.telephoneEvents.map((t) => t.pt)].join(' '),
     rtp,
     fmtp,
     ptime: 20,
     direction: body.direction,
     ...(body.rtcpMux ? { rtcpMux: 'rtcp-mux' as const } : {}),
+    ...(body.crypto?.length ? { crypto: body.crypto.map(cryptoEntry) } : {}),
   };
   const media: MediaDescription[] = [];
   const total = 1 + (body.rejected?.length ?? 0);
@@ -150,6 +154,26 @@ export function writePbxSdp(body: PbxSdpBody): string {
   return sdpTransform.write(session);
 }
 
+/** sdp-transform's shape of one `a=crypto` value we wrote (tag, suite, key parameters; we write no session parameters). */
+function cryptoEntry(value: string): { id: number; suite: string; config: string } {
+  const [tag, suite, config] = value.split(' ');
+  return { id: Number(tag), suite: suite!, config: config! };
+}
+
+/**
+ * The `a=crypto` values of one m-section, read from the SDP text: sdp-transform keeps only the first session
+ * parameter of a line, and a parameter we do not understand must make the line unusable, not vanish.
+ */
+function cryptoAttributes(sdp: string, mediaIndex: number): string[] {
+  const values: string[] = [];
+  let index = -1;
+  for (const line of sdp.split(/\r?\n/)) {
+    if (line.startsWith('m=')) index++;
+    else if (index === mediaIndex && line.startsWith('a=crypto:')) values.push(line.slice('a=crypto:'.length).trim());
+  }
+  return values;
+}
+
 /** One codec the PBX listed, as it named it (for error messages and matching). */
 interface OfferedFormat {
   pt: number;
@@ -170,6 +194,10 @@ export interface ParsedPbxSdp {
   /** `a=rtcp:` port of the audio section (RFC 3605), when given and valid. */
   rtcpPort?: number;
   sessionVersion?: number;
+  /** The audio m-line is RTP/SAVP or RTP/SAVPF (SRTP). */
+  secure: boolean;
+  /** Its `a=crypto` values, as written (SDES keys: secret). */
+  crypto: string[];
 }
 
 /** Where and how to send audio to the PBX, from its parsed SDP and the codec and telephone-event chosen in it. */
@@ -208,9 +236,9 @@ export function parsePbxSdp(sdp: string): ParsedPbxSdp {
     throw new MediaError('SDP_INVALID', `PBX SDP has no active audio section; it offered: ${offered}`);
   }
   const audio = all[audioIndex]!;
-  if (!/^RTP\/AVPF?$/i.test(audio.protocol)) {
-    // SRTP (RTP/SAVP, SDES keys) toward the PBX is not implemented: refuse rather than answer in clear.
-    throw new MediaError('SDP_INVALID', `PBX audio uses unsupported transport ${audio.protocol} (plain RTP/AVP only)`);
+  // DTLS-SRTP (UDP/TLS/RTP/SAVP) and ZRTP are not for the PBX leg: SDES keys or plain RTP.
+  if (!/^RTP\/S?AVPF?$/i.test(audio.protocol)) {
+    throw new MediaError('SDP_INVALID', `PBX audio uses unsupported transport ${audio.protocol} (RTP/AVP, or RTP/SAVP with SDES keys)`);
   }
   const address = audio.connection?.ip ?? session.connection?.ip;
   if (!address) throw new MediaError('SDP_INVALID', 'PBX SDP has no connection address (c=)');
@@ -240,6 +268,8 @@ export function parsePbxSdp(sdp: string): ParsedPbxSdp {
     rtcpMux: audio.rtcpMux === 'rtcp-mux',
     ...(validPort(audio.rtcp?.port) ? { rtcpPort: audio.rtcp!.port } : {}),
     sessionVersion: session.origin?.sessionVersion,
+    secure: /^RTP\/SAVPF?$/i.test(audio.protocol),
+    crypto: cryptoAttributes(sdp, audioIndex),
   };
 }
 

@@ -178,7 +178,7 @@ export class Metrics {
     });
     this.#rtpDropped = new Counter({
       name: 'msb_rtp_dropped_total',
-      help: 'Packets dropped on PBX-facing RTP ports, by reason (wrong_source | before_sdp | malformed)',
+      help: 'Packets dropped on PBX-facing RTP ports, by reason (wrong_source | before_sdp | malformed | srtp_auth | srtp_replay | srtp_expired)',
       labelNames: ['reason'],
       registers,
     });

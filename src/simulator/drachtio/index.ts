@@ -5,6 +5,7 @@
 import { DrachtioServerDouble, type AdminFrame, type WireEntry } from './server.js';
 import { FakePbx } from './fakePbx.js';
 import type { SipMsg } from './sip.js';
+import { UdpSipNetwork } from './udpNetwork.js';
 
 export { DrachtioServerDouble, FakePbx };
 export type { AdminFrame, WireEntry };
@@ -33,11 +34,23 @@ export interface DrachtioDouble {
   close(): Promise<void>;
 }
 
-export async function startDrachtioDouble(options: { secret?: string; port?: number } = {}): Promise<DrachtioDouble> {
+/**
+ * `sipNetwork: 'udp'` puts a real UDP SIP socket on loopback behind the double instead of the fake PBX (which then
+ * sees nothing): real user agents reach the app through it at `server.sip`.
+ */
+export async function startDrachtioDouble(
+  options: { secret?: string; port?: number; sipNetwork?: 'fake' | 'udp' } = {},
+): Promise<DrachtioDouble> {
   const secret = options.secret ?? 'cymru';
-  const server = new DrachtioServerDouble({ secret });
+  const udp = options.sipNetwork === 'udp' ? await UdpSipNetwork.create() : undefined;
+  const server = new DrachtioServerDouble({ secret, ...(udp ? { sip: udp.address } : {}) });
   const pbx = new FakePbx(server);
-  server.attach(pbx);
+  if (udp) {
+    udp.attach(server);
+    server.attach(udp);
+  } else {
+    server.attach(pbx);
+  }
   const port = await server.listen(options.port ?? 0);
   const pick = (direction: WireEntry['direction'], filter?: { method?: string; status?: number }): SipMsg[] =>
     server.wire
@@ -63,6 +76,7 @@ export async function startDrachtioDouble(options: { secret?: string; port?: num
     close: async () => {
       if (closed) return;
       closed = true;
+      udp?.close();
       await server.stop();
     },
   };

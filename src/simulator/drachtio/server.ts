@@ -31,8 +31,8 @@ export interface AdminFrame {
 
 /** What sits on the SIP network side of the double. */
 export interface NetworkSide {
-  /** A SIP message the server sends to `peer`. */
-  fromServer(msg: SipMsg, peer: Peer): void;
+  /** A SIP message the server sends from its address `peer` to `to`. */
+  fromServer(msg: SipMsg, peer: Peer, to: Peer): void;
 }
 
 interface Conn {
@@ -294,7 +294,9 @@ export class DrachtioServerDouble {
   }
 
   #via(): string {
-    return `SIP/2.0/UDP ${this.sip.address};rport;branch=z9hG4bK${token()}`;
+    // The port only when it is not 5060, as drachtio-server writes it.
+    const port = this.sip.port === 5060 ? '' : `:${this.sip.port}`;
+    return `SIP/2.0/UDP ${this.sip.address}${port};rport;branch=z9hG4bK${token()}`;
   }
 
   #sentEcho(conn: Conn, msgId: string, wire: string, transport: string, peer: Peer, txnId: string, dialogSlot?: string): void {
@@ -447,7 +449,7 @@ export class DrachtioServerDouble {
     const text = msg.toString();
     this.wire.push({ seq: ++this.#wireSeq, at: Date.now(), direction: 'server->pbx', peer, msg: SipMsg.parse(text), text });
     const network = this.#network;
-    if (network) setImmediate(() => network.fromServer(SipMsg.parse(text), { ...this.sip }));
+    if (network) setImmediate(() => network.fromServer(SipMsg.parse(text), { ...this.sip }, { ...peer }));
   }
 
   // ------------------------------------------------------------------------------------------------------------

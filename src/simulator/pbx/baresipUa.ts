@@ -17,6 +17,13 @@ export interface BaresipUaOptions {
   /** Frequency of the tone it sends (Hz). */
   toneHz: number;
   codec: RtpPeerCodec;
+  /**
+   * Media encryption of its account (its srtp module, SDES keys): 'srtp-mand' offers and accepts RTP/SAVP only,
+   * 'srtp' offers RTP/AVP with keys. Default none (plain RTP).
+   */
+  mediaenc?: 'srtp-mand' | 'srtp';
+  /** Call this URI once started (a business-initiated call when it is the bridge). */
+  dial?: string;
 }
 
 export interface BaresipUa {
@@ -56,6 +63,7 @@ export async function startBaresipUa(options: BaresipUaOptions): Promise<Baresip
       `module_path ${MODULE_PATH}`,
       `module ${codecModule}`,
       'module ausine.so',
+      ...(options.mediaenc ? ['module srtp.so'] : []),
       'module aufile.so',
       'module sndfile.so',
       `snd_path ${dir}`,
@@ -64,10 +72,12 @@ export async function startBaresipUa(options: BaresipUaOptions): Promise<Baresip
       '',
     ].join('\n'),
   );
-  writeFileSync(path.join(dir, 'accounts'), `<sip:demo@127.0.0.1>;regint=0;answermode=auto;audio_codecs=${codecName}\n`);
+  const mediaenc = options.mediaenc ? `;mediaenc=${options.mediaenc}` : '';
+  writeFileSync(path.join(dir, 'accounts'), `<sip:demo@127.0.0.1>;regint=0;answermode=auto;audio_codecs=${codecName}${mediaenc}\n`);
 
   let output = '';
-  const child: ChildProcess = spawn('baresip', ['-f', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const args = ['-f', dir, ...(options.dial ? ['-e', `/dial ${options.dial}`] : [])];
+  const child: ChildProcess = spawn('baresip', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
   const started = await new Promise<boolean>((resolve) => {

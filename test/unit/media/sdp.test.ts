@@ -115,8 +115,8 @@ t.test('an offer with only video, or no media, is SDP_INVALID', async (t) => {
       media.answerPbxOffer(
         pbxOffer({ media: ['m=audio 4000 RTP/SAVP 0', 'a=rtpmap:0 PCMU/8000', 'a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:x'] }),
       ),
-    { code: 'SDP_INVALID', message: /RTP\/SAVP/ },
-    'SRTP offers are refused, not answered in clear',
+    { code: 'SRTP_NEGOTIATION', message: /offered SRTP \(RTP\/SAVP\) and media.srtp is off/ },
+    'with media.srtp off, SRTP offers are refused, not answered in clear',
   );
 });
 

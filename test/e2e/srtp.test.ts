@@ -1,0 +1,189 @@
+/**
+ * SRTP (SDES) toward the PBX, end to end, with baresip (Debian's baresip-core and its srtp module, account
+ * `mediaenc=srtp-mand`) as the PBX, reached through the drachtio-server double with a real UDP SIP socket on loopback:
+ * a consumer-initiated and a business-initiated call with a tone each way (a different frequency per direction,
+ * checked at the far end), a forged packet on the PBX RTP port dropped and counted, and `media.srtp: required`
+ * against a plain-RTP PBX refused cleanly (488 with a Reason header; a plain answer ends the call).
+ */
+import dgram from 'node:dgram';
+import { pino } from 'pino';
+import t from 'tap';
+import { startDrachtioDouble } from '../../src/simulator/drachtio/index.js';
+import { DEMO_PAGE_ID, DEMO_PSID, startLoopbackBridgeOn } from '../../src/simulator/loopbackBridge.js';
+import { baresipAvailable, startBaresipUa } from '../../src/simulator/pbx/baresipUa.js';
+import { createRtpPeer } from '../helpers/rtpPeer.js';
+import { analyzeTone } from '../helpers/tone.js';
+import { PAGE_ID, PSID, sleep, startHarness, until } from '../helpers/bridgeHarness.js';
+
+const log = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+const META_TONE_HZ = 1000;
+const PBX_TONE_HZ = 440;
+const available = baresipAvailable();
+const skipReason = available ? false : 'baresip is not installed (Debian package baresip-core): SRTP calls with baresip skipped';
+
+function freeUdpPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const socket = dgram.createSocket('udp4');
+    socket.once('error', reject);
+    socket.bind(0, '127.0.0.1', () => {
+      const { port } = socket.address();
+      socket.close(() => resolve(port));
+    });
+  });
+}
+
+/** The bridge's RTP port toward the PBX, from the SDP it sent (an INVITE's offer or a 200 OK's answer). */
+function bridgeRtpPort(sdp: string): number {
+  const m = /^m=audio (\d+) RTP\/SAVP /m.exec(sdp);
+  if (!m) throw new Error(`no RTP/SAVP audio line in the bridge's SDP:\n${sdp}`);
+  return Number(m[1]);
+}
+
+/** A packet that looks like SRTP from the PBX (right address, payload type, a tag) but was not made with its key. */
+async function sendForgedSrtp(port: number, count: number): Promise<void> {
+  const socket = dgram.createSocket('udp4');
+  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  for (let i = 0; i < count; i++) {
+    const packet = Buffer.alloc(12 + 160 + 10, 0x55);
+    packet[0] = 0x80;
+    packet[1] = 0; // PCMU
+    packet.writeUInt16BE(1000 + i, 2);
+    packet.writeUInt32BE(160 * i, 4);
+    packet.writeUInt32BE(0x1234abcd, 8);
+    await new Promise<void>((resolve) => socket.send(packet, port, '127.0.0.1', () => resolve()));
+  }
+  socket.close();
+}
+
+function heardAt(ua: { heard(): { pcm: Int16Array; sampleRate: number } | undefined }, hz: number): ReturnType<typeof analyzeTone> | undefined {
+  const heard = ua.heard();
+  if (!heard || heard.pcm.length === 0) return undefined;
+  const rate = heard.sampleRate;
+  // The last second before the hang-up, without its final 200 ms.
+  return analyzeTone(heard.pcm.slice(-Math.round(rate * 1.2), -Math.round(rate * 0.2)), rate, hz);
+}
+
+t.test('consumer-initiated call to baresip with mediaenc=srtp-mand: SRTP both ways, tones checked, forged packets dropped and counted', { skip: skipReason }, async (t) => {
+  const drachtio = await startDrachtioDouble({ sipNetwork: 'udp' });
+  t.teardown(() => drachtio.close());
+  const ua = await startBaresipUa({ port: await freeUdpPort(), toneHz: PBX_TONE_HZ, codec: 'PCMU', mediaenc: 'srtp-mand' });
+  t.teardown(() => ua.close());
+  const bridge = await startLoopbackBridgeOn(
+    { log, codecs: ['PCMU'], config: { media: { workers: 1, rtp: { listen_ip: '127.0.0.1', min_port: 0, max_port: 0 }, srtp: 'required' } } },
+    drachtio,
+    ua.uri,
+  );
+  t.teardown(() => bridge.close());
+
+  const callId = bridge.sim.placeCall({ pageId: DEMO_PAGE_ID, psid: DEMO_PSID });
+  const session = await bridge.sim.waitForSession(callId, 15_000);
+  const invite = drachtio.sent({ method: 'INVITE' })[0]!;
+  t.match(invite.body, /^m=audio \d+ RTP\/SAVP 0 101/m, 'the INVITE offers RTP/SAVP');
+  t.match(invite.body, /^a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:[A-Za-z0-9+/]{40}$/m, 'with a key for AES_CM_128_HMAC_SHA1_80');
+  t.match(invite.body, /^a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:/m, 'and one for AES_CM_128_HMAC_SHA1_32');
+  const answer = drachtio.received({ status: 200 }).find((m) => m.body.includes('m=audio'))!;
+  t.match(answer.body, /^m=audio \d+ RTP\/SAVP /m, 'baresip answered RTP/SAVP');
+  t.match(answer.body, /^a=crypto:\d+ AES_CM_128_HMAC_SHA1_(80|32) inline:/m, 'with its key for one of our suites');
+
+  await session.whenConnected();
+  session.startTone(META_TONE_HZ);
+  await sleep(1000);
+  // Forged SRTP from the PBX's own address: dropped before it reaches the audio, counted by reason.
+  await sendForgedSrtp(bridgeRtpPort(invite.body), 20);
+  await sleep(1500);
+  const atMeta = analyzeTone(session.receivedPcm().slice(-48_000), 48_000, PBX_TONE_HZ);
+  t.ok(atMeta.detected, `baresip's ${PBX_TONE_HZ} Hz heard at Meta through SRTP (${JSON.stringify(atMeta)})`);
+  const metrics = await bridge.metrics.text();
+  const dropped = /msb_rtp_dropped_total\{reason="srtp_auth"\} (\d+)/.exec(metrics);
+  t.equal(Number(dropped?.[1] ?? 0), 20, 'the 20 forged packets counted as msb_rtp_dropped_total{reason="srtp_auth"}');
+  const media = [...bridge.daemon.controller.registry.all()][0];
+  t.ok(media, 'the call is up');
+
+  bridge.sim.hangUp(callId);
+  await until(() => bridge.daemon.controller.registry.size === 0, 3000, 'call released');
+  await sleep(300);
+  const atPbx = heardAt(ua, META_TONE_HZ);
+  t.ok(atPbx?.detected, `Meta's ${META_TONE_HZ} Hz heard by baresip through SRTP (${JSON.stringify(atPbx)})`);
+  if (!atPbx?.detected || !atMeta.detected) t.comment(ua.output().split('\n').slice(-15).join('\n'));
+});
+
+t.test('business-initiated call from baresip with mediaenc=srtp-mand: the bridge answers RTP/SAVP, tones checked', { skip: skipReason }, async (t) => {
+  const drachtio = await startDrachtioDouble({ sipNetwork: 'udp' });
+  t.teardown(() => drachtio.close());
+  const bridge = await startLoopbackBridgeOn(
+    { log, codecs: ['PCMU'], config: { media: { workers: 1, rtp: { listen_ip: '127.0.0.1', min_port: 0, max_port: 0 }, srtp: 'optional' } } },
+    drachtio,
+    'sip:unused@127.0.0.1:5',
+  );
+  t.teardown(() => bridge.close());
+  const connectSeen = bridge.sim.graph.events.waitFor('connect');
+  const sip = drachtio.server.sip;
+  const ua = await startBaresipUa({
+    port: await freeUdpPort(),
+    toneHz: PBX_TONE_HZ,
+    codec: 'PCMU',
+    mediaenc: 'srtp-mand',
+    dial: `sip:${PSID}@${sip.address}:${sip.port}`,
+  });
+  t.teardown(() => ua.close());
+  const [connect] = await connectSeen;
+  const offer = drachtio.received({ method: 'INVITE' })[0]!;
+  t.match(offer.body, /^m=audio \d+ RTP\/SAVP /m, 'baresip offered RTP/SAVP');
+  bridge.sim.graph.consumerAccept(connect.callId);
+  const ok = await until(() => drachtio.sent({ status: 200 }).find((m) => m.body.includes('m=audio')), 5000, '200 OK with SDP');
+  t.match(ok.body, /^m=audio \d+ RTP\/SAVP /m, 'the bridge answered RTP/SAVP (media.srtp: optional takes an SRTP offer)');
+  const line = /^a=crypto:(\d+) (\S+) inline:(\S+)$/m.exec(ok.body);
+  t.ok(line, 'with one a=crypto line');
+  const offered = new RegExp(`^a=crypto:${line?.[1]} ${line?.[2]} inline:(\\S+)`, 'm').exec(offer.body);
+  t.ok(offered, `the tag and suite of one of baresip's lines (${line?.[2]})`);
+  t.not(offered?.[1], line?.[3], 'with our own key, not an echo of theirs');
+
+  const session = await bridge.sim.waitForSession(connect.callId, 10_000);
+  await session.whenConnected();
+  session.startTone(META_TONE_HZ);
+  await sleep(2500);
+  const atMeta = analyzeTone(session.receivedPcm().slice(-48_000), 48_000, PBX_TONE_HZ);
+  t.ok(atMeta.detected, `baresip's ${PBX_TONE_HZ} Hz heard at Meta (${JSON.stringify(atMeta)})`);
+  bridge.sim.hangUp(connect.callId);
+  await until(() => bridge.daemon.controller.registry.size === 0, 3000, 'call released');
+  await sleep(300);
+  const atPbx = heardAt(ua, META_TONE_HZ);
+  t.ok(atPbx?.detected, `Meta's ${META_TONE_HZ} Hz heard by baresip (${JSON.stringify(atPbx)})`);
+  if (!atPbx?.detected || !atMeta.detected) t.comment(ua.output().split('\n').slice(-15).join('\n'));
+});
+
+t.test('media.srtp required against a plain-RTP PBX: its offer gets 488 with a Reason, its plain answer ends the call', async (t) => {
+  const h = await startHarness({ config: { media: { workers: 1, rtp: { listen_ip: '127.0.0.1', min_port: 0, max_port: 0 }, srtp: 'required' } } });
+  t.teardown(() => h.close());
+  const pbxRtp = await createRtpPeer({ codec: 'PCMU' });
+  t.teardown(() => pbxRtp.close());
+
+  const call = h.drachtio.pbx.call({ user: PSID, sdp: pbxRtp.sdp() });
+  const final = await call.final;
+  t.equal(final.status, 488, 'plain RTP/AVP offer refused with 488');
+  const refusal = h.drachtio.sent({ status: 488 })[0]!;
+  t.match(refusal.get('reason') ?? '', /^SIP;cause=488;text=".*SRTP required.*offered plain RTP\/AVP"$/, 'Reason header says why');
+  t.equal(h.sim.graph.calls.size, 0, 'Meta was never called');
+  await until(() => h.daemon.controller.registry.size === 0, 2000, 'nothing left');
+
+  // A consumer-initiated call: the INVITE offers RTP/SAVP only; a PBX that answers plain RTP/AVP gets a BYE.
+  const offered = new Promise<string>((resolve, reject) => {
+    h.drachtio.pbx.onInvite(async (invite) => {
+      try {
+        const dialog = await invite.answer(pbxRtp.sdp());
+        await dialog.waitForBye(3000);
+        resolve(invite.sdp);
+      } catch (err) {
+        reject(err);
+      }
+    });
+  });
+  const callId = h.sim.placeCall({ pageId: PAGE_ID, psid: PSID });
+  const ended = h.sim.waitForEnd(callId, 5000).catch(() => undefined);
+  const offer = await offered;
+  t.match(offer, /^m=audio \d+ RTP\/SAVP /m, 'our INVITE offered RTP/SAVP');
+  t.pass('the plain answer was followed by our BYE');
+  await ended;
+  t.not(h.sim.call(callId)?.state, 'accepted', 'the call was never accepted toward Meta');
+  await until(() => h.daemon.controller.registry.size === 0, 3000, 'call released');
+});
