@@ -6,7 +6,6 @@
  * (DRACHTIO_HOST, DRACHTIO_PORT, DRACHTIO_SECRET) and baresip installed, the call goes through that server to
  * baresip on loopback instead.
  */
-import dgram from 'node:dgram';
 import { parseArgs } from 'node:util';
 import pino, { type Logger } from 'pino';
 import sdpTransform from 'sdp-transform';
@@ -20,7 +19,7 @@ import {
   type DrachtioAddress,
   type LoopbackBridgeOn,
 } from '../simulator/loopbackBridge.js';
-import { baresipAvailable, startBaresipUa, type BaresipUa } from '../simulator/pbx/baresipUa.js';
+import { baresipAvailable, freeUdpPort, startBaresipUa, type BaresipUa } from '../simulator/pbx/baresipUa.js';
 import { createRtpPeer, type RtpPeerCodec } from '../simulator/pbx/rtpPeer.js';
 
 const META_TONE_HZ = 1000;
@@ -219,17 +218,6 @@ async function runWithBaresip(o: {
   if (!ok() && ua) print(ua.output().trim().split('\n').slice(-8).map((l) => `  baresip: ${l}`).join('\n'));
   print(ok() ? `demo: call bridged through drachtio-server to baresip, tone heard both ways (${seconds()} s)` : 'demo: FAILED (run with --verbose for the bridge log)');
   return ok() ? 0 : 1;
-}
-
-function freeUdpPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const socket = dgram.createSocket('udp4');
-    socket.once('error', reject);
-    socket.bind(0, '127.0.0.1', () => {
-      const { port } = socket.address();
-      socket.close(() => resolve(port));
-    });
-  });
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));

@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import t from 'tap';
 import { startDrachtioDouble } from '../../src/simulator/drachtio/index.js';
 import { DEMO_PAGE_ID, DEMO_PSID, startLoopbackBridgeOn } from '../../src/simulator/loopbackBridge.js';
-import { baresipAvailable, startBaresipUa } from '../../src/simulator/pbx/baresipUa.js';
+import { baresipAvailable, freeUdpPort, startBaresipUa } from '../../src/simulator/pbx/baresipUa.js';
 import { createRtpPeer } from '../helpers/rtpPeer.js';
 import { analyzeTone } from '../helpers/tone.js';
 import { PAGE_ID, PSID, sleep, startHarness, until } from '../helpers/bridgeHarness.js';
@@ -20,17 +20,6 @@ const META_TONE_HZ = 1000;
 const PBX_TONE_HZ = 440;
 const available = baresipAvailable();
 const skipReason = available ? false : 'baresip is not installed (Debian package baresip-core): SRTP calls with baresip skipped';
-
-function freeUdpPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const socket = dgram.createSocket('udp4');
-    socket.once('error', reject);
-    socket.bind(0, '127.0.0.1', () => {
-      const { port } = socket.address();
-      socket.close(() => resolve(port));
-    });
-  });
-}
 
 /** The bridge's RTP port toward the PBX, from the SDP it sent (an INVITE's offer or a 200 OK's answer). */
 function bridgeRtpPort(sdp: string): number {

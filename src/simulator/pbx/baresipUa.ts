@@ -4,6 +4,7 @@
  * crossed the bridge toward the PBX side.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import dgram from 'node:dgram';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -110,6 +111,18 @@ export async function startBaresipUa(options: BaresipUaOptions): Promise<Baresip
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** A UDP port on 127.0.0.1 that was free a moment ago (for baresip's SIP listener). */
+export function freeUdpPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const socket = dgram.createSocket('udp4');
+    socket.once('error', reject);
+    socket.bind(0, '127.0.0.1', () => {
+      const { port } = socket.address();
+      socket.close(() => resolve(port));
+    });
+  });
 }
 
 function readdirSafe(dir: string): string[] {
