@@ -64,6 +64,8 @@ export interface CallControllerDeps {
 /** How long an event for a call id we do not know yet is kept (a webhook may beat Graph connect's response). */
 const EARLY_EVENT_TTL_MS = 10_000;
 const EARLY_EVENT_MAX = 1_000;
+/** Events kept per unknown call id (a real call has a handful before its connect is known). */
+const EARLY_EVENTS_PER_CALL = 16;
 
 export class CallController implements MetaEventSink {
   readonly registry = new CallRegistry();
@@ -148,6 +150,10 @@ export class CallController implements MetaEventSink {
         return;
       }
       const entry = this.#early.get(event.callId) ?? { events: [], expires: now + EARLY_EVENT_TTL_MS };
+      if (entry.events.length >= EARLY_EVENTS_PER_CALL) {
+        this.#log.warn({ callId: event.callId, kind: event.kind }, 'event for an unknown call dropped (too many for that call)');
+        return;
+      }
       entry.events.push(event);
       this.#early.set(event.callId, entry);
       this.#log.info({ callId: event.callId, kind: event.kind }, 'event for a call this process does not know (kept briefly)');

@@ -166,6 +166,16 @@ const WebhookSchema = z
      */
     public_url: z.url({ protocol: /^https?$/ }).optional(),
     body_limit_bytes: z.number().int().min(1024).default(262_144),
+    /** A request (headers and body) must arrive within this. */
+    request_timeout_ms: PositiveMs.default(10_000),
+    /** Its headers must arrive within this. */
+    headers_timeout_ms: PositiveMs.default(5_000),
+    /** An idle kept-alive connection is closed after this. */
+    keep_alive_timeout_ms: PositiveMs.default(5_000),
+    /** Connections open at once; more are closed on arrival. */
+    max_connections: z.number().int().positive().default(256),
+    /** Events one POST may carry; the rest are dropped and counted (`result="over_limit"`). */
+    max_events_per_post: z.number().int().positive().default(100),
   })
   .strict()
   .prefault({});

@@ -16,7 +16,14 @@ export type WebhookResult =
   | 'invalid'
   | 'unknown_page'
   | 'bad_signature'
-  | 'missing_signature';
+  | 'missing_signature'
+  | 'over_limit';
+
+/** The `event` label of msb_webhooks_total: a fixed set (anything else from a webhook counts as `other`). */
+const WEBHOOK_EVENTS = new Set(['(none)', 'connect', 'call_status', 'media_update', 'terminate', 'call_permission_reply', 'envelope', 'post']);
+
+/** The `response` label of msb_permission_replies_total: a fixed set (anything else counts as `other`). */
+const PERMISSION_RESPONSES = new Set(['approve', 'accept', 'granted', 'reject', 'decline', 'declined', 'denied', 'unknown']);
 
 export type MediaDirection = 'to_pbx' | 'to_messenger';
 
@@ -239,7 +246,7 @@ export class Metrics {
 
   /** One webhook event handled (or one POST refused, with event 'post'). */
   webhook(event: string, result: WebhookResult): void {
-    this.#webhooks.inc({ event, result });
+    this.#webhooks.inc({ event: WEBHOOK_EVENTS.has(event) ? event : 'other', result });
   }
 
   /** One Graph API request finished. `code` is Meta's error code, an HTTP status, or '' on success. */
@@ -279,8 +286,9 @@ export class Metrics {
     this.#drachtioConnected.set(connected ? 1 : 0);
   }
 
+  /** A call_permission_reply arrived; `response` comes from the webhook, so it is mapped onto a fixed label set. */
   permissionReply(response: string): void {
-    this.#permissionReplies.inc({ response });
+    this.#permissionReplies.inc({ response: PERMISSION_RESPONSES.has(response) ? response : 'other' });
   }
 
   dtmf(direction: MediaDirection): void {

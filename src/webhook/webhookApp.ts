@@ -23,7 +23,30 @@ export interface WebhookSettings {
   bodyLimitBytes?: number;
   /** Pages served; events for other pages are dropped. */
   pageIds: Iterable<string>;
+  /**
+   * Limits against slow or abusive clients (read once, at build time). A request (headers and body) must arrive
+   * within `requestTimeoutMs` (default 10 s), its headers within `headersTimeoutMs` (default 5 s); an idle kept-alive
+   * connection is closed after `keepAliveTimeoutMs` (default 5 s); at most `maxConnections` (default 256) are open at
+   * once; a POST's events past `maxEventsPerPost` (default 100) are dropped and counted.
+   */
+  limits?: Partial<WebhookLimits>;
 }
+
+export interface WebhookLimits {
+  requestTimeoutMs: number;
+  headersTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  maxConnections: number;
+  maxEventsPerPost: number;
+}
+
+export const DEFAULT_WEBHOOK_LIMITS: WebhookLimits = {
+  requestTimeoutMs: 10_000,
+  headersTimeoutMs: 5_000,
+  keepAliveTimeoutMs: 5_000,
+  maxConnections: 256,
+  maxEventsPerPost: 100,
+};
 
 export interface WebhookAppOptions {
   /**
@@ -48,6 +71,13 @@ export function webhookSettingsFromConfig(config: Config): WebhookSettings {
     path: config.webhook.path,
     bodyLimitBytes: config.webhook.body_limit_bytes,
     pageIds: config.pages.map((p) => p.id),
+    limits: {
+      requestTimeoutMs: config.webhook.request_timeout_ms,
+      headersTimeoutMs: config.webhook.headers_timeout_ms,
+      keepAliveTimeoutMs: config.webhook.keep_alive_timeout_ms,
+      maxConnections: config.webhook.max_connections,
+      maxEventsPerPost: config.webhook.max_events_per_post,
+    },
   };
 }
 
@@ -90,10 +120,23 @@ export function buildWebhookApp(options: WebhookAppOptions): FastifyInstance {
   };
   const filter = new EventFilter({ pageIds: isKnownPage, now, ttlMs: options.dedupeTtlMs });
 
+  const limits: WebhookLimits = { ...DEFAULT_WEBHOOK_LIMITS, ...initial.limits };
+  // A headers timeout at or above the request timeout would never fire first.
+  const headersTimeout = Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs);
   const app = Fastify({
     loggerInstance: log as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit,
+    requestTimeout: limits.requestTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    // Node checks the request and headers deadlines on this interval (its default, 30 s, would let a slow client
+    // hold a connection three times longer than configured).
+    http: { headersTimeout, requestTimeout: limits.requestTimeoutMs, connectionsCheckingInterval: Math.min(1000, headersTimeout) },
+  });
+  app.server.headersTimeout = headersTimeout;
+  app.server.maxConnections = limits.maxConnections;
+  app.server.on('drop', (info?: { remoteAddress?: string }) => {
+    log.warn({ ip: info?.remoteAddress, maxConnections: limits.maxConnections }, 'webhook connection refused: too many open');
   });
 
   // The signature covers the exact bytes Meta sent: keep them, parse JSON ourselves after verifying.
@@ -131,6 +174,11 @@ export function buildWebhookApp(options: WebhookAppOptions): FastifyInstance {
 
   const processBody = (body: unknown): void => {
     const parsed = parseWebhookBody(body, Math.floor(now() / 1000));
+    if (parsed.events.length > limits.maxEventsPerPost) {
+      const dropped = parsed.events.splice(limits.maxEventsPerPost);
+      log.warn({ events: dropped.length + limits.maxEventsPerPost, limit: limits.maxEventsPerPost }, 'webhook POST carried too many events: the rest dropped');
+      for (const event of dropped) metrics?.webhook(event.kind, 'over_limit');
+    }
     for (const problem of parsed.invalid) {
       log.warn({ event: problem.event, where: problem.where, reason: problem.reason }, 'invalid webhook item dropped');
       metrics?.webhook(problem.event, 'invalid');
