@@ -216,7 +216,7 @@ export class Admission implements AdmissionPort {
           return this.#refuse(
             state.kind,
             `${state.kind} on ${state.source} ${UNITS[state.kind](state.smoothed)} with ${settled} settled calls, ` +
-              `${UNITS[state.kind](projected)} projected with ${recent + 1} more, above ${UNITS[state.kind](limit)}`,
+              `${UNITS[state.kind](projected)} projected with ${recent + 1} more (limit ${UNITS[state.kind](limit)})`,
           );
         }
       }
@@ -278,5 +278,5 @@ export class Admission implements AdmissionPort {
 
 function describe(state: SignalState, limit: number | null): string {
   const unit = UNITS[state.kind];
-  return `${state.kind} on ${state.source} ${unit(state.smoothed)} above ${limit === null ? 'no limit' : unit(limit)}`;
+  return `${state.kind} on ${state.source} ${unit(state.smoothed)} (limit ${limit === null ? 'none' : unit(limit)})`;
 }

@@ -470,7 +470,7 @@ export type AdmissionVerdict =
   | {
       admit: false;
       reason: RefusalReason;
-      /** For logs and the summary line, e.g. `event_loop_utilization 0.91 on main above 0.85`. */
+      /** For logs and the summary line, e.g. `event_loop_utilization on main 0.91 (limit 0.85)`. */
       detail: string;
       /** Seconds the far end should wait before trying again (SIP Retry-After). */
       retryAfterS: number;

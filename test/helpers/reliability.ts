@@ -236,16 +236,16 @@ export interface AudioCheck {
 }
 
 /**
- * Fraction of 100 ms blocks in which 1 kHz is detected (0 when nothing arrived). Blocks, not the whole window:
- * on a loaded machine frames arrive late or are lost, and the splices would blur one long analysis.
+ * Fraction of 100 ms blocks in which `hz` (default 1 kHz) is detected (0 when nothing arrived). Blocks, not the whole
+ * window: on a loaded machine frames arrive late or are lost, and the splices would blur one long analysis.
  */
-export function toneInBlocks(pcm: Int16Array, sampleRate: number): number {
+export function toneInBlocks(pcm: Int16Array, sampleRate: number, hz = 1000): number {
   const block = sampleRate / 10;
   let blocks = 0;
   let withTone = 0;
   for (let at = 0; at + block <= pcm.length; at += block) {
     blocks++;
-    if (analyzeTone(pcm.subarray(at, at + block), sampleRate, 1000).detected) withTone++;
+    if (analyzeTone(pcm.subarray(at, at + block), sampleRate, hz).detected) withTone++;
   }
   return blocks === 0 ? 0 : withTone / blocks;
 }

@@ -43,7 +43,7 @@ t.test('each signal over its limit refuses with its own reason, a Retry-After an
     t.equal(refused(verdict), kind, `${kind} refuses`);
     if (!verdict.admit) {
       t.equal(verdict.retryAfterS, 7, `${kind}: Retry-After from the config`);
-      t.match(verdict.detail, new RegExp(`${kind} on ${source} .* above `), `${kind}: detail "${verdict.detail}"`);
+      t.match(verdict.detail, new RegExp(`${kind} on ${source} .* \\(limit `), `${kind}: detail "${verdict.detail}"`);
     }
     const status = r.admission.status();
     t.ok(status.refusing, `${kind}: status says refusing`);

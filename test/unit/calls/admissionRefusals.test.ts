@@ -32,7 +32,7 @@ class FakeAdmission implements AdmissionPort {
 const OVERLOADED: AdmissionVerdict = {
   admit: false,
   reason: 'event_loop_utilization',
-  detail: 'event_loop_utilization on main 0.93 above 0.85',
+  detail: 'event_loop_utilization on main 0.93 (limit 0.85)',
   retryAfterS: 9,
 };
 
