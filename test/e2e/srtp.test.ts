@@ -13,7 +13,8 @@ import { DEMO_PAGE_ID, DEMO_PSID, startLoopbackBridgeOn } from '../../src/simula
 import { baresipAvailable, freeUdpPort, startBaresipUa } from '../../src/simulator/pbx/baresipUa.js';
 import { createRtpPeer } from '../helpers/rtpPeer.js';
 import { analyzeTone } from '../helpers/tone.js';
-import { PAGE_ID, PSID, sleep, startHarness, until } from '../helpers/bridgeHarness.js';
+import type { PbxInvite } from '../helpers/drachtio/index.js';
+import { PAGE_ID, PSID, sdpTarget, sleep, startHarness, until } from '../helpers/bridgeHarness.js';
 
 const log = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
 const META_TONE_HZ = 1000;
@@ -175,4 +176,108 @@ t.test('media.srtp required against a plain-RTP PBX: its offer gets 488 with a R
   await ended;
   t.not(h.sim.call(callId)?.state, 'accepted', 'the call was never accepted toward Meta');
   await until(() => h.daemon.controller.registry.size === 0, 3000, 'call released');
+});
+
+t.test('an SRTP leg (AES_CM_128_HMAC_SHA1_32) behaves like a plain one: early media, transcoding, DTMF both ways in SRTP, SRTCP', async (t) => {
+  const h = await startHarness({
+    codecs: ['PCMU'],
+    config: { media: { workers: 1, rtp: { listen_ip: '127.0.0.1', min_port: 0, max_port: 0 }, srtp: 'required' } },
+    routes: [
+      { name: 'queue', match: {}, targets: ['sip:queue@127.0.0.1:5080'], target_timeout_ms: 20_000, codecs: ['PCMU'], answer_mode: 'immediate' },
+    ],
+  });
+  t.teardown(() => h.close());
+  const peer = await createRtpPeer({ codec: 'PCMU', tePt: 101, teClockRate: 8000, srtp: 'AES_CM_128_HMAC_SHA1_32', rtcpMux: true });
+  t.teardown(() => peer.close());
+  const invited = new Promise<PbxInvite>((resolve) => {
+    h.drachtio.pbx.onInvite((invite) => {
+      const target = sdpTarget(invite.sdp);
+      peer.setRemote(target.address, target.port);
+      peer.useCrypto(invite.sdp);
+      invite.ringing({ status: 183, sdp: peer.sdp() });
+      peer.startTone(800); // the queue's announcement, in SRTP
+      resolve(invite);
+    });
+  });
+  const callId = h.sim.placeCall({ pageId: PAGE_ID, psid: PSID });
+  const invite = await invited;
+  t.match(peer.sdp(), /^a=crypto:2 AES_CM_128_HMAC_SHA1_32 /m, 'the PBX chose our second line (the 32-bit tag)');
+  const session = await h.sim.waitForSession(callId);
+  await session.whenConnected();
+  await until(() => session.receivedPcm().length >= 48_000, 10_000, 'a second of audio at Meta');
+  await sleep(300);
+  const early = analyzeTone(session.receivedPcm().slice(-24_000), 48_000, 800);
+  t.ok(early.detected, `early media (800 Hz) in SRTP heard at Meta while the PBX rings (${JSON.stringify(early)})`);
+
+  const dialog = await invite.answer(peer.sdp());
+  peer.startTone(PBX_TONE_HZ);
+  session.startTone(META_TONE_HZ);
+  await sleep(1500);
+  const atMeta = analyzeTone(session.receivedPcm().slice(-24_000), 48_000, PBX_TONE_HZ);
+  const atPbx = analyzeTone(peer.receivedPcm().slice(-4000), 8000, META_TONE_HZ);
+  t.ok(atMeta.detected, `PCMU in SRTP, transcoded: ${PBX_TONE_HZ} Hz at Meta (${JSON.stringify(atMeta)})`);
+  t.ok(atPbx.detected, `and ${META_TONE_HZ} Hz decrypted at the PBX (${JSON.stringify(atPbx)})`);
+
+  peer.stopTone();
+  session.stopTone();
+  await peer.sendDigits('159#', 120, 100);
+  await until(() => session.receivedDtmf().length >= 4, 5000, 'digits at Meta').catch(() => undefined);
+  t.equal(session.receivedDtmf().map((d) => d.digit).join(''), '159#', 'RFC 4733 digits inside SRTP reach the person');
+  for (const digit of '*0') {
+    session.sendDtmf(digit, 120);
+    await sleep(250);
+  }
+  await until(() => peer.receivedDtmf().length >= 2, 5000, 'digits at the PBX').catch(() => undefined);
+  t.equal(peer.receivedDtmf().join(''), '*0', "the person's digits reach the PBX as RFC 4733 inside SRTP");
+  await until(() => peer.srtpStats.rtcp > 0, 8000, 'SRTCP').catch(() => undefined);
+  t.ok(peer.srtpStats.rtcp > 0, `SRTCP from the bridge authenticated at the PBX (${JSON.stringify(peer.srtpStats)})`);
+  t.equal(peer.srtpStats.refused, 0, 'nothing the bridge sent failed authentication');
+
+  h.sim.hangUp(callId);
+  await dialog.waitForBye(2000);
+  await until(() => h.daemon.controller.registry.size === 0, 2000, 'call released');
+});
+
+t.test('re-INVITEs on an SRTP call: hold keeps both keys, a new key from the PBX is used at once, ours stays', async (t) => {
+  const h = await startHarness({ config: { media: { workers: 1, rtp: { listen_ip: '127.0.0.1', min_port: 0, max_port: 0 }, srtp: 'optional' } } });
+  t.teardown(() => h.close());
+  const peer = await createRtpPeer({ codec: 'PCMA', srtp: 'AEAD_AES_128_GCM' });
+  t.teardown(() => peer.close());
+  const connectSeen = h.sim.graph.events.waitFor('connect');
+  const call = h.drachtio.pbx.call({ user: PSID, sdp: peer.sdp() });
+  const [connect] = await connectSeen;
+  h.sim.graph.consumerAccept(connect.callId);
+  const final = await call.final;
+  t.equal(final.status, 200);
+  t.match(final.sdp, /^m=audio \d+ RTP\/SAVP 8/m, 'answered RTP/SAVP');
+  t.match(final.sdp, /^a=crypto:1 AEAD_AES_128_GCM inline:[A-Za-z0-9+/]{38}==$/m, 'AEAD_AES_128_GCM: 28 bytes of key and salt');
+  const ourKey = (sdp: string): string | undefined => /^a=crypto:\d+ \S+ inline:(\S+)/m.exec(sdp)?.[1];
+  const firstKey = ourKey(final.sdp);
+  const target = sdpTarget(final.sdp);
+  peer.setRemote(target.address, target.port);
+  peer.useCrypto(final.sdp);
+  const session = await h.sim.waitForSession(connect.callId);
+  await session.whenConnected();
+  const dialog = final.dialog!;
+
+  const hold = await dialog.reinvite(peer.sdp('sendonly'));
+  t.equal(hold.status, 200, 'hold answered');
+  t.equal(ourKey(hold.body), firstKey, 'hold: our key unchanged');
+  const unhold = await dialog.reinvite(peer.sdp('sendrecv'));
+  t.equal(ourKey(unhold.body), firstKey, 'unhold: our key unchanged');
+
+  peer.renewKey();
+  const rekey = await dialog.reinvite(peer.sdp());
+  t.equal(rekey.status, 200, 'a re-INVITE with a new key is answered');
+  t.equal(ourKey(rekey.body), firstKey, 'the PBX renewed its key; ours stays');
+  peer.startTone(PBX_TONE_HZ);
+  session.startTone(META_TONE_HZ);
+  await sleep(1500);
+  const atMeta = analyzeTone(session.receivedPcm().slice(-24_000), 48_000, PBX_TONE_HZ);
+  const atPbx = analyzeTone(peer.receivedPcm().slice(-4000), 8000, META_TONE_HZ);
+  t.ok(atMeta.detected, `after the PBX's new key, its ${PBX_TONE_HZ} Hz is heard at Meta (${JSON.stringify(atMeta)})`);
+  t.ok(atPbx.detected, `and Meta's ${META_TONE_HZ} Hz at the PBX under our unchanged key (${JSON.stringify(atPbx)})`);
+  t.equal(peer.srtpStats.refused, 0);
+  await dialog.bye();
+  await until(() => h.daemon.controller.registry.size === 0, 2000, 'call released');
 });

@@ -19,6 +19,10 @@ import {
   randomSsrc,
 } from '../../media/rtp.js';
 import type { RtpHeader } from '../../media/rtp.js';
+import { isRtcp } from '../../media/rtp.js';
+import { SrtpContext } from '../../core/srtp.js';
+import { chooseSdesCrypto, formatSdesCrypto, newSdesCrypto, sdesProfile } from '../../media/sdes.js';
+import type { SdesCrypto, SdesSuite } from '../../media/sdes.js';
 
 export type RtpPeerCodec = 'PCMU' | 'PCMA' | 'opus';
 
@@ -302,6 +306,13 @@ export interface RtpPeerOptions {
   address?: string;
   /** Load generation only: count what arrives without decoding, reuse encoded tone frames. */
   lean?: boolean;
+  /**
+   * SRTP with SDES keys, like an SRTP PBX: its SDP is RTP/SAVP with an `a=crypto` line of this suite and a key of its
+   * own; `useCrypto` takes the far end's line. Everything sent is protected; what fails to unprotect is counted.
+   */
+  srtp?: SdesSuite;
+  /** Put `a=rtcp-mux` in its SDP (RTCP on the RTP port, where it listens). Default false. */
+  rtcpMux?: boolean;
 }
 
 export interface RtpPeer {
@@ -321,6 +332,15 @@ export interface RtpPeer {
   readonly lastSource?: { address: string; port: number };
   /** An SDP body (offer or answer) describing this peer: one audio m-line, no a=ssrc. */
   sdp(direction?: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive'): string;
+  /**
+   * SRTP peers: take the far end's key from its SDP (the first usable `a=crypto` line: an answer to our offer, or the
+   * line we answer, whose tag and suite our next `sdp()` repeats).
+   */
+  useCrypto(sdp: string): void;
+  /** SRTP peers: a new key of our own (the next `sdp()` carries it). */
+  renewKey(): void;
+  /** SRTP peers: what was unprotected, and what was refused. */
+  readonly srtpStats: { rtp: number; rtcp: number; refused: number };
   setRemote(address: string, port: number): void;
   startTone(hz: number, dbfs?: number): void;
   /** Send audio from `fill` (20 ms frames at `sampleRate`) until it returns false. */
@@ -347,6 +367,11 @@ export async function createRtpPeer(options: RtpPeerOptions): Promise<RtpPeer> {
   let remote: { address: string; port: number } | undefined;
   let lastSource: { address: string; port: number } | undefined;
   let closed = false;
+  // SRTP (SDES): our line (suite, tag, key) and the contexts.
+  let local: SdesCrypto | undefined = options.srtp ? newSdesCrypto(1, options.srtp) : undefined;
+  let outbound = local ? new SrtpContext({ profile: sdesProfile(local.suite), ...local.keys[0]! }) : undefined;
+  let inbound: SrtpContext | undefined;
+  const srtpStats = { rtp: 0, rtcp: 0, refused: 0 };
   const core = new RtpMediaCore({
     codec: options.codec,
     pt: options.pt,
@@ -354,11 +379,22 @@ export async function createRtpPeer(options: RtpPeerOptions): Promise<RtpPeer> {
     teClockRate: options.teClockRate,
     lean: options.lean,
     transmit: (packet) => {
-      if (remote && !closed) socket.send(packet, remote.port, remote.address);
+      if (remote && !closed) socket.send(outbound ? outbound.protectRtp(packet) : packet, remote.port, remote.address);
     },
   });
   socket.on('message', (msg, rinfo) => {
     lastSource = { address: rinfo.address, port: rinfo.port };
+    if (local) {
+      const rtcp = isRtcp(msg);
+      const plain = inbound === undefined ? 'no key' : rtcp ? inbound.unprotectRtcp(msg) : inbound.unprotectRtp(msg);
+      if (typeof plain === 'string') {
+        srtpStats.refused++;
+        return;
+      }
+      srtpStats[rtcp ? 'rtcp' : 'rtp']++;
+      if (!rtcp) core.receive(plain);
+      return;
+    }
     core.receive(msg);
   });
   const port = socket.address().port;
@@ -398,14 +434,35 @@ export async function createRtpPeer(options: RtpPeerOptions): Promise<RtpPeer> {
         's=test peer',
         `c=IN ${ipVer} ${address}`,
         't=0 0',
-        `m=audio ${port} RTP/AVP ${pts}`,
+        `m=audio ${port} ${local ? 'RTP/SAVP' : 'RTP/AVP'} ${pts}`,
+        ...(local ? [`a=crypto:${formatSdesCrypto(local)}`] : []),
         `a=rtpmap:${core.pt} ${codecLine}`,
         ...(core.tePt !== undefined ? [`a=rtpmap:${core.tePt} telephone-event/${core.teClockRate}`, `a=fmtp:${core.tePt} 0-16`] : []),
         'a=ptime:20',
+        ...(options.rtcpMux ? ['a=rtcp-mux'] : []),
         `a=${direction}`,
       ];
       return `${lines.join('\r\n')}\r\n`;
     },
+    useCrypto(sdp: string) {
+      const lines = [...sdp.matchAll(/^a=crypto:(.*)$/gm)].map((m) => m[1]!.trim());
+      // Our own suite first, as a PBX configured for one suite would choose.
+      const ours = local ? lines.filter((l) => l.split(' ')[1] === local!.suite) : [];
+      const choice = chooseSdesCrypto([...ours, ...lines.filter((l) => !ours.includes(l))]);
+      if ('reasons' in choice) throw new Error(`no usable a=crypto line: ${choice.reasons.join('; ')}`);
+      const theirs = choice.crypto;
+      if (local && (local.suite !== theirs.suite || local.tag !== theirs.tag)) {
+        local = local.suite === theirs.suite ? { ...local, tag: theirs.tag } : newSdesCrypto(theirs.tag, theirs.suite);
+        outbound = new SrtpContext({ profile: sdesProfile(local.suite), ...local.keys[0]! });
+      }
+      inbound = new SrtpContext({ profile: sdesProfile(theirs.suite), ...theirs.keys[0]! });
+    },
+    renewKey() {
+      if (!local) return;
+      local = newSdesCrypto(local.tag, local.suite);
+      outbound = new SrtpContext({ profile: sdesProfile(local.suite), ...local.keys[0]! });
+    },
+    srtpStats,
     setRemote(addr: string, p: number) {
       remote = { address: addr, port: p };
     },

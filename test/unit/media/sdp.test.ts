@@ -2,6 +2,8 @@ import t from 'tap';
 import * as sdpTransform from 'sdp-transform';
 import { MediaError } from '../../../src/core/errors.js';
 import { parsePbxSdp } from '../../../src/media/pbxSdp.js';
+import { formatSdesCrypto, newSdesCrypto } from '../../../src/media/sdes.js';
+import type { SdesSuite } from '../../../src/media/sdes.js';
 import { FakeMessengerLeg } from './fakeMessengerLeg.js';
 import { createEngine } from './setup.js';
 
@@ -11,9 +13,13 @@ t.teardown(() => {
   pool.close();
 });
 
-async function newMedia(t: { teardown(fn: () => void): void }, codecs: ('opus' | 'PCMU' | 'PCMA')[]) {
+async function newMedia(
+  t: { teardown(fn: () => void): void },
+  codecs: ('opus' | 'PCMU' | 'PCMA')[],
+  srtp?: 'off' | 'optional' | 'prefer' | 'required',
+) {
   const leg = new FakeMessengerLeg();
-  const media = await engine.createMediasoupCallMedia({ callId: 'sdp', log, messenger: leg, codecs });
+  const media = await engine.createMediasoupCallMedia({ callId: 'sdp', log, messenger: leg, codecs, ...(srtp ? { srtp } : {}) });
   t.teardown(() => media.close());
   return media;
 }
@@ -156,4 +162,81 @@ t.test("the PBX's a=rtcp port (RFC 3605) is read; a missing or broken one is lef
   t.equal(parsePbxSdp(pbxOffer({ media: [...base, 'a=rtcp:40003'] })).rtcpPort, 40003);
   t.equal(parsePbxSdp(pbxOffer({ media: base })).rtcpPort, undefined);
   t.equal(parsePbxSdp(pbxOffer({ media: [...base, 'a=rtcp:99999'] })).rtcpPort, undefined, 'out of range');
+});
+
+/** An `a=crypto` line with a fresh key. */
+function cryptoLine(tag: number, suite: SdesSuite, extra = ''): string {
+  return `a=crypto:${formatSdesCrypto(newSdesCrypto(tag, suite))}${extra}`;
+}
+const keyOf = (sdp: string): string | undefined => /^a=crypto:\d+ \S+ inline:(\S+)/m.exec(sdp)?.[1];
+
+t.test('SRTP offers toward the PBX (prefer, required): RTP/SAVP, one fresh key per suite and per call, kept on a re-offer', async (t) => {
+  const a = await newMedia(t, ['PCMU'], 'required');
+  const b = await newMedia(t, ['PCMU'], 'prefer');
+  const offerA = a.createPbxOffer();
+  t.match(offerA, /^m=audio \d+ RTP\/SAVP 0 101\r$/m);
+  const lines = [...offerA.matchAll(/^a=crypto:(\d+) (\S+) inline:(\S+)\r$/gm)];
+  t.same(lines.map((l) => `${l[1]} ${l[2]}`), ['1 AES_CM_128_HMAC_SHA1_80', '2 AES_CM_128_HMAC_SHA1_32']);
+  t.not(lines[0]![3], lines[1]![3], 'a key per line');
+  t.not(keyOf(b.createPbxOffer()), keyOf(offerA), 'another call, another key');
+  t.equal(keyOf(a.createPbxOffer()), keyOf(offerA), 'the same call offering again (a transfer) keeps its keys');
+  const plain = await newMedia(t, ['PCMU'], 'optional');
+  t.match(plain.createPbxOffer(), /^m=audio \d+ RTP\/AVP /m, 'optional offers plain RTP');
+  t.notMatch(plain.createPbxOffer(), /a=crypto/);
+});
+
+t.test('answers to our SRTP offer: the tag we offered, or a clear failure; prefer takes a plain answer, required does not', async (t) => {
+  const required = await newMedia(t, ['PCMU'], 'required');
+  required.createPbxOffer();
+  const plainAnswer = pbxOffer({ media: ['m=audio 4000 RTP/AVP 0', 'a=rtpmap:0 PCMU/8000'] });
+  t.throws(() => required.applyPbxAnswer(plainAnswer), { code: 'SRTP_NEGOTIATION', message: /answered plain RTP\/AVP .* media.srtp is required/ });
+  t.throws(
+    () => required.applyPbxAnswer(pbxOffer({ media: ['m=audio 4000 RTP/SAVP 0', 'a=rtpmap:0 PCMU/8000', cryptoLine(7, 'AES_CM_128_HMAC_SHA1_80')] })),
+    { code: 'SRTP_NEGOTIATION', message: /tag 7 \(AES_CM_128_HMAC_SHA1_80\) is not one we offered/ },
+  );
+  t.throws(
+    () =>
+      required.applyPbxAnswer(
+        pbxOffer({ media: ['m=audio 4000 RTP/SAVP 0', 'a=rtpmap:0 PCMU/8000', cryptoLine(1, 'AES_CM_128_HMAC_SHA1_80', '|2^20|1:4')] }),
+      ),
+    { code: 'SRTP_NEGOTIATION', message: /MKI is not supported/ },
+  );
+  required.applyPbxAnswer(pbxOffer({ media: ['m=audio 4000 RTP/SAVP 0', 'a=rtpmap:0 PCMU/8000', cryptoLine(2, 'AES_CM_128_HMAC_SHA1_32')] }));
+  t.equal(required.stats().srtp, 'AES_CM_128_HMAC_SHA1_32', 'the answer chose our second line');
+  const prefer = await newMedia(t, ['PCMU'], 'prefer');
+  prefer.createPbxOffer();
+  prefer.applyPbxAnswer(plainAnswer);
+  t.equal(prefer.stats().srtp, undefined, 'prefer: a plain answer gives a plain call');
+  const off = await newMedia(t, ['PCMU'], 'off');
+  off.createPbxOffer();
+  t.throws(
+    () => off.applyPbxAnswer(pbxOffer({ media: ['m=audio 4000 RTP/SAVP 0', 'a=rtpmap:0 PCMU/8000', cryptoLine(1, 'AES_CM_128_HMAC_SHA1_80')] })),
+    { code: 'SRTP_NEGOTIATION', message: /answered RTP\/SAVP to a plain RTP\/AVP offer/ },
+  );
+});
+
+t.test('answering SRTP offers: the first usable line, our own key for its suite, kept on re-offers, renewed for another suite', async (t) => {
+  const media = await newMedia(t, ['PCMU'], 'optional');
+  const offer = (...cryptos: string[]): string => pbxOffer({ media: ['m=audio 4000 RTP/SAVP 0', 'a=rtpmap:0 PCMU/8000', ...cryptos] });
+  const first = offer(cryptoLine(1, 'AES_CM_128_HMAC_SHA1_80', '|2^20|1:32'), cryptoLine(2, 'AEAD_AES_256_GCM'), cryptoLine(3, 'AES_CM_128_HMAC_SHA1_80'));
+  const answer = media.answerPbxOffer(first);
+  t.match(answer, /^m=audio \d+ RTP\/SAVP 0\r$/m, 'RTP/SAVP answered');
+  const line = /^a=crypto:(\d+) (\S+) inline:(\S+)\r$/m.exec(answer);
+  t.same([line?.[1], line?.[2]], ['2', 'AEAD_AES_256_GCM'], 'tag 1 has an MKI: the first usable line is tag 2');
+  t.equal(Buffer.from(line![3]!, 'base64').length, 44, 'our AEAD_AES_256_GCM key: 32 + 12 bytes');
+  t.equal([...answer.matchAll(/a=crypto/g)].length, 1, 'one line in the answer');
+  const reoffer = media.answerPbxOffer(offer(cryptoLine(2, 'AEAD_AES_256_GCM')).replace('a=rtpmap:0 PCMU/8000', 'a=rtpmap:0 PCMU/8000\r\na=sendonly'));
+  t.equal(keyOf(reoffer), line![3], 'hold with a new PBX key: our key stays');
+  t.match(reoffer, /a=recvonly/);
+  const other = media.answerPbxOffer(offer(cryptoLine(5, 'AES_CM_128_HMAC_SHA1_80')));
+  t.match(other, /^a=crypto:5 AES_CM_128_HMAC_SHA1_80 inline:/m);
+  t.not(keyOf(other), line![3], 'another suite: a new key of ours');
+  t.throws(() => media.answerPbxOffer(offer(cryptoLine(1, 'AES_CM_128_HMAC_SHA1_80', '|2^20|1:32'))), {
+    code: 'SRTP_NEGOTIATION',
+    message: /no usable SDES key in the PBX's offer: a=crypto tag 1 .*MKI is not supported/,
+  });
+  t.throws(() => media.answerPbxOffer(offer()), { code: 'SRTP_NEGOTIATION', message: /no a=crypto line/ });
+  const plain = media.answerPbxOffer(pbxOffer({ media: ['m=audio 4000 RTP/AVP 0', 'a=rtpmap:0 PCMU/8000'] }));
+  t.match(plain, /^m=audio \d+ RTP\/AVP 0\r$/m, 'optional: a plain re-offer gives plain RTP');
+  t.equal(media.stats().srtp, undefined);
 });
