@@ -14,7 +14,7 @@ import { baresipAvailable, freeUdpPort, startBaresipUa } from '../../src/simulat
 import { createRtpPeer } from '../helpers/rtpPeer.js';
 import { analyzeTone } from '../helpers/tone.js';
 import type { PbxInvite } from '../helpers/drachtio/index.js';
-import { PAGE_ID, PSID, sdpTarget, sleep, startHarness, until } from '../helpers/bridgeHarness.js';
+import { PAGE_ID, PSID, acceptedBusinessCall, sdpTarget, sleep, startHarness, until } from '../helpers/bridgeHarness.js';
 
 const log = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
 const META_TONE_HZ = 1000;
@@ -243,11 +243,7 @@ t.test('re-INVITEs on an SRTP call: hold keeps both keys, a new key from the PBX
   t.teardown(() => h.close());
   const peer = await createRtpPeer({ codec: 'PCMA', srtp: 'AEAD_AES_128_GCM' });
   t.teardown(() => peer.close());
-  const connectSeen = h.sim.graph.events.waitFor('connect');
-  const call = h.drachtio.pbx.call({ user: PSID, sdp: peer.sdp() });
-  const [connect] = await connectSeen;
-  h.sim.graph.consumerAccept(connect.callId);
-  const final = await call.final;
+  const { callId, final } = await acceptedBusinessCall(h, peer.sdp());
   t.equal(final.status, 200);
   t.match(final.sdp, /^m=audio \d+ RTP\/SAVP 8/m, 'answered RTP/SAVP');
   t.match(final.sdp, /^a=crypto:1 AEAD_AES_128_GCM inline:[A-Za-z0-9+/]{38}==$/m, 'AEAD_AES_128_GCM: 28 bytes of key and salt');
@@ -256,7 +252,7 @@ t.test('re-INVITEs on an SRTP call: hold keeps both keys, a new key from the PBX
   const target = sdpTarget(final.sdp);
   peer.setRemote(target.address, target.port);
   peer.useCrypto(final.sdp);
-  const session = await h.sim.waitForSession(connect.callId);
+  const session = await h.sim.waitForSession(callId);
   await session.whenConnected();
   const dialog = final.dialog!;
 

@@ -63,3 +63,12 @@ export async function until<T>(fn: () => T | undefined | false, timeoutMs = 5000
     await sleep(10);
   }
 }
+
+/** A business-initiated call from the fake PBX with `sdp`, accepted by the person: Meta's call id and the PBX's final response. */
+export async function acceptedBusinessCall(h: Harness, sdp: string) {
+  const connectSeen = h.sim.graph.events.waitFor('connect');
+  const call = h.drachtio.pbx.call({ user: PSID, sdp });
+  const [connect] = await connectSeen;
+  h.sim.graph.consumerAccept(connect.callId);
+  return { callId: connect.callId, final: await call.final };
+}
