@@ -10,6 +10,7 @@
 import type { Logger } from 'pino';
 import { GraphError, SipError } from '../core/errors.js';
 import { REFUSALS, reasonOf, refusalForGraphError, refusalForMediaError, type SipRefusal } from './outcomes.js';
+import { checkTransferTarget, defaultTransferHosts } from './transferPolicy.js';
 import type {
   CallDirection,
   CallMedia,
@@ -101,7 +102,7 @@ export interface CallSessionOptions {
 export interface TransferOptions {
   /** false: a REFER is answered 403. */
   enabled: boolean;
-  /** Hosts (name or address, any port) a Refer-To may point at; absent: any host. */
+  /** Hosts (name or address, any port) a Refer-To may point at; absent: the hosts of the route's targets and the PBX the dialog is with. */
   allowedHosts?: readonly string[];
   /** How long the transfer target may ring when the call's route names no timeout (business-initiated), ms. */
   targetTimeoutMs: number;
@@ -118,12 +119,6 @@ interface Transfer {
   startedAt: number;
   /** Settles when the transfer is over, whatever its outcome (awaited by the teardown). */
   done?: Promise<void>;
-}
-
-/** The host of a sip:/sips: URI, lower case, without brackets or port. */
-function hostOfSipUri(uri: string): string | undefined {
-  const m = /^sips?:(?:[^@]*@)?(\[[^\]]+\]|[^:;?>]+)/i.exec(uri);
-  return m?.[1]?.replace(/^\[|\]$/g, '').toLowerCase();
 }
 
 interface Ending {
@@ -686,11 +681,9 @@ export class CallSession {
     if (this.#transfer) return refuse(491, 'a transfer is already in progress');
     if (dialog !== this.#dialog) return refuse(481, 'dialog replaced by a transfer');
     if (this.state !== 'active') return refuse(491, 'the call is not bridged yet');
-    const host = hostOfSipUri(request.target);
-    const allowed = settings?.allowedHosts;
-    if (allowed && (!host || !allowed.some((h) => h.toLowerCase().replace(/^\[|\]$/g, '') === host))) {
-      return refuse(403, 'transfer target not allowed');
-    }
+    const allowed = settings?.allowedHosts ?? defaultTransferHosts(this.route?.targets ?? [], dialog.peerAddress);
+    const verdict = checkTransferTarget(request.target, request.headers, allowed);
+    if (!verdict.ok) return refuse(verdict.status, verdict.reason);
     request.accept();
     const transfer: Transfer = { from: dialog, request, startedAt: Date.now() };
     this.#transfer = transfer;

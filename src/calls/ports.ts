@@ -286,6 +286,8 @@ export interface TransferRequest {
 export interface SipDialog extends TypedEmitter<SipDialogEvents> {
   readonly id: string;
   readonly ended: boolean;
+  /** The address the PBX side of the dialog sent its INVITE or 200 OK from (a default transfer host). */
+  readonly peerAddress?: string;
   /**
    * Handler for re-INVITEs (hold, unhold, new address): gets the PBX's offer, returns our answer.
    * Throwing answers 488.

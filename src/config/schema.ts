@@ -250,7 +250,7 @@ const SipSchema = z
     transfer: z
       .object({
         enabled: z.boolean().default(true),
-        /** Hosts a Refer-To may point at (names or addresses, any port); absent: any host. */
+        /** Hosts a Refer-To may point at (names or addresses, any port); absent: the route's target hosts and the PBX. */
         allowed_hosts: z.array(TransferHost).min(1).optional(),
         /** Ring time of the transfer target when the call's route names none (business-initiated calls). */
         target_timeout_ms: PositiveMs.default(30_000),

@@ -335,7 +335,14 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
           }
           const sessionTimer = decideAsUac(dialog.res?.get?.('Session-Expires') ?? dialog.res?.get?.('x'));
           log.info({ sessionTimer }, 'INVITE answered');
-          const sipDialog = new SrfSipDialog({ dialog, log, sessionTimer, onSipResponse: this.#onSipResponse });
+          const sipDialog = new SrfSipDialog({
+            dialog,
+            log,
+            sessionTimer,
+            onSipResponse: this.#onSipResponse,
+            peerAddress: (dialog.res as { source_address?: string } | undefined)?.source_address,
+            sourceAllowed: (address) => this.#acl.allows(address),
+          });
           settle(() => resolve({ dialog: sipDialog, sdp: dialog.remote.sdp, target, status: 200 }));
         },
         (err: unknown) => {
@@ -447,6 +454,7 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
       log,
       sessionTimer: timer.kind === 'timer' ? timer : undefined,
       onSipResponse: this.#onSipResponse,
+      sourceAllowed: (address) => this.#acl.allows(address),
     });
     this.safeEmit('invite', call);
   }

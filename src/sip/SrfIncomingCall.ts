@@ -20,6 +20,8 @@ export interface SrfIncomingCallOptions {
   /** Headers for the 200 OK (session timer), and the timer they set up. */
   sessionTimer?: { timer: SessionTimer; responseHeaders: Record<string, string> };
   onSipResponse: (direction: 'sent' | 'received', status: number) => void;
+  /** In-dialog requests from other sources than the INVITE's must pass this (the SIP ACL). */
+  sourceAllowed?: (address: string) => boolean;
 }
 
 /** A `Reason` header value: `SIP;cause=486;text="busy"`. */
@@ -39,6 +41,7 @@ export class SrfIncomingCall extends TypedEmitter<IncomingCallEvents> implements
   readonly #log: Logger;
   readonly #sessionTimer: SrfIncomingCallOptions['sessionTimer'];
   readonly #onSipResponse: SrfIncomingCallOptions['onSipResponse'];
+  readonly #sourceAllowed: SrfIncomingCallOptions['sourceAllowed'];
   #canceled = false;
   #rang = false;
   /** A final response was sent or is being sent (answer or reject). */
@@ -52,6 +55,7 @@ export class SrfIncomingCall extends TypedEmitter<IncomingCallEvents> implements
     this.#log = options.log;
     this.#sessionTimer = options.sessionTimer;
     this.#onSipResponse = options.onSipResponse;
+    this.#sourceAllowed = options.sourceAllowed;
     this.sipCallId = options.req.get('Call-ID') ?? '';
     this.psid = options.psid;
     this.pageId = options.pageId;
@@ -104,6 +108,8 @@ export class SrfIncomingCall extends TypedEmitter<IncomingCallEvents> implements
       log: this.#log,
       sessionTimer: this.#sessionTimer?.timer,
       onSipResponse: this.#onSipResponse,
+      peerAddress: this.sourceAddress,
+      ...(this.#sourceAllowed ? { sourceAllowed: this.#sourceAllowed } : {}),
     });
   }
 

@@ -83,6 +83,14 @@ export interface SrfSipDialogOptions {
   /** Session timer negotiated in the dialog-creating transaction, if any. */
   sessionTimer?: SessionTimer;
   onSipResponse?: (direction: 'sent' | 'received', status: number) => void;
+  /** Where the PBX side of the dialog sent its INVITE or 200 OK from. */
+  peerAddress?: string;
+  /**
+   * Sources besides `peerAddress` whose in-dialog requests (re-INVITE, UPDATE, INFO, REFER) are taken: the SIP ACL.
+   * Others are answered 403 (drachtio routes in-dialog requests by Call-ID and tags alone, whoever sends them).
+   * Default: any source.
+   */
+  sourceAllowed?: (address: string) => boolean;
 }
 
 /** `o=` session id and version: equal in two offers means "nothing changed" (a session refresh). */
@@ -97,6 +105,8 @@ function reasonHeader(status: number, text: string): string {
 
 export class SrfSipDialog extends TypedEmitter<SipDialogEvents> implements SipDialog {
   readonly id: string;
+  readonly peerAddress: string | undefined;
+  readonly #sourceAllowed: ((address: string) => boolean) | undefined;
   readonly #dialog: SrfDialog;
   readonly #log: Logger;
   readonly #onSipResponse: (direction: 'sent' | 'received', status: number) => void;
@@ -118,6 +128,8 @@ export class SrfSipDialog extends TypedEmitter<SipDialogEvents> implements SipDi
     super();
     this.#dialog = options.dialog;
     this.id = options.dialog.id;
+    this.peerAddress = options.peerAddress;
+    this.#sourceAllowed = options.sourceAllowed;
     this.#log = options.log.child({ sipDialogId: this.id });
     this.#onSipResponse = options.onSipResponse ?? (() => undefined);
     this.#remoteSdp = options.dialog.remote.sdp ?? '';
@@ -127,10 +139,10 @@ export class SrfSipDialog extends TypedEmitter<SipDialogEvents> implements SipDi
     const dialog = this.#dialog;
     dialog.on('destroy', () => this.#onRemoteBye());
     // No 'hold'/'unhold'/'refresh' listeners: with them srf would answer re-INVITEs itself (wire quirk 9).
-    dialog.on('modify', (req: SrfRequest, res: SrfResponse) => this.#onReinvite(req, res));
-    dialog.on('update', (req: SrfRequest, res: SrfResponse) => this.#onReinvite(req, res));
-    dialog.on('info', (req: SrfRequest, res: SrfResponse) => this.#onInfo(req, res));
-    dialog.on('refer', (req: SrfRequest, res: SrfResponse) => this.#onRefer(req, res));
+    dialog.on('modify', (req: SrfRequest, res: SrfResponse) => this.#fromPeer(req, res) && this.#onReinvite(req, res));
+    dialog.on('update', (req: SrfRequest, res: SrfResponse) => this.#fromPeer(req, res) && this.#onReinvite(req, res));
+    dialog.on('info', (req: SrfRequest, res: SrfResponse) => this.#fromPeer(req, res) && this.#onInfo(req, res));
+    dialog.on('refer', (req: SrfRequest, res: SrfResponse) => this.#fromPeer(req, res) && this.#onRefer(req, res));
     this.#armSessionTimer();
   }
 
@@ -216,6 +228,15 @@ export class SrfSipDialog extends TypedEmitter<SipDialogEvents> implements SipDi
     this.#clearSessionTimer();
     this.#log.info('BYE from the PBX');
     this.safeEmit('bye');
+  }
+
+  /** Whether an in-dialog request comes from the dialog's peer or the ACL; answers 403 otherwise. */
+  #fromPeer(req: SrfRequest, res: SrfResponse): boolean {
+    const source = req.source_address;
+    if (!this.#sourceAllowed || source === this.peerAddress || this.#sourceAllowed(source)) return true;
+    this.#log.warn({ method: req.method, source, peer: this.peerAddress }, 'in-dialog request from a source that is not the dialog\'s peer refused');
+    this.#send(res, 403, { headers: { Reason: reasonHeader(403, 'source not allowed') } });
+    return false;
   }
 
   #onReinvite(req: SrfRequest, res: SrfResponse): void {

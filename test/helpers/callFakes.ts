@@ -153,6 +153,8 @@ export class FakeMediaEngine implements MediaEngine {
 export class FakeDialog extends TypedEmitter<SipDialogEvents> implements SipDialog {
   id = `dlg-${Math.random()}`;
   ended = false;
+  /** The PBX's address (transfers within it are allowed by default). */
+  peerAddress: string | undefined = '10.0.0.7';
   byeSent = 0;
   reinvite: ((offer: string) => string) | undefined;
   transfer: ((request: TransferRequest) => void) | undefined;
