@@ -19,6 +19,15 @@ export function configWarnings(config: Config): string[] {
       );
     }
   });
+  config.routes.forEach((route, i) => {
+    const srtp = route.srtp ?? config.media.srtp;
+    const clear = route.targets.filter((target) => !/^sips:/i.test(target) && !/;transport=tls\b/i.test(target));
+    if ((srtp === 'prefer' || srtp === 'required') && clear.length > 0) {
+      warnings.push(
+        `routes[${i}].targets: SRTP keys (SDES) travel in the SDP, readable on the wire to ${clear.join(', ')}: use sips: or ;transport=tls`,
+      );
+    }
+  });
   if (config.sip.acl.some((cidr) => cidr === '0.0.0.0/0' || cidr === '::/0')) {
     warnings.push('sip.acl: allows any source: anyone reaching drachtio-server can place calls through the bridge');
   }

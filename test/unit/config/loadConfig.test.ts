@@ -239,6 +239,22 @@ routes:
   t.ok(warnings.some((w) => w.startsWith('sip.acl: ')));
   t.ok(warnings.some((w) => w.startsWith('admin.listen.host: ')));
   t.ok(configWarnings(parseConfigText(minimal, {})).some((w) => w.startsWith('routes: none configured')));
+  const srtp = configWarnings(
+    parseConfigText(
+      `${minimal}
+media: { srtp: required }
+routes:
+  - { name: a, match: {}, targets: ["sip:a@10.0.0.1", "sips:b@pbx.example.com", "sip:c@10.0.0.3;transport=tls"] }
+  - { name: b, match: { psids: ["1"] }, targets: ["sip:d@10.0.0.4"], srtp: optional }
+`,
+      {},
+    ),
+  );
+  t.same(
+    srtp.filter((w) => w.includes('SRTP keys')),
+    ['routes[0].targets: SRTP keys (SDES) travel in the SDP, readable on the wire to sip:a@10.0.0.1: use sips: or ;transport=tls'],
+    'SRTP offered over plain SIP is pointed out; TLS targets and routes that offer no SRTP are not',
+  );
 });
 
 t.test('a value that is exactly one env reference takes its YAML type, except secrets', async (t) => {
