@@ -4,7 +4,6 @@
  * bridge's INVITE (caller-ID spoofing, credentials toward a trunk), and in-dialog REFER / re-INVITE / UPDATE / INFO
  * from a source that is not the dialog's peer. Each is refused, logged and counted; no INVITE goes out.
  */
-import { EventEmitter } from 'node:events';
 import t from 'tap';
 import { pino } from 'pino';
 import { checkTransferTarget, defaultTransferHosts } from '../../../src/calls/transferPolicy.js';
@@ -12,6 +11,7 @@ import { SrfSipDialog } from '../../../src/sip/SrfSipDialog.js';
 import type { SrfDialog, SrfRequest, SrfResponse } from '../../../src/sip/srfTypes.js';
 import type { TransferRequest } from '../../../src/calls/ports.js';
 import { connectEvent, fakeController, pollUntil } from '../../helpers/callFakes.js';
+import { FakeSrfDialog } from '../../helpers/srfDialogFake.js';
 
 async function bridged(overrides: Parameters<typeof fakeController>[0] = {}) {
   const ctx = fakeController(overrides);
@@ -77,21 +77,6 @@ t.test('transferPolicy: defaults and host matching', async (t) => {
   t.equal(checkTransferTarget('sip:b@10.0.0.55', {}, ['10.0.0.5']).ok, false, 'no prefix match');
   t.equal(checkTransferTarget('tel:+1555', {}, ['10.0.0.5']).ok, false);
 });
-
-class FakeSrfDialog extends EventEmitter {
-  readonly id = 'call-1;from-tag=abc';
-  readonly type = 'uas' as const;
-  connected = true;
-  readonly sip = { callId: 'call-1', localTag: 'abc', remoteTag: 'def' };
-  local = { uri: 'sip:a@h', sdp: 'v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n', contact: '<sip:127.0.0.1:5060>' };
-  remote = { uri: 'sip:b@h', sdp: 'v=0\r\no=- 2 1 IN IP4 127.0.0.1\r\n' };
-  async destroy(): Promise<unknown> {
-    return undefined;
-  }
-  async request(): Promise<{ status: number }> {
-    return { status: 200 };
-  }
-}
 
 function inDialog(fake: FakeSrfDialog, event: string, method: string, source: string, headers: Record<string, string>, body = ''): Promise<number> {
   return new Promise((resolve) => {
