@@ -9,7 +9,7 @@ import { parseConfig } from '../../src/config/index.js';
 import { Daemon } from '../../src/daemon/Daemon.js';
 import { MetaSimulator } from '../../src/simulator/MetaSimulator.js';
 import { createRtpPeer } from '../helpers/rtpPeer.js';
-import { analyzeTone } from '../helpers/tone.js';
+import { META_TO_PBX_HZ, analyzeTone, assertBothWays, listenBothWays } from '../helpers/tone.js';
 import { APP_SECRET, PAGE_ID, PAGE_TOKEN, PSID, VERIFY_TOKEN, sdpTarget, sleep, until } from '../helpers/bridgeHarness.js';
 import { pbxBackends, type PbxSide } from '../helpers/pbx.js';
 
@@ -95,7 +95,7 @@ for (const backend of pbxBackends()) {
     t.teardown(() => peer.close());
     const { sim, daemon } = await bridgeFor(t, pbx, []);
     const connectSeen = sim.graph.events.waitFor('connect', AbortSignal.timeout(15_000));
-    const placed = await pbx.placeCall({ user: PSID, sdp: peer.sdp(), hangupAfterMs: 2500 });
+    const placed = await pbx.placeCall({ user: PSID, sdp: peer.sdp(), hangupAfterMs: 5000 });
     // A refused INVITE ends the PBX's part with its status: say so instead of waiting for a connect that never comes.
     const refused = placed.done.then((r) => {
       throw new Error(`the bridge answered the PBX's INVITE with ${r.status} instead of calling Meta`);
@@ -106,13 +106,17 @@ for (const backend of pbxBackends()) {
     sim.graph.consumerAccept(connect.callId);
     const session = await sim.waitForSession(connect.callId, 15_000);
     await session.whenConnected();
-    session.startTone(1000);
     const ended = sim.waitForEnd(connect.callId, 15_000);
+    // The PBX (sipp or the double) keeps the 200 OK's SDP to itself until the call ends; the bridge sends from the
+    // address it receives on (symmetric RTP), so the PBX's RTP peer answers to where the bridge's audio comes from.
+    session.startTone(META_TO_PBX_HZ);
+    await until(() => peer.lastSource, 5000, "the bridge's RTP at the PBX");
+    peer.setRemote(peer.lastSource!.address, peer.lastSource!.port);
+    assertBothWays(t, await listenBothWays(session, peer), 'the business-initiated call');
     const result = await placed.done;
     t.equal(result.status, 200, '200 OK once the person accepted');
     const target = sdpTarget(result.answerSdp);
-    t.ok(target.port > 0, 'the answer carries the bridge RTP address');
-    t.ok(peer.packetsReceived > 10, `RTP from the bridge reached the PBX (${peer.packetsReceived} packets)`);
+    t.same(target, peer.lastSource, "the answer's RTP address is the one the bridge's audio came from");
     t.equal(result.byeFrom, 'pbx');
     t.equal((await ended).by, 'business', 'the PBX hang-up reached Meta as terminate');
     await until(() => daemon.controller.registry.size === 0, 3000, 'call released');

@@ -12,6 +12,7 @@ import { MetaSimulator } from '../../src/simulator/MetaSimulator.js';
 import { startDrachtioDouble } from '../../src/simulator/drachtio/index.js';
 import { createRtpPeer } from '../../src/simulator/pbx/rtpPeer.js';
 import { APP_SECRET, PAGE_ID, PAGE_TOKEN, PSID, VERIFY_TOKEN, sdpTarget, sleep, until } from '../helpers/bridgeHarness.js';
+import { assertBothWays, listenBothWays } from '../helpers/tone.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const PAGE_B = '222333444555666';
@@ -87,14 +88,19 @@ t.test('SIGHUP reloads pages, keeps the old config on a broken file; SIGTERM dra
   child.kill('SIGHUP');
   await until(() => out.includes('configuration reloaded'), 5000, 'reload logged');
   const callB = sim.placeCall({ pageId: PAGE_B, psid: PSID });
-  await (await sim.waitForSession(callB, 15_000)).whenConnected();
+  const sessionB = await sim.waitForSession(callB, 15_000);
+  await sessionB.whenConnected();
   t.equal(sim.call(callB)?.state, 'accepted', 'after SIGHUP, a call to the new page is bridged');
+  await until(() => peers.length === 1, 5000, 'the PBX peer of the call to page B');
+  assertBothWays(t, await listenBothWays(sessionB, peers[0]!), 'the call to the page added by SIGHUP');
 
   // A broken file: the running config stays.
   writeFileSync(file, 'meta: [this is not valid\n');
   child.kill('SIGHUP');
   await until(() => out.includes('reload failed'), 5000, 'reload failure logged');
   t.equal(child.exitCode, null, 'still running after a broken reload');
+  assertBothWays(t, await listenBothWays(sessionB, peers[0]!), 'after the broken reload the live call carries audio');
+  t.match(out, /reload failed[^\n]*/, 'the broken file is reported');
 
   // SIGTERM with a live call (callB): new calls refused, the live one carries on until it ends.
   child.kill('SIGTERM');
@@ -104,6 +110,7 @@ t.test('SIGHUP reloads pages, keeps the old config on a broken file; SIGTERM dra
   await rejected;
   t.pass('a new call is rejected while draining');
   t.equal(child.exitCode, null, 'still running while the live call lasts');
+  assertBothWays(t, await listenBothWays(sessionB, peers[0]!), 'while draining the live call carries audio');
   sim.hangUp(callB);
   t.equal(await exited, 0, 'exit status 0 after the drain');
 });

@@ -10,7 +10,8 @@ export {
   tonesEnergy,
 } from '../../src/media/dsp/tone.js';
 export type { ToneAnalysis } from '../../src/media/dsp/tone.js';
-import { analyzeTone } from '../../src/media/dsp/tone.js';
+import type { Test } from 'tap';
+import { TONE_MIN_POWER_RATIO, analyzeTone, type ToneAnalysis } from '../../src/media/dsp/tone.js';
 
 /**
  * Analyse the last `seconds` of audio in 100 ms windows and return the median window (by power ratio): one
@@ -204,4 +205,101 @@ function scaleTo(signal: Float64Array, dbfs: number): number {
   }
   if (energy === 0) return 0;
   return (32767 * 10 ** (dbfs / 20)) / Math.SQRT2 / Math.sqrt(energy / count);
+}
+
+/**
+ * The tone each direction carries in the end-to-end tests. They differ, so that a bridge that looped either side's
+ * audio back to it, or sent one side's audio both ways, fails the check.
+ */
+export const META_TO_PBX_HZ = 1000;
+export const PBX_TO_META_HZ = 440;
+/** Levels the senders use: the PBX peer's default tone (dBFS) and the Meta simulator's default amplitude (0.3). */
+export const PBX_TONE_DBFS = -12;
+export const META_TONE_DBFS = 20 * Math.log10(0.3);
+/**
+ * How far a heard tone's level may be from the level sent, dB: G.711 and Opus keep a tone's level within a dB or
+ * two; a bridge that attenuated or clipped the audio, or mixed in another signal, is further off.
+ */
+export const TONE_LEVEL_TOLERANCE_DB = 6;
+
+/** What `checkTone` measured, and whether the tone was there. */
+export interface ToneCheck extends ToneAnalysis {
+  /** The tone holds the power, its level is within TONE_LEVEL_TOLERANCE_DB of `sentDbfs`, and the window was heard. */
+  ok: boolean;
+  /** Audio heard, ms (the window must be covered by audio, not by a gap). */
+  heardMs: number;
+  /** For an assertion message: what was expected and what was measured. */
+  summary: string;
+}
+
+/**
+ * Is the last `windowMs` of `pcm` the tone `hz` at `sentDbfs` (within TONE_LEVEL_TOLERANCE_DB)? The window is
+ * analysed in 100 ms blocks and the median block decides (see `analyzeTail`). Digital silence, another frequency,
+ * a tone far quieter or louder than sent, or less audio than the window all fail.
+ */
+export function checkTone(pcm: Int16Array, sampleRate: number, hz: number, sentDbfs: number, windowMs = 500): ToneCheck {
+  const analysis = analyzeTail(pcm, sampleRate, hz, windowMs / 1000);
+  const heardMs = (pcm.length / sampleRate) * 1000;
+  const levelOk = Math.abs(analysis.levelDbfs - sentDbfs) <= TONE_LEVEL_TOLERANCE_DB;
+  const ok = analysis.detected && levelOk && heardMs >= windowMs;
+  return {
+    ...analysis,
+    ok,
+    heardMs,
+    summary:
+      `${hz} Hz expected at ${sentDbfs.toFixed(1)} +- ${TONE_LEVEL_TOLERANCE_DB} dBFS over the last ${windowMs} ms: ` +
+      `power ratio ${analysis.powerRatio.toFixed(2)} (> ${TONE_MIN_POWER_RATIO}), level ${analysis.levelDbfs.toFixed(1)} dBFS, ` +
+      `peak ${analysis.peakHz.toFixed(0)} Hz, ${heardMs.toFixed(0)} ms heard`,
+  };
+}
+
+/** The two ends of a bridged call as the tests drive them: each sends a tone and keeps what it hears. */
+export interface ToneEnd {
+  startTone(hz: number): void;
+  clearReceived(): void;
+  receivedPcm(): Int16Array;
+}
+
+/** What `listenBothWays` heard in each direction. */
+export interface BothWays {
+  atPbx: ToneCheck;
+  atMeta: ToneCheck;
+}
+
+/**
+ * Sends META_TO_PBX_HZ from Meta and PBX_TO_META_HZ from the PBX, forgets what either end heard before, listens for
+ * `listenMs`, and checks the last `windowMs` at each end. Assert on the result (`atPbx.ok`, `atMeta.ok`).
+ *
+ * On a loaded machine the test's own senders fall behind (their timers fire late), so after `listenMs` it keeps
+ * listening, up to `maxListenMs`, until each end has heard at least `windowMs` of audio: the check is on the same
+ * window of audio whatever the machine's load, and a direction that carries nothing still fails.
+ * @param pbxSampleRate the rate of the PBX peer's `receivedPcm()` (8000 for G.711, 48000 for Opus)
+ */
+export async function listenBothWays(
+  meta: ToneEnd,
+  pbx: ToneEnd,
+  options: { pbxSampleRate?: number; listenMs?: number; windowMs?: number; maxListenMs?: number } = {},
+): Promise<BothWays> {
+  const { pbxSampleRate = 8000, listenMs = 1200, windowMs = 500, maxListenMs = 6000 } = options;
+  meta.startTone(META_TO_PBX_HZ);
+  pbx.startTone(PBX_TO_META_HZ);
+  meta.clearReceived();
+  pbx.clearReceived();
+  const started = performance.now();
+  await new Promise((resolve) => setTimeout(resolve, listenMs));
+  const enough = (): boolean =>
+    (pbx.receivedPcm().length / pbxSampleRate) * 1000 >= windowMs && (meta.receivedPcm().length / 48_000) * 1000 >= windowMs;
+  while (!enough() && performance.now() - started < maxListenMs) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return {
+    atPbx: checkTone(pbx.receivedPcm(), pbxSampleRate, META_TO_PBX_HZ, META_TONE_DBFS, windowMs),
+    atMeta: checkTone(meta.receivedPcm(), 48_000, PBX_TO_META_HZ, PBX_TONE_DBFS, windowMs),
+  };
+}
+
+/** Asserts both directions of `listenBothWays`'s result under `what`. */
+export function assertBothWays(t: Test, heard: BothWays, what: string): void {
+  t.ok(heard.atPbx.ok, `${what}: Meta -> PBX tone (${heard.atPbx.summary})`);
+  t.ok(heard.atMeta.ok, `${what}: PBX -> Meta tone (${heard.atMeta.summary})`);
 }

@@ -4,12 +4,13 @@
  * it was after the first calls (warm-up: code compiled, pools filled).
  *
  * The mix keeps it cheap: most calls end before media (no route, PBX busy, the person hangs up while the PBX rings,
- * an agent's call refused for lack of permission); one call in ten is answered and carries media until the person
- * hangs up.
+ * an agent's call refused for lack of permission); one call in ten is answered, carries a tone each way (1 kHz to
+ * the PBX, 440 Hz to Meta, each checked for frequency and level) and ends when the person hangs up.
  */
 import t from 'tap';
-import { PAGE_ID, sdpTarget, startHarness, type Harness } from '../helpers/bridgeHarness.js';
-import { createRtpPeer } from '../helpers/rtpPeer.js';
+import { PAGE_ID, sdpTarget, startHarness, until, type Harness } from '../helpers/bridgeHarness.js';
+import { createRtpPeer, type RtpPeer } from '../helpers/rtpPeer.js';
+import { listenBothWays } from '../helpers/tone.js';
 import { assertNothingLeft, mediasoupObjectKinds, baseline, leakCount, leftOver, recordFigures, settledHeapBytes, trackMediasoup } from '../helpers/reliability.js';
 
 // 2,000 calls take 60-150 s depending on the machine's load: more than the suite's per-file limit allows for.
@@ -41,7 +42,10 @@ const pbxOffer = [
   'm=audio 40000 RTP/AVP 0', 'a=rtpmap:0 PCMU/8000', 'a=sendrecv', '',
 ].join('\r\n');
 
-async function runCall(h: Harness, i: number, outcome: Outcome): Promise<void> {
+/** The PBX's RTP peer of each answered call, by PSID. */
+type PbxPeers = Map<string, RtpPeer>;
+
+async function runCall(h: Harness, pbxPeers: PbxPeers, i: number, outcome: Outcome): Promise<void> {
   const psid = psidOf(i);
   if (outcome === 'no_permission') {
     h.sim.graph.setPermission(PAGE_ID, psid, 'no_permission');
@@ -54,6 +58,10 @@ async function runCall(h: Harness, i: number, outcome: Outcome): Promise<void> {
   if (outcome === 'media') {
     const session = await h.sim.waitForSession(callId, 20_000);
     await session.whenConnected();
+    const peer = await until(() => pbxPeers.get(psid), 5000, `call ${i}: the PBX's RTP peer`);
+    const heard = await listenBothWays(session, peer, { listenMs: 1000, windowMs: 400 });
+    if (!heard.atPbx.ok) throw new Error(`call ${i}: Meta -> PBX tone not heard (${heard.atPbx.summary})`);
+    if (!heard.atMeta.ok) throw new Error(`call ${i}: PBX -> Meta tone not heard (${heard.atMeta.summary})`);
   }
   const ended = h.sim.waitForEnd(callId, 30_000);
   if (outcome === 'media') h.sim.hangUp(callId);
@@ -72,7 +80,7 @@ t.test(`${CALLS} short calls with mixed outcomes leave nothing behind`, async (t
   });
   t.teardown(() => h.close());
 
-  const peers = new Set<{ close(): void }>();
+  const pbxPeers: PbxPeers = new Map();
   h.drachtio.pbx.onInvite(async (invite) => {
     const psid = invite.header('X-Messenger-PSID') ?? '';
     const i = Number(psid) - 1_000_000_000;
@@ -85,15 +93,14 @@ t.test(`${CALLS} short calls with mixed outcomes leave nothing behind`, async (t
       return;
     }
     const peer = await createRtpPeer({ codec: 'PCMU' });
-    peers.add(peer);
+    pbxPeers.set(psid, peer);
     const target = sdpTarget(invite.sdp);
     peer.setRemote(target.address, target.port);
     const dialog = await invite.answer(peer.sdp());
-    peer.startTone(1000);
     void dialog.waitForBye(30_000).then(
       () => {
         peer.close();
-        peers.delete(peer);
+        pbxPeers.delete(psid);
       },
       () => undefined,
     );
@@ -113,7 +120,7 @@ t.test(`${CALLS} short calls with mixed outcomes leave nothing behind`, async (t
         const i = next++;
         const outcome = outcomeOf(i);
         try {
-          await runCall(h, i, outcome);
+          await runCall(h, pbxPeers, i, outcome);
           counts[outcome]++;
         } catch (err) {
           failures.push((err as Error).message);
@@ -146,7 +153,7 @@ t.test(`${CALLS} short calls with mixed outcomes leave nothing behind`, async (t
   const seconds = (Date.now() - started) / 1000;
 
   const left = await leftOver(h, base, 10_000);
-  for (const p of peers) p.close();
+  for (const p of pbxPeers.values()) p.close();
   const heapAtEnd = await settledHeapBytes();
   const growth = heapAtEnd - heapAfterWarmUp;
 
@@ -170,7 +177,7 @@ t.test(`${CALLS} short calls with mixed outcomes leave nothing behind`, async (t
       ['  no route (Meta reject)', counts.no_route],
       ['  PBX busy (486, Meta reject)', counts.busy],
       ['  person hung up while the PBX rang (CANCEL)', counts.hangup_ringing],
-      ['  answered, media both ways, person hung up (BYE)', counts.media],
+      ['  answered, tone heard both ways (1 kHz to the PBX, 440 Hz to Meta), person hung up (BYE)', counts.media],
       ['  agent call without permission (403)', counts.no_permission],
       ['calls at once', AT_ONCE],
       ['seconds per chunk of calls (first, last)', `${chunkSeconds[0]?.toFixed(1)}, ${chunkSeconds[chunkSeconds.length - 1]?.toFixed(1)}`],
