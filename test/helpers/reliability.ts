@@ -3,11 +3,12 @@
  * collection, and recording each file's figures so RELIABILITY.md can be regenerated from them.
  */
 import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import type { Test } from 'tap';
+import tap, { type Test } from 'tap';
+import { currentCommit } from '../../bench/lib/report.js';
 import { loadMediasoup } from '../../src/media/WorkerPool.js';
 import type { LoopbackBridge } from '../../src/simulator/loopbackBridge.js';
 import type { PbxDialog } from '../../src/simulator/drachtio/index.js';
@@ -15,7 +16,7 @@ import type { MetaMediaSession } from '../../src/simulator/media/MetaMediaServer
 import type { Harness } from './bridgeHarness.js';
 import { PAGE_ID, sdpTarget, sleep, until } from './bridgeHarness.js';
 import { createRtpPeer, type RtpPeer } from './rtpPeer.js';
-import { analyzeTone } from './tone.js';
+import { META_TO_PBX_HZ, PBX_TO_META_HZ, analyzeTone } from './tone.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** Where each reliability test file writes its figures (not committed; RELIABILITY.md is). */
@@ -187,7 +188,8 @@ export interface LiveCall {
 }
 
 /**
- * A consumer-initiated call that the fake PBX answers with an RTP peer (PCMU); a 1 kHz tone plays from each side.
+ * A consumer-initiated call that the fake PBX answers with an RTP peer (PCMU); Meta plays META_TO_PBX_HZ (1 kHz),
+ * the PBX PBX_TO_META_HZ (440 Hz).
  * Resolves once media toward Meta is connected. Only this call's INVITE is answered (later ones get 486).
  */
 export async function startLiveCall(h: LoopbackBridge, psid = '7000000000000001'): Promise<LiveCall> {
@@ -210,8 +212,8 @@ export async function startLiveCall(h: LoopbackBridge, psid = '7000000000000001'
   const dialog = await answered;
   const session = await h.sim.waitForSession(callId, 15_000);
   await session.whenConnected();
-  peer.startTone(1000);
-  session.startTone(1000);
+  peer.startTone(PBX_TO_META_HZ);
+  session.startTone(META_TO_PBX_HZ);
   const call = { callId, session, dialog, peer, close: () => peer.close() };
   // On a loaded machine DTLS can take a while after ICE: the call counts as live once audio flows both ways.
   const end = Date.now() + 15_000;
@@ -224,9 +226,9 @@ export async function startLiveCall(h: LoopbackBridge, psid = '7000000000000001'
 }
 
 export interface AudioCheck {
-  /** 1 kHz heard at the PBX in the window. */
+  /** Meta's tone (META_TO_PBX_HZ) heard at the PBX in at least half the window's 100 ms blocks. */
   atPbx: boolean;
-  /** 1 kHz heard at Meta in the window. */
+  /** The PBX's tone (PBX_TO_META_HZ) heard at Meta in at least half the window's 100 ms blocks. */
   atMeta: boolean;
   /** Fraction of the window's expected samples that arrived, each side. */
   pbxFill: number;
@@ -262,8 +264,8 @@ export function audioWindow(call: LiveCall): { check(): AudioCheck } {
       const atPbx = call.peer.receivedPcm().slice(pbxStart);
       const atMeta = call.session.receivedPcm().slice(metaStart);
       return {
-        atPbx: toneInBlocks(atPbx, 8000) >= 0.5,
-        atMeta: toneInBlocks(atMeta, 48000) >= 0.5,
+        atPbx: toneInBlocks(atPbx, 8000, META_TO_PBX_HZ) >= 0.5,
+        atMeta: toneInBlocks(atMeta, 48000, PBX_TO_META_HZ) >= 0.5,
         pbxFill: atPbx.length / (8000 * seconds),
         metaFill: atMeta.length / (48000 * seconds),
         packets: {
@@ -290,51 +292,171 @@ export async function audioFlows(call: LiveCall, ms = 1000): Promise<AudioCheck>
 
 export type Figure = number | string;
 
+/** How a figure is compared with its threshold. */
+export type Comparison = '>=' | '<=' | '==' | '>' | '<';
+
+/** The threshold a figure was checked against, and whether it held. */
+export interface Threshold {
+  op: Comparison;
+  limit: number;
+  held: boolean;
+}
+
+/** One row of a section: a figure given for information, or a figure with the threshold the test checked. */
+export type FigureRow = [label: string, value: Figure] | [label: string, value: number, threshold: Threshold];
+
 export interface FigureSet {
   /** Section title in RELIABILITY.md. */
   title: string;
-  /** Ordered rows: label -> value. */
-  figures: Array<[string, Figure]>;
+  /** Ordered rows. */
+  figures: FigureRow[];
 }
 
-/** Write one test file's figures (test/reliability/results/<name>.json; `<file>-<part>` for a file with several sets) and regenerate RELIABILITY.md. */
-export function recordFigures(name: string, set: FigureSet): void {
-  mkdirSync(RESULTS_DIR, { recursive: true });
-  writeFileSync(join(RESULTS_DIR, `${name}.json`), `${JSON.stringify(set, null, 2)}\n`);
-  writeReport();
+/** A figure set as written to the results directory: with the run it came from and its outcome. */
+export interface RecordedFigureSet extends FigureSet {
+  /** The test file that produced it, from the repository root. */
+  file: string;
+  /** Every assertion of that test file passed (false: the figures are not a result, they are a failure's trace). */
+  passed: boolean;
+  /** The commit the run was made from (`bench/lib/report.ts`'s `currentCommit`). */
+  commit: string;
+  /** When the test file finished, UTC. */
+  finishedAt: string;
 }
 
-/** RELIABILITY.md from every results file present, in file-name order. Returns the text written. */
-export function writeReport(): string {
+function compare(value: number, op: Comparison, limit: number): boolean {
+  switch (op) {
+    case '>=':
+      return value >= limit;
+    case '<=':
+      return value <= limit;
+    case '==':
+      return value === limit;
+    case '>':
+      return value > limit;
+    case '<':
+      return value < limit;
+  }
+}
+
+/**
+ * Asserts `value op limit` and returns the report row that shows the figure with that threshold: the figure in
+ * RELIABILITY.md and the assertion are one and the same, so they cannot drift apart.
+ * @param detail added to the assertion message (e.g. "1415 of 1780 packets")
+ */
+export function checkedFigure(t: Test, label: string, value: number, op: Comparison, limit: number, detail?: string): FigureRow {
+  const held = compare(value, op, limit);
+  t.ok(held, `${label.trim()}: ${value} ${op} ${limit}${detail ? ` (${detail})` : ''}`);
+  return [label, value, { op, limit, held }];
+}
+
+/**
+ * The report row of a figure whose threshold a test asserted by other means (e.g. `assertNothingLeft` for the
+ * leaks each part of a file found): the row shows the threshold and whether the figure meets it.
+ */
+export function figureAgainst(label: string, value: number, op: Comparison, limit: number): FigureRow {
+  return [label, value, { op, limit, held: compare(value, op, limit) }];
+}
+
+/** Figure sets recorded by this test file, written when the file ends (when its outcome is known). */
+const pendingSets = new Map<string, FigureSet | (() => FigureSet)>();
+let flushRegistered = false;
+
+/**
+ * Record one test file's figures (`<file>` or `<file>-<part>` for a file with several sets), or a function that
+ * returns them once the file's tests have run. They are written to
+ * test/reliability/results/<name>.json when the test file ends, with whether every assertion of the file passed,
+ * and RELIABILITY.md is regenerated then (see `writeReport`: a failing run does not overwrite it).
+ */
+export function recordFigures(name: string, set: FigureSet | (() => FigureSet)): void {
+  pendingSets.set(name, set);
+  if (flushRegistered) return;
+  flushRegistered = true;
+  tap.teardown(() => {
+    const passed = tap.passing();
+    const commit = currentCommit();
+    const finishedAt = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    const file = relative(ROOT, process.argv[1] ?? '') || 'test/reliability';
+    mkdirSync(RESULTS_DIR, { recursive: true });
+    for (const [setName, figureSet] of pendingSets) {
+      const recorded: RecordedFigureSet = { ...(typeof figureSet === 'function' ? figureSet() : figureSet), file, passed, commit, finishedAt };
+      writeFileSync(join(RESULTS_DIR, `${setName}.json`), `${JSON.stringify(recorded, null, 2)}\n`);
+    }
+    const outcome = writeReport();
+    if (!outcome.written) process.stderr.write(`${outcome.reason}\n`);
+  });
+}
+
+/** Where a refused report goes instead of RELIABILITY.md (not committed). */
+export const FAILED_REPORT_FILE = join(RESULTS_DIR, 'RELIABILITY.failed.md');
+
+function thresholdCell(row: FigureRow): string {
+  if (row.length === 2) return 'for information';
+  const { op, limit, held } = row[2];
+  return `${op} ${limit}${held ? '' : ' **FAILED**'}`;
+}
+
+/** The report's text from recorded figure sets (in the order given). */
+export function renderReport(sets: ReadonlyArray<{ name: string; set: RecordedFigureSet }>): string {
+  const lines = [
+    '# Reliability',
+    '',
+    'Figures from the last passing run of each reliability test file (`test/reliability/`), on loopback. Each test',
+    'file records its figures when it ends, with whether all its assertions passed; this file is regenerated from',
+    'them (`npx tsx test/reliability/report.ts`, and at the end of each reliability test file) only when every file',
+    'present passed: a failing run leaves it as it is and writes `test/reliability/results/RELIABILITY.failed.md`.',
+    'A figure with a threshold is the value the test asserted against it; "for information" figures are not',
+    'checked. Run the suite with `npx tap test/reliability/*.test.ts` (about 3 minutes on 2 busy cores).',
+    '',
+  ];
+  let leaks = 0;
+  for (const { name, set } of sets) {
+    lines.push(
+      `## ${set.title}`,
+      '',
+      `\`${set.file ?? `test/reliability/${name.split('-')[0]}.test.ts`}\`: ${set.passed ? 'passed' : '**FAILED**'}, ` +
+        `commit ${set.commit}, finished ${set.finishedAt}.`,
+      '',
+      '| figure | value | checked against |',
+      '| --- | --- | --- |',
+    );
+    for (const row of set.figures) {
+      lines.push(`| ${row[0]} | ${row[1]} | ${thresholdCell(row)} |`);
+      if (/^leaks found/.test(row[0]) && typeof row[1] === 'number') leaks += row[1];
+    }
+    lines.push('');
+  }
+  lines.push(`Leaks found, all files: **${leaks}**.`, '');
+  return lines.join('\n');
+}
+
+/**
+ * Regenerates RELIABILITY.md from every results file present, in file-name order, if every one of them comes from
+ * a passing run. Otherwise RELIABILITY.md is left alone and the report goes to FAILED_REPORT_FILE.
+ */
+export function writeReport(): { written: boolean; file: string; reason?: string; text: string } {
   let files: string[] = [];
   try {
     files = readdirSync(RESULTS_DIR).filter((f) => f.endsWith('.json')).sort();
   } catch {
     files = [];
   }
-  const sets = files.map((f) => ({ name: f.replace(/\.json$/, ''), set: JSON.parse(readFileSync(join(RESULTS_DIR, f), 'utf8')) as FigureSet }));
-  const lines = [
-    '# Reliability',
-    '',
-    'Figures from the last run of the reliability suite (`test/reliability/`), on loopback. Each test file records',
-    'its own figures; this file is regenerated from them (`npx tsx test/reliability/report.ts`, and at the end of',
-    'each reliability test file). Run it with `npx tap test/reliability/*.test.ts` (about 3 minutes on 2 busy cores).',
-    '',
-  ];
-  let leaks = 0;
-  for (const { name, set } of sets) {
-    lines.push(`## ${set.title}`, '', `\`test/reliability/${name.split('-')[0]}.test.ts\``, '', '| figure | value |', '| --- | --- |');
-    for (const [label, value] of set.figures) {
-      lines.push(`| ${label} | ${value} |`);
-      if (/^leaks found/.test(label) && typeof value === 'number') leaks += value;
-    }
-    lines.push('');
-  }
-  lines.push(`Leaks found, all files: **${leaks}**.`, '');
-  const text = lines.join('\n');
+  const sets = files.map((f) => ({
+    name: f.replace(/\.json$/, ''),
+    set: JSON.parse(readFileSync(join(RESULTS_DIR, f), 'utf8')) as RecordedFigureSet,
+  }));
+  const text = renderReport(sets);
+  const failed = sets.filter(({ set }) => set.passed !== true).map(({ name }) => name);
+  const target = failed.length === 0 && sets.length > 0 ? REPORT_FILE : FAILED_REPORT_FILE;
+  mkdirSync(dirname(target), { recursive: true });
   // Several test files may finish at once: write whole, then rename.
-  const tmp = `${REPORT_FILE}.${process.pid}.tmp`;
+  const tmp = `${target}.${process.pid}.tmp`;
   writeFileSync(tmp, text);
-  renameSync(tmp, REPORT_FILE);
-  return text;
+  renameSync(tmp, target);
+  if (target === REPORT_FILE) return { written: true, file: target, text };
+  const reason =
+    sets.length === 0
+      ? `no reliability results: ${REPORT_FILE} left as it is`
+      : `${REPORT_FILE} left as it is: results of a failing run (${failed.join(', ')}); the report is in ${FAILED_REPORT_FILE}`;
+  return { written: false, file: target, reason, text };
 }

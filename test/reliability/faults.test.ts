@@ -13,19 +13,26 @@ import {
   assertNothingLeft,
   audioFlows,
   baseline,
+  checkedFigure,
+  figureAgainst,
   leakCount,
   leftOver,
   recordFigures,
   startLiveCall,
   summaries,
   trackMediasoup,
+  type FigureRow,
   type LiveCall,
 } from '../helpers/reliability.js';
 
 const pbxSdp = ['v=0', 'o=pbx 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', 'm=audio 40000 RTP/AVP 0', 'a=rtpmap:0 PCMU/8000', 'a=sendrecv', ''].join('\r\n');
-const figures: Array<[string, number | string]> = [];
+const figures: FigureRow[] = [];
 let faultsInjected = 0;
 let leaksFound = 0;
+recordFigures('faults', () => ({
+  title: 'Faults',
+  figures: [['faults injected', faultsInjected], ...figures, figureAgainst('leaks found (calls, routers, mediasoup objects, UDP sockets, timers)', leaksFound, '==', 0)],
+}));
 
 async function endLive(h: Harness, live: LiveCall): Promise<void> {
   const ended = h.sim.waitForEnd(live.callId, 5000);
@@ -39,9 +46,10 @@ function summaryFor(h: Harness, metaCallId: string): Record<string, unknown> | u
   return summaries(h).find((s) => s.metaCallId === metaCallId);
 }
 
-async function checkUnaffected(t: Test, live: LiveCall, what: string): Promise<void> {
+/** Asserts that the unaffected call still carries its tone both ways; returns whether it did. */
+async function checkUnaffected(t: Test, live: LiveCall, what: string): Promise<boolean> {
   const audio = await audioFlows(live, 1000);
-  t.ok(audio.atPbx && audio.atMeta, `the unaffected call keeps its audio (${what})`);
+  return t.ok(audio.atPbx && audio.atMeta, `the unaffected call keeps its audio (${what}: ${JSON.stringify(audio)})`);
 }
 
 t.test('a mediasoup worker killed mid-call ends its call; the call on the other worker carries on', async (t) => {
@@ -73,16 +81,19 @@ t.test('a mediasoup worker killed mid-call ends its call; the call on the other 
   t.pass('BYE sent to the PBX');
   await until(() => h.daemon.controller.registry.size === 1, 5000, 'one call left');
   const summary = summaryFor(h, hit.callId);
-  t.match(summary, { outcome: 'media_failed' }, `clear reason: ${String(summary?.reason)}`);
-  await checkUnaffected(t, spared, 'worker killed');
+  const hitEndedCleanly = t.match(summary, { outcome: 'media_failed' }, `clear reason: ${String(summary?.reason)}`) && ended?.e.by === 'business';
+  const sparedKeptAudio = await checkUnaffected(t, spared, 'worker killed');
   await until(() => h.daemon.pool.workers.length === 2, 10_000, 'worker replaced').catch(() => undefined);
   t.equal(h.daemon.pool.workers.length, 2, 'the dead worker was replaced');
   await endLive(h, spared);
   hit.close();
   const left = await leftOver(h, base);
-  assertNothingLeft(t, { ...left, routers: 0 }, 'after the worker was killed');
-  leaksFound += leakCount({ ...left, routers: 0 });
-  figures.push(['worker killed mid-call: affected call ended (Meta terminate + BYE)', 'yes'], ['worker killed mid-call: other call kept audio', 'yes']);
+  assertNothingLeft(t, left, 'after the worker was killed');
+  leaksFound += leakCount(left);
+  figures.push(
+    checkedFigure(t, 'worker killed mid-call: its call ended with Meta terminate, BYE and outcome media_failed (calls)', Number(hitEndedCleanly), '==', 1),
+    checkedFigure(t, 'worker killed mid-call: the call on the other worker kept its tone both ways (calls)', Number(sparedKeptAudio), '==', 1),
+  );
 });
 
 t.test('drachtio connection dropped and restored mid-call', async (t) => {
@@ -94,21 +105,24 @@ t.test('drachtio connection dropped and restored mid-call', async (t) => {
   await h.drachtio.stop();
   faultsInjected++;
   await until(() => !h.daemon.sip.connected, 5000, 'bridge sees the drop');
-  await checkUnaffected(t, live, 'while drachtio is gone');
+  const audioWhileDown = await checkUnaffected(t, live, 'while drachtio is gone');
   // A call offered while SIP is down is refused toward Meta at once.
   const rejected = h.sim.graph.events.waitFor('reject');
   const during = h.sim.placeCall({ pageId: PAGE_ID, psid: '7200000000000001' });
   const [reject] = await rejected;
-  t.equal(reject.callId, during, 'a new call while SIP is down is rejected');
+  const rejectedWhileDown = t.equal(reject.callId, during, 'a new call while SIP is down is rejected');
   await h.drachtio.restart();
   await until(() => h.daemon.sip.connected, 15_000, 'bridge reconnects');
   t.ok(h.daemon.sip.connected, 'the bridge reconnected');
-  await checkUnaffected(t, live, 'after drachtio came back');
+  const audioAfter = await checkUnaffected(t, live, 'after drachtio came back');
   await endLive(h, live);
   const left = await leftOver(h, base);
   assertNothingLeft(t, left, 'after the drachtio outage');
   leaksFound += leakCount(left);
-  figures.push(['drachtio dropped and restored: live call kept audio, new call rejected while down', 'yes']);
+  figures.push(
+    checkedFigure(t, 'drachtio dropped and restored: live call kept its tone both ways, while down and after (checks)', Number(audioWhileDown) + Number(audioAfter), '==', 2),
+    checkedFigure(t, 'drachtio dropped: new calls rejected toward Meta while down', Number(rejectedWhileDown), '==', 1),
+  );
 });
 
 t.test('Graph, Meta media and PBX faults end the affected call cleanly; the live call carries on', async (t) => {
@@ -146,6 +160,7 @@ t.test('Graph, Meta media and PBX faults end the affected call cleanly; the live
     ]),
   ];
   let n = 0;
+  let acceptEndedCleanly = 0;
   for (const [name, fault] of acceptFaults) {
     h.sim.graph.failNext('accept', fault);
     faultsInjected++;
@@ -156,48 +171,62 @@ t.test('Graph, Meta media and PBX faults end the affected call cleanly; the live
     await dialog.waitForBye(10_000);
     await until(() => summaryFor(h, callId), 10_000, `${name}: summary`);
     const summary = summaryFor(h, callId)!;
-    t.match(summary, { outcome: 'meta_error', reason: /Graph accept failed/ }, `accept ${name}: BYE to the PBX, ${String(summary.reason)}`);
+    if (t.match(summary, { outcome: 'meta_error', reason: /Graph accept failed/ }, `accept ${name}: BYE to the PBX, ${String(summary.reason)}`)) {
+      acceptEndedCleanly++;
+    }
     await rejected;
   }
-  figures.push(['Graph accept faults (500, timeout, each calling error code): call ended, BYE to the PBX', acceptFaults.length]);
+  figures.push(
+    ['Graph accept faults injected (500, timeout, each calling error code)', acceptFaults.length],
+    checkedFigure(t, '  calls ended with BYE to the PBX and outcome meta_error', acceptEndedCleanly, '==', acceptFaults.length),
+  );
 
   // Connect (agent call) answered with 500, timing out, and each calling error code: a SIP error with a Reason.
   const connectStatuses: string[] = [];
+  let connectRefusedWithReason = 0;
   for (const [name, fault] of acceptFaults) {
     h.sim.graph.failNext('connect', fault);
     faultsInjected++;
     const final = await h.drachtio.pbx.call({ user: String(7_400_000 + n++), sdp: pbxSdp }).final;
     connectStatuses.push(`${name}: ${final.status}`);
     const expected = name.includes('PERMISSION') ? 403 : name === 'HTTP 500' || name === 'timeout' ? 503 : 480;
-    t.equal(final.status, expected, `connect ${name}: ${expected}`);
-    t.match(final.response.get('reason') ?? '', /SIP;cause=\d+/, `connect ${name}: Reason header`);
+    const statusRight = t.equal(final.status, expected, `connect ${name}: ${expected}`);
+    const reasonGiven = t.match(final.response.get('reason') ?? '', /SIP;cause=\d+/, `connect ${name}: Reason header`);
+    if (statusRight && reasonGiven) connectRefusedWithReason++;
   }
-  figures.push(['Graph connect faults: SIP error with Reason toward the PBX', acceptFaults.length]);
+  figures.push(
+    ['Graph connect faults injected (the same set)', acceptFaults.length],
+    checkedFigure(t, '  INVITEs refused with the mapped SIP status and a Reason header', connectRefusedWithReason, '==', acceptFaults.length),
+  );
 
   // Meta's media never answers ICE: the session is closed as soon as Meta answered the offer.
   h.sim.on('media', ({ session }) => session.close());
   faultsInjected++;
   const iceCall = h.sim.placeCall({ pageId: PAGE_ID, psid: '7500000000000001' });
   const iceEnd = await h.sim.waitForEnd(iceCall, 15_000);
-  t.equal(iceEnd.by, 'business', 'Meta media silent: the bridge terminated the call');
+  const iceTerminated = t.equal(iceEnd.by, 'business', 'Meta media silent: the bridge terminated the call');
   const iceDialog = await dialogs.get(iceCall)!;
   await iceDialog.waitForBye(5000);
   await until(() => summaryFor(h, iceCall), 5000, 'summary of the ICE call');
-  t.match(summaryFor(h, iceCall), { outcome: 'media_failed' }, `Meta media silent: ${String(summaryFor(h, iceCall)?.reason)}`);
+  const iceOutcome = t.match(summaryFor(h, iceCall), { outcome: 'media_failed' }, `Meta media silent: ${String(summaryFor(h, iceCall)?.reason)}`);
   h.sim.removeAllListeners('media');
-  figures.push(['Meta media never answering ICE: Meta terminate + BYE', 'yes']);
+  figures.push(
+    checkedFigure(t, 'Meta media never answering ICE: calls ended with Meta terminate, BYE and outcome media_failed', Number(iceTerminated && iceOutcome), '==', 1),
+  );
 
   // The PBX never answers: CANCEL at the accept deadline, reject toward Meta.
   pbxSilent = true;
   faultsInjected++;
   const silentCall = h.sim.placeCall({ pageId: PAGE_ID, psid: '7600000000000001' });
   const silentEnd = await h.sim.waitForEnd(silentCall, 10_000);
-  t.equal(silentEnd.by, 'business', 'PBX silent: Meta got reject');
+  const silentRejected = t.equal(silentEnd.by, 'business', 'PBX silent: Meta got reject');
   await dialogs.get(silentCall);
   await until(() => summaryFor(h, silentCall), 5000, 'summary of the silent PBX call');
-  t.match(summaryFor(h, silentCall), { outcome: 'pbx_timeout' }, 'PBX silent: CANCEL and pbx_timeout');
+  const silentOutcome = t.match(summaryFor(h, silentCall), { outcome: 'pbx_timeout' }, 'PBX silent: CANCEL and pbx_timeout');
   pbxSilent = false;
-  figures.push(['PBX never answering: CANCEL + Meta reject', 'yes']);
+  figures.push(
+    checkedFigure(t, 'PBX never answering: calls ended with CANCEL, Meta reject and outcome pbx_timeout', Number(silentRejected && silentOutcome), '==', 1),
+  );
 
   // Webhooks for calls this process no longer knows (ended ones): acknowledged, nothing done.
   await until(() => h.daemon.controller.registry.size === 1, 5000, 'only the live call left');
@@ -205,6 +234,8 @@ t.test('Graph, Meta media and PBX faults end the affected call cleanly; the live
   const graphBefore = h.sim.graph.calls.size;
   const invitesBefore = h.drachtio.sent({ method: 'INVITE' }).length;
   const requests: string[] = [];
+  let acknowledged = 0;
+  let staleWebhooks = 0;
   const onRequest = (r: { action: string }): void => void requests.push(r.action);
   h.sim.graph.events.on('request', onRequest);
   for (const callId of [iceCall, silentCall]) {
@@ -214,18 +245,22 @@ t.test('Graph, Meta media and PBX faults end the affected call cleanly; the live
       callItems.mediaUpdate({ callId, version: 99, sdp: 'v=0\r\n' }),
     ]) {
       const res = await h.sim.webhooks.send(callsEnvelope(PAGE_ID, [item]));
-      t.equal(res.status, 200, `${item.event} for an ended call acknowledged`);
+      if (t.equal(res.status, 200, `${item.event} for an ended call acknowledged`)) acknowledged++;
+      staleWebhooks++;
       faultsInjected++;
     }
   }
   await new Promise((resolve) => setTimeout(resolve, 500));
   h.sim.graph.events.off('request', onRequest);
   t.same(requests, [], `no Graph request for calls no longer known (${requests.join(', ')})`);
-  t.equal(h.drachtio.sent({ method: 'INVITE' }).length, invitesBefore, 'no INVITE for calls no longer known');
   t.equal(h.sim.graph.calls.size, graphBefore);
-  figures.push(['webhooks for calls no longer known: acknowledged, nothing done', 6]);
+  figures.push(
+    ['webhooks sent for calls no longer known', staleWebhooks],
+    checkedFigure(t, '  acknowledged with 200', acknowledged, '==', staleWebhooks),
+    checkedFigure(t, '  Graph requests or INVITEs they caused', requests.length + h.drachtio.sent({ method: 'INVITE' }).length - invitesBefore, '==', 0),
+  );
 
-  await checkUnaffected(t, live, 'after every fault');
+  figures.push(checkedFigure(t, 'the live call kept its tone both ways after every fault (calls)', Number(await checkUnaffected(t, live, 'after every fault')), '==', 1));
   t.equal(h.sim.call(live.callId)?.state, 'accepted', 'the live call is still up at Meta');
   await endLive(h, live);
   const left = await leftOver(h, base);
@@ -234,9 +269,3 @@ t.test('Graph, Meta media and PBX faults end the affected call cleanly; the live
   t.comment(connectStatuses.join('; '));
 });
 
-t.teardown(() => {
-  recordFigures('faults', {
-    title: 'Faults',
-    figures: [['faults injected', faultsInjected], ...figures, ['leaks found', leaksFound]],
-  });
-});

@@ -1,12 +1,24 @@
 /**
  * A burst of connect webhooks (and of PBX INVITEs) beyond the concurrency limit: calls up to the limit go ahead,
- * the excess is refused at once and cleanly (Meta reject / SIP 503), nothing queues, and once the calls end the
- * bridge takes new ones again with nothing left behind.
+ * the excess is refused cleanly (Meta reject / SIP 503) while the admitted calls still ring, so nothing waits for a
+ * slot to free up, and once the calls end the bridge takes new ones again with nothing left behind. How fast the
+ * refusals come is bounded loosely (10 s for the whole burst on a loaded 2-core machine) and reported: it is the time
+ * to work through 60 webhooks and 6 call set-ups, not a queue.
  */
 import t from 'tap';
 import { PAGE_ID, startHarness, until } from '../helpers/bridgeHarness.js';
 import type { PbxInvite } from '../helpers/drachtio/index.js';
-import { assertNothingLeft, baseline, leakCount, leftOver, recordFigures, trackMediasoup } from '../helpers/reliability.js';
+import {
+  assertNothingLeft,
+  baseline,
+  checkedFigure,
+  figureAgainst,
+  leakCount,
+  leftOver,
+  recordFigures,
+  trackMediasoup,
+  type FigureRow,
+} from '../helpers/reliability.js';
 
 const LIMIT = 6;
 const BURST = 60;
@@ -41,17 +53,29 @@ t.test(`a burst of ${BURST} calls against a limit of ${LIMIT}`, async (t) => {
   await new Promise((resolve) => setTimeout(resolve, 500));
   const rejectDelays = [...rejects.values()].map((at) => at - sentAt).sort((a, b) => a - b);
 
-  t.equal(ringing.length, LIMIT, `${LIMIT} calls reached the PBX`);
-  t.ok(rejectDelays[rejectDelays.length - 1]! < 10_000, `the excess rejected at once (${rejectDelays[0]}-${rejectDelays[rejectDelays.length - 1]} ms after the burst)`);
-  t.equal(rejects.size, BURST - LIMIT, `${BURST - LIMIT} calls rejected toward Meta`);
-  t.ok(peak <= LIMIT, `never more than ${LIMIT} calls held (peak ${peak})`);
+  const figures: FigureRow[] = [
+    ['concurrency limit', LIMIT],
+    ['connect webhooks in the burst', BURST],
+    checkedFigure(t, 'calls that reached the PBX', ringing.length, '==', LIMIT),
+    checkedFigure(t, 'rejected toward Meta', rejects.size, '==', BURST - LIMIT),
+    checkedFigure(
+      t,
+      'slowest reject after the burst was sent, while the admitted calls still rang (ms)',
+      rejectDelays[rejectDelays.length - 1] ?? Infinity,
+      '<',
+      10_000,
+      `fastest ${rejectDelays[0]} ms`,
+    ),
+    checkedFigure(t, 'peak calls held', peak, '<=', LIMIT),
+  ];
   const admitted = callIds.filter((id) => !rejects.has(id));
   t.equal(admitted.length, LIMIT, 'every call was either admitted or rejected');
-  t.ok(admitted.every((id) => h.sim.call(id)?.state === 'ringing'), 'admitted calls are still ringing at Meta');
+  t.ok(admitted.every((id) => h.sim.call(id)?.state === 'ringing'), 'admitted calls are still ringing at Meta: no reject waited for a slot');
 
   // Business-initiated calls during the overload: 503 at once.
   const overflow = await Promise.all(Array.from({ length: 10 }, (_, i) => h.drachtio.pbx.call({ user: String(4_000_000 + i), sdp: pbxOffer }).final));
   t.same(overflow.map((f) => f.status), overflow.map(() => 503), 'agent calls refused with 503 while full');
+  figures.push(checkedFigure(t, 'agent INVITEs refused with 503 while full', overflow.filter((f) => f.status === 503).length, '==', overflow.length));
 
   // The people hang up: slots free up, CANCEL reaches the PBX, and a new call is taken again.
   for (const id of admitted) h.sim.hangUp(id);
@@ -59,7 +83,7 @@ t.test(`a burst of ${BURST} calls against a limit of ${LIMIT}`, async (t) => {
   await until(() => h.daemon.controller.registry.size === 0, 5000, 'slots freed');
   const again = h.sim.placeCall({ pageId: PAGE_ID, psid: '3999999' });
   await until(() => ringing.length === LIMIT + 1, 10_000, 'a new call after the burst');
-  t.pass('a new call is taken once slots are free');
+  figures.push(checkedFigure(t, 'new calls taken once the slots were free', ringing.length - LIMIT, '==', 1));
   h.sim.hangUp(again);
   await ringing[LIMIT]!.whenCanceled;
 
@@ -68,15 +92,6 @@ t.test(`a burst of ${BURST} calls against a limit of ${LIMIT}`, async (t) => {
   assertNothingLeft(t, left, 'after the burst');
   recordFigures('load', {
     title: 'Load: burst beyond the concurrency limit',
-    figures: [
-      ['concurrency limit', LIMIT],
-      ['connect webhooks in the burst', BURST],
-      ['admitted', ringing.length - 1],
-      ['rejected toward Meta', rejects.size],
-      ['agent INVITEs refused with 503 while full', overflow.filter((f) => f.status === 503).length],
-      ['peak calls held', peak],
-      ['slowest reject after the burst (ms)', rejectDelays[rejectDelays.length - 1] ?? 0],
-      ['leaks found', leakCount(left)],
-    ],
+    figures: [...figures, figureAgainst('leaks found', leakCount(left), '==', 0)],
   });
 });

@@ -5,7 +5,17 @@
  */
 import t from 'tap';
 import { PSID, startHarness } from '../helpers/bridgeHarness.js';
-import { assertNothingLeft, baseline, leakCount, leftOver, recordFigures, trackMediasoup } from '../helpers/reliability.js';
+import {
+  assertNothingLeft,
+  baseline,
+  checkedFigure,
+  figureAgainst,
+  leakCount,
+  leftOver,
+  recordFigures,
+  trackMediasoup,
+  type FigureRow,
+} from '../helpers/reliability.js';
 
 const sdp = (mLine: string, rtpmaps: string[]): string =>
   ['v=0', 'o=pbx 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', mLine, ...rtpmaps, 'a=sendrecv', ''].join('\r\n');
@@ -30,6 +40,7 @@ const cases: SipCase[] = [
   { name: 'SDP with an audio line and no payload types', call: { user: PSID, sdp: sdp('m=audio 40000 RTP/AVP', []), auth: { username: 'pbx', password: 'pbx-password' } }, status: 488, log: /refus|codec|SDP/i },
   { name: 'SDP with only video', call: { user: PSID, sdp: sdp('m=video 40000 RTP/AVP 96', ['a=rtpmap:96 VP8/90000']), auth: { username: 'pbx', password: 'pbx-password' } }, status: 488, log: /refus|audio|SDP/i },
   { name: 'huge header (64 KiB) on an INVITE for a page we do not serve', call: { user: PSID, sdp: GOOD_SDP, headers: { 'X-Messenger-Page-ID': '9'.repeat(65_536) }, auth: { username: 'pbx', password: 'pbx-password' } }, status: 404, log: /refus/ },
+  { name: 'huge Request-URI user (8 KiB of digits)', call: { user: '7'.repeat(8192), sdp: GOOD_SDP, auth: { username: 'pbx', password: 'pbx-password' } }, status: 404, log: /refus/ },
   { name: 'huge unrelated header (64 KiB) on a call without permission', call: { user: '1111', sdp: GOOD_SDP, headers: { 'X-Junk': 'x'.repeat(65_536) }, auth: { username: 'pbx', password: 'pbx-password' } }, status: 403, log: /refus|permission/ },
 ];
 
@@ -43,12 +54,11 @@ t.test('bad INVITEs are refused with the right code and a log line, and leave no
   t.teardown(() => h.close());
   h.sim.graph.setPermission('106378625516323', '1111', 'no_permission');
   const base = await baseline(h);
-  const results: Array<[string, number]> = [];
+  const figures: FigureRow[] = [['bad INVITEs sent', cases.length + 1]];
   for (const c of cases) {
     const before = h.logs().length;
     const final = await h.drachtio.pbx.call(c.call).final;
-    results.push([c.name, final.status]);
-    t.equal(final.status, c.status, `${c.name}: ${c.status}`);
+    figures.push(checkedFigure(t, `  ${c.name} (final status)`, final.status, '==', c.status));
     if (final.status !== 401) t.match(final.response.get('reason') ?? '', /SIP;cause=\d+/, `${c.name}: Reason header`);
     await new Promise((resolve) => setTimeout(resolve, 100));
     // A warning that says why, or the call's summary line with the status sent and the reason.
@@ -69,8 +79,7 @@ t.test('bad INVITEs are refused with the right code and a log line, and leave no
   t.ok(captured, 'the good INVITE carried credentials');
   const before = h.logs().length;
   const replay = await h.drachtio.pbx.call({ user: '1111', sdp: GOOD_SDP, headers: { Authorization: captured! } }).final;
-  results.push(['replayed credentials of an earlier INVITE', replay.status]);
-  t.equal(replay.status, 401, 'a replayed Authorization is challenged again');
+  figures.push(checkedFigure(t, '  replayed credentials of an earlier INVITE (final status)', replay.status, '==', 401));
   t.match(replay.response.get('www-authenticate') ?? '', /stale=true/, 'with a fresh nonce (stale=true)');
   t.ok(
     h.logs().slice(before).some((l) => l.msg === 'INVITE failed digest auth' && l.reason === 'replayed'),
@@ -81,10 +90,6 @@ t.test('bad INVITEs are refused with the right code and a log line, and leave no
   assertNothingLeft(t, left, 'after the bad INVITEs');
   recordFigures('sipInput', {
     title: 'SIP input',
-    figures: [
-      ['bad INVITEs sent', cases.length + 1],
-      ...results.map(([name, status]): [string, number] => [`  ${name} (final status)`, status]),
-      ['leaks found', leakCount(left)],
-    ],
+    figures: [...figures, figureAgainst('leaks found', leakCount(left), '==', 0)],
   });
 });
