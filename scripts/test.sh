@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what is needed (scripts/install.sh) and runs the whole test suite.
-# Ends with one line "N passed, N failed, N skipped" computed from tap's results; exits non-zero on any failure.
+# Installs what is needed (scripts/install.sh), runs the whole test suite, then the mutation check
+# (scripts/mutations.sh). Ends with one line "N passed, N failed, N skipped" computed from tap's results plus one
+# per mutation (caught: passed, survived: failed); exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,32 @@ if [ -n "$skipped_lines" ]; then
 fi
 summary=$(grep -E '^# \{ total: ' "$log" | tail -n 1)
 rm -f "$log"
+
+# Mutation check (scripts/mutations.sh): each deliberate breakage the relevant tests catch counts as 1 passed, each
+# that survives (or can no longer be applied) as 1 failed. MUTATIONS=0, or test files given as arguments, skip it
+# (each mutation then counts as skipped).
+mutations_caught=0
+mutations_failed=0
+mutations_skipped=0
+if [ "${MUTATIONS:-1}" = "0" ] || [ "$#" -gt 0 ]; then
+  mutations_skipped=$(grep -cE '^  "[a-z0-9-]+\|' scripts/mutations.sh)
+  echo "[test] mutation check skipped (MUTATIONS=0 or test files named): $mutations_skipped mutations"
+else
+  echo "[test] mutation check"
+  mlog=$(mktemp)
+  bash scripts/mutations.sh 2>&1 | tee "$mlog"
+  mutations_rc=${PIPESTATUS[0]}
+  mline=$(grep -E '^mutations: [0-9]+ caught, [0-9]+ survived$' "$mlog" | tail -n 1)
+  rm -f "$mlog"
+  if [ -z "$mline" ]; then
+    echo "[test] the mutation check printed no result (exit $mutations_rc)"
+    mutations_failed=1
+  else
+    mutations_caught=$(echo "$mline" | grep -oE '[0-9]+ caught' | grep -oE '[0-9]+')
+    mutations_failed=$(echo "$mline" | grep -oE '[0-9]+ survived' | grep -oE '[0-9]+')
+    if [ "$mutations_rc" -ne 0 ] && [ "$mutations_failed" -eq 0 ]; then mutations_failed=1; fi
+  fi
+fi
 num() { echo "$summary" | grep -oE "$1: [0-9]+" | grep -oE '[0-9]+' || echo 0; }
 pass=$(num pass); fail=$(num fail); skip=$(num skip); todo=$(num todo)
 if [ -z "$summary" ]; then
@@ -46,6 +73,8 @@ if [ "$typecheck_failed" -ne 0 ]; then
   echo "[test] type-check failed"
   fail=$((fail + 1))
 fi
-skip=$((skip + todo))
+skip=$((skip + todo + mutations_skipped))
+pass=$((pass + mutations_caught))
+fail=$((fail + mutations_failed))
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]

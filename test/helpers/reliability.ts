@@ -2,7 +2,7 @@
  * Shared pieces of the reliability suite (test/reliability/): counting what a process holds open, forcing garbage
  * collection, and recording each file's figures so RELIABILITY.md can be regenerated from them.
  */
-import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import v8 from 'node:v8';
@@ -358,6 +358,35 @@ export function figureAgainst(label: string, value: number, op: Comparison, limi
   return [label, value, { op, limit, held: compare(value, op, limit) }];
 }
 
+/** The reliability test file this process runs, from the repository root (undefined when not one). */
+const RUNNING_FILE = ((): string | undefined => {
+  const file = relative(ROOT, process.argv[1] ?? '');
+  return /^test\/reliability\/[^/]+\.test\.ts$/.test(file) ? file : undefined;
+})();
+
+/**
+ * Results a previous run of this same file left behind are removed when it starts: if this run never gets to write
+ * its own (killed, timed out), the report then has none for the file rather than an old run's that passed.
+ */
+function forgetPreviousResults(): void {
+  if (RUNNING_FILE === undefined) return;
+  let names: string[] = [];
+  try {
+    names = readdirSync(RESULTS_DIR).filter((f) => f.endsWith('.json'));
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    try {
+      const set = JSON.parse(readFileSync(join(RESULTS_DIR, name), 'utf8')) as Partial<RecordedFigureSet>;
+      if (set.file === RUNNING_FILE) rmSync(join(RESULTS_DIR, name));
+    } catch {
+      // unreadable or removed meanwhile: the report writer will say so
+    }
+  }
+}
+forgetPreviousResults();
+
 /** Figure sets recorded by this test file, written when the file ends (when its outcome is known). */
 const pendingSets = new Map<string, FigureSet | (() => FigureSet)>();
 let flushRegistered = false;
@@ -372,11 +401,13 @@ export function recordFigures(name: string, set: FigureSet | (() => FigureSet)):
   pendingSets.set(name, set);
   if (flushRegistered) return;
   flushRegistered = true;
-  tap.teardown(() => {
-    const passed = tap.passing();
+  // At exit, not at the root test's teardown: a file whose assertions passed but whose process does not end (a
+  // handle left open) is killed by tap's timeout and must not leave results that say it passed.
+  process.once('exit', (code) => {
+    const passed = tap.passing() && code === 0;
     const commit = currentCommit();
     const finishedAt = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-    const file = relative(ROOT, process.argv[1] ?? '') || 'test/reliability';
+    const file = RUNNING_FILE ?? 'test/reliability';
     mkdirSync(RESULTS_DIR, { recursive: true });
     for (const [setName, figureSet] of pendingSets) {
       const recorded: RecordedFigureSet = { ...(typeof figureSet === 'function' ? figureSet() : figureSet), file, passed, commit, finishedAt };
@@ -430,9 +461,18 @@ export function renderReport(sets: ReadonlyArray<{ name: string; set: RecordedFi
   return lines.join('\n');
 }
 
+/** The reliability test files, from the repository root (test/reliability/*.test.ts). */
+function reliabilityTestFiles(): string[] {
+  return readdirSync(join(ROOT, 'test', 'reliability'))
+    .filter((f) => f.endsWith('.test.ts'))
+    .sort()
+    .map((f) => `test/reliability/${f}`);
+}
+
 /**
- * Regenerates RELIABILITY.md from every results file present, in file-name order, if every one of them comes from
- * a passing run. Otherwise RELIABILITY.md is left alone and the report goes to FAILED_REPORT_FILE.
+ * Regenerates RELIABILITY.md from every results file present, in file-name order, if every reliability test file
+ * has results and every one of them comes from a passing run. Otherwise RELIABILITY.md is left alone and the report
+ * goes to FAILED_REPORT_FILE.
  */
 export function writeReport(): { written: boolean; file: string; reason?: string; text: string } {
   let files: string[] = [];
@@ -447,16 +487,20 @@ export function writeReport(): { written: boolean; file: string; reason?: string
   }));
   const text = renderReport(sets);
   const failed = sets.filter(({ set }) => set.passed !== true).map(({ name }) => name);
-  const target = failed.length === 0 && sets.length > 0 ? REPORT_FILE : FAILED_REPORT_FILE;
+  // Every reliability test file must have passed, not just those that have finished so far: a report made of the
+  // files that happened to pass would drop the failing ones' sections without a word.
+  const missing = reliabilityTestFiles().filter((file) => !sets.some(({ set }) => set.file === file));
+  const target = failed.length === 0 && missing.length === 0 ? REPORT_FILE : FAILED_REPORT_FILE;
   mkdirSync(dirname(target), { recursive: true });
   // Several test files may finish at once: write whole, then rename.
   const tmp = `${target}.${process.pid}.tmp`;
   writeFileSync(tmp, text);
   renameSync(tmp, target);
   if (target === REPORT_FILE) return { written: true, file: target, text };
-  const reason =
-    sets.length === 0
-      ? `no reliability results: ${REPORT_FILE} left as it is`
-      : `${REPORT_FILE} left as it is: results of a failing run (${failed.join(', ')}); the report is in ${FAILED_REPORT_FILE}`;
+  const why = [
+    failed.length > 0 ? `results of a failing run (${failed.join(', ')})` : '',
+    missing.length > 0 ? `no results yet from ${missing.join(', ')}` : '',
+  ].filter((x) => x !== '');
+  const reason = `${REPORT_FILE} left as it is: ${why.join('; ')}; the report so far is in ${FAILED_REPORT_FILE}`;
   return { written: false, file: target, reason, text };
 }

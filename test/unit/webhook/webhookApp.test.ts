@@ -247,9 +247,10 @@ t.test('retries and duplicates are delivered once', async (t) => {
   t.same(
     events.map((e) => e.kind),
     ['call_status', 'terminate'],
+    'each event delivered once: the retry and the duplicate item dropped',
   );
-  t.equal(await counter('call_status', 'duplicate'), 1);
-  t.equal(await counter('terminate', 'duplicate'), 1);
+  t.equal(await counter('call_status', 'duplicate'), 1, 'the retried call_status counted as a duplicate');
+  t.equal(await counter('terminate', 'duplicate'), 1, 'the repeated terminate item counted as a duplicate');
 });
 
 t.test('media_update: only versions above the newest seen are delivered', async (t) => {
