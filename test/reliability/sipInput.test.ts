@@ -40,7 +40,7 @@ const cases: SipCase[] = [
   { name: 'SDP with an audio line and no payload types', call: { user: PSID, sdp: sdp('m=audio 40000 RTP/AVP', []), auth: { username: 'pbx', password: 'pbx-password' } }, status: 488, log: /refus|codec|SDP/i },
   { name: 'SDP with only video', call: { user: PSID, sdp: sdp('m=video 40000 RTP/AVP 96', ['a=rtpmap:96 VP8/90000']), auth: { username: 'pbx', password: 'pbx-password' } }, status: 488, log: /refus|audio|SDP/i },
   { name: 'huge header (64 KiB) on an INVITE for a page we do not serve', call: { user: PSID, sdp: GOOD_SDP, headers: { 'X-Messenger-Page-ID': '9'.repeat(65_536) }, auth: { username: 'pbx', password: 'pbx-password' } }, status: 404, log: /refus/ },
-  { name: 'huge Request-URI user (8 KiB of digits)', call: { user: '7'.repeat(8192), sdp: GOOD_SDP, auth: { username: 'pbx', password: 'pbx-password' } }, status: 404, log: /refus/ },
+  { name: 'huge Request-URI user (8 KiB of digits)', call: { user: '7'.repeat(8192), sdp: GOOD_SDP, auth: { username: 'pbx', password: 'pbx-password' } }, status: 400, log: /malformed PSID/ },
   { name: 'huge unrelated header (64 KiB) on a call without permission', call: { user: '1111', sdp: GOOD_SDP, headers: { 'X-Junk': 'x'.repeat(65_536) }, auth: { username: 'pbx', password: 'pbx-password' } }, status: 403, log: /refus|permission/ },
 ];
 
