@@ -30,7 +30,7 @@ t.test('receiver: one digit per event despite repeated end packets; duration in 
   feed(receiver, packet(5, true, 4800, 1000, seq++));
   feed(receiver, packet(11, true, 4800, 2000, seq++));
   receiver.close();
-  t.same(got, ['begin 5', 'end 5 100', 'begin #', 'end # 100']);
+  t.same(got, ['begin 5', 'end 5 100', 'begin #', 'end # 100'], 'event codes 5 and 11 read as digits 5 and #, each once');
 });
 
 t.test('receiver: an event whose end packets are all lost ends after a timeout', async (t) => {
@@ -41,9 +41,9 @@ t.test('receiver: an event whose end packets are all lost ends after a timeout',
   });
   feed(receiver, packet(1, false, 160, 500, 1));
   feed(receiver, packet(1, false, 800, 500, 2));
-  t.same(got, ['begin 1']);
+  t.same(got, ['begin 1'], 'event code 1 begins digit 1');
   await new Promise((r) => setTimeout(r, 400));
-  t.same(got, ['begin 1', 'end 1 100']);
+  t.same(got, ['begin 1', 'end 1 100'], 'digit 1 ends after the timeout');
   receiver.close();
 });
 
