@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything messenger-sip-bridge needs on Debian 12, from Debian's archive and npm only:
 #   - Debian packages: mediasoup-worker (from the `experimental` suite, pinned low so nothing else comes from it),
-#     sip-tester (sipp), baresip-core, rtpengine-daemon (tests and benchmarks), systemd (systemd-analyze)
+#     sip-tester (sipp), baresip-core, rtpengine-daemon (tests and benchmarks), systemd (systemd-analyze),
+#     redis-server (the shared store of several instances, `cluster:`; the cluster tests start their own)
 #   - npm packages from package-lock.json (npm ci), then the TypeScript build (dist/)
 # Idempotent. Needs root (or sudo) for apt.
 set -euo pipefail
@@ -51,7 +52,7 @@ log "apt-get update"
 $SUDO apt-get update -qq
 log "installing Debian packages"
 $SUDO apt-get install -y -qq --no-install-recommends \
-  mediasoup-worker=3.8.4~dfsg1-1 sip-tester baresip-core rtpengine-daemon systemd strace openssl >/dev/null
+  mediasoup-worker=3.8.4~dfsg1-1 sip-tester baresip-core rtpengine-daemon systemd strace openssl redis-server >/dev/null
 
 if [ ! -x "$WORKER_BIN" ]; then
   echo "[install] $WORKER_BIN is missing after installing mediasoup-worker" >&2

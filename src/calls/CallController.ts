@@ -59,6 +59,8 @@ export interface CallControllerDeps {
   /** Admission by load (calls/Admission); without it only `maxConcurrent` limits. */
   admission?: AdmissionPort;
   options: CallControllerOptions;
+  /** Asked before each new call (both directions): a refusal while something shared is missing (the cluster's Redis). */
+  admit?: () => SipRefusal | undefined;
 }
 
 /** How long an event for a call id we do not know yet is kept (a webhook may beat Graph connect's response). */
@@ -176,6 +178,8 @@ export class CallController implements MetaEventSink {
     const pageId = event.pageId;
     const refuse = (outcome: CallOutcome, reason: string): void => this.#rejectConnect(event, outcome, reason);
     if (this.#closed || this.#draining) return refuse('rejected_draining', 'bridge is draining');
+    const gate = this.#deps.admit?.();
+    if (gate) return refuse(gate.outcome, gate.reason);
     const refusal = this.#admissionRefusal();
     if (refusal) return refuse(refusalForAdmission(refusal).outcome, refusal.detail);
     if (!this.#deps.sip.connected) return refuse('sip_failed', 'not connected to drachtio-server');
@@ -230,6 +234,8 @@ export class CallController implements MetaEventSink {
       if (this.registry.has(`b-${incoming.sipCallId}`)) return refuse(REFUSALS.duplicateCallId);
       const limited = this.#sources.check(incoming.sourceAddress);
       if (limited) return refuse(limited === 'rate' ? REFUSALS.sourceRate : REFUSALS.sourceConcurrent, incoming.sourceAddress);
+      const gate = this.#deps.admit?.();
+      if (gate) return refuse(gate);
       const refusal = this.#admissionRefusal();
       if (refusal) return refuse(refusalForAdmission(refusal), refusal.detail);
       if (!this.#deps.media.healthy) return refuse(REFUSALS.mediaDown);

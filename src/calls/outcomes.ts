@@ -21,6 +21,7 @@ export const REFUSALS = {
   capacity: { status: 503, reason: 'bridge at capacity', outcome: 'rejected_capacity' },
   sipDown: { status: 503, reason: 'SIP leg not connected', outcome: 'sip_failed' },
   mediaDown: { status: 503, reason: 'no media worker available', outcome: 'media_failed' },
+  clusterDown: { status: 503, reason: 'cluster store (Redis) unreachable', outcome: 'rejected_capacity' },
   noPsid: { status: 404, reason: 'no PSID in the request', outcome: 'rejected_unknown_page' },
   unknownPage: { status: 404, reason: 'unknown page', outcome: 'rejected_unknown_page' },
   noPermission: { status: 403, reason: 'no call permission from this person', outcome: 'rejected_no_permission' },

@@ -421,6 +421,43 @@ const LoggingSchema = z
   .strict()
   .prefault({});
 
+/**
+ * Several instances behind one webhook URL, sharing a Redis: call ownership, webhooks handed to the owner, dedupe
+ * across instances, placement of new calls, and the calls of a lost instance ended toward Meta. Off by default.
+ */
+const ClusterSchema = z
+  .object({
+    enabled: z.boolean().default(false),
+    /** This instance's name in the cluster; unique per running process. Default: `<hostname>-<pid>`. */
+    instance_id: z
+      .string()
+      .regex(/^[A-Za-z0-9._-]{1,64}$/, 'letters, digits, ".", "_" and "-" only (1-64)')
+      .optional(),
+    redis: z
+      .object({
+        host: z.string().min(1).default('127.0.0.1'),
+        port: Port.default(6379),
+        password: z.string().optional(),
+        db: z.number().int().min(0).max(15).default(0),
+        /** Prefix of every key and channel (several deployments may share one Redis). */
+        key_prefix: z.string().max(64).default('msb:'),
+        /** Deadline of each Redis command (ms). */
+        command_timeout_ms: PositiveMs.default(1000),
+      })
+      .strict()
+      .prefault({}),
+    /** How often an instance says it is alive and refreshes the calls it owns (ms). */
+    heartbeat_ms: PositiveMs.min(100).default(1000),
+    /** An instance silent this long is lost: a survivor ends its calls toward Meta (ms). */
+    peer_timeout_ms: PositiveMs.min(500).default(4000),
+    /** Expiry of a call's ownership record, refreshed every heartbeat while the call lives (ms). */
+    ownership_ttl_ms: PositiveMs.default(30_000),
+    /** How long a webhook's dedupe key is kept in Redis (ms). */
+    dedupe_ttl_ms: PositiveMs.default(15 * 60_000),
+  })
+  .strict()
+  .prefault({});
+
 function checkPortRange(
   ctx: z.RefinementCtx,
   range: { min_port: number; max_port: number },
@@ -443,6 +480,7 @@ export const ConfigSchema = z
     messenger: MessengerSchema,
     calls: CallsSchema,
     logging: LoggingSchema,
+    cluster: ClusterSchema,
   })
   .strict()
   .superRefine((cfg, ctx) => {
@@ -468,6 +506,9 @@ export const ConfigSchema = z
         });
       }
     });
+    if (cfg.cluster.peer_timeout_ms < 2 * cfg.cluster.heartbeat_ms) {
+      ctx.addIssue({ code: 'custom', path: ['cluster', 'peer_timeout_ms'], message: 'must be at least twice cluster.heartbeat_ms' });
+    }
     checkPortRange(ctx, cfg.media.rtp, ['media', 'rtp']);
     checkPortRange(ctx, cfg.messenger.ice, ['messenger', 'ice']);
     checkPortRange(ctx, cfg.media.internal_ports, ['media', 'internal_ports']);
@@ -505,4 +546,5 @@ export const SECRET_PATHS: readonly string[] = [
   'pages[].access_token',
   'sip.drachtio.secret',
   'sip.digest.password',
+  'cluster.redis.password',
 ];

@@ -8,6 +8,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Admission, type AdmissionLimits } from '../calls/Admission.js';
 import { CallController, type CallControllerOptions } from '../calls/CallController.js';
+import { createClusterNode, type ClusterNode } from '../cluster/index.js';
 import type { CallMediaStats, CallMetricsSink, CallRoute, LoadReading, PbxCodecName } from '../calls/ports.js';
 import { configWarnings, pageIds, pageTokens, routeCodecs, type Config } from '../config/index.js';
 import { GraphClient } from '../graph/index.js';
@@ -50,6 +51,8 @@ export class Daemon {
   readonly admission: Admission;
   /** Reads the load signals; media threads add their own sources to it. */
   readonly loadMonitor: LoadMonitor;
+  /** This instance's place among several behind one webhook URL (`cluster.enabled`); undefined for a single one. */
+  readonly cluster: ClusterNode | undefined;
   /** `http://host:port` + webhook path, as listening. */
   webhookUrl = '';
   /** `http://host:port` of the admin listener. */
@@ -77,6 +80,7 @@ export class Daemon {
     admission: Admission;
     loadMonitor: LoadMonitor;
     controller: CallController;
+    cluster: ClusterNode | undefined;
     webhookApp: FastifyInstance;
     adminApp: FastifyInstance;
   }) {
@@ -92,6 +96,7 @@ export class Daemon {
     this.#graph = parts.graph;
     this.#pageTokens = parts.pageTokens;
     this.controller = parts.controller;
+    this.cluster = parts.cluster;
     this.#webhookApp = parts.webhookApp;
     this.#adminApp = parts.adminApp;
   }
@@ -115,6 +120,7 @@ export class Daemon {
     // The SIP ACL also names the sources a comedia RTP port may latch onto; a reload replaces it.
     let sipAcl = createAcl(config.sip.acl);
     let loadMonitor: LoadMonitor | undefined;
+    let cluster: ClusterNode | undefined;
     try {
       const prepared = config.calls.prepared_media;
       media = new MediasoupMediaEngine({
@@ -207,6 +213,15 @@ export class Daemon {
         metrics: callMetrics(metrics),
         admission,
         options: controllerOptions(config),
+        admit: () => cluster?.admit(),
+      });
+      cluster = createClusterNode(config, {
+        controller,
+        graph,
+        registry: metrics.registry,
+        log,
+        maxConcurrent: () => daemon.#config.calls.max_concurrent,
+        refusing: () => admission.status().refusing,
       });
 
       const adminApp = buildAdminApp({ metrics, readiness: () => daemon.readiness() });
@@ -214,7 +229,8 @@ export class Daemon {
       let webhookSettings = webhookSettingsFromConfig(config);
       const webhookApp = buildWebhookApp({
         settings: () => webhookSettings,
-        sink: controller,
+        // With a cluster, events go through it: dedupe in Redis, then applied here or handed to the call's owner.
+        sink: cluster ?? controller,
         log,
         metrics,
       });
@@ -231,6 +247,7 @@ export class Daemon {
         admission,
         loadMonitor,
         controller,
+        cluster,
         webhookApp,
         adminApp,
       });
@@ -243,6 +260,7 @@ export class Daemon {
         await sip.whenConnected(AbortSignal.timeout(options.waitForSipMs)).catch(() => {
           log.warn({ waitedMs: options.waitForSipMs }, 'drachtio-server not connected yet; calls are refused until it is');
         });
+        await cluster?.whenUp(AbortSignal.timeout(options.waitForSipMs)).catch(() => undefined);
       }
 
       const adminAddress = await adminApp.listen({ host: config.admin.listen.host, port: config.admin.listen.port });
@@ -257,6 +275,7 @@ export class Daemon {
       );
       return daemon;
     } catch (err) {
+      await cluster?.close();
       loadMonitor?.close();
       preparedIce?.close();
       media?.close();
@@ -272,6 +291,7 @@ export class Daemon {
       drachtio: this.sip.connected,
       not_draining: !this.controller.draining && !this.#stopped,
       load: true,
+      ...(this.cluster ? { cluster_redis: this.cluster.up } : {}),
     };
     const load = this.admission.status();
     checks.load = !load.refusing;
@@ -308,6 +328,7 @@ export class Daemon {
     this.loadMonitor.close();
     await this.#webhookApp.close();
     await this.controller.close();
+    await this.cluster?.close();
     await this.#adminApp.close();
     this.sip.close();
     this.preparedIce?.close();

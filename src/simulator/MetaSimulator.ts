@@ -115,6 +115,11 @@ export class MetaSimulator extends TypedEmitter<MetaSimulatorEvents> {
     this.webhooks.url = url;
   }
 
+  /** Deliver webhooks round-robin across several bridges (each attempt to the next one); empty: back to one URL. */
+  setWebhookUrls(urls: string[]): void {
+    this.webhooks.urls = [...urls];
+  }
+
   get webhookUrl(): string {
     return this.webhooks.url;
   }

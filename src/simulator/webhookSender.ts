@@ -142,6 +142,12 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 export class WebhookSender {
   /** Where deliveries go; may be changed between deliveries (the bridge's URL is known after it listens). */
   url: string;
+  /**
+   * Several bridges behind one balancer: when not empty, each attempt (first tries and retries alike) goes to the
+   * next of these in turn, as a round-robin proxy would send them, and `url` is not used.
+   */
+  urls: string[] = [];
+  #nextUrl = 0;
   readonly #appSecret: string;
   readonly #log?: Logger;
   readonly #attempts: number;
@@ -177,7 +183,8 @@ export class WebhookSender {
     let status = 0;
     for (let attempt = 1; attempt <= this.#attempts; attempt++) {
       try {
-        const response = await fetch(this.url, {
+        const url = this.urls.length > 0 ? this.urls[this.#nextUrl++ % this.urls.length]! : this.url;
+        const response = await fetch(url, {
           method: 'POST',
           headers: { 'content-type': 'application/json', 'x-hub-signature-256': signature },
           body: payload,

@@ -71,7 +71,8 @@ export interface EventFilterOptions {
   now?: () => number;
 }
 
-function dedupeKey(event: MetaEvent): string {
+/** What makes two deliveries the same event (Meta retries byte-identical items). */
+export function dedupeKey(event: MetaEvent): string {
   switch (event.kind) {
     case 'connect':
       return `${event.callId}|connect|${event.timestamp}`;
