@@ -92,6 +92,8 @@ export class ClusterNode implements MetaEventSink {
   /** Live peers (this instance excluded) as of the last heartbeat. */
   #peers = new Map<string, PeerState>();
   #up = false;
+  /** The subscriber listens on this instance's channel (since its last connection). */
+  #subscribed = false;
   #upSince = 0;
   #downLogged = false;
   #ticking = false;
@@ -117,15 +119,17 @@ export class ClusterNode implements MetaEventSink {
     };
     // Commands fail at once while disconnected (no queue that replays stale ownership later) and within a deadline.
     this.#cmd = new Redis({ ...base, enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: config.redis.command_timeout_ms });
-    // The subscriber queues its SUBSCRIBE until connected and subscribes again after each reconnect.
-    this.#sub = new Redis({ ...base, autoResubscribe: true, maxRetriesPerRequest: null });
+    // The subscriber subscribes on each (re)connection itself: ioredis 6.0.0's autoResubscribe sends its SUBSCRIBE
+    // without handling a rejection, so a connection lost during it would end the process (unhandled rejection).
+    this.#sub = new Redis({ ...base, autoResubscribe: false, maxRetriesPerRequest: null });
     for (const client of [this.#cmd, this.#sub]) {
       client.on('ready', () => this.#linkChanged());
       client.on('close', () => this.#linkChanged());
       client.on('error', (err: Error) => this.#linkError(err));
     }
+    this.#sub.on('ready', () => this.#subscribe());
+    this.#sub.on('close', () => (this.#subscribed = false));
     this.#sub.on('message', (_channel: string, message: string) => this.#received(message));
-    void this.#sub.subscribe(this.#channel(this.instanceId)).catch((err: unknown) => this.#log.debug({ err }, 'subscribe deferred'));
     this.#unobserve = deps.registry.observe({
       metaCallIdKnown: (call, metaCallId) => this.#recordOwned(call, metaCallId),
       removed: (call) => this.#forgetOwned(call),
@@ -443,8 +447,18 @@ export class ClusterNode implements MetaEventSink {
   // Redis link
   // ------------------------------------------------------------------------------------------------------------
 
+  #subscribe(): void {
+    this.#sub.subscribe(this.#channel(this.instanceId)).then(
+      () => {
+        this.#subscribed = true;
+        this.#linkChanged();
+      },
+      (err: unknown) => this.#log.debug({ err }, 'subscribing to this instance\'s channel failed (retried on reconnect)'),
+    );
+  }
+
   #linkChanged(): void {
-    const up = !this.#closed && this.#cmd.status === 'ready' && this.#sub.status === 'ready';
+    const up = !this.#closed && this.#cmd.status === 'ready' && this.#sub.status === 'ready' && this.#subscribed;
     if (up === this.#up) return;
     this.#up = up;
     this.#deps.metrics.redisUp(up);

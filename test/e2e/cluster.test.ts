@@ -70,7 +70,12 @@ t.test('three instances behind one URL with Redis', { timeout: 170_000, skip: mi
   });
   // On failure, what each bridge logged last says why.
   t.teardown(() => {
-    if (!t.passing()) for (const i of instances) t.comment(`--- ${i.id} (last lines) ---\n${i.output().split('\n').slice(-25).join('\n')}`);
+    if (t.passing()) return;
+    for (const i of instances) {
+      const lines = i.output().split('\n');
+      t.comment(`--- ${i.id}: cluster lines ---\n${lines.filter((l) => l.includes('"component":"cluster"')).slice(-30).join('\n')}`);
+      t.comment(`--- ${i.id}: last lines ---\n${lines.slice(-15).join('\n')}`);
+    }
   });
   const startInstance = async (index: number): Promise<Instance> => {
     const drachtio = await startDrachtioDouble();
