@@ -97,6 +97,8 @@ export class ClusterNode implements MetaEventSink {
   #upSince = 0;
   #downLogged = false;
   #ticking = false;
+  /** Lost instances whose calls this instance is ending now. */
+  readonly #reaping = new Set<string>();
   #timer: NodeJS.Timeout | undefined;
   #unobserve: (() => void) | undefined;
   #closed = false;
@@ -388,7 +390,15 @@ export class ClusterNode implements MetaEventSink {
     metrics.peersSeen(peers.size + 1);
     // Just back from an outage, the others may not have written their heartbeat yet: wait one peer timeout.
     if (Date.now() - this.#upSince < config.peer_timeout_ms) return;
-    for (const id of lost) await this.#reap(id);
+    // Not awaited: ending calls waits on Graph, and this instance's own heartbeat must go on meanwhile (else the
+    // others would take it for lost in turn).
+    for (const id of lost) {
+      if (this.#reaping.has(id)) continue;
+      this.#reaping.add(id);
+      void this.#reap(id)
+        .catch((err: unknown) => this.#log.warn({ err, lost: id }, 'ending a lost instance\'s calls failed (retried when its lock expires)'))
+        .finally(() => this.#reaping.delete(id));
+    }
   }
 
   /** End a lost instance's calls toward Meta, once across survivors. */

@@ -103,8 +103,10 @@ t.test('three instances behind one URL with Redis', { timeout: 170_000, skip: mi
         `routes: [{ name: default, match: {}, targets: ["${drachtio.pbx.uri('support')}"], codecs: [PCMU] }]`,
         `media: { workers: 1, rtp: { listen_ip: 127.0.0.1, min_port: 0, max_port: 0 }, internal_ports: { min_port: ${31000 + index * 1000}, max_port: ${31999 + index * 1000} } }`,
         `messenger: { ice: { listen_ip: 127.0.0.1, min_port: ${41000 + index * 1000}, max_port: ${41999 + index * 1000} } }`,
-        'calls: { drain_timeout_ms: 1000, accept_deadline_ms: 10000 }',
-        `cluster: { enabled: true, instance_id: bridge-${index}, redis: { port: ${redis.port} }, heartbeat_ms: 500, peer_timeout_ms: 2500 }`,
+        // Load admission off, as in the other end-to-end tests: this file is about the cluster, not about a loaded host.
+        'calls: { drain_timeout_ms: 1000, accept_deadline_ms: 10000, admission: { enabled: false } }',
+        // The default heartbeat and peer timeout: shorter ones take a bridge stalled by a loaded machine for lost.
+        `cluster: { enabled: true, instance_id: bridge-${index}, redis: { port: ${redis.port} }, heartbeat_ms: 1000, peer_timeout_ms: 4000 }`,
         '',
       ].join('\n'),
     );
@@ -196,12 +198,13 @@ t.test('three instances behind one URL with Redis', { timeout: 170_000, skip: mi
       call.pbx.clearReceived();
       call.session.clearReceived();
     }
-    await sleep(1200);
+    await sleep(1500);
     for (const call of list) {
-      const atPbx = analyzeTail(call.pbx.receivedPcm(), 8000, TONE_FROM_META);
-      const atMeta = analyzeTail(call.session.receivedPcm(), 48000, TONE_FROM_PBX);
-      t.ok(atPbx.detected, `${when}: call ${call.callId} (bridge-${call.owner}): ${TONE_FROM_META} Hz from Meta at the PBX (${atPbx.peakHz.toFixed(0)} Hz)`);
-      t.ok(atMeta.detected, `${when}: call ${call.callId} (bridge-${call.owner}): ${TONE_FROM_PBX} Hz from the PBX at Meta (${atMeta.peakHz.toFixed(0)} Hz)`);
+      // The median of 100 ms windows over the last second: one stall of a loaded machine does not decide.
+      const atPbx = analyzeTail(call.pbx.receivedPcm(), 8000, TONE_FROM_META, 1);
+      const atMeta = analyzeTail(call.session.receivedPcm(), 48000, TONE_FROM_PBX, 1);
+      t.ok(atPbx.detected, `${when}: call ${call.callId} (bridge-${call.owner}): ${TONE_FROM_META} Hz from Meta at the PBX (${atPbx.peakHz.toFixed(0)} Hz, power ratio ${atPbx.powerRatio.toFixed(2)})`);
+      t.ok(atMeta.detected, `${when}: call ${call.callId} (bridge-${call.owner}): ${TONE_FROM_PBX} Hz from the PBX at Meta (${atMeta.peakHz.toFixed(0)} Hz, power ratio ${atMeta.powerRatio.toFixed(2)})`);
     }
   };
 
@@ -261,12 +264,13 @@ t.test('three instances behind one URL with Redis', { timeout: 170_000, skip: mi
     t.ok(seconds < 10, `... within 10 s of the kill (${seconds.toFixed(1)} s)`);
   }
   await until(() => survivors.some((i) => i.output().includes('instance lost: ending its calls toward Meta')), 3000, 'reaper log');
-  t.equal(
-    survivors.map((i) => i.output().split('instance lost: ending its calls toward Meta').length - 1).reduce((a, b) => a + b, 0),
-    1,
-    'exactly one survivor ended the lost instance\'s calls',
-  );
-  t.equal(await metric(survivors, 'msb_cluster_calls_reaped_total', 'result="ok"'), victimCalls.length, 'one Graph action per call of the lost instance');
+  const lostLines = instances.flatMap((i) => i.output().split('\n').filter((l) => l.includes('instance lost: ending its calls toward Meta')));
+  t.equal(lostLines.filter((l) => l.includes(`"lost":"${victim.id}"`)).length, 1, 'exactly one survivor ended the lost instance\'s calls');
+  t.equal(lostLines.length, 1, 'no live instance was taken for lost');
+  // The reaper counts a call once Graph answered; Meta's terminate event comes just before that answer.
+  const reaped = async (): Promise<number> => metric(survivors, 'msb_cluster_calls_reaped_total', 'result="ok"');
+  for (let end = Date.now() + 8000; Date.now() < end && (await reaped()) < victimCalls.length; ) await sleep(100);
+  t.equal(await reaped(), victimCalls.length, 'one Graph action per call of the lost instance');
   await checkAudio(t, otherCalls, 'after the kill');
 
   // -- Redis stopped and started again ----------------------------------------------------------------------------
