@@ -307,3 +307,19 @@ t.test('sip.transfer: on for any host by default; allowed_hosts takes hosts with
   }
   t.equal(loadConfig(examplePath, exampleEnv).sip.transfer.enabled, true, 'the example documents it and loads');
 });
+
+t.test('cluster: off by default, its rules, and the Redis password a secret', async (t) => {
+  const single = parseConfigText(minimal, {});
+  t.equal(single.cluster.enabled, false, 'without a cluster section the bridge is a single instance');
+  t.match(single.cluster, { heartbeat_ms: 1000, peer_timeout_ms: 4000, redis: { host: '127.0.0.1', port: 6379, key_prefix: 'msb:' } });
+  t.match(
+    problemsOf(() => parseConfigText(`${minimal}cluster: { enabled: true, heartbeat_ms: 1000, peer_timeout_ms: 1500 }\n`, {})).join('\n'),
+    /cluster\.peer_timeout_ms.*twice cluster\.heartbeat_ms/,
+    'a peer timeout shorter than two heartbeats would take live instances for lost',
+  );
+  t.match(problemsOf(() => parseConfigText(`${minimal}cluster: { instance_id: "a b" }\n`, {})).join('\n'), /cluster\.instance_id/);
+  t.match(problemsOf(() => parseConfigText(`${minimal}cluster: { redis: { hots: x } }\n`, {})).join('\n'), /cluster\.redis/, 'a typo is an error');
+  const config = parseConfigText(`${minimal}cluster: { enabled: true, redis: { password: "\${REDIS_PASSWORD}" } }\n`, { REDIS_PASSWORD: 'pw-value' });
+  t.equal(config.cluster.redis.password, 'pw-value', 'from the environment');
+  t.notMatch(JSON.stringify(redactConfig(config)), /pw-value/, 'redacted in dumps');
+});
