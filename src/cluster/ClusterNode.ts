@@ -97,6 +97,8 @@ export class ClusterNode implements MetaEventSink {
   #upSince = 0;
   #downLogged = false;
   #ticking = false;
+  /** The first heartbeat of this process went through (calls of a previous run with this id were looked at). */
+  #joined = false;
   /** Lost instances whose calls this instance is ending now. */
   readonly #reaping = new Set<string>();
   #timer: NodeJS.Timeout | undefined;
@@ -356,6 +358,10 @@ export class ClusterNode implements MetaEventSink {
   async #heartbeat(): Promise<void> {
     const { config, headroom, registry, metrics } = this.#deps;
     const me = this.instanceId;
+    if (!this.#joined) {
+      await this.#endPreviousRun();
+      this.#joined = true;
+    }
     const state: PeerState = { load: headroom.load(), room: headroom.hasRoom() };
     const calls = registry.all().filter((call) => call.metaCallId !== undefined);
     const owned: Record<string, string> = {};
@@ -443,6 +449,20 @@ export class ClusterNode implements MetaEventSink {
         log.warn({ err, action }, 'ending a lost instance\'s call toward Meta failed');
       }
     }
+  }
+
+  /**
+   * Calls recorded under this instance id before this process started: a previous run with the same `instance_id`
+   * (restarted within `peer_timeout_ms`, so never seen as lost) left them, and nobody else will end them toward Meta.
+   */
+  async #endPreviousRun(): Promise<void> {
+    const me = this.instanceId;
+    const previous = Object.entries(await this.#cmd.hgetall(this.#key('owned', me))).filter(
+      ([callId]) => !this.#deps.registry.byMetaCallId(callId),
+    );
+    if (previous.length === 0) return;
+    this.#log.warn({ calls: previous.length }, 'calls left by a previous run of this instance: ending them toward Meta');
+    await Promise.all(previous.map(([callId, raw]) => this.#endLostCall(me, callId, raw)));
   }
 
   /** This instance was taken for lost (cut off from Redis too long): its calls were ended toward Meta. */

@@ -175,6 +175,15 @@ t.test('cluster node', { skip: missing ?? false }, async (t) => {
     t.equal(await admin.exists('msb:owned:gone'), 0, 'its call records are gone');
   });
 
+  await t.test('restarted with the same instance id: the calls of the previous run are ended toward Meta', async (t) => {
+    await admin.hset('msb:owned:again', 'before-restart', JSON.stringify({ pageId: '1', direction: 'user_initiated', accepted: true }));
+    const n = start('again');
+    await ready(n);
+    await until(() => n.graph.length > 0, 3000, 'ended');
+    t.same(n.graph, [{ action: 'terminate', callId: 'before-restart' }], 'terminated once');
+    t.equal(await admin.hexists('msb:owned:again', 'before-restart'), 0, 'no longer recorded as this instance\'s call');
+  });
+
   await t.test('Redis unreachable: new calls refused, one log line each way, reconnects by itself', async (t) => {
     const n = start('outage');
     await ready(n);
