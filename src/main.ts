@@ -126,7 +126,7 @@ async function runDaemon(file: string): Promise<number> {
       try {
         const next = loadConfig(file);
         daemon.reload(next);
-        log.info('configuration reloaded (pages and routes)');
+        log.info('configuration reloaded');
       } catch (err) {
         log.error({ err: err instanceof ConfigError ? err.problems : err }, 'reload failed: keeping the running configuration');
       }

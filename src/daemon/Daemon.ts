@@ -23,6 +23,8 @@ import { applyWeriftPatches } from '../messenger/werift/index.js';
 import { Metrics, buildAdminApp, type Readiness } from '../observability/index.js';
 import { LoadMonitor, eventLoopSource, lateAudioSource, workerCpuSource } from '../observability/LoadMonitor.js';
 import { createAcl } from '../sip/acl.js';
+import { keysNeedingRestart } from '../config/reloadable.js';
+import { ConfigError } from '../core/errors.js';
 import { DrachtioSipLeg } from '../sip/DrachtioSipLeg.js';
 import { applyDrachtioSrfPatches } from '../sip/drachtioSrfPatches.js';
 import { selectRoute } from '../sip/routing.js';
@@ -302,8 +304,20 @@ export class Daemon {
     };
   }
 
-  /** Apply pages and routes from a new config; live calls keep what they started with. */
+  /**
+   * Apply a new config: pages and tokens, routes, webhook secrets, the SIP ACL and digest credentials (also for the
+   * RTP latch), appsecret_proof, call limits and transfer rules (see config/reloadable.ts). Live calls keep their
+   * route. Throws ConfigError naming the keys that changed but need a restart (e.g. `sip.drachtio.secret`); then
+   * nothing is applied.
+   */
   reload(config: Config): void {
+    const restart = keysNeedingRestart(this.#config, config);
+    if (restart.length > 0) {
+      throw new ConfigError(restart.map((key) => `${key}: changed, but only a restart applies it (reload refused, nothing changed)`));
+    }
+    // First what can fail (a bad CIDR), so that a failed reload changes nothing.
+    this.sip.updateSecurity({ acl: config.sip.acl, ...(config.sip.digest ? { digest: config.sip.digest } : {}) });
+    this.#graph.setAppSecretForProof(config.meta.appsecret_proof ? config.meta.app_secret : undefined);
     const tokens = pageTokens(config);
     this.#pageTokens.clear();
     for (const [id, token] of tokens) this.#pageTokens.set(id, token);

@@ -173,7 +173,7 @@ export class GraphClient implements GraphPort {
   readonly #log: Logger;
   readonly #metrics?: Metrics;
   readonly #retry: Required<RetryOptions>;
-  readonly #appSecretForProof?: string;
+  #appSecretForProof?: string;
 
   constructor(options: GraphClientOptions) {
     this.#baseUrl = options.baseUrl.replace(/\/+$/, '');
@@ -238,6 +238,11 @@ export class GraphClient implements GraphPort {
       retry: 'safe',
       signal,
     });
+  }
+
+  /** Send `appsecret_proof` keyed with this app secret from now on, or none (configuration reload). */
+  setAppSecretForProof(appSecret: string | undefined): void {
+    this.#appSecretForProof = appSecret;
   }
 
   async connect(pageId: string, psid: string, sdpOffer: string, signal?: AbortSignal): Promise<ConnectResult> {

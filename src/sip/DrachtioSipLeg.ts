@@ -84,8 +84,8 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
   readonly #options: DrachtioSipLegOptions;
   readonly #log: Logger;
   readonly #srf: Srf;
-  readonly #acl: Acl;
-  readonly #digest: DigestAuthenticator | undefined;
+  #acl: Acl;
+  #digest: DigestAuthenticator | undefined;
   readonly #onSipResponse: (direction: SipResponseDirection, status: number) => void;
   /** Fail functions of pending outbound attempts (connection lost, leg closed). */
   readonly #pending = new Set<(err: SipError) => void>();
@@ -134,6 +134,17 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
       reconnect: { retryMaxDelay: options.reconnectMaxDelayMs ?? 5000 },
     });
     this.#log.info({ host: options.host, port: options.port }, 'connecting to drachtio-server');
+  }
+
+  /**
+   * Replace the ACL and digest credentials (configuration reload): the next request is checked against the new
+   * ones, including in-dialog requests of calls in progress. Throws ConfigError on a bad CIDR (nothing changes).
+   */
+  updateSecurity(security: { acl: readonly string[]; digest?: DigestCredentials }): void {
+    const acl = createAcl(security.acl);
+    this.#acl = acl;
+    this.#digest = security.digest ? new DigestAuthenticator({ credentials: security.digest }) : undefined;
+    this.#log.info({ acl: acl.blocks, digest: security.digest !== undefined }, 'SIP ACL and digest credentials applied');
   }
 
   get connected(): boolean {
