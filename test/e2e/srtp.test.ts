@@ -8,8 +8,9 @@
 import dgram from 'node:dgram';
 import { pino } from 'pino';
 import t from 'tap';
-import { startDrachtioDouble } from '../../src/simulator/drachtio/index.js';
-import { DEMO_PAGE_ID, DEMO_PSID, startLoopbackBridgeOn } from '../../src/simulator/loopbackBridge.js';
+import type { Test } from 'tap';
+import { startDrachtioDouble, type DrachtioDouble } from '../../src/simulator/drachtio/index.js';
+import { DEMO_PAGE_ID, DEMO_PSID, startLoopbackBridgeOn, type DrachtioAddress } from '../../src/simulator/loopbackBridge.js';
 import { baresipAvailable, freeUdpPort, startBaresipUa } from '../../src/simulator/pbx/baresipUa.js';
 import { createRtpPeer } from '../helpers/rtpPeer.js';
 import { analyzeTone } from '../helpers/tone.js';
@@ -53,10 +54,16 @@ function heardAt(ua: { heard(): { pcm: Int16Array; sampleRate: number } | undefi
   return analyzeTone(heard.pcm.slice(-Math.round(rate * 1.2), -Math.round(rate * 0.2)), rate, hz);
 }
 
-t.test('consumer-initiated call to baresip with mediaenc=srtp-mand: SRTP both ways, tones checked, forged packets dropped and counted', { skip: skipReason }, async (t) => {
-  const drachtio = await startDrachtioDouble({ sipNetwork: 'udp' });
-  t.teardown(() => drachtio.close());
-  const ua = await startBaresipUa({ port: await freeUdpPort(), toneHz: PBX_TONE_HZ, codec: 'PCMU', mediaenc: 'srtp-mand' });
+/**
+ * A consumer-initiated call to baresip (mediaenc=srtp-mand) with media.srtp required, through `drachtio`: the double
+ * (then the SIP on its wire is checked and forged packets are sent at the bridge's RTP port) or a real server.
+ */
+async function consumerCallToBaresip(
+  t: Test,
+  drachtio: DrachtioAddress,
+  options: { double?: DrachtioDouble; tls?: boolean },
+): Promise<void> {
+  const ua = await startBaresipUa({ port: await freeUdpPort(), toneHz: PBX_TONE_HZ, codec: 'PCMU', mediaenc: 'srtp-mand', tls: options.tls });
   t.teardown(() => ua.close());
   const bridge = await startLoopbackBridgeOn(
     { log, codecs: ['PCMU'], config: { media: { workers: 1, rtp: { listen_ip: '127.0.0.1', min_port: 0, max_port: 0 }, srtp: 'required' } } },
@@ -67,27 +74,32 @@ t.test('consumer-initiated call to baresip with mediaenc=srtp-mand: SRTP both wa
 
   const callId = bridge.sim.placeCall({ pageId: DEMO_PAGE_ID, psid: DEMO_PSID });
   const session = await bridge.sim.waitForSession(callId, 15_000);
-  const invite = drachtio.sent({ method: 'INVITE' })[0]!;
-  t.match(invite.body, /^m=audio \d+ RTP\/SAVP 0 101/m, 'the INVITE offers RTP/SAVP');
-  t.match(invite.body, /^a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:[A-Za-z0-9+/]{40}$/m, 'with a key for AES_CM_128_HMAC_SHA1_80');
-  t.match(invite.body, /^a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:/m, 'and one for AES_CM_128_HMAC_SHA1_32');
-  const answer = drachtio.received({ status: 200 }).find((m) => m.body.includes('m=audio'))!;
-  t.match(answer.body, /^m=audio \d+ RTP\/SAVP /m, 'baresip answered RTP/SAVP');
-  t.match(answer.body, /^a=crypto:\d+ AES_CM_128_HMAC_SHA1_(80|32) inline:/m, 'with its key for one of our suites');
+  const wire = options.double;
+  const invite = wire?.sent({ method: 'INVITE' })[0];
+  if (wire && invite) {
+    t.match(invite.body, /^m=audio \d+ RTP\/SAVP 0 101/m, 'the INVITE offers RTP/SAVP');
+    t.match(invite.body, /^a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:[A-Za-z0-9+/]{40}$/m, 'with a key for AES_CM_128_HMAC_SHA1_80');
+    t.match(invite.body, /^a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:/m, 'and one for AES_CM_128_HMAC_SHA1_32');
+    const answer = wire.received({ status: 200 }).find((m) => m.body.includes('m=audio'))!;
+    t.match(answer.body, /^m=audio \d+ RTP\/SAVP /m, 'baresip answered RTP/SAVP');
+    t.match(answer.body, /^a=crypto:\d+ AES_CM_128_HMAC_SHA1_(80|32) inline:/m, 'with its key for one of our suites');
+  }
 
   await session.whenConnected();
   session.startTone(META_TONE_HZ);
   await sleep(1000);
-  // Forged SRTP from the PBX's own address: dropped before it reaches the audio, counted by reason.
-  await sendForgedSrtp(bridgeRtpPort(invite.body), 20);
+  if (invite) {
+    // Forged SRTP from the PBX's own address: dropped before it reaches the audio, counted by reason.
+    await sendForgedSrtp(bridgeRtpPort(invite.body), 20);
+  }
   await sleep(1500);
   const atMeta = analyzeTone(session.receivedPcm().slice(-48_000), 48_000, PBX_TONE_HZ);
   t.ok(atMeta.detected, `baresip's ${PBX_TONE_HZ} Hz heard at Meta through SRTP (${JSON.stringify(atMeta)})`);
-  const metrics = await bridge.metrics.text();
-  const dropped = /msb_rtp_dropped_total\{reason="srtp_auth"\} (\d+)/.exec(metrics);
-  t.equal(Number(dropped?.[1] ?? 0), 20, 'the 20 forged packets counted as msb_rtp_dropped_total{reason="srtp_auth"}');
-  const media = [...bridge.daemon.controller.registry.all()][0];
-  t.ok(media, 'the call is up');
+  if (invite) {
+    const metrics = await bridge.metrics.text();
+    const dropped = /msb_rtp_dropped_total\{reason="srtp_auth"\} (\d+)/.exec(metrics);
+    t.equal(Number(dropped?.[1] ?? 0), 20, 'the 20 forged packets counted as msb_rtp_dropped_total{reason="srtp_auth"}');
+  }
 
   bridge.sim.hangUp(callId);
   await until(() => bridge.daemon.controller.registry.size === 0, 3000, 'call released');
@@ -95,6 +107,34 @@ t.test('consumer-initiated call to baresip with mediaenc=srtp-mand: SRTP both wa
   const atPbx = heardAt(ua, META_TONE_HZ);
   t.ok(atPbx?.detected, `Meta's ${META_TONE_HZ} Hz heard by baresip through SRTP (${JSON.stringify(atPbx)})`);
   if (!atPbx?.detected || !atMeta.detected) t.comment(ua.output().split('\n').slice(-15).join('\n'));
+}
+
+t.test('consumer-initiated call to baresip with mediaenc=srtp-mand: SRTP both ways, tones checked, forged packets dropped and counted', { skip: skipReason }, async (t) => {
+  const drachtio = await startDrachtioDouble({ sipNetwork: 'udp' });
+  t.teardown(() => drachtio.close());
+  await consumerCallToBaresip(t, drachtio, { double: drachtio });
+});
+
+/** A real drachtio-server from the environment (DRACHTIO_HOST, DRACHTIO_PORT, DRACHTIO_SECRET). */
+const real: DrachtioAddress | undefined =
+  process.env.DRACHTIO_HOST && process.env.DRACHTIO_SECRET
+    ? { host: process.env.DRACHTIO_HOST, port: Number(process.env.DRACHTIO_PORT || 9022), secret: process.env.DRACHTIO_SECRET }
+    : undefined;
+const realSkip =
+  skipReason ||
+  (real ? false : 'real drachtio-server variant skipped: set DRACHTIO_HOST, DRACHTIO_PORT and DRACHTIO_SECRET (baresip plays the PBX)');
+const tlsSkip =
+  realSkip ||
+  (process.env.DRACHTIO_TLS === '1'
+    ? false
+    : 'real drachtio-server TLS variant skipped: set DRACHTIO_TLS=1 when that drachtio-server has a TLS listener (<tls> key and certificate, a transport=tls contact)');
+
+t.test('through a real drachtio-server (UDP): consumer-initiated SRTP call to baresip, tones both ways', { skip: realSkip }, async (t) => {
+  await consumerCallToBaresip(t, real!, {});
+});
+
+t.test('through a real drachtio-server over TLS (;transport=tls target): consumer-initiated SRTP call to baresip', { skip: tlsSkip }, async (t) => {
+  await consumerCallToBaresip(t, real!, { tls: true });
 });
 
 t.test('business-initiated call from baresip with mediaenc=srtp-mand: the bridge answers RTP/SAVP, tones checked', { skip: skipReason }, async (t) => {

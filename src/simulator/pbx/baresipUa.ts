@@ -25,6 +25,11 @@ export interface BaresipUaOptions {
   mediaenc?: 'srtp-mand' | 'srtp';
   /** Call this URI once started (a business-initiated call when it is the bridge). */
   dial?: string;
+  /**
+   * Also take SIP over TLS, with a self-signed certificate made for it (openssl): baresip listens for TLS on
+   * `port` + 1, and `uri` names that port with `;transport=tls`.
+   */
+  tls?: boolean;
 }
 
 export interface BaresipUa {
@@ -45,6 +50,7 @@ export function baresipAvailable(): boolean {
 
 export async function startBaresipUa(options: BaresipUaOptions): Promise<BaresipUa> {
   const dir = mkdtempSync(path.join(tmpdir(), 'msb-baresip-'));
+  const certificate = options.tls ? selfSignedPem(dir) : undefined;
   const codecModule = options.codec === 'opus' ? 'opus.so' : 'g711.so';
   const codecName = options.codec === 'opus' ? 'opus/48000/2' : `${options.codec}/8000/1`;
   writeFileSync(
@@ -68,6 +74,7 @@ export async function startBaresipUa(options: BaresipUaOptions): Promise<Baresip
       'module aufile.so',
       'module sndfile.so',
       `snd_path ${dir}`,
+      ...(certificate ? [`sip_certificate ${certificate}`] : []),
       'module_app account.so',
       'module_app menu.so',
       '',
@@ -97,7 +104,7 @@ export async function startBaresipUa(options: BaresipUaOptions): Promise<Baresip
     throw new Error(`baresip did not start: ${output.trim().split('\n').slice(-3).join(' | ') || 'not found'}`);
   }
   return {
-    uri: `sip:demo@127.0.0.1:${options.port}`,
+    uri: options.tls ? `sip:demo@127.0.0.1:${options.port + 1};transport=tls` : `sip:demo@127.0.0.1:${options.port}`,
     output: () => output,
     heard: () => {
       const decoded = readdirSafe(dir)
@@ -123,6 +130,21 @@ export function freeUdpPort(): Promise<number> {
       socket.close(() => resolve(port));
     });
   });
+}
+
+/** A self-signed certificate and its key in one PEM file (what baresip's sip_certificate takes), made by openssl. */
+function selfSignedPem(dir: string): string {
+  const key = path.join(dir, 'key.pem');
+  const cert = path.join(dir, 'cert.pem');
+  const made = spawnSync(
+    'openssl',
+    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-keyout', key, '-out', cert],
+    { encoding: 'utf8', timeout: 20_000 },
+  );
+  if (made.status !== 0) throw new Error(`openssl could not make a test certificate: ${made.stderr ?? made.error?.message}`);
+  const pem = path.join(dir, 'tls.pem');
+  writeFileSync(pem, readFileSync(cert, 'utf8') + readFileSync(key, 'utf8'), { mode: 0o600 });
+  return pem;
 }
 
 function readdirSafe(dir: string): string[] {
