@@ -54,7 +54,7 @@ t.test('a CANCEL of the first INVITE still ends the call after a duplicate was r
 
 t.test('per-source limits: calls in progress and INVITE rate from one address', async (t) => {
   const h = await startHarness({
-    config: { calls: { max_concurrent: 20 }, sip: { acl: ['127.0.0.0/8'], per_source: { max_calls: 2, invites_per_second: 1, invite_burst: 4 } } },
+    config: { calls: { max_concurrent: 20 }, sip: { acl: ['127.0.0.0/8'], per_source: { max_calls: 2, invites_per_second: 0.01, invite_burst: 4 } } },
   });
   t.teardown(() => h.close());
   let connects = 0;
