@@ -19,6 +19,7 @@ export const RELOADABLE_KEYS: readonly string[] = [
   'sip.transfer',
   'sip.per_source',
   'routes',
+  'media.srtp',
   'calls.max_concurrent',
   'calls.accept_deadline_ms',
   'calls.connect_timeout_ms',

@@ -317,3 +317,14 @@ t.test('re-INVITEs on an SRTP call: hold keeps both keys, a new key from the PBX
   await dialog.bye();
   await until(() => h.daemon.controller.registry.size === 0, 2000, 'call released');
 });
+
+t.test('a reload (SIGHUP) applies media.srtp to the next call from the PBX', async (t) => {
+  const h = await startHarness();
+  t.teardown(() => h.close());
+  const pbxRtp = await createRtpPeer({ codec: 'PCMU' });
+  t.teardown(() => pbxRtp.close());
+  h.daemon.reload({ ...h.config, media: { ...h.config.media, srtp: 'required' } });
+  const final = await h.drachtio.pbx.call({ user: PSID, sdp: pbxRtp.sdp() }).final;
+  t.equal(final.status, 488, 'after the reload a plain offer is refused');
+  t.match(final.response.get('reason') ?? '', /SRTP required/);
+});
