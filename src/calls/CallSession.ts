@@ -1,148 +1,42 @@
 /**
  * One call: its state machine, its two legs, its media, and the single place where it is torn down.
  *
- * States and the transitions allowed between them are the table below; every transition is logged with the call id.
- * Both flows are written as one linear async procedure each (`runUserInitiated`, `runBusinessInitiated`); outside
- * events (webhooks, SIP BYE/CANCEL, leg or media failure, deadlines) end the call through `end()`, which aborts the
- * procedure's pending step. A transfer (REFER from the PBX) is a third procedure (`#runTransfer`), run from `active`
- * through `transferring` and back: the Messenger leg is untouched, only the PBX dialog and media target change.
+ * The state machine is the table in callState.ts: every state change is an event applied through `#apply`, which
+ * refuses (logs and counts) an event the table does not allow in the current state. Both flows are written as one
+ * linear async procedure each (`runUserInitiated`, `runBusinessInitiated`); outside events (webhooks, SIP BYE/CANCEL,
+ * leg or media failure, deadlines) end the call through `end()`, which aborts the procedure's pending step. A flow
+ * leaves once the call has ended in one way only: by throwing `CallEnded` (`#stop` ends the call and throws it; a step
+ * interrupted by an end from outside throws it), caught once at the flow's end. A transfer (REFER from the PBX) is
+ * its own procedure (transfer.ts), run from `active` through `transferring` and back.
  */
 import type { Logger } from 'pino';
 import { GraphError, SipError } from '../core/errors.js';
-import { REFUSALS, reasonOf, refusalForGraphError, refusalForMediaError, type SipRefusal } from './outcomes.js';
-import { checkTransferTarget, defaultTransferHosts } from './transferPolicy.js';
+import { CallEnded, nextCallState, sipTeardownFor, type CallEvent, type CallState, type Ending } from './callState.js';
+import { CallTimers, untilEnded } from './callTimers.js';
+import { bridgeDtmf } from './callDtmf.js';
+import { MetaSide } from './metaSide.js';
+import type { CallSessionDeps } from './callOptions.js';
+import { MediaStatsReporter, callSummary } from './callSummary.js';
+import { REFUSALS, reasonOf, refusalForGraphError, refusalForHangUp, refusalForMediaError } from './outcomes.js';
 import type {
   CallDirection,
   CallMedia,
   CallMediaStats,
-  CallMetricsSink,
-  CallOutcome,
   CallRoute,
   CallStatusEvent,
   ConnectEvent,
-  DtmfEvent,
-  GraphPort,
   IncomingCall,
-  MediaEngine,
   MediaUpdateEvent,
   MessengerLeg,
-  MessengerLegFactory,
-  OutboundCallResult,
   SipDialog,
-  SipPort,
   TerminateEvent,
-  TransferRequest,
-  TransferResult,
 } from './ports.js';
+import { PbxDialogs } from './pbxDialogs.js';
+import { CallTransfers, type TransferHost } from './transfer.js';
 
-export type CallState =
-  | 'new'
-  | 'inviting' // user_initiated: INVITE sent to the PBX
-  | 'pbx_ringing' // user_initiated: PBX sent 18x
-  | 'accepting' // user_initiated: PBX answered (or answer mode immediate), Graph accept under way
-  | 'permission' // business_initiated: permission check under way
-  | 'connecting' // business_initiated: Graph connect under way / sent
-  | 'meta_ringing' // business_initiated: Meta said ringing; 180 sent to the PBX
-  | 'media' // both legs answered; waiting for ICE/DTLS toward Meta
-  | 'active' // audio bridged
-  | 'transferring' // audio bridged; a REFER from the PBX is being carried out (INVITE to the new target)
-  | 'ending'
-  | 'ended';
-
-/** state -> states it may move to. `ending` is reachable from every live state. */
-export const TRANSITIONS: Readonly<Record<CallState, readonly CallState[]>> = {
-  new: ['inviting', 'accepting', 'permission', 'connecting', 'ending'],
-  inviting: ['pbx_ringing', 'accepting', 'ending'],
-  pbx_ringing: ['accepting', 'ending'],
-  accepting: ['inviting', 'pbx_ringing', 'media', 'ending'],
-  permission: ['connecting', 'ending'],
-  connecting: ['meta_ringing', 'media', 'ending'],
-  meta_ringing: ['media', 'ending'],
-  media: ['active', 'ending'],
-  active: ['transferring', 'ending'],
-  transferring: ['active', 'ending'],
-  ending: ['ended'],
-  ended: [],
-};
-
-export interface CallSessionDeps {
-  sip: SipPort;
-  media: MediaEngine;
-  legs: MessengerLegFactory;
-  graph: GraphPort;
-  metrics?: CallMetricsSink;
-  log: Logger;
-  options: CallSessionOptions;
-}
-
-export interface CallSessionOptions {
-  /** user_initiated: deadline from the connect webhook to Graph accept (ms); Meta's own limit is 60 s. */
-  acceptDeadlineMs: number;
-  /** business_initiated: deadline from Graph connect to Meta's `accepted` (ms). */
-  connectTimeoutMs: number;
-  /** Deadline for ICE+DTLS toward Meta once both sides answered (ms). */
-  mediaConnectTimeoutMs: number;
-  /** Deadline for a single Graph request (ms). */
-  graphTimeoutMs: number;
-  /** Caller-context header names added to INVITEs toward the PBX. */
-  headers: { psid: string; pageId: string; callId: string };
-  /** From user part of INVITEs toward the PBX. */
-  fromUser: string;
-  permissionCheck: boolean;
-  requestPermissionOnDenied: boolean;
-  /**
-   * Digits from the person also go to the PBX as SIP INFO: 'auto' (default) when the PBX leg negotiated no
-   * telephone-event (RTP cannot carry them as events), true for every digit, false never.
-   */
-  dtmfSipInfo?: boolean | 'auto';
-  /** Transfers by REFER from the PBX. Absent: allowed to any host, with the default timeout. */
-  transfer?: TransferOptions;
-}
-
-export interface TransferOptions {
-  /** false: a REFER is answered 403. */
-  enabled: boolean;
-  /** Hosts (name or address, any port) a Refer-To may point at; absent: the hosts of the route's targets and the PBX the dialog is with. */
-  allowedHosts?: readonly string[];
-  /** How long the transfer target may ring when the call's route names no timeout (business-initiated), ms. */
-  targetTimeoutMs: number;
-}
-
-/** Ring time of a transfer target when neither the route nor the options say (ms). */
-const DEFAULT_TRANSFER_TIMEOUT_MS = 30_000;
-
-/** A transfer under way. */
-interface Transfer {
-  /** The dialog the REFER came on (the transferor's). */
-  from: SipDialog;
-  request: TransferRequest;
-  startedAt: number;
-  /** Settles when the transfer is over, whatever its outcome (awaited by the teardown). */
-  done?: Promise<void>;
-}
-
-interface Ending {
-  outcome: CallOutcome;
-  reason: string;
-  /**
-   * What to tell Meta. 'auto': once any accept/connect in flight has settled, terminate an accepted call, reject an
-   * unaccepted consumer-initiated one, nothing otherwise.
-   */
-  meta: 'reject' | 'terminate' | 'none' | 'auto';
-  /** What to tell the PBX (a refusal only applies before the dialog exists). */
-  sip: 'bye' | 'cancel' | 'refuse' | 'none';
-  refusal?: SipRefusal;
-}
-
-/** Thrown inside a flow when `end()` aborted it; not an error of its own. */
-class CallEnded extends Error {}
-
-/** Set-up step durations for the call summary, to the microsecond. */
-function roundedSteps(steps: { webhookToInviteMs?: number; pbxAnswerToAcceptMs?: number }): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [key, ms] of Object.entries(steps)) if (ms !== undefined) out[key] = Math.round(ms * 1000) / 1000;
-  return out;
-}
+export type { CallState } from './callState.js';
+export type { CallSessionDeps, CallSessionOptions } from './callOptions.js';
+export type { TransferOptions } from './transfer.js';
 
 export class CallSession {
   readonly id: string;
@@ -160,34 +54,21 @@ export class CallSession {
 
   readonly #deps: CallSessionDeps;
   readonly #abort = new AbortController();
+  readonly #timers = new CallTimers();
+  readonly #meta = new MetaSide(this.#timers);
+  readonly #transfers: CallTransfers;
   #resolveDone!: () => void;
   #leg: MessengerLeg | undefined;
   #media: CallMedia | undefined;
-  #dialog: SipDialog | undefined;
+  readonly #dialogs: PbxDialogs;
   #incoming: IncomingCall | undefined;
   #ending: Ending | undefined;
   #answeredAt: number | undefined;
   #sipStatus: number | undefined;
   /** Consumer-initiated set-up steps in ms (sub-millisecond): connect received -> INVITE, 200 OK -> accept. */
   #setupTiming: { webhookToInviteMs?: number; pbxAnswerToAcceptMs?: number } = {};
-  #metaStatus: string | undefined;
-  #mediaVersion = -1;
-  /** Graph accept/connect has succeeded: Meta knows the call, so ending it needs terminate, not reject. */
-  #metaAccepted = false;
-  /** The accept/connect request in flight, if any. */
-  #metaPending: Promise<void> | undefined;
-  #statusWaiters = new Map<string, () => void>();
-  #remoteAnswerApplied = false;
-  #onRemoteAnswer: (() => void) | undefined;
-  readonly #timers = new Set<NodeJS.Timeout>();
-  #lastStats: CallMediaStats | undefined;
-  #mediaStartedReported = false;
+  #stats: MediaStatsReporter | undefined;
   #earlyMediaStarted = false;
-  #transfer: Transfer | undefined;
-  /** PBX dialogs a transfer replaced, until their BYE went out. */
-  readonly #formerDialogs = new Set<SipDialog>();
-  /** Transfers of this call, for the summary line. */
-  readonly #transfers = { succeeded: 0, failed: 0, refused: 0, canceled: 0, lastTarget: undefined as string | undefined };
 
   constructor(init: {
     id: string;
@@ -208,6 +89,24 @@ export class CallSession {
     this.#deps = init.deps;
     this.log = init.deps.log;
     this.done = new Promise((resolve) => (this.#resolveDone = resolve));
+    this.#dialogs = new PbxDialogs(this.log, {
+      bye: (dialog) => {
+        if (this.#transfers.transferor !== dialog) return this.end({ outcome: 'completed', reason: 'PBX hung up (BYE)', meta: 'auto', sip: 'none' });
+        this.log.info({ target: this.#transfers.target }, 'the transferor hung up during the transfer: the call waits for its outcome');
+      },
+      dtmf: (event) => this.#media?.sendDtmfToMessenger(event),
+      refer: (dialog, request) => this.#transfers.onRequest(dialog, request),
+      reinvite: (offer) => {
+        const media = this.#media;
+        if (!media) throw new Error('no media');
+        const answer = media.answerPbxOffer(offer);
+        this.log.info('re-INVITE from the PBX applied');
+        media.start();
+        return answer;
+      },
+    });
+    const { sip, metrics, options } = init.deps;
+    this.#transfers = new CallTransfers(this.#transferHost(), { sip, metrics, options: options.transfer, fromUser: options.fromUser });
   }
 
   get ended(): boolean {
@@ -220,7 +119,7 @@ export class CallSession {
 
   async runUserInitiated(event: ConnectEvent, route: CallRoute, receivedAt: number): Promise<void> {
     this.route = route;
-    const { sip, graph, metrics } = this.#deps;
+    const { sip, metrics } = this.#deps;
     const opts = this.#deps.options;
     const deadline = receivedAt + opts.acceptDeadlineMs;
     // receivedAt has millisecond resolution; step durations use the monotonic clock from here on.
@@ -231,21 +130,22 @@ export class CallSession {
       let offering: Promise<string> | undefined;
       const { leg, media } = await this.#setUpMedia(route, (created) => {
         offering = created.createOffer();
+        // Its failure is awaited (and handled) below once the media exists; this only keeps it from floating.
         offering.catch(() => undefined);
       });
       const offer = await this.#step(offering!);
       const pbxOffer = media.createPbxOffer();
 
       if (route.answerMode === 'immediate') {
-        this.#transition('accepting', 'answer mode immediate');
+        this.#apply('accept', 'answer mode immediate');
         await this.#accept(offer);
         // Meta drops an accepted call that receives nothing (~20 s): silence until the PBX's (early) media flows.
         media.startSendingToMessenger();
       }
 
-      this.#transition('inviting', `to ${route.targets.join(', ')}`);
+      this.#apply('invite', `to ${route.targets.join(', ')}`);
       const remainingMs = Math.max(1, deadline - Date.now());
-      const inviteAbort = AbortSignal.any([this.#abort.signal, this.#deadline(remainingMs)]);
+      const inviteAbort = AbortSignal.any([this.#abort.signal, this.#timers.deadline(remainingMs)]);
       this.#setupTiming.webhookToInviteMs = performance.now() - receivedPerf;
       metrics?.webhookToInvite(this.#setupTiming.webhookToInviteMs / 1000);
       let result;
@@ -254,59 +154,52 @@ export class CallSession {
       try {
         result = await sip.invite({
           targets: route.targets,
-          headers: {
-            [opts.headers.psid]: this.psid,
-            [opts.headers.pageId]: this.pageId,
-            [opts.headers.callId]: event.callId,
-          },
+          headers: this.#callerHeaders(event.callId),
           from: { user: opts.fromUser },
           sdp: pbxOffer,
           targetTimeoutMs: route.targetTimeoutMs,
           signal: inviteAbort,
           onProgress: (status, target, sdp) => {
             this.log.info({ status, target, earlyMedia: sdp !== undefined }, 'PBX is ringing');
-            if (this.state === 'inviting') this.#transition('pbx_ringing', `${status} from ${target}`);
+            this.#apply('pbx_ringing', `${status} from ${target}`);
             if (sdp !== undefined) earlySdp = this.#onEarlyMedia(media, sdp, target) ?? earlySdp;
           },
         });
       } catch (err) {
-        if (this.ended) throw new CallEnded();
+        this.#leaveIfEnded();
         const timedOut = inviteAbort.aborted && !this.#abort.signal.aborted;
-        const status = err instanceof SipError ? err.status : undefined;
-        this.#sipStatus = status;
-        this.end({
+        this.#sipStatus = err instanceof SipError ? err.status : undefined;
+        this.#stop({
           outcome: timedOut ? 'pbx_timeout' : 'rejected_pbx',
           reason: timedOut ? `PBX did not answer within ${opts.acceptDeadlineMs} ms` : `PBX refused: ${reasonOf(err)}`,
           meta: 'auto',
           sip: 'none',
         });
-        return;
       }
       if (this.ended) {
         // Ended while the 200 OK was on its way: the dialog exists now, so it needs its BYE.
-        await result.dialog.end().catch((err: unknown) => this.log.warn({ err }, 'BYE failed'));
+        await this.#dialogs.hangUp(result.dialog);
         throw new CallEnded();
       }
       this.#sipStatus = result.status;
-      this.#adoptDialog(result.dialog);
+      this.#dialogs.adopt(result.dialog);
       this.log.info({ target: result.target, status: result.status }, 'PBX answered');
       const pbxAnsweredAt = performance.now();
       try {
         // A 200 OK after early media repeats the answer, or (with 100rel) carries none: the 18x's then stands.
         media.applyPbxAnswer(result.sdp.trim() !== '' ? result.sdp : (earlySdp ?? result.sdp));
       } catch (err) {
-        this.end({ outcome: 'media_failed', reason: reasonOf(err), meta: 'reject', sip: 'bye' });
-        return;
+        this.#stop({ outcome: 'media_failed', reason: reasonOf(err), meta: 'reject', sip: 'bye' });
       }
 
-      if (!this.#metaAccepted) {
-        this.#transition('accepting', 'PBX answered');
+      if (!this.#meta.accepted) {
+        this.#apply('accept', 'PBX answered');
         this.#setupTiming.pbxAnswerToAcceptMs = performance.now() - pbxAnsweredAt;
         metrics?.pbxAnswerToAccept(this.#setupTiming.pbxAnswerToAcceptMs / 1000);
         await this.#accept(offer);
       }
       media.start();
-      this.#reportMediaStarted(media);
+      this.#stats?.started();
       await this.#connectMedia(leg);
     } catch (err) {
       this.#failFromFlow(err);
@@ -319,7 +212,7 @@ export class CallSession {
    * the SDP when it was usable; an unusable one is logged and ignored (the 200 OK's decides).
    */
   #onEarlyMedia(media: CallMedia, sdp: string, target: string): string | undefined {
-    if (!this.#metaAccepted || this.ended) return sdp;
+    if (!this.#meta.accepted || this.ended) return sdp;
     try {
       media.applyPbxAnswer(sdp);
       media.start();
@@ -330,44 +223,27 @@ export class CallSession {
     if (!this.#earlyMediaStarted) {
       this.#earlyMediaStarted = true;
       this.log.info({ target, codec: media.pbxCodec }, 'early media from the PBX bridged to Meta');
-      this.#reportMediaStarted(media);
+      this.#stats?.started();
     }
     return sdp;
   }
 
   async #accept(offer: string): Promise<void> {
-    const { graph } = this.#deps;
     const leg = this.#leg!;
-    let accepted;
-    try {
-      const pending = graph.accept(this.pageId, this.metaCallId!, offer, this.#graphSignal());
-      this.#metaPending = pending.then(
-        () => {
-          this.#metaAccepted = true;
-        },
-        () => undefined,
-      );
-      accepted = await this.#step(pending);
-    } catch (err) {
-      if (err instanceof CallEnded) throw err;
-      this.#metaStatus = err instanceof GraphError ? `accept failed: ${err.code}` : 'accept failed';
-      this.end({
-        outcome: 'meta_error',
-        reason: `Graph accept failed: ${reasonOf(err)}`,
-        meta: 'reject',
-        sip: this.#dialog ? 'bye' : 'cancel',
-      });
-      throw new CallEnded();
-    }
-    this.#metaAccepted = true;
-    this.#metaStatus = 'accepted';
+    const accepting = this.#meta.track(this.#deps.graph.accept(this.pageId, this.metaCallId!, offer, this.#graphSignal()));
+    const accepted = await this.#stepOr(accepting, (err) => {
+      this.#meta.status = err instanceof GraphError ? `accept failed: ${err.code}` : 'accept failed';
+      return { outcome: 'meta_error', reason: `Graph accept failed: ${reasonOf(err)}`, meta: 'reject', sip: 'auto' };
+    });
+    this.#meta.accepted = true;
+    this.#meta.status = 'accepted';
     this.#answeredAt ??= Date.now();
     await this.#step(leg.applyAnswer(accepted.sdpAnswer));
     if (accepted.sdpRenegotiation) {
       this.log.info('applying the renegotiation offer that came with accept');
       await this.#step(leg.applyOffer(accepted.sdpRenegotiation));
     }
-    this.#remoteAnswerApplied = true;
+    this.#meta.remoteAnswered();
   }
 
   // ------------------------------------------------------------------------------------------------------------
@@ -378,43 +254,9 @@ export class CallSession {
     this.#incoming = incoming;
     const { graph } = this.#deps;
     const opts = this.#deps.options;
-    incoming.on('cancel', () => {
-      this.end({
-        outcome: 'canceled',
-        reason: 'PBX sent CANCEL',
-        meta: 'auto',
-        sip: 'none',
-      });
-    });
+    incoming.on('cancel', () => this.end({ outcome: 'canceled', reason: 'PBX sent CANCEL', meta: 'auto', sip: 'none' }));
     try {
-      if (opts.permissionCheck) {
-        this.#transition('permission', `psid ${this.psid}`);
-        let permission;
-        try {
-          permission = await this.#step(graph.checkPermission(this.pageId, this.psid, this.#graphSignal()));
-        } catch (err) {
-          if (err instanceof CallEnded) throw err;
-          const refusal = refusalForGraphError(err);
-          this.end({ outcome: refusal.outcome, reason: `permission check failed: ${reasonOf(err)}`, meta: 'none', sip: 'refuse', refusal });
-          return;
-        }
-        if (!permission.canCall) {
-          if (opts.requestPermissionOnDenied) {
-            void graph
-              .requestPermission(this.pageId, this.psid, this.#graphSignal())
-              .then(() => this.log.info('sent a call permission request to the person'))
-              .catch((err: unknown) => this.log.warn({ err }, 'call permission request failed'));
-          }
-          this.end({
-            outcome: 'rejected_no_permission',
-            reason: 'the person has not granted call permission',
-            meta: 'none',
-            sip: 'refuse',
-            refusal: REFUSALS.noPermission,
-          });
-          return;
-        }
-      }
+      if (opts.permissionCheck) await this.#checkPermission();
 
       const { leg, media } = await this.#setUpMedia(this.route!);
       let pbxAnswer: string;
@@ -422,66 +264,73 @@ export class CallSession {
         pbxAnswer = media.answerPbxOffer(incoming.sdp);
       } catch (err) {
         const refusal = refusalForMediaError(err);
-        this.end({ outcome: refusal.outcome, reason: reasonOf(err), meta: 'none', sip: 'refuse', refusal });
-        return;
+        this.#stop({ outcome: refusal.outcome, reason: reasonOf(err), meta: 'none', sip: 'refuse', refusal });
       }
       const offer = await this.#step(leg.createOffer());
 
-      this.#transition('connecting', 'Graph connect');
-      let connected;
-      try {
-        const pending = graph.connect(this.pageId, this.psid, offer, this.#graphSignal());
-        this.#metaPending = pending.then(
-          (result) => {
-            // Recorded even if the call ended meanwhile (CANCEL): Meta's call then needs its terminate.
-            this.metaCallId = result.callId;
-            this.#metaAccepted = true;
-          },
-          () => undefined,
-        );
-        connected = await this.#step(pending);
-      } catch (err) {
-        if (err instanceof CallEnded) throw err;
+      this.#apply('connect', 'Graph connect');
+      // The call id is recorded even if the call ended meanwhile (CANCEL): Meta's call then needs its terminate.
+      const connecting = this.#meta.track(graph.connect(this.pageId, this.psid, offer, this.#graphSignal()), (result) => {
+        this.metaCallId = result.callId;
+      });
+      const connected = await this.#stepOr(connecting, (err) => {
         const refusal = refusalForGraphError(err);
-        this.#metaStatus = err instanceof GraphError ? `connect failed: ${err.code}` : 'connect failed';
-        this.end({ outcome: refusal.outcome, reason: `Graph connect failed: ${reasonOf(err)}`, meta: 'none', sip: 'refuse', refusal });
-        return;
-      }
+        this.#meta.status = err instanceof GraphError ? `connect failed: ${err.code}` : 'connect failed';
+        return { outcome: refusal.outcome, reason: `Graph connect failed: ${reasonOf(err)}`, meta: 'none', sip: 'refuse', refusal };
+      });
       this.metaCallId = connected.callId;
-      this.#metaAccepted = true;
-      this.#metaStatus = 'connected';
+      this.#meta.accepted = true;
+      this.#meta.status = 'connected';
       this.log.info({ metaCallId: connected.callId }, 'Meta call created');
       bindMetaCallId(connected.callId);
       if (connected.sdpAnswer) {
         await this.#step(leg.applyAnswer(connected.sdpAnswer));
-        this.#remoteAnswerApplied = true;
+        this.#meta.remoteAnswered();
       }
 
-      await this.#step(this.#waitStatus('accepted', opts.connectTimeoutMs)).catch((err: unknown) => {
-        if (err instanceof CallEnded) throw err;
-        this.end({
-          outcome: 'not_answered',
-          reason: `the person did not answer within ${opts.connectTimeoutMs} ms`,
-          meta: 'terminate',
-          sip: 'refuse',
-          refusal: REFUSALS.metaTimeout,
-        });
-        throw new CallEnded();
-      });
-      this.#metaStatus = 'accepted';
+      await this.#stepOr(this.#meta.waitStatus('accepted', opts.connectTimeoutMs), () => ({
+        outcome: 'not_answered',
+        reason: `the person did not answer within ${opts.connectTimeoutMs} ms`,
+        meta: 'terminate',
+        sip: 'refuse',
+        refusal: REFUSALS.metaTimeout,
+      }));
+      this.#meta.status = 'accepted';
       this.#answeredAt = Date.now();
-      if (!this.#remoteAnswerApplied) {
-        await this.#step(this.#waitRemoteAnswer(opts.mediaConnectTimeoutMs));
-      }
+      if (!this.#meta.remoteAnswerApplied) await this.#step(this.#meta.waitRemoteAnswer(opts.mediaConnectTimeoutMs));
       const dialog = await this.#step(incoming.answer(pbxAnswer));
       this.#sipStatus = 200;
-      this.#adoptDialog(dialog);
+      this.#dialogs.adopt(dialog);
       media.start();
-      this.#reportMediaStarted(media);
+      this.#stats?.started();
       await this.#connectMedia(leg);
     } catch (err) {
       this.#failFromFlow(err);
     }
+  }
+
+  /** Meta's call permission for the person; without it the INVITE is refused (and permission asked, if configured). */
+  async #checkPermission(): Promise<void> {
+    const { graph, options } = this.#deps;
+    this.#apply('check_permission', `psid ${this.psid}`);
+    const permission = await this.#stepOr(graph.checkPermission(this.pageId, this.psid, this.#graphSignal()), (err) => {
+      const refusal = refusalForGraphError(err);
+      return { outcome: refusal.outcome, reason: `permission check failed: ${reasonOf(err)}`, meta: 'none', sip: 'refuse', refusal };
+    });
+    if (permission.canCall) return;
+    if (options.requestPermissionOnDenied) {
+      void graph
+        .requestPermission(this.pageId, this.psid, this.#graphSignal())
+        .then(() => this.log.info('sent a call permission request to the person'))
+        .catch((err: unknown) => this.log.warn({ err }, 'call permission request failed'));
+    }
+    this.#stop({
+      outcome: 'rejected_no_permission',
+      reason: 'the person has not granted call permission',
+      meta: 'none',
+      sip: 'refuse',
+      refusal: REFUSALS.noPermission,
+    });
   }
 
   // ------------------------------------------------------------------------------------------------------------
@@ -490,77 +339,45 @@ export class CallSession {
 
   onCallStatus(event: CallStatusEvent): void {
     this.log.info({ status: event.status }, 'call_status from Meta');
-    if (event.status === 'ringing' && this.state === 'connecting') {
-      this.#transition('meta_ringing', 'Meta: ringing');
-      this.#metaStatus = 'ringing';
+    if (event.status === 'ringing' && this.#apply('meta_ringing', 'Meta: ringing')) {
+      this.#meta.status = 'ringing';
       this.#incoming?.ringing();
     }
-    this.#statusWaiters.get(event.status)?.();
+    this.#meta.statusArrived(event.status);
   }
 
   onMediaUpdate(event: MediaUpdateEvent): void {
-    if (event.version <= this.#mediaVersion) {
-      this.log.debug({ version: event.version, newest: this.#mediaVersion }, 'stale media_update ignored');
-      return;
-    }
-    this.#mediaVersion = event.version;
     const leg = this.#leg;
-    if (!leg || this.ended) return;
-    const apply =
-      event.session.sdpType === 'offer' ? leg.applyOffer(event.session.sdp).then(() => undefined) : leg.applyAnswer(event.session.sdp);
-    apply
-      .then(() => {
-        this.log.info({ version: event.version, sdpType: event.session.sdpType }, 'media_update applied');
-        this.#remoteAnswerApplied = true;
-        this.#onRemoteAnswer?.();
-        if (this.#media && (this.state === 'media' || this.state === 'active' || this.state === 'transferring')) this.#media.start();
-      })
-      .catch((err: unknown) => {
-        this.log.warn({ err, version: event.version }, 'media_update could not be applied');
-      });
+    const applying = this.#meta.applyMediaUpdate(event, this.ended ? undefined : leg, this.log);
+    void applying.then((applied) => {
+      if (applied && this.#media && (this.state === 'media' || this.state === 'active' || this.state === 'transferring')) this.#media.start();
+    });
   }
 
   onTerminate(event: TerminateEvent): void {
-    this.#metaStatus = `terminated ${event.status ?? ''}`.trim();
+    this.#meta.status = `terminated ${event.status ?? ''}`.trim();
     this.end({
       outcome: this.#answeredAt ? 'completed' : 'canceled',
       reason: `Meta terminated the call (${event.status ?? 'no status'})`,
       meta: 'none',
-      sip: this.#dialog ? 'bye' : this.#incoming ? 'refuse' : 'cancel',
-      refusal: { status: 487, reason: 'Messenger call ended', outcome: 'canceled' },
+      sip: 'auto',
+      refusal: REFUSALS.metaEnded,
     });
   }
 
   /** End the call from outside (drain timeout, shutdown). */
   hangUp(reason: string): void {
-    this.end({
-      outcome: this.#answeredAt ? 'completed' : 'canceled',
-      reason,
-      meta: 'auto',
-      sip: this.#dialog ? 'bye' : this.#incoming ? 'refuse' : 'cancel',
-      refusal: { status: 503, reason, outcome: 'canceled' },
-    });
+    this.end({ outcome: this.#answeredAt ? 'completed' : 'canceled', reason, meta: 'auto', sip: 'auto', refusal: refusalForHangUp(reason) });
   }
 
   /** Media counters since the call started; undefined without media. */
   mediaStats(): CallMediaStats | undefined {
-    const media = this.#media;
-    return media && !media.closed ? media.stats() : undefined;
+    return this.#stats?.total();
   }
 
   /** Media counters since the previous call of this method (for metrics); undefined without media. */
   takeMediaStatsDelta(): CallMediaStats | undefined {
-    const media = this.#media;
-    if (!media || media.closed) return undefined;
-    const now = media.stats();
-    const prev = this.#lastStats;
-    this.#lastStats = now;
-    const diff = (a: CallMediaStats['toPbx'], b: CallMediaStats['toPbx'] | undefined): CallMediaStats['toPbx'] => ({
-      packets: a.packets - (b?.packets ?? 0),
-      lost: Math.max(0, a.lost - (b?.lost ?? 0)),
-      jitterMs: a.jitterMs,
-    });
-    return { ...now, toPbx: diff(now.toPbx, prev?.toPbx), toMessenger: diff(now.toMessenger, prev?.toMessenger) };
+    return this.#stats?.delta();
   }
 
   // ------------------------------------------------------------------------------------------------------------
@@ -570,64 +387,43 @@ export class CallSession {
   /** End the call once; later calls are ignored. Releases everything and resolves `done`. */
   end(ending: Ending): void {
     if (this.#ending) return;
-    this.#ending = ending;
-    this.#transition('ending', ending.reason);
+    const sip = ending.sip === 'auto' ? sipTeardownFor({ hasDialog: this.#dialogs.current !== undefined, hasIncomingInvite: this.#incoming !== undefined }) : ending.sip;
+    const decided = { ...ending, sip };
+    this.#ending = decided;
+    this.#apply('end', ending.reason);
     this.#abort.abort(new CallEnded(ending.reason));
-    void this.#release(ending).finally(() => {
-      this.#transition('ended', ending.outcome);
-      this.#writeSummary(ending);
+    void this.#release(decided).finally(() => {
+      this.#apply('released', ending.outcome);
+      this.#writeSummary(decided);
       this.#resolveDone();
     });
   }
 
   async #release(ending: Ending): Promise<void> {
-    const { graph } = this.#deps;
-    for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();
-    const lastStats = this.takeMediaStatsDelta();
-    if (lastStats && this.#mediaStartedReported) this.#deps.metrics?.mediaStats?.(this.id, lastStats, true);
+    this.#stats?.final();
     this.#media?.close();
     this.#leg?.close();
 
     const tasks: Promise<unknown>[] = [];
-    if (ending.sip === 'bye' && this.#dialog && !this.#dialog.ended) {
-      tasks.push(this.#dialog.end().catch((err: unknown) => this.log.warn({ err }, 'BYE failed')));
-    } else if (ending.sip === 'refuse' && this.#incoming && !this.#dialog && !this.#incoming.canceled) {
-      const refusal = ending.refusal ?? { status: 500, reason: ending.reason };
+    const dialog = this.#dialogs.current;
+    if (ending.sip === 'refuse' && this.#incoming && !dialog && !this.#incoming.canceled) {
+      const refusal = ending.refusal ?? REFUSALS.bridgeError;
       this.#sipStatus = refusal.status;
       this.#incoming.reject(refusal.status, refusal.reason);
-    } else if (ending.sip === 'refuse' && this.#dialog && !this.#dialog.ended) {
-      tasks.push(this.#dialog.end().catch((err: unknown) => this.log.warn({ err }, 'BYE failed')));
+    } else if ((ending.sip === 'bye' || ending.sip === 'refuse') && dialog) {
+      tasks.push(this.#dialogs.hangUp(dialog));
     }
     // 'cancel': the pending INVITE is cancelled by the abort signal given to sip.invite().
-    for (const former of this.#formerDialogs) {
-      if (!former.ended) tasks.push(former.end().catch((err: unknown) => this.log.warn({ err }, 'BYE failed')));
-    }
+    tasks.push(...this.#dialogs.hangUpFormer());
     // A transfer's pending INVITE is cancelled by the same abort; wait until it settled (a 200 crossing the CANCEL
     // is hung up by the SIP port).
-    if (this.#transfer?.done) tasks.push(this.#transfer.done);
-
-    let action = ending.meta;
-    if (action === 'auto') {
-      // An accept/connect still in flight decides whether Meta needs reject or terminate.
-      await this.#metaPending?.catch(() => undefined);
-      action = this.#metaAccepted ? 'terminate' : this.direction === 'user_initiated' ? 'reject' : 'none';
-    }
+    const transfer = this.#transfers.settled;
+    if (transfer) tasks.push(transfer);
+    const action = ending.meta === 'auto' ? await this.#meta.teardownAction(this.direction) : ending.meta;
     if (this.metaCallId && action !== 'none') {
-      const signal = AbortSignal.timeout(this.#deps.options.graphTimeoutMs * 2);
-      const call =
-        action === 'reject'
-          ? graph.reject(this.pageId, this.metaCallId, signal)
-          : graph.terminate(this.pageId, this.metaCallId, signal);
-      tasks.push(
-        call.then(
-          () => {
-            this.#metaStatus = action === 'reject' ? 'rejected' : 'terminated';
-            this.log.info({ action }, `Meta ${action} sent`);
-          },
-          (err: unknown) => this.log.warn({ err, action }, `Graph ${action} failed`),
-        ),
-      );
+      const { graph, options } = this.#deps;
+      tasks.push(this.#meta.end(graph, { pageId: this.pageId, callId: this.metaCallId, action, timeoutMs: options.graphTimeoutMs * 2, log: this.log }));
     }
     await Promise.allSettled(tasks);
   }
@@ -635,170 +431,19 @@ export class CallSession {
   #writeSummary(ending: Ending): void {
     const now = Date.now();
     const durationSeconds = this.#answeredAt ? (now - this.#answeredAt) / 1000 : 0;
-    const srtp = this.#media?.stats().srtp;
     this.#deps.metrics?.callEnded(this.direction, ending.outcome, durationSeconds);
-    this.log.info(
-      {
-        summary: {
-          direction: this.direction,
-          pageId: this.pageId,
-          psid: this.psidLabel,
-          metaCallId: this.metaCallId,
-          route: this.route?.name,
-          outcome: ending.outcome,
-          reason: ending.reason,
-          sipStatus: this.#sipStatus,
-          metaStatus: this.#metaStatus,
-          codec: this.#media?.pbxCodec,
-          ...(srtp ? { srtp } : {}),
-          setupMs: this.#answeredAt ? this.#answeredAt - this.startedAt : undefined,
-          ...(this.#setupTiming.webhookToInviteMs !== undefined ? { setupSteps: roundedSteps(this.#setupTiming) } : {}),
-          ...(this.#transferCount() > 0 ? { transfers: { ...this.#transfers } } : {}),
-          durationSeconds: Math.round(durationSeconds * 1000) / 1000,
-          totalMs: now - this.startedAt,
-        },
-      },
-      'call summary',
-    );
-  }
-
-  // ------------------------------------------------------------------------------------------------------------
-  // Transfer: REFER from the PBX -> 202, NOTIFY 100 -> INVITE to the target -> its 200 -> media re-targeted,
-  // NOTIFY 200, BYE to the transferor. A failure leaves the call with the transferor (NOTIFY of the failure).
-  // ------------------------------------------------------------------------------------------------------------
-
-  #onTransferRequest(dialog: SipDialog, request: TransferRequest): void {
-    const settings = this.#deps.options.transfer;
-    const attended = Object.keys(request.headers).some((name) => name.toLowerCase() === 'replaces');
-    this.log.info({ target: request.target, referredBy: request.referredBy, attended }, 'REFER received');
-    const refuse = (status: number, reason: string): void => {
-      this.log.warn({ target: request.target, status, reason, state: this.state }, 'REFER refused');
-      this.#transfers.refused++;
-      this.#deps.metrics?.transfer?.('refused');
-      request.reject(status, reason);
-    };
-    if (settings && !settings.enabled) return refuse(403, 'transfers are disabled');
-    if (this.#transfer) return refuse(491, 'a transfer is already in progress');
-    if (dialog !== this.#dialog) return refuse(481, 'dialog replaced by a transfer');
-    if (this.state !== 'active') return refuse(491, 'the call is not bridged yet');
-    const allowed = settings?.allowedHosts ?? defaultTransferHosts(this.route?.targets ?? [], dialog.peerAddress);
-    const verdict = checkTransferTarget(request.target, request.headers, allowed);
-    if (!verdict.ok) return refuse(verdict.status, verdict.reason);
-    request.accept();
-    const transfer: Transfer = { from: dialog, request, startedAt: Date.now() };
-    this.#transfer = transfer;
-    this.#transfers.lastTarget = request.target;
-    this.#transition('transferring', `REFER to ${request.target}`);
-    transfer.done = this.#runTransfer(transfer)
-      .catch((err: unknown) => this.log.error({ err }, 'transfer failed unexpectedly'))
-      .finally(() => {
-        if (this.#transfer === transfer) this.#transfer = undefined;
-      });
-  }
-
-  async #runTransfer(transfer: Transfer): Promise<void> {
-    const { sip } = this.#deps;
-    const opts = this.#deps.options;
-    const { request } = transfer;
-    const media = this.#media;
-    if (!media || media.closed) {
-      await this.#transferFailed(transfer, 500, 'no media');
-      return;
-    }
-    const headers: Record<string, string> = {
-      ...request.headers,
-      ...(request.referredBy ? { 'Referred-By': request.referredBy } : {}),
-      [opts.headers.psid]: this.psid,
-      [opts.headers.pageId]: this.pageId,
-      ...(this.metaCallId ? { [opts.headers.callId]: this.metaCallId } : {}),
-    };
-    const targetTimeoutMs = this.route?.targetTimeoutMs || opts.transfer?.targetTimeoutMs || DEFAULT_TRANSFER_TIMEOUT_MS;
-    let result: OutboundCallResult;
-    try {
-      const sdp = media.createPbxOffer();
-      this.log.info({ target: request.target, targetTimeoutMs }, 'transfer: INVITE sent');
-      result = await sip.invite({
-        targets: [request.target],
-        headers,
-        from: { user: opts.fromUser },
-        sdp,
-        targetTimeoutMs,
-        signal: this.#abort.signal,
-        onProgress: (status, target) => this.log.info({ status, target }, 'transfer target is ringing'),
-      });
-    } catch (err) {
-      if (this.ended) {
-        this.#transferOver(transfer, 'canceled', { reason: 'the call ended during the transfer' });
-        return;
-      }
-      const status = err instanceof SipError ? err.status : 500;
-      const reason = err instanceof SipError ? err.reason : 'Server Internal Error';
-      await this.#transferFailed(transfer, status, reason);
-      return;
-    }
-    if (this.ended) {
-      // Ended while the 200 OK was on its way: that dialog needs its BYE too.
-      await result.dialog.end().catch((err: unknown) => this.log.warn({ err }, 'BYE failed'));
-      this.#transferOver(transfer, 'canceled', { reason: 'the call ended during the transfer' });
-      return;
-    }
-    const previousCodec = media.pbxCodec;
-    try {
-      media.applyPbxAnswer(result.sdp);
-      media.start();
-    } catch (err) {
-      this.log.warn({ err, target: result.target }, 'transfer target answered with an unusable SDP: hanging it up');
-      await result.dialog.end().catch((byeErr: unknown) => this.log.warn({ err: byeErr }, 'BYE failed'));
-      await this.#transferFailed(transfer, 488, 'Not Acceptable Here');
-      return;
-    }
-    const transferor = transfer.from;
-    this.#formerDialogs.add(transferor);
-    this.#adoptDialog(result.dialog);
-    this.#transferOver(transfer, 'succeeded', { codec: media.pbxCodec, previousCodec });
-    this.#transition('active', `transferred to ${result.target}`);
-    await request.notifyFinal(200, 'OK');
-    if (!transferor.ended) {
-      this.log.info('transfer: BYE to the transferor');
-      await transferor.end().catch((err: unknown) => this.log.warn({ err }, 'BYE failed'));
-    }
-    this.#formerDialogs.delete(transferor);
-  }
-
-  /** The transfer target did not take the call: it stays with the transferor, whose media were never moved. */
-  async #transferFailed(transfer: Transfer, status: number, reason: string): Promise<void> {
-    if (this.ended) {
-      // The call ended while the failure was being handled (a BYE to a target with an unusable answer).
-      this.#transferOver(transfer, 'canceled', { reason: 'the call ended during the transfer', status });
-      return;
-    }
-    this.#transferOver(transfer, 'failed', { status, reason });
-    if (transfer.from.ended) {
-      this.end({
-        outcome: 'completed',
-        reason: `transfer failed (${status}) after the transferor hung up`,
-        meta: 'auto',
-        sip: 'none',
-      });
-      return;
-    }
-    this.#transition('active', `transfer failed (${status}); the call stays with the transferor`);
-    await transfer.request.notifyFinal(status, reason);
-  }
-
-  #transferOver(transfer: Transfer, result: TransferResult, detail: Record<string, unknown>): void {
-    if (this.#transfer === transfer) this.#transfer = undefined;
-    this.#transfers[result]++;
-    this.#deps.metrics?.transfer?.(result);
-    this.log.info(
-      { target: transfer.request.target, result, ms: Date.now() - transfer.startedAt, ...detail },
-      `transfer ${result}`,
-    );
-  }
-
-  #transferCount(): number {
-    const t = this.#transfers;
-    return t.succeeded + t.failed + t.refused + t.canceled;
+    const summary = callSummary(this, ending, {
+      now,
+      durationSeconds,
+      answeredAt: this.#answeredAt,
+      sipStatus: this.#sipStatus,
+      metaStatus: this.#meta.status,
+      codec: this.#media?.pbxCodec,
+      srtp: this.#media?.stats().srtp,
+      setupTiming: this.#setupTiming,
+      transfers: this.#transfers.summary(),
+    });
+    this.log.info({ summary }, 'call summary');
   }
 
   // ------------------------------------------------------------------------------------------------------------
@@ -811,13 +456,8 @@ export class CallSession {
     const leg = legs.create({ callId: this.id, log: this.log });
     this.#leg = leg;
     leg.on('failed', (err) => {
-      this.end({
-        outcome: 'media_failed',
-        reason: `Messenger leg failed (${err.reason}): ${err.message}`,
-        meta: 'auto',
-        sip: this.#dialog ? 'bye' : this.#incoming ? 'refuse' : 'cancel',
-        refusal: { status: 503, reason: 'Messenger media failed', outcome: 'media_failed' },
-      });
+      const reason = `Messenger leg failed (${err.reason}): ${err.message}`;
+      this.end({ outcome: 'media_failed', reason, meta: 'auto', sip: 'auto', refusal: REFUSALS.messengerLegFailed });
     });
     let media: CallMedia;
     const creating = engine.createCallMedia({
@@ -832,210 +472,123 @@ export class CallSession {
       media = await this.#step(creating);
     } catch (err) {
       if (err instanceof CallEnded) {
-        // Ended while the media was being created: it is nobody's yet, so close it once it exists.
-        creating.then((late) => late.close(), () => undefined);
+        // Ended while the media was being created: it is nobody's yet, so close it once it exists (a creation that
+        // fails has nothing to close).
+        creating.then(
+          (late) => late.close(),
+          (lateErr: unknown) => this.log.debug({ err: lateErr }, 'media creation failed after the call ended'),
+        );
         throw err;
       }
-      this.end({
-        outcome: 'media_failed',
-        reason: `media setup failed: ${reasonOf(err)}`,
-        meta: this.direction === 'user_initiated' ? 'reject' : 'none',
-        sip: 'refuse',
-        refusal: REFUSALS.mediaDown,
-      });
-      throw new CallEnded();
+      const meta = this.direction === 'user_initiated' ? 'reject' : 'none';
+      this.#stop({ outcome: 'media_failed', reason: `media setup failed: ${reasonOf(err)}`, meta, sip: 'refuse', refusal: REFUSALS.mediaDown });
     }
     if (this.ended) {
       media.close();
       throw new CallEnded();
     }
     this.#media = media;
+    this.#stats = new MediaStatsReporter(this.id, media, this.#deps.metrics);
     media.on('failed', (err) => {
-      this.end({
-        outcome: 'media_failed',
-        reason: `media failed: ${err.code}: ${err.message}`,
-        meta: 'auto',
-        sip: this.#dialog ? 'bye' : this.#incoming ? 'refuse' : 'cancel',
-        refusal: { status: 503, reason: 'media failed', outcome: 'media_failed' },
-      });
+      const reason = `media failed: ${err.code}: ${err.message}`;
+      this.end({ outcome: 'media_failed', reason, meta: 'auto', sip: 'auto', refusal: REFUSALS.mediaFailed });
     });
-    media.on('dtmf', (event) => {
-      const viaInfo = event.direction === 'to_pbx' && this.#wantsSipInfo(event.via);
-      this.log.info(
-        { digit: event.digit, direction: event.direction, durationMs: event.durationMs, via: viaInfo ? `${event.via}+info` : event.via },
-        'DTMF',
-      );
-      this.#deps.metrics?.dtmf(event.direction);
-      if (viaInfo) this.#sendDtmfInfo({ digit: event.digit, durationMs: event.durationMs });
-      else if (event.via === 'none') {
-        this.log.warn({ digit: event.digit }, 'digit lost: the PBX negotiated no telephone-event and SIP INFO is off (media.dtmf.sip_info)');
-      }
-    });
+    const { log, metrics, options } = this.#deps;
+    bridgeDtmf(media, { log, metrics, sipInfo: options.dtmfSipInfo ?? 'auto', dialog: () => this.#dialogs.current });
     return { leg, media };
   }
 
-  #wantsSipInfo(via: 'rfc4733' | 'inband' | 'none' | undefined): boolean {
-    const setting = this.#deps.options.dtmfSipInfo ?? 'auto';
-    return setting === 'auto' ? via === 'inband' || via === 'none' : setting;
+  /** The call as its transfers see it. */
+  #transferHost(): TransferHost {
+    return {
+      log: this.log,
+      signal: this.#abort.signal,
+      state: () => this.state,
+      ended: () => this.ended,
+      media: () => this.#media,
+      dialog: () => this.#dialogs.current,
+      routeTargetTimeoutMs: () => this.route?.targetTimeoutMs,
+      routeTargets: () => this.route?.targets ?? [],
+      callerHeaders: () => this.#callerHeaders(this.metaCallId),
+      permits: (event, why) => this.#permits(event, why),
+      apply: (event, why) => this.#apply(event, why),
+      handOver: (from, to) => this.#dialogs.handOver(from, to),
+      hangUpDialog: (dialog) => this.#dialogs.hangUp(dialog),
+      end: (ending) => this.end(ending),
+    };
   }
 
-  #sendDtmfInfo(event: DtmfEvent): void {
-    const dialog = this.#dialog;
-    if (!dialog || dialog.ended) {
-      this.log.warn({ digit: event.digit }, 'digit for SIP INFO arrived before the PBX dialog exists: not sent');
-      return;
-    }
-    dialog.sendDtmf(event).then(
-      () => this.log.debug({ digit: event.digit }, 'DTMF INFO answered'),
-      (err: unknown) => this.log.warn({ err, digit: event.digit }, 'DTMF INFO to the PBX failed'),
-    );
-  }
-
-  #reportMediaStarted(media: CallMedia): void {
-    if (this.#mediaStartedReported) return;
-    this.#mediaStartedReported = true;
-    this.#deps.metrics?.mediaStarted?.(this.id, media.stats().transcoding);
-  }
-
-  #adoptDialog(dialog: SipDialog): void {
-    this.#dialog = dialog;
-    dialog.on('bye', () => {
-      if (dialog !== this.#dialog) return; // a dialog a transfer replaced
-      if (this.#transfer?.from === dialog) {
-        this.log.info({ target: this.#transfer.request.target }, 'the transferor hung up during the transfer: the call waits for its outcome');
-        return;
-      }
-      this.end({
-        outcome: 'completed',
-        reason: 'PBX hung up (BYE)',
-        meta: 'auto',
-        sip: 'none',
-      });
-    });
-    dialog.on('dtmf', (event) => {
-      if (dialog === this.#dialog) this.#media?.sendDtmfToMessenger(event);
-    });
-    dialog.setTransferHandler((request) => this.#onTransferRequest(dialog, request));
-    dialog.setReinviteHandler((offer) => {
-      const media = this.#media;
-      if (!media) throw new Error('no media');
-      if (dialog !== this.#dialog) throw new Error('dialog replaced by a transfer');
-      const answer = media.answerPbxOffer(offer);
-      this.log.info('re-INVITE from the PBX applied');
-      media.start();
-      return answer;
-    });
+  /** The caller-context headers on every INVITE toward the PBX (the Meta call id once there is one). */
+  #callerHeaders(metaCallId: string | undefined): Record<string, string> {
+    const names = this.#deps.options.headers;
+    return { [names.psid]: this.psid, [names.pageId]: this.pageId, ...(metaCallId ? { [names.callId]: metaCallId } : {}) };
   }
 
   async #connectMedia(leg: MessengerLeg): Promise<void> {
-    this.#transition('media', 'waiting for ICE/DTLS toward Meta');
-    const timeout = this.#deadline(this.#deps.options.mediaConnectTimeoutMs);
-    try {
-      await this.#step(leg.whenConnected(AbortSignal.any([this.#abort.signal, timeout])));
-    } catch (err) {
-      if (err instanceof CallEnded || this.ended) throw new CallEnded();
-      this.end({
-        outcome: 'media_failed',
-        reason: timeout.aborted ? 'Messenger media did not connect in time' : `Messenger leg: ${reasonOf(err)}`,
-        meta: 'terminate',
-        sip: 'bye',
-      });
-      throw new CallEnded();
-    }
-    this.#transition('active', 'audio bridged');
+    this.#apply('answered', 'waiting for ICE/DTLS toward Meta');
+    const timeout = this.#timers.deadline(this.#deps.options.mediaConnectTimeoutMs);
+    await this.#stepOr(leg.whenConnected(AbortSignal.any([this.#abort.signal, timeout])), (err) => ({
+      outcome: 'media_failed',
+      reason: timeout.aborted ? 'Messenger media did not connect in time' : `Messenger leg: ${reasonOf(err)}`,
+      meta: 'terminate',
+      sip: 'bye',
+    }));
+    this.#apply('media_connected', 'audio bridged');
   }
 
   /** Await a step of a flow; rejects with CallEnded as soon as the call is ended meanwhile. */
   #step<T>(promise: Promise<T>): Promise<T> {
-    const signal = this.#abort.signal;
-    if (signal.aborted) {
-      promise.catch(() => undefined);
-      return Promise.reject(new CallEnded());
-    }
-    return new Promise<T>((resolve, reject) => {
-      const onAbort = (): void => reject(new CallEnded());
-      signal.addEventListener('abort', onAbort, { once: true });
-      promise.then(
-        (value) => {
-          signal.removeEventListener('abort', onAbort);
-          if (signal.aborted) reject(new CallEnded());
-          else resolve(value);
-        },
-        (err: unknown) => {
-          signal.removeEventListener('abort', onAbort);
-          reject(signal.aborted ? new CallEnded() : err);
-        },
-      );
-    });
+    return untilEnded(this.#abort.signal, promise);
   }
 
-  /** An AbortSignal that fires after `ms`, on a timer the call owns (cleared when the call ends). */
-  #deadline(ms: number): AbortSignal {
-    const controller = new AbortController();
-    const timer = setTimeout(() => {
-      this.#timers.delete(timer);
-      controller.abort(new Error(`deadline of ${ms} ms passed`));
-    }, ms);
-    this.#timers.add(timer);
-    return controller.signal;
+  /** `#step`, and when the step itself fails: end the call as `failed(err)` says and leave the flow. */
+  async #stepOr<T>(promise: Promise<T>, failed: (err: unknown) => Ending): Promise<T> {
+    try {
+      return await this.#step(promise);
+    } catch (err) {
+      if (err instanceof CallEnded) throw err;
+      this.#stop(failed(err));
+    }
   }
 
   #graphSignal(): AbortSignal {
     return AbortSignal.timeout(this.#deps.options.graphTimeoutMs);
   }
 
-  #waitStatus(status: string, timeoutMs: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#timers.delete(timer);
-        this.#statusWaiters.delete(status);
-        reject(new Error(`timed out waiting for call_status ${status}`));
-      }, timeoutMs);
-      this.#timers.add(timer);
-      this.#statusWaiters.set(status, () => {
-        clearTimeout(timer);
-        this.#timers.delete(timer);
-        this.#statusWaiters.delete(status);
-        resolve();
-      });
-    });
+  /** End the call and leave the flow that decided it (the flow's catch ends there). */
+  #stop(ending: Ending): never {
+    this.end(ending);
+    throw new CallEnded(ending.reason);
   }
 
-  #waitRemoteAnswer(timeoutMs: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#timers.delete(timer);
-        reject(new Error('no SDP answer from Meta'));
-      }, timeoutMs);
-      this.#timers.add(timer);
-      this.#onRemoteAnswer = () => {
-        clearTimeout(timer);
-        this.#timers.delete(timer);
-        this.#onRemoteAnswer = undefined;
-        resolve();
-      };
-    });
+  /** Leave the flow if the call has ended meanwhile (the end came from outside: its teardown is under way). */
+  #leaveIfEnded(): void {
+    if (this.ended) throw new CallEnded();
   }
 
+  /** The one catch at the end of each flow: a CallEnded is the flow's normal way out; anything else is a bug. */
   #failFromFlow(err: unknown): void {
     if (err instanceof CallEnded || this.ended) return;
     this.log.error({ err }, 'call failed');
-    this.end({
-      outcome: 'media_failed',
-      reason: reasonOf(err),
-      meta: 'auto',
-      sip: this.#dialog ? 'bye' : this.#incoming ? 'refuse' : 'cancel',
-      refusal: { status: 500, reason: 'bridge error', outcome: 'media_failed' },
-    });
+    this.end({ outcome: 'media_failed', reason: reasonOf(err), meta: 'auto', sip: 'auto', refusal: REFUSALS.bridgeError });
   }
 
-  #transition(to: CallState, why: string): void {
+  /** May `event` happen now? A refused event is logged and counted (msb_call_events_refused_total). */
+  #permits(event: CallEvent, why: string): boolean {
+    if (nextCallState(this.state, event) !== undefined) return true;
+    this.log.warn({ state: this.state, event, why }, 'call event refused in this state');
+    this.#deps.metrics?.callEventRefused(this.state, event);
+    return false;
+  }
+
+  /** Apply `event` through the state table; false (and nothing changes) when the table refuses it here. */
+  #apply(event: CallEvent, why: string): boolean {
+    if (!this.#permits(event, why)) return false;
     const from = this.state;
-    if (from === to) return;
-    if (!TRANSITIONS[from].includes(to)) {
-      this.log.warn({ from, to, why }, 'unexpected call state transition');
-    }
+    const to = nextCallState(from, event)!;
+    if (from === to) return true;
     this.state = to;
     this.log.info({ from, to, why }, `call ${from} -> ${to}`);
+    return true;
   }
 }

@@ -29,12 +29,46 @@ export const REFUSALS = {
   duplicateCallId: { status: 482, reason: 'Loop Detected: a call with this Call-ID is in progress', outcome: 'rejected_invalid' },
   sourceConcurrent: { status: 503, reason: 'too many calls from this source', outcome: 'rejected_capacity' },
   sourceRate: { status: 503, reason: 'too many INVITEs from this source', outcome: 'rejected_capacity' },
+  metaEnded: { status: 487, reason: 'Messenger call ended', outcome: 'canceled' },
+  messengerLegFailed: { status: 503, reason: 'Messenger media failed', outcome: 'media_failed' },
+  mediaFailed: { status: 503, reason: 'media failed', outcome: 'media_failed' },
+  bridgeError: { status: 500, reason: 'bridge error', outcome: 'media_failed' },
 } as const satisfies Record<string, SipRefusal>;
 
 /** A call refused for count or load: what the PBX is told (503, Retry-After) and the outcome label. */
 export function refusalForAdmission(verdict: Extract<AdmissionVerdict, { admit: false }>): SipRefusal {
   if (verdict.reason === 'capacity') return { ...REFUSALS.capacity, retryAfterS: verdict.retryAfterS };
   return { status: 503, reason: `bridge overloaded (${verdict.reason})`, outcome: 'rejected_overload', retryAfterS: verdict.retryAfterS };
+}
+
+/** The refusal of a call the bridge hangs up before it was answered (drain timeout, shutdown): 503 with `reason`. */
+export function refusalForHangUp(reason: string): SipRefusal {
+  return { status: 503, reason, outcome: 'canceled' };
+}
+
+/** A SIP status and reason without a call outcome: the answer to a REFER, or a transfer's final NOTIFY. */
+export interface SipStatus {
+  status: number;
+  reason: string;
+}
+
+/** Answers to a REFER the bridge does not carry out (where it may send the caller: transferPolicy.ts). */
+export const TRANSFER_REFUSALS = {
+  disabled: { status: 403, reason: 'transfers are disabled' },
+  inProgress: { status: 491, reason: 'a transfer is already in progress' },
+  dialogReplaced: { status: 481, reason: 'dialog replaced by a transfer' },
+  notBridged: { status: 491, reason: 'the call is not bridged yet' },
+} as const satisfies Record<string, SipStatus>;
+
+/** Final NOTIFYs of a transfer that failed on our side, or the target's failure as the transferor is told it. */
+export const TRANSFER_FAILURES = {
+  noMedia: { status: 500, reason: 'no media' },
+  unusableAnswer: { status: 488, reason: 'Not Acceptable Here' },
+} as const satisfies Record<string, SipStatus>;
+
+/** The transferor's final NOTIFY for a transfer INVITE that failed with `err`. */
+export function transferFailureFor(err: unknown): SipStatus {
+  return err instanceof SipError ? { status: err.status, reason: err.reason } : { status: 500, reason: 'Server Internal Error' };
 }
 
 /** Map an error from Graph (permission check or connect) to the SIP refusal sent to the PBX. */

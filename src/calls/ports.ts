@@ -427,6 +427,8 @@ export interface CallMetricsSink {
   mediaStarted?(callId: string, transcoding: boolean): void;
   /** Media counters of a call since its previous report; `final` on the last report, when the call ends. */
   mediaStats?(callId: string, delta: CallMediaStats, final: boolean): void;
+  /** The call state machine refused `event` in `state` (calls/callState.ts): nothing changed. */
+  callEventRefused(state: string, event: string): void;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

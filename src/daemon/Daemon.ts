@@ -412,6 +412,7 @@ function callMetrics(metrics: Metrics): CallMetricsSink {
     permissionReply: (response) => metrics.permissionReply(response),
     transfer: (result) => metrics.transfer(result),
     callRefused: (reason) => metrics.callRefused(reason),
+    callEventRefused: (state, event) => metrics.callEventRefused(state, event),
     mediaStarted: (callId, isTranscoding) => {
       if (isTranscoding && !transcoding.has(callId)) {
         transcoding.add(callId);

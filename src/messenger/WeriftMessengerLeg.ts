@@ -21,6 +21,7 @@ import {
 } from 'werift';
 import type { CandidatePair, IceOptions, IceState, SrtpProfile, Transport } from 'werift';
 import { InvalidStateError, MessengerLegError } from '../core/errors.js';
+import { OwnedTimers } from '../core/OwnedTimers.js';
 import { TypedEmitter } from '../core/TypedEmitter.js';
 import type { MessengerLeg, MessengerLegEvents, MessengerNegotiated } from '../calls/ports.js';
 import {
@@ -227,7 +228,7 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
   #offered = false;
   #remoteAppliedAt = 0;
   #lastRtp: { timestamp: number; at: number } | undefined;
-  readonly #timers = new Set<NodeJS.Timeout>();
+  readonly #timers = new OwnedTimers();
   #consentTimer: NodeJS.Timeout | undefined;
   #rtcpTimer: NodeJS.Timeout | undefined;
   #released: Promise<void> = Promise.resolve();
@@ -449,8 +450,7 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
     if (this.#state === 'closed') return;
     const previous = this.#state;
     this.#state = 'closed';
-    for (const timer of this.#timers) clearTimeout(timer);
-    this.#timers.clear();
+    this.#timers.clearAll();
     clearInterval(this.#consentTimer);
     clearInterval(this.#rtcpTimer);
     this.#consentTimer = undefined;
@@ -484,21 +484,6 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
 
   #assertOpen(what: string): void {
     if (this.#state === 'closed') throw new InvalidStateError(`${what}: leg is closed`);
-  }
-
-  #addTimer(ms: number, fn: () => void): NodeJS.Timeout {
-    const timer = setTimeout(() => {
-      this.#timers.delete(timer);
-      fn();
-    }, ms);
-    this.#timers.add(timer);
-    return timer;
-  }
-
-  #clearTimer(timer: NodeJS.Timeout | undefined): void {
-    if (timer === undefined) return;
-    clearTimeout(timer);
-    this.#timers.delete(timer);
   }
 
   #fail(reason: 'ice' | 'dtls' | 'consent', message: string, cause?: unknown): void {
@@ -580,18 +565,18 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
       );
     }
     void ice.addRemoteCandidate(undefined);
-    const iceTimer = this.#addTimer(this.#options.iceTimeoutMs, () => {
+    const iceTimer = this.#timers.after(this.#options.iceTimeoutMs, () => {
       this.#fail('ice', `ICE did not connect within ${this.#options.iceTimeoutMs} ms`);
     });
     if (candidates.length === 0) {
       // Nothing to check: fail now rather than at the timeout.
-      this.#clearTimer(iceTimer);
+      this.#timers.clear(iceTimer);
       this.#fail('ice', 'no usable remote ICE candidate (UDP, reachable address family)');
       return;
     }
     ice.connect().then(
       () => {
-        this.#clearTimer(iceTimer);
+        this.#timers.clear(iceTimer);
         if (this.#state !== 'connecting') return;
         this.timings.answerToIceMs = Math.round(performance.now() - this.#remoteAppliedAt);
         const pair = ice.nominated;
@@ -605,7 +590,7 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
         this.#startDtls(remote.fingerprints);
       },
       (err: unknown) => {
-        this.#clearTimer(iceTimer);
+        this.#timers.clear(iceTimer);
         if (this.#state !== 'connecting') return;
         this.#fail('ice', 'ICE connectivity checks failed', err);
       },
@@ -616,7 +601,7 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
     this.#state = 'dtls';
     const ice = this.#ice!;
     const certificatePromise = this.#options.certificate;
-    const dtlsTimer = this.#addTimer(this.#options.dtlsTimeoutMs, () => {
+    const dtlsTimer = this.#timers.after(this.#options.dtlsTimeoutMs, () => {
       this.#fail('dtls', `DTLS did not complete within ${this.#options.dtlsTimeoutMs} ms`);
     });
     void certificatePromise.then((certificate) => {
@@ -643,22 +628,22 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
       this.#dtls = dtls;
       const started = performance.now();
       dtls.onConnect.once(() => {
-        this.#clearTimer(dtlsTimer);
+        this.#timers.clear(dtlsTimer);
         if (this.#state !== 'dtls') return;
         this.timings.dtlsMs = Math.round(performance.now() - started);
         this.#onDtlsConnected(dtls, fingerprints);
       });
       dtls.onError.once((err: Error) => {
-        this.#clearTimer(dtlsTimer);
+        this.#timers.clear(dtlsTimer);
         this.#fail('dtls', 'DTLS handshake failed', err);
       });
       // werift's RTCDtlsTransport sleeps 100 ms here; the ICE pair is nominated already, so we start at once.
       dtls.connect().catch((err: unknown) => {
-        this.#clearTimer(dtlsTimer);
+        this.#timers.clear(dtlsTimer);
         this.#fail('dtls', 'DTLS handshake failed', err);
       });
     }, (err: unknown) => {
-      this.#clearTimer(dtlsTimer);
+      this.#timers.clear(dtlsTimer);
       this.#fail('dtls', 'no DTLS certificate', err);
     });
   }

@@ -65,6 +65,7 @@ export class Metrics {
   readonly #load: Gauge<'signal'>;
   readonly #loadLimit: Gauge<'signal'>;
   readonly #refusingByLoad: Gauge;
+  readonly #callEventsRefused: Counter<'state' | 'event'>;
 
   constructor(options: MetricsOptions = {}) {
     const registers = [(this.registry = new Registry())];
@@ -189,6 +190,12 @@ export class Metrics {
       labelNames: ['reason'],
       registers,
     });
+    this.#callEventsRefused = new Counter({
+      name: 'msb_call_events_refused_total',
+      help: 'Events the call state machine refused in the state the call was in (nothing changed), by state and event',
+      labelNames: ['state', 'event'],
+      registers,
+    });
     this.#patchesDegraded = new Gauge({
       name: 'msb_dependency_patch_degraded',
       help: '1 for each runtime optimisation of a dependency that could not bind to the installed version (the bridge runs without it)',
@@ -303,6 +310,11 @@ export class Metrics {
   /** A packet on a PBX-facing RTP port was dropped. */
   rtpDropped(reason: RtpDropReason): void {
     this.#rtpDropped.inc({ reason });
+  }
+
+  /** The call state machine refused `event` in `state`. */
+  callEventRefused(state: string, event: string): void {
+    this.#callEventsRefused.inc({ state, event });
   }
 
   /** A runtime optimisation of `dependency` could not bind at start: the bridge runs without it. */

@@ -365,6 +365,11 @@ export class RecordingMetrics implements CallMetricsSink {
   callRefused(reason: RefusalReason): void {
     this.refused.push(reason);
   }
+  /** Events the call state machine refused, as `state/event`. */
+  refusedEvents: string[] = [];
+  callEventRefused(state: string, event: string): void {
+    this.refusedEvents.push(`${state}/${event}`);
+  }
 }
 
 export const graphError = (retryable: boolean): GraphError =>

@@ -178,7 +178,9 @@ t.test('Metrics serves as the call controller\'s metrics sink', async (t) => {
   sink.callStarted('business_initiated');
   sink.callEnded('business_initiated', 'rejected_no_permission', 0);
   sink.permissionReply('approve');
+  sink.callEventRefused('active', 'meta_ringing');
   const text = await (sink as Metrics).text();
+  t.match(text, /msb_call_events_refused_total\{state="active",event="meta_ringing"\} 1/);
   t.match(text, /msb_calls_ended_total\{direction="business_initiated",outcome="rejected_no_permission"\} 1/);
   t.match(text, /msb_calls_active\{direction="business_initiated"\} 0/);
 });

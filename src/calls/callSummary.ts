@@ -1,0 +1,98 @@
+/** The numbers of a call's summary line and of its media metrics. */
+import type { Ending } from './callState.js';
+import type { CallDirection, CallMedia, CallMediaStats, CallMetricsSink, CallRoute, PbxCodecName } from './ports.js';
+
+/** Set-up step durations for the call summary, to the microsecond. */
+export function roundedSteps(steps: { webhookToInviteMs?: number; pbxAnswerToAcceptMs?: number }): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [key, ms] of Object.entries(steps)) if (ms !== undefined) out[key] = Math.round(ms * 1000) / 1000;
+  return out;
+}
+
+/** Media counters of `now` since `prev` (jitter as measured now). */
+export function statsDelta(now: CallMediaStats, prev: CallMediaStats | undefined): CallMediaStats {
+  const diff = (a: CallMediaStats['toPbx'], b: CallMediaStats['toPbx'] | undefined): CallMediaStats['toPbx'] => ({
+    packets: a.packets - (b?.packets ?? 0),
+    lost: Math.max(0, a.lost - (b?.lost ?? 0)),
+    jitterMs: a.jitterMs,
+  });
+  return { ...now, toPbx: diff(now.toPbx, prev?.toPbx), toMessenger: diff(now.toMessenger, prev?.toMessenger) };
+}
+
+/** The fields of the `call summary` log line, one per call when it is released. */
+export function callSummary(
+  call: { direction: CallDirection; pageId: string; psidLabel: string; metaCallId: string | undefined; route: CallRoute | undefined; startedAt: number },
+  ending: Ending,
+  end: {
+    now: number;
+    durationSeconds: number;
+    answeredAt: number | undefined;
+    sipStatus: number | undefined;
+    metaStatus: string | undefined;
+    codec: PbxCodecName | undefined;
+    srtp: CallMediaStats['srtp'];
+    setupTiming: { webhookToInviteMs?: number; pbxAnswerToAcceptMs?: number };
+    transfers: object | undefined;
+  },
+): Record<string, unknown> {
+  return {
+    direction: call.direction,
+    pageId: call.pageId,
+    psid: call.psidLabel,
+    metaCallId: call.metaCallId,
+    route: call.route?.name,
+    outcome: ending.outcome,
+    reason: ending.reason,
+    sipStatus: end.sipStatus,
+    metaStatus: end.metaStatus,
+    codec: end.codec,
+    ...(end.srtp ? { srtp: end.srtp } : {}),
+    setupMs: end.answeredAt ? end.answeredAt - call.startedAt : undefined,
+    ...(end.setupTiming.webhookToInviteMs !== undefined ? { setupSteps: roundedSteps(end.setupTiming) } : {}),
+    ...(end.transfers ? { transfers: end.transfers } : {}),
+    durationSeconds: Math.round(end.durationSeconds * 1000) / 1000,
+    totalMs: end.now - call.startedAt,
+  };
+}
+
+/** A call's media counters for metrics: once when bridging starts, every few seconds as deltas, once at the end. */
+export class MediaStatsReporter {
+  readonly #callId: string;
+  readonly #media: CallMedia;
+  readonly #metrics: CallMetricsSink | undefined;
+  #last: CallMediaStats | undefined;
+  #startedReported = false;
+
+  constructor(callId: string, media: CallMedia, metrics: CallMetricsSink | undefined) {
+    this.#callId = callId;
+    this.#media = media;
+    this.#metrics = metrics;
+  }
+
+  /** The media started bridging (reported once per call). */
+  started(): void {
+    if (this.#startedReported) return;
+    this.#startedReported = true;
+    this.#metrics?.mediaStarted?.(this.#callId, this.#media.stats().transcoding);
+  }
+
+  /** Counters since the call started; undefined once the media is closed. */
+  total(): CallMediaStats | undefined {
+    return this.#media.closed ? undefined : this.#media.stats();
+  }
+
+  /** Counters since the previous call; undefined once the media is closed. */
+  delta(): CallMediaStats | undefined {
+    const now = this.total();
+    if (!now) return undefined;
+    const prev = this.#last;
+    this.#last = now;
+    return statsDelta(now, prev);
+  }
+
+  /** The last delta, reported as final (before the media closes), if the media ever started. */
+  final(): void {
+    const last = this.delta();
+    if (last && this.#startedReported) this.#metrics?.mediaStats?.(this.#callId, last, true);
+  }
+}
