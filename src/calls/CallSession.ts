@@ -113,9 +113,7 @@ export class CallSession {
     return this.state === 'ending' || this.state === 'ended';
   }
 
-  // ------------------------------------------------------------------------------------------------------------
-  // Consumer-initiated: connect webhook -> offer -> INVITE -> PBX 200 -> Graph accept -> Meta answer -> bridged
-  // ------------------------------------------------------------------------------------------------------------
+  // --- Consumer-initiated: connect webhook -> offer -> INVITE -> PBX 200 -> Graph accept -> Meta answer -> bridged
 
   async runUserInitiated(event: ConnectEvent, route: CallRoute, receivedAt: number): Promise<void> {
     this.route = route;
@@ -246,9 +244,7 @@ export class CallSession {
     this.#meta.remoteAnswered();
   }
 
-  // ------------------------------------------------------------------------------------------------------------
-  // Business-initiated: INVITE from the PBX -> permission -> Graph connect -> ringing (180) -> accepted (200 OK)
-  // ------------------------------------------------------------------------------------------------------------
+  // --- Business-initiated: INVITE from the PBX -> permission -> Graph connect -> ringing (180) -> accepted (200 OK)
 
   async runBusinessInitiated(incoming: IncomingCall, bindMetaCallId: (id: string) => void): Promise<void> {
     this.#incoming = incoming;
@@ -333,9 +329,7 @@ export class CallSession {
     });
   }
 
-  // ------------------------------------------------------------------------------------------------------------
-  // Events routed in by the controller
-  // ------------------------------------------------------------------------------------------------------------
+  // --- Events routed in by the controller
 
   onCallStatus(event: CallStatusEvent): void {
     this.log.info({ status: event.status }, 'call_status from Meta');
@@ -356,13 +350,8 @@ export class CallSession {
 
   onTerminate(event: TerminateEvent): void {
     this.#meta.status = `terminated ${event.status ?? ''}`.trim();
-    this.end({
-      outcome: this.#answeredAt ? 'completed' : 'canceled',
-      reason: `Meta terminated the call (${event.status ?? 'no status'})`,
-      meta: 'none',
-      sip: 'auto',
-      refusal: REFUSALS.metaEnded,
-    });
+    const reason = `Meta terminated the call (${event.status ?? 'no status'})`;
+    this.end({ outcome: this.#answeredAt ? 'completed' : 'canceled', reason, meta: 'none', sip: 'auto', refusal: REFUSALS.metaEnded });
   }
 
   /** End the call from outside (drain timeout, shutdown). */
@@ -380,9 +369,7 @@ export class CallSession {
     return this.#stats?.delta();
   }
 
-  // ------------------------------------------------------------------------------------------------------------
-  // Teardown: the one place
-  // ------------------------------------------------------------------------------------------------------------
+  // --- Teardown: the one place
 
   /** End the call once; later calls are ignored. Releases everything and resolves `done`. */
   end(ending: Ending): void {
@@ -446,9 +433,7 @@ export class CallSession {
     this.log.info({ summary }, 'call summary');
   }
 
-  // ------------------------------------------------------------------------------------------------------------
-  // Helpers
-  // ------------------------------------------------------------------------------------------------------------
+  // --- Helpers
 
   /** `onLeg` runs as soon as the Messenger leg exists, while the call media is still being created. */
   async #setUpMedia(route: CallRoute, onLeg?: (leg: MessengerLeg) => void): Promise<{ leg: MessengerLeg; media: CallMedia }> {
@@ -506,14 +491,12 @@ export class CallSession {
       state: () => this.state,
       ended: () => this.ended,
       media: () => this.#media,
-      dialog: () => this.#dialogs.current,
+      dialogs: this.#dialogs,
       routeTargetTimeoutMs: () => this.route?.targetTimeoutMs,
       routeTargets: () => this.route?.targets ?? [],
       callerHeaders: () => this.#callerHeaders(this.metaCallId),
       permits: (event, why) => this.#permits(event, why),
       apply: (event, why) => this.#apply(event, why),
-      handOver: (from, to) => this.#dialogs.handOver(from, to),
-      hangUpDialog: (dialog) => this.#dialogs.hangUp(dialog),
       end: (ending) => this.end(ending),
     };
   }

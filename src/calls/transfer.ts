@@ -9,6 +9,7 @@
 import type { Logger } from 'pino';
 import type { CallEvent, CallState, Ending } from './callState.js';
 import { TRANSFER_FAILURES, TRANSFER_REFUSALS, transferFailureFor, type SipStatus } from './outcomes.js';
+import type { PbxDialogs } from './pbxDialogs.js';
 import { checkTransferTarget, defaultTransferHosts } from './transferPolicy.js';
 import type { CallMedia, CallMetricsSink, OutboundCallResult, SipDialog, SipPort, TransferRequest, TransferResult } from './ports.js';
 
@@ -32,8 +33,8 @@ export interface TransferHost {
   state(): CallState;
   ended(): boolean;
   media(): CallMedia | undefined;
-  /** The call's current PBX dialog. */
-  dialog(): SipDialog | undefined;
+  /** The call's PBX dialogs: the current one, the hand-over to the target's, and the one way to send a BYE. */
+  readonly dialogs: Pick<PbxDialogs, 'current' | 'handOver' | 'hangUp'>;
   /** The route's ring time per target, if it names one (ms). */
   routeTargetTimeoutMs(): number | undefined;
   /** The route's targets (their hosts are where a transfer may go by default). */
@@ -44,10 +45,6 @@ export interface TransferHost {
   permits(event: CallEvent, why: string): boolean;
   /** Apply `event`; false (and counted) when the state machine refuses it. */
   apply(event: CallEvent, why: string): boolean;
-  /** The target's dialog becomes the call's; `from` stays the call's to hang up until its BYE went out. */
-  handOver(from: SipDialog, to: SipDialog): void;
-  /** BYE to one PBX dialog (the call's single way of sending one). */
-  hangUpDialog(dialog: SipDialog): Promise<void>;
   end(ending: Ending): void;
 }
 
@@ -123,7 +120,7 @@ export class CallTransfers {
     };
     if (settings && !settings.enabled) return refuse(TRANSFER_REFUSALS.disabled);
     if (this.#current) return refuse(TRANSFER_REFUSALS.inProgress);
-    if (dialog !== host.dialog()) return refuse(TRANSFER_REFUSALS.dialogReplaced);
+    if (dialog !== host.dialogs.current) return refuse(TRANSFER_REFUSALS.dialogReplaced);
     if (!host.permits('refer', `REFER to ${request.target}`)) return refuse(TRANSFER_REFUSALS.notBridged);
     const allowed = settings?.allowedHosts ?? defaultTransferHosts(host.routeTargets(), dialog.peerAddress);
     const verdict = checkTransferTarget(request.target, request.headers, allowed);
@@ -170,7 +167,7 @@ export class CallTransfers {
     }
     if (host.ended()) {
       // Ended while the 200 OK was on its way: that dialog needs its BYE too.
-      await host.hangUpDialog(result.dialog);
+      await host.dialogs.hangUp(result.dialog);
       return this.#over(transfer, 'canceled', CANCELED);
     }
     const previousCodec = media.pbxCodec;
@@ -179,16 +176,16 @@ export class CallTransfers {
       media.start();
     } catch (err) {
       host.log.warn({ err, target: result.target }, 'transfer target answered with an unusable SDP: hanging it up');
-      await host.hangUpDialog(result.dialog);
+      await host.dialogs.hangUp(result.dialog);
       return this.#failed(transfer, TRANSFER_FAILURES.unusableAnswer);
     }
     const transferor = transfer.from;
-    host.handOver(transferor, result.dialog);
+    host.dialogs.handOver(transferor, result.dialog);
     this.#over(transfer, 'succeeded', { codec: media.pbxCodec, previousCodec });
     host.apply('transfer_over', `transferred to ${result.target}`);
     await request.notifyFinal(200, 'OK');
     if (!transferor.ended) host.log.info('transfer: BYE to the transferor');
-    await host.hangUpDialog(transferor);
+    await host.dialogs.hangUp(transferor);
   }
 
   /** The transfer target did not take the call: it stays with the transferor, whose media were never moved. */
