@@ -272,6 +272,19 @@ t.test('an SRTP leg (AES_CM_128_HMAC_SHA1_32) behaves like a plain one: early me
   await until(() => peer.srtpStats.rtcp > 0, 8000, 'SRTCP').catch(() => undefined);
   t.ok(peer.srtpStats.rtcp > 0, `SRTCP from the bridge authenticated at the PBX (${JSON.stringify(peer.srtpStats)})`);
   t.equal(peer.srtpStats.refused, 0, 'nothing the bridge sent failed authentication');
+  // SRTCP from the PBX: a receiver report passes, the same report with a flipped bit is dropped and counted.
+  const report = Buffer.alloc(8);
+  report[0] = 0x80;
+  report[1] = 201;
+  report.writeUInt16BE(1, 2);
+  report.writeUInt32BE(peer.ssrc, 4);
+  const srtpAuthDrops = async (): Promise<number> =>
+    Number(/msb_rtp_dropped_total\{reason="srtp_auth"\} (\d+)/.exec(await h.metrics.text())?.[1] ?? 0);
+  const before = await srtpAuthDrops();
+  peer.sendRtcp(report);
+  peer.sendRtcp(report, true);
+  await sleep(200);
+  t.equal((await srtpAuthDrops()) - before, 1, 'of an SRTCP report and its tampered copy, only the tampered one is dropped');
 
   h.sim.hangUp(callId);
   await dialog.waitForBye(2000);

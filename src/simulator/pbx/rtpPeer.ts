@@ -339,6 +339,8 @@ export interface RtpPeer {
   useCrypto(sdp: string): void;
   /** SRTP peers: a new key of our own (the next `sdp()` carries it). */
   renewKey(): void;
+  /** Send one RTCP packet (protected as SRTCP by SRTP peers); `tamper` flips a bit after protection. */
+  sendRtcp(packet: Buffer, tamper?: boolean): void;
   /** SRTP peers: what was unprotected, and what was refused. */
   readonly srtpStats: { rtp: number; rtcp: number; refused: number };
   setRemote(address: string, port: number): void;
@@ -463,6 +465,12 @@ export async function createRtpPeer(options: RtpPeerOptions): Promise<RtpPeer> {
       outbound = new SrtpContext({ profile: sdesProfile(local.suite), ...local.keys[0]! });
     },
     srtpStats,
+    sendRtcp(packet: Buffer, tamper = false) {
+      if (!remote || closed) return;
+      const wire = outbound ? outbound.protectRtcp(packet) : Buffer.from(packet);
+      if (tamper) wire[wire.length - 1] = wire[wire.length - 1]! ^ 0x01;
+      socket.send(wire, remote.port, remote.address);
+    },
     setRemote(addr: string, p: number) {
       remote = { address: addr, port: p };
     },
