@@ -184,3 +184,23 @@ t.test('Metrics serves as the call controller\'s metrics sink', async (t) => {
   t.match(text, /msb_calls_ended_total\{direction="business_initiated",outcome="rejected_no_permission"\} 1/);
   t.match(text, /msb_calls_active\{direction="business_initiated"\} 0/);
 });
+
+t.test('admission metrics: every refusal reason exported from 0, load gauges follow the samples', async (t) => {
+  const metrics = new Metrics();
+  const zero = await metrics.text();
+  for (const reason of ['capacity', 'setup_rate', 'event_loop_delay', 'event_loop_utilization', 'media_worker_cpu', 'late_audio']) {
+    t.match(zero, new RegExp(`msb_calls_refused_total\\{reason="${reason}"\\} 0`), `${reason} present at 0`);
+  }
+  metrics.callRefused('media_worker_cpu');
+  metrics.callRefused('media_worker_cpu');
+  metrics.load(new Map([['event_loop_utilization', 0.42]]), (kind) => (kind === 'late_audio' ? null : 0.85), true);
+  const text = await metrics.text();
+  t.match(text, /msb_calls_refused_total\{reason="media_worker_cpu"\} 2/);
+  t.match(text, /msb_load\{signal="event_loop_utilization"\} 0.42/);
+  t.notMatch(text, /msb_load\{signal="event_loop_delay"\}/, 'a signal without readings is absent, not 0');
+  t.match(text, /msb_load_limit\{signal="event_loop_utilization"\} 0.85/);
+  t.notMatch(text, /msb_load_limit\{signal="late_audio"\}/, 'an unwatched signal has no limit');
+  t.match(text, /msb_admission_refusing 1/);
+  metrics.load(new Map(), () => 0.85, false);
+  t.match(await metrics.text(), /msb_admission_refusing 0/);
+});
