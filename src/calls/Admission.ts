@@ -203,24 +203,8 @@ export class Admission implements AdmissionPort {
     const tripped = this.#worstTripped();
     if (tripped) return this.#refuse(tripped.kind, describe(tripped, this.limitOf(tripped.kind)));
 
-    while (this.#recent.length > 0 && now - this.#recent[0]! >= limits.settleMs) this.#recent.shift();
-    const recent = Math.min(this.#recent.length, activeCalls);
-    const settled = activeCalls - recent;
-    if (settled > 0) {
-      for (const state of this.#signals.values()) {
-        const limit = this.limitOf(state.kind);
-        if (limit === null || !PROPORTIONAL.has(state.kind)) continue;
-        // Attributes all of the load to the settled calls: pessimistic at low counts, where it does not matter.
-        const projected = (state.smoothed * (activeCalls + 1)) / settled;
-        if (projected > limit) {
-          return this.#refuse(
-            state.kind,
-            `${state.kind} on ${state.source} ${UNITS[state.kind](state.smoothed)} with ${settled} settled calls, ` +
-              `${UNITS[state.kind](projected)} projected with ${recent + 1} more (limit ${UNITS[state.kind](limit)})`,
-          );
-        }
-      }
-    }
+    const projected = this.#projectedRefusal(activeCalls, now);
+    if (projected) return projected;
 
     const max = limits.maxSetupsPerSecond;
     if (max !== null) {
@@ -233,7 +217,33 @@ export class Admission implements AdmissionPort {
     return { admit: true };
   }
 
-  #refuse(reason: RefusalReason, detail: string): AdmissionVerdict {
+  /**
+   * The refusal when one more call, with those admitted in the last `settleMs` (not yet in the signals), would take
+   * a proportional signal over its limit; undefined otherwise.
+   */
+  #projectedRefusal(activeCalls: number, now: number): Extract<AdmissionVerdict, { admit: false }> | undefined {
+    while (this.#recent.length > 0 && now - this.#recent[0]! >= this.#limits.settleMs) this.#recent.shift();
+    const recent = Math.min(this.#recent.length, activeCalls);
+    const settled = activeCalls - recent;
+    if (settled <= 0) return undefined;
+    for (const state of this.#signals.values()) {
+      const limit = this.limitOf(state.kind);
+      if (limit === null || !PROPORTIONAL.has(state.kind)) continue;
+      // Attributes all of the load to the settled calls: pessimistic at low counts, where it does not matter.
+      const projected = (state.smoothed * (activeCalls + 1)) / settled;
+      if (projected > limit) {
+        const unit = UNITS[state.kind];
+        return this.#refuse(
+          state.kind,
+          `${state.kind} on ${state.source} ${unit(state.smoothed)} with ${settled} settled calls, ` +
+            `${unit(projected)} projected with ${recent + 1} more (limit ${unit(limit)})`,
+        );
+      }
+    }
+    return undefined;
+  }
+
+  #refuse(reason: RefusalReason, detail: string): Extract<AdmissionVerdict, { admit: false }> {
     return { admit: false, reason, detail, retryAfterS: this.#limits.retryAfterS };
   }
 
@@ -253,19 +263,23 @@ export class Admission implements AdmissionPort {
     return worst;
   }
 
-  status(): AdmissionStatus {
+  /**
+   * What readiness reports. With `activeCalls`, a call that would be refused by projection also counts as refusing
+   * (a load balancer asking /readyz wants to know whether the next call would be taken).
+   */
+  status(activeCalls?: number): AdmissionStatus {
     const signals = [...this.#signals.values()]
       .map((s) => ({ kind: s.kind, source: s.source, value: s.smoothed, limit: this.limitOf(s.kind), tripped: s.tripped }))
       .sort((a, b) => LOAD_SIGNAL_KINDS.indexOf(a.kind) - LOAD_SIGNAL_KINDS.indexOf(b.kind) || a.source.localeCompare(b.source));
     const enabled = this.#limits.enabled;
     const reasons = enabled ? [...new Set(signals.filter((s) => s.tripped).map((s) => s.kind))] : [];
     const worst = enabled ? this.#worstTripped() : undefined;
-    return {
-      refusing: reasons.length > 0,
-      reasons,
-      ...(worst ? { detail: describe(worst, this.limitOf(worst.kind)) } : {}),
-      signals,
-    };
+    if (worst) return { refusing: true, reasons, detail: describe(worst, this.limitOf(worst.kind)), signals };
+    const projected = enabled && activeCalls !== undefined ? this.#projectedRefusal(activeCalls, this.#now()) : undefined;
+    if (projected && projected.reason !== 'capacity' && projected.reason !== 'setup_rate') {
+      return { refusing: true, reasons: [projected.reason], detail: projected.detail, signals };
+    }
+    return { refusing: false, reasons: [], signals };
   }
 
   /** The highest smoothed value of each kind, over its sources (for gauges). */

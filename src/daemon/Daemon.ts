@@ -295,7 +295,7 @@ export class Daemon {
       load: true,
       ...(this.cluster ? { cluster_redis: this.cluster.up } : {}),
     };
-    const load = this.admission.status();
+    const load = this.admission.status(this.controller.activeCalls);
     checks.load = !load.refusing;
     return {
       ready: Object.values(checks).every(Boolean),

@@ -167,6 +167,8 @@ t.test('projection: calls admitted but not yet in the signals count at the settl
   const verdict = r.admission.admit(8);
   t.equal(refused(verdict), 'event_loop_utilization', '9th call: 0.9 projected, refused before the signal rose');
   t.match(verdict.admit ? '' : verdict.detail, /projected/);
+  t.notOk(r.admission.status().refusing, 'no signal is over its limit ...');
+  t.match(r.admission.status(8), { refusing: true, reasons: ['event_loop_utilization'], detail: /projected/ }, '... but readiness, told the calls held, says the next call would be refused');
   // Once those calls are in the signal, the projection is the measurement itself.
   r.advance(3000);
   r.sample([reading('event_loop_utilization', 0.6)]);
