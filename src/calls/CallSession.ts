@@ -308,7 +308,7 @@ export class CallSession {
   /** Meta's call permission for the person; without it the INVITE is refused (and permission asked, if configured). */
   async #checkPermission(): Promise<void> {
     const { graph, options } = this.#deps;
-    this.#apply('check_permission', `psid ${this.psid}`);
+    this.#apply('check_permission', `psid ${this.psidLabel}`);
     const permission = await this.#stepOr(graph.checkPermission(this.pageId, this.psid, this.#graphSignal()), (err) => {
       const refusal = refusalForGraphError(err);
       return { outcome: refusal.outcome, reason: `permission check failed: ${reasonOf(err)}`, meta: 'none', sip: 'refuse', refusal };

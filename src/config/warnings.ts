@@ -3,6 +3,9 @@
  */
 import type { Config } from './schema.js';
 
+/** The secret drachtio-server's sample configuration and drachtio-srf's examples use. */
+export const WELL_KNOWN_DRACHTIO_SECRET = 'cymru';
+
 /** One line per concern, each starting with the key it is about. */
 export function configWarnings(config: Config): string[] {
   const warnings: string[] = [];
@@ -28,6 +31,11 @@ export function configWarnings(config: Config): string[] {
       );
     }
   });
+  if (config.sip.drachtio.secret === WELL_KNOWN_DRACHTIO_SECRET) {
+    warnings.push(
+      `sip.drachtio.secret: SECURITY: the well-known default '${WELL_KNOWN_DRACHTIO_SECRET}' (drachtio's samples use it): whoever reaches drachtio-server's admin port can take its SIP traffic; set a secret of your own on both sides`,
+    );
+  }
   if (config.sip.acl.some((cidr) => cidr === '0.0.0.0/0' || cidr === '::/0')) {
     warnings.push('sip.acl: allows any source: anyone reaching drachtio-server can place calls through the bridge');
   }
