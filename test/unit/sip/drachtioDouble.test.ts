@@ -81,7 +81,7 @@ t.test('every server frame in a full set of call flows has a shape the real serv
 
   // b/f/g: inbound answered, re-INVITE, INFO, BYE from the PBX.  e: inbound canceled.  h: OPTIONS.
   leg.on('invite', (call) => {
-    if (call.psid === 'cancelme') {
+    if (call.psid === '2000') {
       call.ringing();
       return;
     }
@@ -91,7 +91,7 @@ t.test('every server frame in a full set of call flows has a shape the real serv
   await b.dialog!.reinvite(sdp(6002, 'sendonly', 2));
   await b.dialog!.info('application/dtmf-relay', 'Signal=5\r\nDuration=160\r\n');
   await b.dialog!.bye();
-  const e = double.pbx.call({ user: 'cancelme', sdp: sdp(6004) });
+  const e = double.pbx.call({ user: '2000', sdp: sdp(6004) });
   await e.waitForProvisional(180);
   e.cancel();
   t.equal((await e.final).status, 487);
@@ -106,7 +106,7 @@ t.test('every server frame in a full set of call flows has a shape the real serv
   // Quirk 3: the CANCEL reaches the app under the INVITE's transaction id, with the INVITE's byte count.
   const frames = double.frames.filter((f) => f.direction === 'S->C' && f.payload.includes('|sip|network|')).map((f) => f.payload);
   const cancelFrame = frames.find((p) => p.split('\r\n')[1]?.startsWith('CANCEL '))!;
-  const inviteFrame = frames.find((p) => p.split('\r\n')[1]?.startsWith('INVITE sip:cancelme@'))!;
+  const inviteFrame = frames.find((p) => p.split('\r\n')[1]?.startsWith('INVITE sip:2000@'))!;
   const [cancelLeader, inviteLeader] = [leaderOf(cancelFrame).split('|'), leaderOf(inviteFrame).split('|')];
   t.equal(cancelLeader[8], inviteLeader[8], 'same transaction id');
   t.equal(cancelLeader[3], inviteLeader[3], 'INVITE byte count');
