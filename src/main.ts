@@ -1,5 +1,6 @@
 /**
- * The CLI: argv, environment, signals and exit codes. Nothing else in the project touches `process`.
+ * The CLI: argv, signals and exit codes. Only this file reads argv, installs signal handlers and exits; other modules
+ * read what they need of `process` (the environment, CPU usage, the Node version) but never take it over.
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';

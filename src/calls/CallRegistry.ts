@@ -8,7 +8,7 @@ export interface CallRegistryObserver {
 }
 
 /**
- * The live calls of this process, indexed by our id, Meta's call id and the SIP Call-ID.
+ * The live calls of this process, indexed by our id and by Meta's call id.
  * Graceful drain waits on `whenEmpty()`.
  */
 export class CallRegistry {

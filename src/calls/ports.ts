@@ -117,12 +117,6 @@ export interface GraphPort {
   reject(pageId: string, callId: string, signal?: AbortSignal): Promise<void>;
   terminate(pageId: string, callId: string, signal?: AbortSignal): Promise<void>;
   connect(pageId: string, psid: string, sdpOffer: string, signal?: AbortSignal): Promise<ConnectResult>;
-  mediaUpdate(
-    pageId: string,
-    callId: string,
-    update: { fromVersion: number; toVersion: number; tracks: TrackUpdate[]; sdpOffer?: string },
-    signal?: AbortSignal,
-  ): Promise<{ sdpAnswer?: string }>;
   checkPermission(pageId: string, psid: string, signal?: AbortSignal): Promise<PermissionResult>;
   /** Send the `calling_optin` permission request template message. */
   requestPermission(pageId: string, psid: string, signal?: AbortSignal): Promise<void>;

@@ -189,7 +189,7 @@ export class Daemon {
         },
         fromUser: config.sip.from_user,
         log,
-        metrics: { onSipResponse: (direction, code) => metrics.sipResponse(direction, code) },
+        metrics,
       });
       sip.on('connection', (connected) => {
         metrics.drachtioConnection(connected);
@@ -262,7 +262,9 @@ export class Daemon {
         await sip.whenConnected(AbortSignal.timeout(options.waitForSipMs)).catch(() => {
           log.warn({ waitedMs: options.waitForSipMs }, 'drachtio-server not connected yet; calls are refused until it is');
         });
-        await cluster?.whenUp(AbortSignal.timeout(options.waitForSipMs)).catch(() => undefined);
+        await cluster?.whenUp(AbortSignal.timeout(options.waitForSipMs)).catch((err: unknown) => {
+          log.warn({ err, waitedMs: options.waitForSipMs }, 'cluster not joined yet; starting anyway');
+        });
       }
 
       const adminAddress = await adminApp.listen({ host: config.admin.listen.host, port: config.admin.listen.port });

@@ -28,6 +28,9 @@ import {
   type TokenInfo,
 } from './pageSetup.js';
 
+/** What the Graph client counts: each request by action, result, code and duration. */
+export type GraphMetrics = Pick<Metrics, 'graphRequest'>;
+
 export type PageTokens = ReadonlyMap<string, string> | ((pageId: string) => string | undefined);
 
 export interface RetryOptions {
@@ -50,7 +53,8 @@ export interface GraphClientOptions {
   /** Per request (ms). */
   timeoutMs: number;
   log: Logger;
-  metrics?: Metrics;
+  /** Where the client counts its requests (the daemon passes its Metrics). */
+  metrics?: GraphMetrics;
   retry?: RetryOptions;
   /**
    * When set, every request carries `appsecret_proof` = hex HMAC-SHA256 of its access token keyed with this
@@ -171,7 +175,7 @@ export class GraphClient implements GraphPort {
   readonly #pages: PageTokens;
   readonly #timeoutMs: number;
   readonly #log: Logger;
-  readonly #metrics?: Metrics;
+  readonly #metrics?: GraphMetrics;
   readonly #retry: Required<RetryOptions>;
   #appSecretForProof?: string;
 
@@ -535,7 +539,7 @@ export function graphClientFromConfig(
     pages: readonly { id: string; access_token: string }[];
   },
   log: Logger,
-  metrics?: Metrics,
+  metrics?: GraphMetrics,
 ): GraphClient {
   return new GraphClient({
     baseUrl: config.meta.graph_base_url,

@@ -1,10 +1,12 @@
 /**
  * The WebRTC leg toward Meta's media servers, built on werift's parts (not its RTCPeerConnection): werift's ICE
- * agent (full, controlling), its DTLS client, its SRTP sessions. Meta's servers are ICE-lite and answer
+ * agent (full, controlling) and its DTLS client; SRTP is ours (src/core/srtp.ts, keyed from the DTLS exporter).
+ * Meta's servers are ICE-lite and answer
  * a=setup:passive, so this side nominates the pair and starts DTLS; it also stays the DTLS client when Meta sends
  * an offer. Using the parts directly gives us exact control of the SDP, of the DTLS start (werift's
  * RTCDtlsTransport waits a fixed 100 ms before its ClientHello; here the ClientHello leaves as soon as ICE is
- * connected) and of timeouts. Everything werift-specific lives in this file.
+ * connected) and of timeouts. Everything werift-specific lives in this file and in the patches behind
+ * werift/index.ts.
  */
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { Socket } from 'node:dgram';
@@ -140,6 +142,7 @@ export async function prepareIce(o: IceAddressOptions): Promise<PreparedIce> {
   try {
     await agent.gatherCandidates();
   } catch (err) {
+    // The gathering error is what the caller reports; closing what it half-opened may fail the same way.
     await agent.close().catch(() => undefined);
     throw err;
   }
@@ -469,7 +472,8 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
     const ice = this.#ice;
     const gathering = this.#gathering;
     this.#released = (async () => {
-      // A gathering in flight opens sockets after close(): wait for it, then close them too.
+      // A gathering in flight opens sockets after close(): wait for it, then close them too (its failure was the
+      // leg's to report while it was open; now only its sockets matter).
       if (gathering !== undefined) await gathering.catch(() => undefined);
       await ice?.close();
     })().catch((err: unknown) => {

@@ -25,6 +25,11 @@ import type { Srf, SrfDialog, SrfRequest, SrfResponse } from './srfTypes.js';
 
 export type SipResponseDirection = 'sent' | 'received';
 
+/** What the SIP leg counts: every SIP response sent or received on INVITE transactions and OPTIONS (status code). */
+export interface SipMetrics {
+  sipResponse(direction: SipResponseDirection, status: number): void;
+}
+
 export interface DrachtioSipLegOptions {
   /** drachtio-server admin address. */
   host: string;
@@ -39,10 +44,8 @@ export interface DrachtioSipLegOptions {
   /** User part of our From on INVITEs to the PBX (unless the call names one). */
   fromUser: string;
   log: Logger;
-  metrics?: {
-    /** Every SIP response sent or received on INVITE transactions and OPTIONS (status code). */
-    onSipResponse?: (direction: SipResponseDirection, status: number) => void;
-  };
+  /** Where the SIP leg counts what it does (the daemon passes its Metrics). */
+  metrics?: SipMetrics;
   /** Longest wait between reconnect attempts to drachtio-server (ms). Default 5000. */
   reconnectMaxDelayMs?: number;
   /** After a CANCEL, how long to wait for the INVITE's final response before giving up on it (ms). Default 4000. */
@@ -106,12 +109,12 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
     this.#acl = createAcl(options.acl);
     this.#digest = options.digest ? new DigestAuthenticator({ credentials: options.digest }) : undefined;
     this.#pendingInvites = new PendingInvites(this.#log);
-    const hook = options.metrics?.onSipResponse;
+    const metrics = options.metrics;
     this.#onSipResponse = (direction, status) => {
       try {
-        hook?.(direction, status);
+        metrics?.sipResponse(direction, status);
       } catch (err) {
-        this.#log.warn({ err }, 'onSipResponse hook threw');
+        this.#log.warn({ err }, 'SIP response metric failed');
       }
     };
 

@@ -183,6 +183,7 @@ export class SrfSipDialog extends TypedEmitter<SipDialogEvents> implements SipDi
       }
     };
     const result = this.#infoChain.then(send);
+    // The chain only keeps INFOs in order; the caller gets this one's failure through `result`.
     this.#infoChain = result.catch(() => undefined);
     return result;
   }

@@ -56,7 +56,8 @@ export interface WebhookAppOptions {
   settings: WebhookSettings | (() => WebhookSettings);
   sink: MetaEventSink;
   log: Logger;
-  metrics?: Metrics;
+  /** Where the app counts webhooks (the daemon passes its Metrics). */
+  metrics?: Pick<Metrics, 'webhook'>;
   /** Clock (ms) for staleness and dedupe expiry; tests move it. */
   now?: () => number;
   /** Dedupe memory (ms); default 15 min. */

@@ -36,7 +36,7 @@ async function setup(
     target: { psidFrom: 'request_uri', psidHeader: 'X-Messenger-PSID', pageHeader: 'X-Messenger-Page-ID' },
     fromUser: 'messenger',
     log,
-    metrics: { onSipResponse: (d, s) => responses.push([d, s]) },
+    metrics: { sipResponse: (d, s) => responses.push([d, s]) },
     reconnectMaxDelayMs: 200,
     ...extra,
   });
