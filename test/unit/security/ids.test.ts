@@ -80,3 +80,17 @@ t.test('INVITEs whose Request-URI user or page header is not a Meta id: 400 with
   t.equal(requests, 0, 'nothing reached the Graph API');
   t.equal(h.daemon.controller.registry.size, 0);
 });
+
+t.test('a call id from Graph connect with CRLF is refused (it would go into X-Messenger-Call-ID)', async (t) => {
+  const { GraphClient } = await import('../../../src/graph/index.js');
+  const { createGraphSimulator } = await import('../../../src/simulator/graph/index.js');
+  const { Metrics } = await import('../../../src/observability/index.js');
+  const { pino } = await import('pino');
+  const sim = createGraphSimulator({ pages: { [PAGE_ID]: 'page-token' } });
+  t.teardown(() => sim.close());
+  const address = await sim.app.listen({ host: '127.0.0.1', port: 0 });
+  const client = new GraphClient({ baseUrl: address, version: 'v23.0', pages: new Map([[PAGE_ID, 'page-token']]), timeoutMs: 2000, log: pino({ level: 'silent' }), metrics: new Metrics() });
+  sim.setPermission(PAGE_ID, PSID, 'has_permission');
+  sim.failNext('connect', { status: 200, body: { success: true, id: 'c_1\r\nX-Evil: 1', session: { sdp_response: { sdp_type: 'answer', sdp: 'v=0' } } } });
+  await t.rejects(client.connect(PAGE_ID, PSID, 'v=0'), { code: 'GRAPH_BAD_RESPONSE', message: /malformed call id/ });
+});
