@@ -1,7 +1,21 @@
 import t from 'tap';
+import type { Test } from 'tap';
 import { createRtpPeer } from '../helpers/rtpPeer.js';
 import { assertBothWays, listenBothWays } from '../helpers/tone.js';
-import { PSID, sdpTarget, sleep, startHarness, until } from '../helpers/bridgeHarness.js';
+import { PSID, sdpTarget, sleep, startHarness, until, type Harness } from '../helpers/bridgeHarness.js';
+
+/** A call from the PBX (an RTP peer speaking `codec`) that the person accepts at once: its 200 OK, and Meta's call id. */
+async function acceptedBusinessCall(t: Test, h: Harness, codec: 'PCMU' | 'PCMA') {
+  const pbxRtp = await createRtpPeer({ codec });
+  t.teardown(() => pbxRtp.close());
+  const connectSeen = h.sim.graph.events.waitFor('connect');
+  const call = h.drachtio.pbx.call({ user: PSID, sdp: pbxRtp.sdp() });
+  const [connect] = await connectSeen;
+  h.sim.graph.consumerAccept(connect.callId);
+  const final = await call.final;
+  t.equal(final.status, 200, 'the person accepted: 200 OK to the PBX');
+  return { final, metaCallId: connect.callId };
+}
 
 t.test('business-initiated call: INVITE -> connect -> ringing 180 -> accepted 200 OK, 1 kHz to the PBX, 440 Hz to Meta, PBX BYE -> Meta terminate', async (t) => {
   const h = await startHarness();
@@ -42,17 +56,10 @@ t.test('business-initiated call: INVITE -> connect -> ringing 180 -> accepted 20
 t.test('business-initiated call: the person hangs up -> BYE to the PBX', async (t) => {
   const h = await startHarness();
   t.teardown(() => h.close());
-  const pbxRtp = await createRtpPeer({ codec: 'PCMU' });
-  t.teardown(() => pbxRtp.close());
-  const connectSeen = h.sim.graph.events.waitFor('connect');
-  const call = h.drachtio.pbx.call({ user: PSID, sdp: pbxRtp.sdp() });
-  const [connect] = await connectSeen;
-  h.sim.graph.consumerAccept(connect.callId);
-  const final = await call.final;
-  t.equal(final.status, 200);
-  await (await h.sim.waitForSession(connect.callId)).whenConnected();
+  const { final, metaCallId } = await acceptedBusinessCall(t, h, 'PCMU');
+  await (await h.sim.waitForSession(metaCallId)).whenConnected();
   const byeAt = Date.now();
-  h.sim.hangUp(connect.callId);
+  h.sim.hangUp(metaCallId);
   await final.dialog!.waitForBye(2000);
   t.ok(Date.now() - byeAt < 1000, 'BYE within a second');
   await until(() => h.daemon.controller.registry.size === 0, 2000, 'call released');
@@ -70,16 +77,9 @@ t.test('business-initiated call: media.codecs decides what the bridge answers th
   t.equal(refused.status, 488, 'a PBX offering only PCMU is refused: PCMU is not in media.codecs');
   t.equal(connects, 0, 'Meta is not called for a call the PBX side cannot carry');
 
-  const pcma = await createRtpPeer({ codec: 'PCMA' });
-  t.teardown(() => pcma.close());
-  const connectSeen = h.sim.graph.events.waitFor('connect');
-  const call = h.drachtio.pbx.call({ user: PSID, sdp: pcma.sdp() });
-  const [connect] = await connectSeen;
-  h.sim.graph.consumerAccept(connect.callId);
-  const final = await call.final;
-  t.equal(final.status, 200);
+  const { final, metaCallId } = await acceptedBusinessCall(t, h, 'PCMA');
   t.match(final.sdp, /PCMA\/8000/, 'a PBX offering PCMA is answered with PCMA');
-  h.sim.hangUp(connect.callId);
+  h.sim.hangUp(metaCallId);
   await final.dialog!.waitForBye(2000);
   await until(() => h.daemon.controller.registry.size === 0, 2000, 'call released');
 });
