@@ -17,6 +17,7 @@ import { bridgeDtmf } from './callDtmf.js';
 import { MetaSide } from './metaSide.js';
 import type { CallSessionDeps } from './callOptions.js';
 import { MediaStatsReporter, callSummary } from './callSummary.js';
+import { CallQualityWatch } from './callQualityWatch.js';
 import { REFUSALS, reasonOf, refusalForGraphError, refusalForHangUp, refusalForMediaError } from './outcomes.js';
 import type {
   CallDirection,
@@ -68,6 +69,7 @@ export class CallSession {
   /** Consumer-initiated set-up steps in ms (sub-millisecond): connect received -> INVITE, 200 OK -> accept. */
   #setupTiming: { webhookToInviteMs?: number; pbxAnswerToAcceptMs?: number } = {};
   #stats: MediaStatsReporter | undefined;
+  #quality: CallQualityWatch | undefined;
   #earlyMediaStarted = false;
 
   constructor(init: {
@@ -388,7 +390,7 @@ export class CallSession {
 
   async #release(ending: Ending): Promise<void> {
     this.#timers.clear();
-    this.#stats?.final();
+    this.#quality?.ended(this.#stats?.final()?.quality);
     this.#media?.close();
     this.#leg?.close();
 
@@ -429,8 +431,21 @@ export class CallSession {
       srtp: this.#media?.stats().srtp,
       setupTiming: this.#setupTiming,
       transfers: this.#transfers.summary(),
+      ...(this.#quality?.final ? { quality: this.#quality.final } : {}),
     });
     this.log.info({ summary }, 'call summary');
+    const { graph, options } = this.#deps;
+    this.#quality?.report({
+      graph,
+      enabled: options.reportCallMetrics === true,
+      metaAccepted: this.#meta.accepted,
+      pageId: this.pageId,
+      metaCallId: this.metaCallId,
+      outcome: ending.outcome,
+      reason: ending.reason,
+      endedAt: now,
+      timeoutMs: options.graphTimeoutMs * 2,
+    });
   }
 
   // --- Helpers
@@ -480,6 +495,8 @@ export class CallSession {
     });
     const { log, metrics, options } = this.#deps;
     bridgeDtmf(media, { log, metrics, sipInfo: options.dtmfSipInfo ?? 'auto', dialog: () => this.#dialogs.current });
+    this.#quality = new CallQualityWatch({ log: this.log, metrics });
+    this.#quality.attach(media);
     return { leg, media };
   }
 

@@ -35,4 +35,6 @@ export interface CallSessionOptions {
   dtmfSipInfo?: boolean | 'auto';
   /** Transfers by REFER from the PBX. Absent: allowed to any host, with the default timeout. */
   transfer?: TransferOptions;
+  /** After a call Meta accepted, submit its quality to Meta (`call_metrics`). Default false. */
+  reportCallMetrics?: boolean;
 }

@@ -1,6 +1,7 @@
 /** The numbers of a call's summary line and of its media metrics. */
 import type { Ending } from './callState.js';
-import type { CallDirection, CallMedia, CallMediaStats, CallMetricsSink, CallRoute, PbxCodecName } from './ports.js';
+import { summaryQuality } from './callMetricsReport.js';
+import type { CallDirection, CallMedia, CallMediaStats, CallMetricsSink, CallQualityStats, CallRoute, PbxCodecName } from './ports.js';
 
 /** Set-up step durations for the call summary, to the microsecond. */
 export function roundedSteps(steps: { webhookToInviteMs?: number; pbxAnswerToAcceptMs?: number }): Record<string, number> {
@@ -33,6 +34,7 @@ export function callSummary(
     srtp: CallMediaStats['srtp'];
     setupTiming: { webhookToInviteMs?: number; pbxAnswerToAcceptMs?: number };
     transfers: object | undefined;
+    quality?: CallQualityStats;
   },
 ): Record<string, unknown> {
   return {
@@ -50,6 +52,7 @@ export function callSummary(
     setupMs: end.answeredAt ? end.answeredAt - call.startedAt : undefined,
     ...(end.setupTiming.webhookToInviteMs !== undefined ? { setupSteps: roundedSteps(end.setupTiming) } : {}),
     ...(end.transfers ? { transfers: end.transfers } : {}),
+    ...(end.quality ? { quality: summaryQuality(end.quality) } : {}),
     durationSeconds: Math.round(end.durationSeconds * 1000) / 1000,
     totalMs: end.now - call.startedAt,
   };
@@ -90,9 +93,11 @@ export class MediaStatsReporter {
     return statsDelta(now, prev);
   }
 
-  /** The last delta, reported as final (before the media closes), if the media ever started. */
-  final(): void {
+  /** The last delta, reported as final (before the media closes), if the media ever started; returned then. */
+  final(): CallMediaStats | undefined {
     const last = this.delta();
-    if (last && this.#startedReported) this.#metrics?.mediaStats?.(this.#callId, last, true);
+    if (!last || !this.#startedReported) return undefined;
+    this.#metrics?.mediaStats?.(this.#callId, last, true);
+    return last;
   }
 }

@@ -120,6 +120,21 @@ export interface GraphPort {
   checkPermission(pageId: string, psid: string, signal?: AbortSignal): Promise<PermissionResult>;
   /** Send the `calling_optin` permission request template message. */
   requestPermission(pageId: string, psid: string, signal?: AbortSignal): Promise<void>;
+  /** Submit a call's quality to Meta after it ended (`POST /{page-id}/call_metrics`, docs/META-CALLING.md). */
+  submitCallMetrics?(pageId: string, report: CallMetricsReport, signal?: AbortSignal): Promise<void>;
+}
+
+/** The body of Meta's call_metrics endpoint, as its Metrics page lists it. */
+export interface CallMetricsReport {
+  platform: 'messenger';
+  call_id: string;
+  end_call_reason: string;
+  end_call_subreason?: string;
+  /** Unix s. */
+  call_ended_time: number;
+  /** Unix s of the first audio packet from the person. */
+  first_audio_packet_received_time?: number;
+  audio_stats: Record<string, number>;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -141,6 +156,16 @@ export interface MessengerLegEvents {
   closed: [];
 }
 
+/** What Meta's RTCP reception reports say of the audio we send it. */
+export interface RemoteReport {
+  /** Fraction lost since Meta's previous report (0-1). */
+  fractionLost: number;
+  cumulativeLost: number;
+  jitterMs: number;
+  /** Round trip to Meta's media server (ms), from its report on our last sender report. */
+  rttMs?: number;
+}
+
 export interface MessengerLeg extends RtpEndpoint, TypedEmitter<MessengerLegEvents> {
   readonly closed: boolean;
   /** Our SDP offer (accept and connect both send it). */
@@ -153,6 +178,8 @@ export interface MessengerLeg extends RtpEndpoint, TypedEmitter<MessengerLegEven
   negotiated(): MessengerNegotiated | undefined;
   /** Resolves once connected; rejects with the leg's MessengerLegError, or on `signal`. */
   whenConnected(signal?: AbortSignal): Promise<void>;
+  /** Meta's latest RTCP reception report about our stream, when the leg reads RTCP. */
+  remoteReport?(): RemoteReport | undefined;
   /** Idempotent. */
   close(): void;
 }
@@ -191,6 +218,37 @@ export interface CallMediaEvents {
    * INFO can carry it).
    */
   dtmf: [DtmfEvent & { direction: 'to_pbx' | 'to_messenger'; via?: 'rfc4733' | 'inband' | 'none' }];
+  /**
+   * One-way audio: no audio from `silentSide` for `silentForMs` while the other side speaks (`active` true when it
+   * starts), or its audio came back (`active` false).
+   */
+  oneWayAudio: [{ silentSide: 'messenger' | 'pbx'; silentForMs: number; active: boolean }];
+}
+
+/** Quality of the audio received from one leg (media/quality/CallQuality.ts). */
+export interface LegQualityStats {
+  packets: number;
+  lost: number;
+  lossPct: number;
+  jitterMs: number;
+  rttMs?: number;
+  /** Estimated MOS (simplified ITU-T G.107 E-model). */
+  mos: number;
+  /** ms from the start of bridging to the first audio from this leg. */
+  firstAudioMs?: number;
+}
+
+export interface CallQualityStats {
+  /** The person's audio as the bridge receives it from Meta (RTT from Meta's RTCP reports). */
+  fromMessenger: LegQualityStats;
+  /** The PBX's audio as the bridge receives it (no RTCP toward the PBX: no RTT). */
+  fromPbx: LegQualityStats;
+  /** Meta's RTCP reports on the audio we send it. */
+  atMessenger?: RemoteReport;
+  /** Unix ms of the first packet from Meta. */
+  firstPacketFromMessengerAt?: number;
+  /** The side silent now, when one-way audio is in progress. */
+  oneWayAudio?: 'messenger' | 'pbx';
 }
 
 export interface CallMediaStats {
@@ -200,6 +258,7 @@ export interface CallMediaStats {
   transcoding: boolean;
   toPbx: { packets: number; lost: number; jitterMs: number };
   toMessenger: { packets: number; lost: number; jitterMs: number };
+  quality?: CallQualityStats;
 }
 
 export interface CallMedia extends TypedEmitter<CallMediaEvents> {
@@ -423,6 +482,10 @@ export interface CallMetricsSink {
   mediaStats?(callId: string, delta: CallMediaStats, final: boolean): void;
   /** The call state machine refused `event` in `state` (calls/callState.ts): nothing changed. */
   callEventRefused(state: string, event: string): void;
+  /** One-way audio started (`active`) or ended (audio back, or the call ended) on a call. */
+  oneWayAudio?(silentSide: 'messenger' | 'pbx', active: boolean): void;
+  /** A call metrics report to Meta was answered (ok) or failed (error). */
+  callMetricsReport?(result: 'ok' | 'error'): void;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -407,6 +407,16 @@ const CallsSchema = z
      * for them. 0 = made per call. Read at start-up (a reload does not change it).
      */
     prepared_media: z.number().int().min(0).max(64).default(0),
+    /** Call quality: one-way audio detection and the report to Meta after each call. */
+    quality: z
+      .object({
+        /** No audio from one side for this long while the other side speaks is one-way audio (ms); 0 = off. */
+        one_way_audio_after_ms: z.number().int().min(0).default(10_000),
+        /** After each call Meta accepted, submit its quality to Meta's call_metrics endpoint. */
+        report_to_meta: z.boolean().default(true),
+      })
+      .strict()
+      .prefault({}),
     admission: AdmissionSchema,
   })
   .strict()

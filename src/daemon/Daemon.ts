@@ -139,6 +139,7 @@ export class Daemon {
         dtmf: dtmfOptions(config),
         preparedCalls: prepared,
         packetCostUs: config.media.simulated_packet_cost_us,
+        oneWayAudioAfterMs: config.calls.quality.one_way_audio_after_ms,
         log,
       });
       const iceListen = config.messenger.ice.listen_ip;
@@ -423,8 +424,11 @@ function callMetrics(metrics: Metrics): CallMetricsSink {
     },
     mediaStats: (callId, delta, final) => {
       recordMediaStats(metrics, delta);
+      if (final && delta.quality) metrics.callQuality(delta.quality);
       if (final && transcoding.delete(callId)) metrics.transcodingEnded();
     },
+    oneWayAudio: (side, active) => metrics.oneWayAudio(side, active),
+    callMetricsReport: (result) => metrics.callMetricsReport(result),
   };
 }
 
@@ -478,6 +482,7 @@ function controllerOptions(config: Config): CallControllerOptions {
     fromUser: config.sip.from_user,
     permissionCheck: config.calls.permission_check,
     requestPermissionOnDenied: config.calls.request_permission_on_denied,
+    reportCallMetrics: config.calls.quality.report_to_meta,
     dtmfSipInfo: config.media.dtmf.sip_info,
     transfer: {
       enabled: config.sip.transfer.enabled,

@@ -14,7 +14,7 @@
 import { isMetaCallId } from '../core/ids.js';
 import { createHmac } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { AcceptResult, ConnectResult, GraphPort, PermissionResult, TrackUpdate } from '../calls/ports.js';
+import type { AcceptResult, CallMetricsReport, ConnectResult, GraphPort, PermissionResult, TrackUpdate } from '../calls/ports.js';
 import { GraphError } from '../core/errors.js';
 import type { Metrics } from '../observability/Metrics.js';
 import { graphErrorFromResponse } from './errors.js';
@@ -432,6 +432,23 @@ export class GraphClient implements GraphPort {
         retryable: false,
       });
     }
+  }
+
+  /**
+   * A call's quality, after it ended (`POST /{page-id}/call_metrics`). Optional for Meta: retried only when the
+   * connection was refused, within the client's attempts, never beyond.
+   */
+  async submitCallMetrics(pageId: string, report: CallMetricsReport, signal?: AbortSignal): Promise<void> {
+    await this.#request({
+      action: 'call_metrics',
+      method: 'POST',
+      pageId,
+      edge: 'call_metrics',
+      callId: report.call_id,
+      body: report,
+      retry: 'refused_only',
+      signal,
+    });
   }
 
   #token(pageId: string): string | undefined {

@@ -51,6 +51,7 @@ import {
 import type { PbxCodec, SdpDirection } from './pbxSdp.js';
 import { PbxRtpSocket, ReceiveStats } from './PbxRtpSocket.js';
 import { SdesSession } from './SdesSession.js';
+import { CallQuality, legQuality, opusHasAudio, pcmHasAudio } from './quality/CallQuality.js';
 import type { RtpHeader } from './rtp.js';
 import { buildRtp, parseRtp, parseTelephoneEvent, randomSeq, randomSsrc, seqDiff } from './rtp.js';
 import { TelephoneEventReceiver, TelephoneEventSender } from './telephoneEvents.js';
@@ -112,7 +113,12 @@ export interface MediasoupCallMediaOptions {
   lateAudio?: LateAudioTally;
   /** Busy CPU time added to each audio packet, both ways (µs; `media.simulated_packet_cost_us`, for tests). */
   packetCostUs?: number;
+  /** No audio from one side for this long while the other speaks is one-way audio (ms); 0 = not watched. Default 10000. */
+  oneWayAudioAfterMs?: number;
 }
+
+/** How often the one-way audio check runs (ms). */
+const QUALITY_CHECK_MS = 500;
 
 function mimeOf(name: PbxCodecName): string {
   return name === 'opus' ? 'audio/opus' : `audio/${name}`;
@@ -124,6 +130,8 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
   readonly #stream: MessengerStream;
   readonly #sessionId = String(Math.floor(Math.random() * 1e12));
   readonly #sdes: SdesSession;
+  readonly #quality: CallQuality;
+  #qualityTimer: NodeJS.Timeout | undefined;
   #sdpVersion = 0;
   #closed = false;
   #failed = false;
@@ -179,6 +187,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     this.#o = options;
     this.#log = options.log;
     this.#sdes = new SdesSession(options.srtp ?? 'off', options.log);
+    this.#quality = new CallQuality(options.oneWayAudioAfterMs ?? 10_000);
     this.#lateFromMeta = new LateAudioGuard({
       clockRate: OPUS_CLOCK_RATE,
       tally: options.lateAudio,
@@ -301,6 +310,14 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     this.#started = true;
     this.#stream.start();
     if (this.#bridgeCodec !== pbx.codec.name) this.#setupBridge(pbx.codec);
+    this.#quality.start();
+    this.#qualityTimer ??= setInterval(() => this.#checkQuality(), QUALITY_CHECK_MS).unref();
+  }
+
+  /** One-way audio raised or cleared: an event for the call (logs, metrics); the check itself stays here. */
+  #checkQuality(): void {
+    const result = this.#quality.check();
+    if (result) this.safeEmit('oneWayAudio', { ...result.oneWay, active: result.change === 'raised' });
   }
 
   startSendingToMessenger(): void {
@@ -328,12 +345,21 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
   stats(): CallMediaStats {
     const pbxIn = this.#o.socket.receive.snapshot();
     const metaIn = this.#metaStats.snapshot();
+    const q = this.#quality;
+    const remote = this.#o.messenger.remoteReport?.();
     return {
       codec: this.#pbx?.codec.name,
       ...(this.#sdes.suite ? { srtp: this.#sdes.suite } : {}),
       transcoding: this.#transcoding,
       toPbx: { packets: this.#o.socket.sentPackets, lost: metaIn.lost, jitterMs: metaIn.jitterMs },
       toMessenger: { packets: this.#stream.sentPackets, lost: pbxIn.lost, jitterMs: pbxIn.jitterMs },
+      quality: {
+        fromMessenger: legQuality(metaIn, { codec: 'opus', rttMs: remote?.rttMs, startedAt: q.startedAt, firstAudioAt: q.messenger.firstAudioAt }),
+        fromPbx: legQuality(pbxIn, { codec: this.#pbx?.codec.name ?? 'PCMU', startedAt: q.startedAt, firstAudioAt: q.pbx.firstAudioAt }),
+        ...(remote !== undefined ? { atMessenger: remote } : {}),
+        ...(q.messenger.firstPacketAt !== undefined ? { firstPacketFromMessengerAt: q.messenger.firstPacketAt } : {}),
+        ...(q.oneWay !== undefined ? { oneWayAudio: q.oneWay } : {}),
+      },
     };
   }
 
@@ -347,6 +373,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#qualityTimer);
     this.#unsubscribeMessenger?.();
     this.#unsubscribeMessenger = undefined;
     this.#stream.close();
@@ -618,17 +645,14 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     if (this.#closed || !this.#started || !pbx) return;
     if (this.#o.packetCostUs) spendCpu(this.#o.packetCostUs);
     const payload = packet.subarray(header.payloadOffset, header.payloadOffset + header.payloadLength);
-    switch (pbx.codec.name) {
-      case 'opus':
-        this.#stream.sendPassthrough(payload, header.timestamp);
-        break;
-      case 'PCMU':
-        this.#stream.sendPcm8k(decodePcmu(payload));
-        break;
-      case 'PCMA':
-        this.#stream.sendPcm8k(decodePcma(payload));
-        break;
+    if (pbx.codec.name === 'opus') {
+      this.#quality.heard('pbx', opusHasAudio(payload));
+      this.#stream.sendPassthrough(payload, header.timestamp);
+      return;
     }
+    const pcm = pbx.codec.name === 'PCMU' ? decodePcmu(payload) : decodePcma(payload);
+    this.#quality.heard('pbx', pcmHasAudio(pcm));
+    this.#stream.sendPcm8k(pcm);
   }
 
   #onPbxTelephoneEvent(packet: Buffer, header: RtpHeader): void {
@@ -676,6 +700,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
       pcm = this.#decode(payload);
       if (watcher) this.#watch(watcher, concealed, pcm, header.timestamp);
     }
+    this.#quality.heard('messenger', pcm !== undefined ? pcmHasAudio(pcm) : opusHasAudio(payload));
     if (!pbx || !producer || producer.closed) return;
 
     // Timestamps toward the PBX follow Meta's (scaled to the PBX clock); a new stream continues from the wall clock.

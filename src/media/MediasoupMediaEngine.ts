@@ -59,6 +59,8 @@ export interface MediasoupMediaEngineOptions {
   preparedCalls?: number;
   /** Busy CPU time added to each audio packet, both ways (µs): gives tests a small, real capacity. Default 0. */
   packetCostUs?: number;
+  /** One-way audio after this long without audio from one side while the other speaks (ms); 0 = off. Default 10000. */
+  oneWayAudioAfterMs?: number;
   log: Logger;
   hooks?: MediaEngineHooks;
 }
@@ -229,6 +231,7 @@ export class MediasoupMediaEngine implements MediaEngine {
         encoderComplexity: this.#o.opusComplexity,
         lateAudio: this.#lateAudio,
         packetCostUs: this.#o.packetCostUs,
+        ...(this.#o.oneWayAudioAfterMs !== undefined ? { oneWayAudioAfterMs: this.#o.oneWayAudioAfterMs } : {}),
         workerDied: (w) => this.#o.pool.workerDied(w),
         onClose: () => {
           this.#calls.delete(media);

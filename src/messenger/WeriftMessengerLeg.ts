@@ -25,7 +25,8 @@ import type { CandidatePair, IceOptions, IceState, SrtpProfile, Transport } from
 import { InvalidStateError, MessengerLegError } from '../core/errors.js';
 import { OwnedTimers } from '../core/OwnedTimers.js';
 import { TypedEmitter } from '../core/TypedEmitter.js';
-import type { MessengerLeg, MessengerLegEvents, MessengerNegotiated } from '../calls/ports.js';
+import type { MessengerLeg, MessengerLegEvents, MessengerNegotiated, RemoteReport } from '../calls/ports.js';
+import { NTP_EPOCH_OFFSET, readReportBlocks, rttFromBlock } from './rtcpReports.js';
 import {
   OPUS_PT,
   buildAnswer,
@@ -165,7 +166,6 @@ type LegState = 'new' | 'gathering' | 'ready' | 'connecting' | 'dtls' | 'connect
 export type DtlsSrtpProfileId = typeof ProtectionProfileAeadAes128Gcm | typeof ProtectionProfileAes128CmHmacSha1_80;
 const SRTP_PROFILES: DtlsSrtpProfileId[] = [ProtectionProfileAeadAes128Gcm, ProtectionProfileAes128CmHmacSha1_80];
 /** Seconds between 1900 (NTP epoch) and 1970. */
-const NTP_EPOCH_OFFSET = 2208988800;
 
 function normalizeFingerprint(value: string): string {
   return value.trim().toUpperCase();
@@ -206,6 +206,8 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
     packetsDroppedInvalid: 0,
   };
   readonly #ssrc = randomBytes(4).readUInt32BE(0);
+  /** What Meta's last reception report said of our stream. */
+  #remoteReport: RemoteReport | undefined;
   readonly #identity = {
     cname: randomBytes(12).toString('base64url'),
     streamId: randomUUID(),
@@ -263,6 +265,11 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
   /** ICE state of the underlying agent, for diagnostics. */
   get iceState(): IceState | undefined {
     return this.#ice?.state;
+  }
+
+  /** Meta's view of the audio we send (RTCP reception reports), once one arrived. */
+  remoteReport(): RemoteReport | undefined {
+    return this.#remoteReport;
   }
 
   stats(): MessengerLegStats {
@@ -701,6 +708,7 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
     if (isRtcpPacket(data)) {
       const rtcp = inbound.unprotectRtcp(data);
       if (typeof rtcp === 'string') this.#onInboundDropped(rtcp, 'SRTCP', inbound);
+      else this.#onRtcp(rtcp);
       return;
     }
     const plain = inbound.unprotectRtp(data);
@@ -744,6 +752,19 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
         this.#fail('consent', `no ICE consent response for ${this.#options.consentTimeoutMs} ms`);
       }
     }, period);
+  }
+
+  /** Keeps Meta's latest report about our stream (every few seconds: no per-packet work). */
+  #onRtcp(rtcp: Buffer): void {
+    const block = readReportBlocks(rtcp).find((b) => b.ssrc === this.#ssrc);
+    if (block === undefined) return;
+    const rttMs = rttFromBlock(block, Date.now());
+    this.#remoteReport = {
+      fractionLost: block.fractionLost,
+      cumulativeLost: block.cumulativeLost,
+      jitterMs: (block.jitter * 1000) / 48000,
+      ...(rttMs !== undefined ? { rttMs } : this.#remoteReport?.rttMs !== undefined ? { rttMs: this.#remoteReport.rttMs } : {}),
+    };
   }
 
   #startRtcp(): void {

@@ -4,7 +4,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { RtpDropReason } from '../core/rtp.js';
-import { LOAD_SIGNAL_KINDS, type LoadSignalKind, type RefusalReason } from '../calls/ports.js';
+import { LOAD_SIGNAL_KINDS, type CallQualityStats, type LoadSignalKind, type RefusalReason } from '../calls/ports.js';
 
 /** Every `reason` of msb_calls_refused_total (all exported at 0 from the start). */
 export const REFUSAL_REASONS: readonly RefusalReason[] = ['capacity', 'setup_rate', ...LOAD_SIGNAL_KINDS];
@@ -60,6 +60,14 @@ export class Metrics {
   readonly #dtmfDigits: Counter<'direction'>;
   readonly #transfers: Counter<'result'>;
   readonly #rtpDropped: Counter<'reason'>;
+  readonly #callMos: Histogram<'leg'>;
+  readonly #callLoss: Histogram<'leg'>;
+  readonly #callJitter: Histogram<'leg'>;
+  readonly #callRtt: Histogram<'leg'>;
+  readonly #callFirstAudio: Histogram<'leg'>;
+  readonly #oneWayAudioCalls: Gauge<'silent_side'>;
+  readonly #oneWayAudioTotal: Counter<'silent_side'>;
+  readonly #callMetricsReports: Counter<'result'>;
   readonly #patchesDegraded: Gauge<'dependency' | 'patch'>;
   readonly #refused: Counter<'reason'>;
   readonly #load: Gauge<'signal'>;
@@ -184,6 +192,32 @@ export class Metrics {
       labelNames: ['result'],
       registers,
     });
+    // Call quality: one observation per call and leg when it ends (no per-call labels).
+    const leg = (name: string, help: string, buckets: number[]): Histogram<'leg'> =>
+      new Histogram({ name, help: `${help}, per call, by leg (from_messenger | from_pbx: the audio the bridge received from it)`, labelNames: ['leg'], buckets, registers });
+    this.#callMos = leg('msb_call_mos', 'Estimated MOS (simplified ITU-T G.107 E-model)', [1, 2, 2.5, 3, 3.5, 3.8, 4, 4.2, 4.4, 4.5]);
+    this.#callLoss = leg('msb_call_loss_ratio', 'Share of RTP packets lost', [0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5]);
+    this.#callJitter = leg('msb_call_jitter_seconds', 'Interarrival jitter at the end of the call (seconds)', JITTER_BUCKETS);
+    this.#callRtt = leg('msb_call_rtt_seconds', 'Round-trip time from RTCP reports (seconds)', [0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1]);
+    this.#callFirstAudio = leg('msb_call_first_audio_seconds', 'Time from the start of bridging to the first audio (seconds)', [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10]);
+    this.#oneWayAudioCalls = new Gauge({
+      name: 'msb_one_way_audio_calls',
+      help: 'Calls in one-way audio now (no audio from silent_side while the other side speaks)',
+      labelNames: ['silent_side'],
+      registers,
+    });
+    this.#oneWayAudioTotal = new Counter({
+      name: 'msb_one_way_audio_total',
+      help: 'One-way audio episodes, by silent side (messenger | pbx)',
+      labelNames: ['silent_side'],
+      registers,
+    });
+    this.#callMetricsReports = new Counter({
+      name: 'msb_call_metrics_reports_total',
+      help: "Call metrics reports sent to Meta's call_metrics endpoint, by result (ok | error)",
+      labelNames: ['result'],
+      registers,
+    });
     this.#rtpDropped = new Counter({
       name: 'msb_rtp_dropped_total',
       help: 'Packets dropped on PBX-facing RTP ports, by reason (wrong_source | before_sdp | malformed | srtp_auth | srtp_replay | srtp_expired)',
@@ -305,6 +339,35 @@ export class Metrics {
   /** A transfer (REFER from the PBX) ended with `result`. */
   transfer(result: 'succeeded' | 'failed' | 'refused' | 'canceled'): void {
     this.#transfers.inc({ result });
+  }
+
+  /** A call's quality at its end, per leg. */
+  callQuality(quality: CallQualityStats): void {
+    for (const [label, q] of [
+      ['from_messenger', quality.fromMessenger],
+      ['from_pbx', quality.fromPbx],
+    ] as const) {
+      if (q.packets === 0) continue;
+      this.#callMos.observe({ leg: label }, q.mos);
+      this.#callLoss.observe({ leg: label }, q.lossPct / 100);
+      this.#callJitter.observe({ leg: label }, q.jitterMs / 1000);
+      if (q.rttMs !== undefined) this.#callRtt.observe({ leg: label }, q.rttMs / 1000);
+      if (q.firstAudioMs !== undefined) this.#callFirstAudio.observe({ leg: label }, q.firstAudioMs / 1000);
+    }
+  }
+
+  /** One-way audio started (`active`) or ended on a call. */
+  oneWayAudio(silentSide: 'messenger' | 'pbx', active: boolean): void {
+    if (active) {
+      this.#oneWayAudioCalls.inc({ silent_side: silentSide });
+      this.#oneWayAudioTotal.inc({ silent_side: silentSide });
+    } else {
+      this.#oneWayAudioCalls.dec({ silent_side: silentSide });
+    }
+  }
+
+  callMetricsReport(result: 'ok' | 'error'): void {
+    this.#callMetricsReports.inc({ result });
   }
 
   /** A packet on a PBX-facing RTP port was dropped. */

@@ -350,6 +350,11 @@ export interface RtpPeer {
   stopTone(): void;
   sendDtmf(digit: string, durationMs: number): Promise<void>;
   sendDigits(digits: string, durationMs?: number, gapMs?: number): Promise<void>;
+  /**
+   * Impair what we send, as a bad network would: audio packet `i` (0, 1, ...) is lost when `drop(i)`, and leaves
+   * `delayMs(i)` late (jitter). Undefined functions: no impairment.
+   */
+  impair(o: { drop?: (i: number) => boolean; delayMs?: (i: number) => number }): void;
   receivedPcm(): Int16Array;
   clearReceived(): void;
   receivedDtmf(): string[];
@@ -374,6 +379,9 @@ export async function createRtpPeer(options: RtpPeerOptions): Promise<RtpPeer> {
   let outbound = local ? new SrtpContext({ profile: sdesProfile(local.suite), ...local.keys[0]! }) : undefined;
   let inbound: SrtpContext | undefined;
   const srtpStats = { rtp: 0, rtcp: 0, refused: 0 };
+  let delayMs: ((i: number) => number) | undefined;
+  let sentIndex = 0;
+  const delayed = new Set<NodeJS.Timeout>();
   const core = new RtpMediaCore({
     codec: options.codec,
     pt: options.pt,
@@ -381,7 +389,18 @@ export async function createRtpPeer(options: RtpPeerOptions): Promise<RtpPeer> {
     teClockRate: options.teClockRate,
     lean: options.lean,
     transmit: (packet) => {
-      if (remote && !closed) socket.send(outbound ? outbound.protectRtp(packet) : packet, remote.port, remote.address);
+      const to = remote;
+      if (!to || closed) return;
+      const delay = delayMs?.(sentIndex++) ?? 0;
+      if (delay <= 0) {
+        socket.send(outbound ? outbound.protectRtp(packet) : packet, to.port, to.address);
+        return;
+      }
+      const timer = setTimeout(() => {
+        delayed.delete(timer);
+        if (!closed) socket.send(outbound ? outbound.protectRtp(packet) : packet, to.port, to.address);
+      }, delay);
+      delayed.add(timer);
     },
   });
   socket.on('message', (msg, rinfo) => {
@@ -482,9 +501,15 @@ export async function createRtpPeer(options: RtpPeerOptions): Promise<RtpPeer> {
     receivedPcm: () => core.receivedPcm(),
     clearReceived: () => core.clearReceived(),
     receivedDtmf: () => core.receivedDtmf(),
+    impair(o) {
+      core.drop = o.drop;
+      delayMs = o.delayMs;
+    },
     close() {
       if (closed) return;
       closed = true;
+      for (const timer of delayed) clearTimeout(timer);
+      delayed.clear();
       core.close();
       socket.close();
     },

@@ -34,6 +34,7 @@ export async function createEngine(
     log?: Logger;
     dtmf?: MediasoupMediaEngineOptions['dtmf'];
     hooks?: MediasoupMediaEngineOptions['hooks'];
+    oneWayAudioAfterMs?: number;
   } = {},
 ): Promise<{ pool: WorkerPool; engine: MediasoupMediaEngine; log: Logger }> {
   const log = options.log ?? testLogger();
@@ -44,6 +45,7 @@ export async function createEngine(
     rtp: { listenIp: options.listenIp ?? '127.0.0.1', minPort: 0, maxPort: 0, comedia: options.comedia ?? true },
     dtmf: options.dtmf,
     hooks: options.hooks,
+    ...(options.oneWayAudioAfterMs !== undefined ? { oneWayAudioAfterMs: options.oneWayAudioAfterMs } : {}),
     ...(options.preparedCalls !== undefined ? { preparedCalls: options.preparedCalls } : {}),
   });
   return { pool, engine, log };

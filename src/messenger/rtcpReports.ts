@@ -1,0 +1,63 @@
+/**
+ * Reception report blocks (RFC 3550 section 6.4) in a plain RTCP compound packet, and the round-trip time they
+ * give: RTT = A - LSR - DLSR, with A the arrival time as the middle 32 bits of an NTP timestamp (1/65536 s units).
+ */
+
+export interface ReportBlock {
+  ssrc: number;
+  /** Fraction of packets lost since the previous report (0-1). */
+  fractionLost: number;
+  /** Cumulative packets lost (may be negative with duplicates). */
+  cumulativeLost: number;
+  /** Interarrival jitter in RTP timestamp units. */
+  jitter: number;
+  /** Middle 32 bits of the NTP time of the last SR received from us; 0 if none. */
+  lsr: number;
+  /** Delay since that SR, 1/65536 s. */
+  dlsr: number;
+}
+
+/** Report blocks of every SR (200) and RR (201) in the compound packet; malformed parts end the walk. */
+export function readReportBlocks(rtcp: Buffer): ReportBlock[] {
+  const blocks: ReportBlock[] = [];
+  let offset = 0;
+  while (offset + 8 <= rtcp.length) {
+    const count = rtcp[offset]! & 0x1f;
+    const type = rtcp[offset + 1]!;
+    const end = offset + (rtcp.readUInt16BE(offset + 2) + 1) * 4;
+    if (end > rtcp.length) break;
+    const first = type === 200 ? offset + 28 : type === 201 ? offset + 8 : -1;
+    if (first >= 0) {
+      for (let i = 0, at = first; i < count && at + 24 <= end; i++, at += 24) {
+        const lost = rtcp.readUIntBE(at + 5, 3);
+        blocks.push({
+          ssrc: rtcp.readUInt32BE(at),
+          fractionLost: rtcp[at + 4]! / 256,
+          cumulativeLost: lost & 0x800000 ? lost - 0x1000000 : lost,
+          jitter: rtcp.readUInt32BE(at + 12),
+          lsr: rtcp.readUInt32BE(at + 16),
+          dlsr: rtcp.readUInt32BE(at + 20),
+        });
+      }
+    }
+    offset = end;
+  }
+  return blocks;
+}
+
+/** Seconds between 1900 and 1970 (NTP epoch vs Unix epoch). */
+export const NTP_EPOCH_OFFSET = 2_208_988_800;
+
+/** The middle 32 bits of the NTP timestamp of `unixMs`. */
+export function ntpMiddle(unixMs: number): number {
+  const seconds = unixMs / 1000 + NTP_EPOCH_OFFSET;
+  return ((Math.floor(seconds) & 0xffff) * 65536 + Math.floor((seconds % 1) * 65536)) >>> 0;
+}
+
+/** RTT (ms) from a block about our stream received at `arrivalUnixMs`; undefined without an SR of ours in it. */
+export function rttFromBlock(block: ReportBlock, arrivalUnixMs: number): number | undefined {
+  if (block.lsr === 0) return undefined;
+  const units = (ntpMiddle(arrivalUnixMs) - block.lsr - block.dlsr) >>> 0;
+  // More than a minute: a wrapped difference or a clock step, not a round trip.
+  return units > 60 * 65536 ? undefined : (units * 1000) / 65536;
+}
