@@ -60,11 +60,7 @@ export class Metrics {
   readonly #dtmfDigits: Counter<'direction'>;
   readonly #transfers: Counter<'result'>;
   readonly #rtpDropped: Counter<'reason'>;
-  readonly #callMos: Histogram<'leg'>;
-  readonly #callLoss: Histogram<'leg'>;
-  readonly #callJitter: Histogram<'leg'>;
-  readonly #callRtt: Histogram<'leg'>;
-  readonly #callFirstAudio: Histogram<'leg'>;
+  readonly #callQuality: Record<'mos' | 'loss' | 'jitter' | 'rtt' | 'firstAudio', Histogram<'leg'>>;
   readonly #oneWayAudioCalls: Gauge<'silent_side'>;
   readonly #oneWayAudioTotal: Counter<'silent_side'>;
   readonly #callMetricsReports: Counter<'result'>;
@@ -195,11 +191,13 @@ export class Metrics {
     // Call quality: one observation per call and leg when it ends (no per-call labels).
     const leg = (name: string, help: string, buckets: number[]): Histogram<'leg'> =>
       new Histogram({ name, help: `${help}, per call, by leg (from_messenger | from_pbx: the audio the bridge received from it)`, labelNames: ['leg'], buckets, registers });
-    this.#callMos = leg('msb_call_mos', 'Estimated MOS (simplified ITU-T G.107 E-model)', [1, 2, 2.5, 3, 3.5, 3.8, 4, 4.2, 4.4, 4.5]);
-    this.#callLoss = leg('msb_call_loss_ratio', 'Share of RTP packets lost', [0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5]);
-    this.#callJitter = leg('msb_call_jitter_seconds', 'Interarrival jitter at the end of the call (seconds)', JITTER_BUCKETS);
-    this.#callRtt = leg('msb_call_rtt_seconds', 'Round-trip time from RTCP reports (seconds)', [0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1]);
-    this.#callFirstAudio = leg('msb_call_first_audio_seconds', 'Time from the start of bridging to the first audio (seconds)', [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10]);
+    this.#callQuality = {
+      mos: leg('msb_call_mos', 'Estimated MOS (simplified ITU-T G.107 E-model)', [1, 2, 2.5, 3, 3.5, 3.8, 4, 4.2, 4.4, 4.5]),
+      loss: leg('msb_call_loss_ratio', 'Share of RTP packets lost', [0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5]),
+      jitter: leg('msb_call_jitter_seconds', 'Interarrival jitter at the end of the call (seconds)', JITTER_BUCKETS),
+      rtt: leg('msb_call_rtt_seconds', 'Round-trip time from RTCP reports (seconds)', [0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1]),
+      firstAudio: leg('msb_call_first_audio_seconds', 'Time from the start of bridging to the first audio (seconds)', [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10]),
+    };
     this.#oneWayAudioCalls = new Gauge({
       name: 'msb_one_way_audio_calls',
       help: 'Calls in one-way audio now (no audio from silent_side while the other side speaks)',
@@ -348,11 +346,12 @@ export class Metrics {
       ['from_pbx', quality.fromPbx],
     ] as const) {
       if (q.packets === 0) continue;
-      this.#callMos.observe({ leg: label }, q.mos);
-      this.#callLoss.observe({ leg: label }, q.lossPct / 100);
-      this.#callJitter.observe({ leg: label }, q.jitterMs / 1000);
-      if (q.rttMs !== undefined) this.#callRtt.observe({ leg: label }, q.rttMs / 1000);
-      if (q.firstAudioMs !== undefined) this.#callFirstAudio.observe({ leg: label }, q.firstAudioMs / 1000);
+      const h = this.#callQuality;
+      h.mos.observe({ leg: label }, q.mos);
+      h.loss.observe({ leg: label }, q.lossPct / 100);
+      h.jitter.observe({ leg: label }, q.jitterMs / 1000);
+      if (q.rttMs !== undefined) h.rtt.observe({ leg: label }, q.rttMs / 1000);
+      if (q.firstAudioMs !== undefined) h.firstAudio.observe({ leg: label }, q.firstAudioMs / 1000);
     }
   }
 

@@ -31,7 +31,7 @@ async function call(
   if (o.impair) pbx.impair({ drop: (i) => i % 20 === 7 });
   pbx.startTone(440);
   session.startTone(1000);
-  await sleep(1500);
+  await sleep(2500);
   const hungUpAt = Date.now();
   h.sim.hangUp(callId);
   await until(() => h.daemon.controller.registry.size === 0, 3000, 'call released');
