@@ -19,6 +19,8 @@ export class MetaSide {
   #pending: Promise<void> | undefined;
   #mediaVersion = -1;
   readonly #statusWaiters = new Map<string, () => void>();
+  /** call_status values received so far. */
+  readonly #statusesSeen = new Set<string>();
   #onRemoteAnswer: (() => void) | undefined;
 
   constructor(timers: CallTimers) {
@@ -91,11 +93,16 @@ export class MetaSide {
 
   /** A call_status webhook arrived. */
   statusArrived(status: string): void {
+    this.#statusesSeen.add(status);
     this.#statusWaiters.get(status)?.();
   }
 
-  /** Resolves when call_status `status` arrives; rejects after `timeoutMs`. */
+  /**
+   * Resolves when call_status `status` arrives (at once when it already did: it can arrive while the call still
+   * awaits an earlier step, such as applying Meta's answer on the media thread); rejects after `timeoutMs`.
+   */
   waitStatus(status: string, timeoutMs: number): Promise<void> {
+    if (this.#statusesSeen.has(status)) return Promise.resolve();
     const wait = this.#timers.waiter(timeoutMs, `timed out waiting for call_status ${status}`);
     this.#statusWaiters.set(status, wait.resolve);
     return wait.promise.finally(() => this.#statusWaiters.delete(status));

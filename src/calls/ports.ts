@@ -4,7 +4,6 @@
  */
 import type { Logger } from 'pino';
 import type { MessengerLegError, MediaError } from '../core/errors.js';
-import type { RtpEndpoint } from '../core/rtp.js';
 import type { TypedEmitter } from '../core/TypedEmitter.js';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -166,7 +165,11 @@ export interface RemoteReport {
   rttMs?: number;
 }
 
-export interface MessengerLeg extends RtpEndpoint, TypedEmitter<MessengerLegEvents> {
+/**
+ * The leg as the call controller drives it: signalling only. Its audio (`RtpEndpoint`, in messenger/) stays with the
+ * call's media, on the media thread that carries the call.
+ */
+export interface MessengerLeg extends TypedEmitter<MessengerLegEvents> {
   readonly closed: boolean;
   /** Our SDP offer (accept and connect both send it). */
   createOffer(): Promise<string>;

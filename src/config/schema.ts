@@ -287,7 +287,12 @@ const RouteSchema = z
 const MediaSchema = z
   .object({
     worker_bin: z.string().min(1).default('/usr/lib/x86_64-linux-gnu/mediasoup/mediasoup-worker'),
-    /** 0 = one per core. */
+    /**
+     * Media threads (worker_threads) carrying the calls' media: 'auto' = one per core; 0 = the media runs in the
+     * main thread with the signalling (no threads).
+     */
+    threads: z.union([z.literal('auto'), z.number().int().min(0).max(64)]).default('auto'),
+    /** mediasoup workers in all; 0 = one per core, or one per media thread when there are threads. */
     workers: z.number().int().min(0).default(0),
     rtp: z
       .object({

@@ -13,16 +13,11 @@ import type { CallMediaStats, CallMetricsSink, CallRoute, LoadReading, PbxCodecN
 import { configWarnings, pageIds, pageTokens, routeCodecs, type Config } from '../config/index.js';
 import { GraphClient } from '../graph/index.js';
 import { reportDependencyPatches } from './dependencyPatches.js';
-import { MediaPool } from '../media/MediaPool.js';
 import { applyMediasoupPatches } from '../media/mediasoupPatches.js';
-import { MediasoupMediaEngine } from '../media/MediasoupMediaEngine.js';
-import { WorkerPool } from '../media/WorkerPool.js';
-import { WeriftMessengerLegFactory } from '../messenger/index.js';
-import { closePreparedIce, preparedIceUsable, type PreparedIce } from '../messenger/WeriftMessengerLeg.js';
 import { applyWeriftPatches } from '../messenger/werift/index.js';
 import { Metrics, buildAdminApp, type Readiness } from '../observability/index.js';
-import { LoadMonitor, eventLoopSource, lateAudioSource, workerCpuSource } from '../observability/LoadMonitor.js';
-import { createAcl } from '../sip/acl.js';
+import { LoadMonitor, eventLoopSource } from '../observability/LoadMonitor.js';
+import { startDaemonMedia, type DaemonMedia } from './DaemonMedia.js';
 import { keysNeedingRestart } from '../config/reloadable.js';
 import { ConfigError } from '../core/errors.js';
 import { DrachtioSipLeg } from '../sip/DrachtioSipLeg.js';
@@ -44,10 +39,8 @@ export class Daemon {
   readonly log: Logger;
   readonly metrics: Metrics;
   readonly controller: CallController;
-  readonly pool: WorkerPool;
-  readonly media: MediasoupMediaEngine;
-  /** ICE agents gathered ahead of calls (`calls.prepared_media`; undefined when 0). */
-  readonly preparedIce: MediaPool<PreparedIce> | undefined;
+  /** Where the calls' media runs: media threads, or (`media.threads: 0`) this thread. */
+  readonly media: DaemonMedia;
   readonly sip: DrachtioSipLeg;
   /** Admission by load: the decision, from the signals `loadMonitor` reads. */
   readonly admission: Admission;
@@ -73,9 +66,7 @@ export class Daemon {
     config: Config;
     log: Logger;
     metrics: Metrics;
-    pool: WorkerPool;
-    media: MediasoupMediaEngine;
-    preparedIce: MediaPool<PreparedIce> | undefined;
+    media: DaemonMedia;
     sip: DrachtioSipLeg;
     graph: GraphClient;
     pageTokens: Map<string, string>;
@@ -89,9 +80,7 @@ export class Daemon {
     this.#config = parts.config;
     this.log = parts.log;
     this.metrics = parts.metrics;
-    this.pool = parts.pool;
     this.media = parts.media;
-    this.preparedIce = parts.preparedIce;
     this.sip = parts.sip;
     this.admission = parts.admission;
     this.loadMonitor = parts.loadMonitor;
@@ -109,64 +98,10 @@ export class Daemon {
     for (const warning of configWarnings(config)) log.warn({ warning }, 'configuration warning');
     reportDependencyPatches([applyWeriftPatches(), applyMediasoupPatches(), applyDrachtioSrfPatches()], log, metrics);
 
-    const pool = await WorkerPool.create({
-      workerBin: config.media.worker_bin,
-      ...(config.media.workers > 0 ? { size: config.media.workers } : {}),
-      rtcMinPort: config.media.internal_ports.min_port,
-      rtcMaxPort: config.media.internal_ports.max_port,
-      log,
-    });
-    pool.on('workerRestarted', () => metrics.workerRestarted());
-    let media: MediasoupMediaEngine | undefined;
-    let preparedIce: MediaPool<PreparedIce> | undefined;
-    // The SIP ACL also names the sources a comedia RTP port may latch onto; a reload replaces it.
-    let sipAcl = createAcl(config.sip.acl);
+    const media = await startDaemonMedia(config, log, metrics);
     let loadMonitor: LoadMonitor | undefined;
     let cluster: ClusterNode | undefined;
     try {
-      const prepared = config.calls.prepared_media;
-      media = new MediasoupMediaEngine({
-        pool,
-        rtp: {
-          listenIp: config.media.rtp.listen_ip,
-          announcedIp: config.media.rtp.announced_ip ?? undefined,
-          minPort: config.media.rtp.min_port,
-          maxPort: config.media.rtp.max_port,
-          comedia: config.media.rtp.comedia,
-          latchAllowed: (address) => sipAcl.allows(address),
-        },
-        hooks: { rtpDropped: (reason) => metrics.rtpDropped(reason) },
-        dtmf: dtmfOptions(config),
-        preparedCalls: prepared,
-        packetCostUs: config.media.simulated_packet_cost_us,
-        oneWayAudioAfterMs: config.calls.quality.one_way_audio_after_ms,
-        log,
-      });
-      const iceListen = config.messenger.ice.listen_ip;
-      const legs = new WeriftMessengerLegFactory({
-        ...iceListenIps(iceListen),
-        ...(config.messenger.ice.announced_ip ? { announcedIp: config.messenger.ice.announced_ip } : {}),
-        portRange: [config.messenger.ice.min_port, config.messenger.ice.max_port],
-        iceTimeoutMs: config.messenger.ice_timeout_ms,
-        dtlsTimeoutMs: config.messenger.dtls_timeout_ms,
-        takePreparedIce: () => preparedIce?.take(),
-        log,
-      });
-      if (prepared > 0) {
-        const iceLog = log.child({ component: 'messenger' });
-        preparedIce = new MediaPool<PreparedIce>({
-          size: prepared,
-          what: 'ICE agent',
-          log: iceLog,
-          create: () => legs.prepareIce(),
-          usable: preparedIceUsable,
-          destroy: (ice) => void closePreparedIce(ice).catch((err: unknown) => iceLog.warn({ err }, 'closing a prepared ICE agent failed')),
-        });
-      }
-      // The DTLS certificate and werift's key-exchange tables now, not during the first call; and the media made
-      // ahead of calls, so that the first calls find it.
-      const [prepareMs] = await Promise.all([legs.prepare(), media.whenPrepared(), preparedIce?.whenReady()]);
-      log.debug({ prepareMs, preparedMedia: prepared }, 'Messenger legs prepared');
       const tokens = pageTokens(config);
       const graph = new GraphClient({
         baseUrl: config.meta.graph_base_url,
@@ -199,9 +134,8 @@ export class Daemon {
       metrics.drachtioConnection(false);
 
       const admission = new Admission(admissionLimits(config));
-      const engine = media;
       loadMonitor = new LoadMonitor({
-        sources: [eventLoopSource('main'), workerCpuSource(() => pool.workers), lateAudioSource(() => engine.lateAudioDropped)],
+        sources: [eventLoopSource('main'), ...media.loadSources()],
         intervalMs: config.calls.admission.sample_interval_ms,
         onSample: watchLoad(admission, metrics, log),
         log,
@@ -209,8 +143,8 @@ export class Daemon {
 
       const controller = new CallController({
         sip,
-        media,
-        legs,
+        media: media.engine,
+        legs: media.legs,
         graph,
         log,
         metrics: callMetrics(metrics),
@@ -241,9 +175,7 @@ export class Daemon {
         config,
         log,
         metrics,
-        pool,
         media,
-        preparedIce,
         sip,
         graph,
         pageTokens: tokens,
@@ -256,7 +188,7 @@ export class Daemon {
       });
       daemon.#onReload = (next) => {
         webhookSettings = webhookSettingsFromConfig(next);
-        sipAcl = createAcl(next.sip.acl);
+        media.setLatchAcl(next.sip.acl);
       };
 
       if (options.waitForSipMs) {
@@ -282,9 +214,7 @@ export class Daemon {
     } catch (err) {
       await cluster?.close();
       loadMonitor?.close();
-      preparedIce?.close();
-      media?.close();
-      pool.close();
+      await media.close();
       throw err;
     }
   }
@@ -292,7 +222,7 @@ export class Daemon {
   readiness(): Readiness {
     const checks = {
       config: true,
-      workers: this.pool.healthy,
+      workers: this.media.healthy,
       drachtio: this.sip.connected,
       not_draining: !this.controller.draining && !this.#stopped,
       load: true,
@@ -348,9 +278,7 @@ export class Daemon {
     await this.cluster?.close();
     await this.#adminApp.close();
     this.sip.close();
-    this.preparedIce?.close();
-    this.media.close();
-    this.pool.close();
+    await this.media.close();
     this.log.info('messenger-sip-bridge stopped');
   }
 
@@ -429,21 +357,6 @@ function callMetrics(metrics: Metrics): CallMetricsSink {
     },
     oneWayAudio: (side, active) => metrics.oneWayAudio(side, active),
     callMetricsReport: (result) => metrics.callMetricsReport(result),
-  };
-}
-
-function iceListenIps(listen: string | string[]): { iceListenIps?: string[] } {
-  const list = (Array.isArray(listen) ? listen : [listen]).filter((ip) => ip !== '0.0.0.0' && ip !== '::');
-  // A wildcard means every interface, which is the factory's default.
-  return list.length > 0 ? { iceListenIps: list } : {};
-}
-
-/** `auto` leaves the engine's default: detection on for a G.711 PBX when Meta has no telephone-event; tones on. */
-function dtmfOptions(config: Config): { inbandDetect?: boolean; inbandGenerate?: boolean } {
-  const { inband_detect: detect, inband_generate: generate } = config.media.dtmf;
-  return {
-    ...(detect === 'auto' ? {} : { inbandDetect: detect }),
-    ...(generate === 'auto' ? {} : { inbandGenerate: generate }),
   };
 }
 

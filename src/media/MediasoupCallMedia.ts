@@ -36,22 +36,12 @@ import { decodePcma, decodePcmu, encodePcma, encodePcmu } from './dsp/g711.js';
 import { LateAudioGuard, type LateAudioTally } from './LateAudioGuard.js';
 import { spendCpu } from './spendCpu.js';
 import { FRAME_8K, MessengerStream, OPUS_CLOCK_RATE } from './MessengerStream.js';
-import type { PbxRemoteAudio, PbxTelephoneEvent } from './pbxSdp.js';
-import {
-  OFFER_PTS,
-  answerDirection,
-  chooseCodec,
-  chooseTelephoneEvent,
-  codecFor,
-  parsePbxSdp,
-  pbxRefusesAudio,
-  remoteAudioOf,
-  writePbxSdp,
-} from './pbxSdp.js';
-import type { PbxCodec, SdpDirection } from './pbxSdp.js';
+import { PbxNegotiation, type PbxNegotiated } from './PbxNegotiation.js';
+import type { PbxCodec, PbxRemoteAudio } from './pbxSdp.js';
+import { pbxRefusesAudio } from './pbxSdp.js';
 import { PbxRtpSocket, ReceiveStats } from './PbxRtpSocket.js';
-import { SdesSession } from './SdesSession.js';
 import { CallQuality, legQuality, opusHasAudio, pcmHasAudio } from './quality/CallQuality.js';
+import type { RtpEndpoint } from '../core/rtp.js';
 import type { RtpHeader } from './rtp.js';
 import { buildRtp, parseRtp, parseTelephoneEvent, randomSeq, randomSsrc, seqDiff } from './rtp.js';
 import { TelephoneEventReceiver, TelephoneEventSender } from './telephoneEvents.js';
@@ -90,10 +80,19 @@ export interface CallMediaDtmfOptions {
   inbandGenerate: boolean;
 }
 
+/** A Messenger leg whose audio is in this thread: the one a call's media bridges. */
+export type MessengerMediaLeg = MessengerLeg & RtpEndpoint;
+
+/** The leg's audio is reachable from here (not a stand-in for a leg living on another thread). */
+export function carriesRtp(leg: MessengerLeg): leg is MessengerMediaLeg {
+  const candidate = leg as Partial<RtpEndpoint>;
+  return typeof candidate.sendRtp === 'function' && typeof candidate.onRtp === 'function';
+}
+
 export interface MediasoupCallMediaOptions {
   callId: string;
   log: Logger;
-  messenger: MessengerLeg;
+  messenger: MessengerMediaLeg;
   codecs: PbxCodecName[];
   /** SRTP toward the PBX (`media.srtp`, or the route's). Default 'off'. */
   srtp?: SrtpMode;
@@ -128,17 +127,13 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
   readonly #o: MediasoupCallMediaOptions;
   readonly #log: Logger;
   readonly #stream: MessengerStream;
-  readonly #sessionId = String(Math.floor(Math.random() * 1e12));
-  readonly #sdes: SdesSession;
+  readonly #negotiation: PbxNegotiation;
   readonly #quality: CallQuality;
   #qualityTimer: NodeJS.Timeout | undefined;
-  #sdpVersion = 0;
   #closed = false;
   #failed = false;
 
   #pbx?: PbxRemoteAudio;
-  /** Our direction in the last SDP we wrote. */
-  #localDirection: SdpDirection = 'sendrecv';
   #started = false;
   #messengerFormat?: MessengerNegotiated;
   #unsubscribeMessenger?: () => void;
@@ -186,7 +181,13 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     super();
     this.#o = options;
     this.#log = options.log;
-    this.#sdes = new SdesSession(options.srtp ?? 'off', options.log);
+    this.#negotiation = new PbxNegotiation({
+      codecs: options.codecs,
+      announcedIp: options.announcedIp,
+      port: options.socket.port,
+      ...(options.srtp ? { srtp: options.srtp } : {}),
+      log: options.log,
+    });
     this.#quality = new CallQuality(options.oneWayAudioAfterMs ?? 10_000);
     this.#lateFromMeta = new LateAudioGuard({
       clockRate: OPUS_CLOCK_RATE,
@@ -240,54 +241,29 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
 
   createPbxOffer(): string {
     this.#assertOpen();
-    const codecs: PbxCodec[] = this.#o.codecs.map((name) => codecFor(name, OFFER_PTS[name]));
-    const telephoneEvents: PbxTelephoneEvent[] = [{ pt: OFFER_PTS.te8000, clockRate: 8000 }];
-    if (codecs.some((c) => c.name === 'opus')) telephoneEvents.push({ pt: OFFER_PTS.te48000, clockRate: 48000 });
-    this.#localDirection = 'sendrecv';
-    return writePbxSdp({
-      sessionId: this.#sessionId,
-      version: this.#sdpVersion++,
-      address: this.#o.announcedIp,
-      port: this.#o.socket.port,
-      codecs,
-      telephoneEvents,
-      direction: 'sendrecv',
-      rtcpMux: true,
-      crypto: this.#sdes.offer(),
-    });
+    return this.#negotiation.createOffer();
   }
 
   applyPbxAnswer(sdp: string): void {
     this.#assertOpen();
-    const parsed = parsePbxSdp(sdp);
-    const codec = chooseCodec(parsed, this.#o.codecs);
-    this.#o.socket.setSrtp(this.#sdes.answered(parsed));
-    this.#setRemote(remoteAudioOf(parsed, codec, chooseTelephoneEvent(parsed, codec)));
+    this.applyPbxRemote(this.#negotiation.applyAnswer(sdp));
   }
 
   answerPbxOffer(sdp: string): string {
     this.#assertOpen();
-    const parsed = parsePbxSdp(sdp);
-    const codec = chooseCodec(parsed, this.#o.codecs, this.#pbx?.codec.name);
-    const telephoneEvent = chooseTelephoneEvent(parsed, codec);
-    const srtp = this.#sdes.answer(parsed);
-    this.#o.socket.setSrtp(srtp?.keys);
-    this.#setRemote(remoteAudioOf(parsed, codec, telephoneEvent));
-    this.#localDirection = answerDirection(parsed.direction);
-    return writePbxSdp({
-      sessionId: this.#sessionId,
-      version: this.#sdpVersion++,
-      address: this.#o.announcedIp,
-      port: this.#o.socket.port,
-      codecs: [codec],
-      telephoneEvents: telephoneEvent ? [telephoneEvent] : [],
-      direction: this.#localDirection,
-      rtcpMux: parsed.rtcpMux,
-      protocol: parsed.audio.protocol,
-      ...(srtp ? { crypto: [srtp.crypto] } : {}),
-      audioIndex: parsed.audioIndex,
-      rejected: parsed.all.flatMap((media, index) => (index === parsed.audioIndex ? [] : [{ index, media }])),
-    });
+    const { answer, ...negotiated } = this.#negotiation.answerOffer(sdp);
+    this.applyPbxRemote(negotiated);
+    return answer;
+  }
+
+  /**
+   * Apply what was negotiated with the PBX (here, or by a media thread's main-thread stand-in, which negotiates the
+   * SDP and sends only the result).
+   */
+  applyPbxRemote(negotiated: PbxNegotiated): void {
+    this.#assertOpen();
+    this.#o.socket.setSrtp(negotiated.srtp);
+    this.#setRemote(negotiated.remote);
   }
 
   start(): void {
@@ -349,7 +325,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     const remote = this.#o.messenger.remoteReport?.();
     return {
       codec: this.#pbx?.codec.name,
-      ...(this.#sdes.suite ? { srtp: this.#sdes.suite } : {}),
+      ...(this.#negotiation.srtpSuite ? { srtp: this.#negotiation.srtpSuite } : {}),
       transcoding: this.#transcoding,
       toPbx: { packets: this.#o.socket.sentPackets, lost: metaIn.lost, jitterMs: metaIn.jitterMs },
       toMessenger: { packets: this.#stream.sentPackets, lost: pbxIn.lost, jitterMs: pbxIn.jitterMs },

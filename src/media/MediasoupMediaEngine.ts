@@ -11,7 +11,7 @@ import { InvalidStateError, MediaError } from '../core/errors.js';
 import type { RtpDropReason } from '../core/rtp.js';
 import type { LateAudioTally } from './LateAudioGuard.js';
 import type { CallMediaDtmfOptions } from './MediasoupCallMedia.js';
-import { MediasoupCallMedia, ROUTER_MEDIA_CODECS } from './MediasoupCallMedia.js';
+import { MediasoupCallMedia, ROUTER_MEDIA_CODECS, carriesRtp } from './MediasoupCallMedia.js';
 import { MediaPool } from './MediaPool.js';
 import { PbxRtpSocket } from './PbxRtpSocket.js';
 import type { WorkerPool } from './WorkerPool.js';
@@ -195,6 +195,10 @@ export class MediasoupMediaEngine implements MediaEngine {
   }): Promise<MediasoupCallMedia> {
     if (this.#closed) throw new InvalidStateError('media engine closed');
     if (options.codecs.length === 0) throw new MediaError('CONFIG', 'no codecs configured toward the PBX');
+    const messenger = options.messenger;
+    if (!carriesRtp(messenger)) {
+      throw new MediaError('CONFIG', 'the Messenger leg carries no audio here: a call\'s leg and media must live on one thread');
+    }
     const log = options.log.child({ component: 'media' });
     const ready = this.#prepared?.take((items) => this.#leastBusy(items));
     let parts: PreparedMedia;
@@ -215,7 +219,7 @@ export class MediasoupMediaEngine implements MediaEngine {
       const media = new MediasoupCallMedia({
         callId,
         log,
-        messenger: options.messenger,
+        messenger,
         codecs: options.codecs,
         ...(options.srtp ? { srtp: options.srtp } : {}),
         router,

@@ -288,7 +288,7 @@ function matchCodec(name: PbxCodecName, f: OfferedFormat): boolean {
  * Pick the codec toward the PBX: the first of `preference` that the PBX lists (`keep`, when still listed, wins
  * so that a re-INVITE does not switch codecs mid-call). Throws MediaError('NO_COMMON_CODEC') naming what was offered.
  */
-export function chooseCodec(parsed: ParsedPbxSdp, preference: PbxCodecName[], keep?: PbxCodecName): PbxCodec {
+export function chooseCodec(parsed: ParsedPbxSdp, preference: readonly PbxCodecName[], keep?: PbxCodecName): PbxCodec {
   const order = keep ? [keep, ...preference.filter((c) => c !== keep)] : preference;
   for (const name of order) {
     const format = parsed.formats.find((f) => matchCodec(name, f));

@@ -40,6 +40,7 @@ import type { DtlsCertificate } from './certificate.js';
 import { SrtpContext, isSupportedSrtpProfile, srtpMasterKeyLength, srtpMasterSaltLength } from '../core/srtp.js';
 import type { SrtpDropReason, SrtpProfileId } from '../core/srtp.js';
 import { applyWeriftPatches, skipLookupForNumericAddresses } from './werift/index.js';
+import { whenLegConnected } from './whenLegConnected.js';
 
 /** Set-up timings of one leg, in milliseconds, for logs and benchmarks. */
 export interface MessengerLegTimings {
@@ -418,42 +419,7 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
   }
 
   whenConnected(signal?: AbortSignal): Promise<void> {
-    if (this.#state === 'connected') return Promise.resolve();
-    if (this.#state === 'closed') {
-      return Promise.reject(this.#error ?? new MessengerLegError('closed', 'leg closed before it connected'));
-    }
-    return new Promise((resolve, reject) => {
-      const cleanup = (): void => {
-        this.off('connected', onConnected);
-        this.off('failed', onFailed);
-        this.off('closed', onClosed);
-        signal?.removeEventListener('abort', onAbort);
-      };
-      const onConnected = (): void => {
-        cleanup();
-        resolve();
-      };
-      const onFailed = (err: MessengerLegError): void => {
-        cleanup();
-        reject(err);
-      };
-      const onClosed = (): void => {
-        cleanup();
-        reject(this.#error ?? new MessengerLegError('closed', 'leg closed before it connected'));
-      };
-      const onAbort = (): void => {
-        cleanup();
-        reject(signal?.reason ?? new Error('aborted waiting for the Messenger leg'));
-      };
-      if (signal?.aborted) {
-        onAbort();
-        return;
-      }
-      this.on('connected', onConnected);
-      this.on('failed', onFailed);
-      this.on('closed', onClosed);
-      signal?.addEventListener('abort', onAbort, { once: true });
-    });
+    return whenLegConnected(this, this.#state, () => this.#error, signal);
   }
 
   close(): void {

@@ -100,6 +100,19 @@ export function lateAudioSource(dropped: () => number, source = 'all calls'): Lo
   };
 }
 
+/** Every source's readings for the last `elapsedMs`; a source that throws is logged and skipped. */
+export function readSources(sources: readonly LoadSignalSource[], elapsedMs: number, log: Logger): LoadReading[] {
+  const readings: LoadReading[] = [];
+  for (const source of sources) {
+    try {
+      readings.push(...source.read(elapsedMs));
+    } catch (err) {
+      log.warn({ err }, 'load signal could not be read');
+    }
+  }
+  return readings;
+}
+
 export interface LoadMonitorOptions {
   sources: LoadSignalSource[];
   /** Sample interval (ms). */
@@ -147,14 +160,7 @@ export class LoadMonitor {
     const now = performance.now();
     const elapsedMs = now - this.#lastAt;
     this.#lastAt = now;
-    const readings: LoadReading[] = [];
-    for (const source of this.#sources) {
-      try {
-        readings.push(...source.read(elapsedMs));
-      } catch (err) {
-        this.#log.warn({ err }, 'load signal could not be read');
-      }
-    }
+    const readings = readSources(this.#sources, elapsedMs, this.#log);
     try {
       this.#o.onSample(readings, elapsedMs);
     } catch (err) {

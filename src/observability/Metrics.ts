@@ -70,6 +70,12 @@ export class Metrics {
   readonly #loadLimit: Gauge<'signal'>;
   readonly #refusingByLoad: Gauge;
   readonly #callEventsRefused: Counter<'state' | 'event'>;
+  readonly #threadRestarts: Counter;
+  readonly #threadCalls: Gauge<'thread'>;
+  readonly #threadLoopDelay: Gauge<'thread'>;
+  readonly #lateDropped: Counter;
+  /** Late drops per thread as last reported (the reports carry totals since each thread started). */
+  readonly #lateSeen = new Map<string, number>();
 
   constructor(options: MetricsOptions = {}) {
     const registers = [(this.registry = new Registry())];
@@ -180,6 +186,28 @@ export class Metrics {
       name: 'msb_dtmf_digits_total',
       help: 'DTMF digits bridged, by direction (to_pbx | to_messenger)',
       labelNames: ['direction'],
+      registers,
+    });
+    this.#threadRestarts = new Counter({
+      name: 'msb_media_thread_restarts_total',
+      help: 'Media threads that died and were replaced',
+      registers,
+    });
+    this.#threadCalls = new Gauge({
+      name: 'msb_media_thread_calls',
+      help: 'Calls whose media a media thread carries, by thread',
+      labelNames: ['thread'],
+      registers,
+    });
+    this.#threadLoopDelay = new Gauge({
+      name: 'msb_media_thread_event_loop_delay_seconds',
+      help: "A media thread's event-loop delay over its last report (90th percentile, as msb_load reads it), by thread",
+      labelNames: ['thread'],
+      registers,
+    });
+    this.#lateDropped = new Counter({
+      name: 'msb_media_late_packets_dropped_total',
+      help: 'Audio packets dropped because the bridge read or forwarded them too late (a media path that fell behind)',
       registers,
     });
     this.#transfers = new Counter({
@@ -321,6 +349,24 @@ export class Metrics {
     this.#workerRestarts.inc();
   }
 
+  mediaThreadRestarted(): void {
+    this.#threadRestarts.inc();
+  }
+
+  /**
+   * A media thread's periodic load report; `lateDropped` is its total since it started (a smaller total than the
+   * last one: the thread was replaced and counts from zero).
+   */
+  mediaThreadLoad(thread: number, load: { calls: number; eventLoopDelayMs: number; lateDropped: number }): void {
+    const label = String(thread);
+    this.#threadCalls.set({ thread: label }, load.calls);
+    this.#threadLoopDelay.set({ thread: label }, load.eventLoopDelayMs / 1000);
+    const before = this.#lateSeen.get(label) ?? 0;
+    const added = load.lateDropped >= before ? load.lateDropped - before : load.lateDropped;
+    if (added > 0) this.#lateDropped.inc(added);
+    this.#lateSeen.set(label, load.lateDropped);
+  }
+
   drachtioConnection(connected: boolean): void {
     this.#drachtioConnected.set(connected ? 1 : 0);
   }
@@ -370,8 +416,8 @@ export class Metrics {
   }
 
   /** A packet on a PBX-facing RTP port was dropped. */
-  rtpDropped(reason: RtpDropReason): void {
-    this.#rtpDropped.inc({ reason });
+  rtpDropped(reason: RtpDropReason, count = 1): void {
+    this.#rtpDropped.inc({ reason }, count);
   }
 
   /** The call state machine refused `event` in `state`. */

@@ -98,7 +98,7 @@ export async function startLoopbackBridgeOn(
             ...(options.codecs ? { codecs: options.codecs } : {}),
           },
         ],
-        media: { workers: 1, rtp: { listen_ip: '127.0.0.1', min_port: 0, max_port: 0 } },
+        media: { threads: 1, workers: 1, rtp: { listen_ip: '127.0.0.1', min_port: 0, max_port: 0 } },
         messenger: { ice: { listen_ip: '127.0.0.1' }, ice_timeout_ms: 5000, dtls_timeout_ms: 5000 },
         // Off unless a test turns it on: here the simulated Meta, the PBX's RTP and the test itself share the bridge's
         // event loop, so its load signals measure them too.

@@ -16,12 +16,8 @@ function handles(): Record<string, number> {
 }
 
 async function routersAlive(h: Harness): Promise<number> {
-  let total = 0;
-  for (const worker of h.daemon.pool.workers) {
-    const dump = (await worker.dump()) as { routerIds: string[] };
-    total += dump.routerIds.length;
-  }
-  return total;
+  const { workers } = await h.daemon.media.inspect();
+  return workers.reduce((n, w) => n + w.routers, 0);
 }
 
 /** The PBX answers every INVITE with its own RTP peer; returns the peers for closing. */

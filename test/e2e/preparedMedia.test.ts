@@ -1,18 +1,19 @@
 import t from 'tap';
 import { startHarness, until } from '../helpers/bridgeHarness.js';
-import { audioFlows, mediasoupObjects, startLiveCall, summaries, trackMediasoup } from '../helpers/reliability.js';
+import { audioFlows, mediasoupObjects, startLiveCall, summaries } from '../helpers/reliability.js';
 import { udpHandles } from '../helpers/handles.js';
+
+// The pools of prepared media are looked at directly: these tests run the media in the main thread (media.threads 0).
 
 const PREPARED = 2;
 const CALLS = 4;
 
 t.test(`with calls.prepared_media ${PREPARED}, calls take prepared media, carry audio, and leave only the prepared media behind`, async (t) => {
-  await trackMediasoup();
-  const h = await startHarness({ codecs: ['PCMU'], captureLogs: true, config: { calls: { prepared_media: PREPARED } } });
+  const h = await startHarness({ codecs: ['PCMU'], captureLogs: true, config: { calls: { prepared_media: PREPARED }, media: { threads: 0 } } });
   let closed = false;
   t.teardown(() => (closed ? undefined : h.close()));
-  const mediaPool = h.daemon.media.preparedPool!;
-  const icePool = h.daemon.preparedIce!;
+  const mediaPool = h.daemon.media.local!.media.preparedPool!;
+  const icePool = h.daemon.media.local!.preparedIce!;
   t.equal(mediaPool.stats().ready, PREPARED, 'call media prepared before the bridge takes calls');
   t.equal(icePool.stats().ready, PREPARED, 'ICE agents gathered before the bridge takes calls');
   const idle = { udp: udpHandles(), ...(await mediasoupObjects(h)) };
@@ -47,25 +48,24 @@ t.test(`with calls.prepared_media ${PREPARED}, calls take prepared media, carry 
 });
 
 t.test('with prepared media on two workers, calls spread over both; a worker killed mid-call ends only its call and the pool is made again', async (t) => {
-  await trackMediasoup();
   const h = await startHarness({
     codecs: ['PCMU'],
     captureLogs: true,
-    config: { calls: { prepared_media: PREPARED }, media: { workers: 2 } },
+    config: { calls: { prepared_media: PREPARED }, media: { threads: 0, workers: 2 } },
   });
   t.teardown(() => h.close());
-  const mediaPool = h.daemon.media.preparedPool!;
+  const mediaPool = h.daemon.media.local!.media.preparedPool!;
   const first = await startLiveCall(h, '7100000000000201');
   await until(() => mediaPool.stats().ready === PREPARED, 5000, 'pool refilled');
   const second = await startLiveCall(h, '7100000000000202');
   await until(() => mediaPool.stats().ready === PREPARED, 5000, 'pool refilled');
   t.equal(mediaPool.stats().hits, 2, 'both calls took prepared media');
 
-  const pids = h.daemon.pool.workers.map((w) => w.pid);
+  const pids = h.daemon.media.local!.pool.workers.map((w) => w.pid);
   t.equal((await mediasoupObjects(h)).routers, PREPARED + 2, 'two calls\' routers and the prepared ones');
 
   const ends = [h.sim.waitForEnd(first.callId, 10_000).catch(() => undefined), h.sim.waitForEnd(second.callId, 10_000).catch(() => undefined)];
-  const restarted = h.daemon.pool.waitFor('workerRestarted', AbortSignal.timeout(10_000));
+  const restarted = h.daemon.media.local!.pool.waitFor('workerRestarted', AbortSignal.timeout(10_000));
   process.kill(pids[0]!, 'SIGKILL');
   const ended = await Promise.race(ends.map((p, i) => p.then((e) => (e ? i : undefined))));
   t.ok(ended !== undefined, 'a call on the killed worker ended');
@@ -77,7 +77,7 @@ t.test('with prepared media on two workers, calls spread over both; a worker kil
   t.ok(audio.atPbx && audio.atMeta, 'the call on the other worker keeps its audio');
   await restarted;
   await until(() => mediaPool.stats().ready === PREPARED, 10_000, 'prepared media made again');
-  t.equal(h.daemon.pool.workers.length, 2, 'the dead worker was replaced');
+  t.equal(h.daemon.media.local!.pool.workers.length, 2, 'the dead worker was replaced');
 
   const third = await startLiveCall(h, '7100000000000203');
   t.pass('a new call after the worker death connects with audio both ways');

@@ -12,9 +12,8 @@ import { udpHandles } from '../helpers/handles.js';
 
 /** mediasoup routers alive in the bridge's workers (one per call). */
 async function routers(h: Harness): Promise<number> {
-  let count = 0;
-  for (const worker of h.daemon.pool.workers) count += ((await worker.dump()) as { routerIds: string[] }).routerIds.length;
-  return count;
+  const { workers } = await h.daemon.media.inspect();
+  return workers.reduce((n, w) => n + w.routers, 0);
 }
 
 const TONE_META = 1000;

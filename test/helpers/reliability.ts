@@ -9,7 +9,6 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import tap, { type Test } from 'tap';
 import { currentCommit } from '../../bench/lib/report.js';
-import { loadMediasoup } from '../../src/media/WorkerPool.js';
 import type { LoopbackBridge } from '../../src/simulator/loopbackBridge.js';
 import type { PbxDialog } from '../../src/simulator/drachtio/index.js';
 import type { MetaMediaSession } from '../../src/simulator/media/MetaMediaServer.js';
@@ -30,55 +29,22 @@ export function handles(): Record<string, number> {
   return counts;
 }
 
-type Observed = { observer: { on(event: string, fn: (child: Observed) => void): void; once(event: string, fn: () => void): void } };
-
-/** Live mediasoup objects (routers, transports, producers, consumers) per worker, from mediasoup's observers. */
-const liveObjects = new Map<unknown, Set<unknown>>();
-let tracking: Promise<void> | undefined;
-
-/**
- * Count mediasoup objects as they are created and closed. Call before the bridge starts its workers
- * (before `startHarness`); objects of workers started earlier are not seen.
- */
-export function trackMediasoup(): Promise<void> {
-  tracking ??= loadMediasoup().then((ms) => {
-    const watch = (set: Set<unknown>, obj: Observed, children: string[]): void => {
-      set.add(obj);
-      obj.observer.once('close', () => set.delete(obj));
-      for (const event of children) obj.observer.on(event, (child) => watch(set, child, event === 'newtransport' ? ['newproducer', 'newconsumer', 'newdataproducer', 'newdataconsumer'] : []));
-    };
-    (ms.observer as unknown as Observed['observer']).on('newworker', (worker) => {
-      const set = new Set<unknown>();
-      liveObjects.set(worker, set);
-      worker.observer.once('close', () => liveObjects.delete(worker));
-      worker.observer.on('newrouter', (router) => watch(set, router, ['newtransport', 'newrtpobserver']));
-    });
-  });
-  return tracking;
-}
-
 /** Live mediasoup objects of the bridge's workers by class (Router, PlainTransport, Producer, ...), for messages. */
-export function mediasoupObjectKinds(h: Harness): Record<string, number> {
-  const kinds: Record<string, number> = {};
-  for (const worker of h.daemon.pool.workers) {
-    for (const obj of liveObjects.get(worker) ?? []) {
-      const name = (obj as object).constructor.name;
-      kinds[name] = (kinds[name] ?? 0) + 1;
-    }
-  }
-  return kinds;
+export async function mediasoupObjectKinds(h: Harness): Promise<Record<string, number>> {
+  return (await h.daemon.media.inspect()).mediasoupObjects;
 }
 
-/** Routers (from the workers' dumps) and all live objects (from `trackMediasoup`) in the bridge's workers. */
+/** Routers (from the workers' dumps) and all live mediasoup objects in the bridge's workers, on every media thread. */
 export async function mediasoupObjects(h: Harness): Promise<{ routers: number; objects: number }> {
-  let routers = 0;
-  let objects = 0;
-  for (const worker of h.daemon.pool.workers) {
-    const dump = (await worker.dump()) as { routerIds: string[] };
-    routers += dump.routerIds.length;
-    objects += liveObjects.get(worker)?.size ?? 0;
-  }
-  return { routers, objects };
+  const { workers, mediasoupObjects: kinds } = await h.daemon.media.inspect();
+  return { routers: workers.reduce((n, w) => n + w.routers, 0), objects: Object.values(kinds).reduce((a, b) => a + b, 0) };
+}
+
+/** Handles held open by this process's main thread and by the bridge's media threads, by type. */
+export async function bridgeHandles(h: Harness): Promise<Record<string, number>> {
+  const counts = handles();
+  for (const [name, n] of Object.entries((await h.daemon.media.inspect()).threadHandles)) counts[name] = (counts[name] ?? 0) + n;
+  return counts;
 }
 
 let gcFn: (() => void) | undefined;
@@ -121,7 +87,7 @@ export interface Baseline {
 }
 
 export async function baseline(h: Harness): Promise<Baseline> {
-  return { handles: handles(), objects: (await mediasoupObjects(h)).objects };
+  return { handles: await bridgeHandles(h), objects: (await mediasoupObjects(h)).objects };
 }
 
 /**
@@ -131,7 +97,7 @@ export async function baseline(h: Harness): Promise<Baseline> {
 export async function leftOver(h: Harness, base: Baseline, settleMs = 5000): Promise<LeftOver> {
   await until(() => h.daemon.controller.registry.size === 0, settleMs, 'all calls released').catch(() => undefined);
   const measure = async (): Promise<LeftOver> => {
-    const now = handles();
+    const now = await bridgeHandles(h);
     const ms = await mediasoupObjects(h);
     return {
       calls: h.daemon.controller.registry.size,

@@ -422,7 +422,7 @@ export class MediasoupPeer implements InteropPeer {
 // ---------------------------------------------------------------------------------------------------------------
 
 export interface LegFactoryLike {
-  create(options: { callId: string; log: Logger }): MessengerLeg & { timings?: { answerToDtlsMs?: number; answerToIceMs?: number; dtlsMs?: number } };
+  create(options: { callId: string; log: Logger }): MessengerLeg & RtpEndpoint & { timings?: { answerToDtlsMs?: number; answerToIceMs?: number; dtlsMs?: number } };
 }
 
 export interface CallResult {

@@ -4,10 +4,11 @@
  * answering ICE, the PBX never answering, webhooks for calls this process no longer knows. Each ends the affected
  * call cleanly with a clear reason toward both sides, and a call that is not affected keeps its audio.
  */
+import { readFileSync } from 'node:fs';
 import t, { type Test } from 'tap';
 import { CALLING_ERRORS } from '../../src/graph/index.js';
 import { callItems, callsEnvelope } from '../../src/simulator/webhookSender.js';
-import { PAGE_ID, startHarness, until, type Harness } from '../helpers/bridgeHarness.js';
+import { PAGE_ID, sleep, startHarness, until, type Harness } from '../helpers/bridgeHarness.js';
 import type { PbxDialog } from '../helpers/drachtio/index.js';
 import {
   assertNothingLeft,
@@ -20,7 +21,6 @@ import {
   recordFigures,
   startLiveCall,
   summaries,
-  trackMediasoup,
   type FigureRow,
   type LiveCall,
 } from '../helpers/reliability.js';
@@ -53,23 +53,16 @@ async function checkUnaffected(t: Test, live: LiveCall, what: string): Promise<b
 }
 
 t.test('a mediasoup worker killed mid-call ends its call; the call on the other worker carries on', async (t) => {
-  await trackMediasoup();
-  const h = await startHarness({ codecs: ['PCMU'], captureLogs: true, config: { media: { workers: 2 } } });
+  // One media thread with two mediasoup workers.
+  const h = await startHarness({ codecs: ['PCMU'], captureLogs: true, config: { media: { threads: 1, workers: 2 } } });
   t.teardown(() => h.close());
   const base = await baseline(h);
   const first = await startLiveCall(h, '7100000000000001');
   const second = await startLiveCall(h, '7100000000000002');
-  // Least-loaded placement put the two calls on different workers; kill the one holding the first call.
-  const workers = h.daemon.pool.workers;
+  // Least-loaded placement put the two calls on different workers; kill one holding a call.
+  const workers = (await h.daemon.media.inspect()).workers;
   t.equal(workers.length, 2, 'two workers');
-  let victim = workers[0]!;
-  for (const w of workers) {
-    const dump = (await w.dump()) as { routerIds: string[] };
-    if (dump.routerIds.length > 0) {
-      victim = w;
-      break;
-    }
-  }
+  const victim = workers.find((w) => w.routers > 0) ?? workers[0]!;
   const ends = [h.sim.waitForEnd(first.callId, 10_000).catch(() => undefined), h.sim.waitForEnd(second.callId, 10_000).catch(() => undefined)];
   process.kill(victim.pid, 'SIGKILL');
   faultsInjected++;
@@ -83,8 +76,9 @@ t.test('a mediasoup worker killed mid-call ends its call; the call on the other 
   const summary = summaryFor(h, hit.callId);
   const hitEndedCleanly = t.match(summary, { outcome: 'media_failed' }, `clear reason: ${String(summary?.reason)}`) && ended?.e.by === 'business';
   const sparedKeptAudio = await checkUnaffected(t, spared, 'worker killed');
-  await until(() => h.daemon.pool.workers.length === 2, 10_000, 'worker replaced').catch(() => undefined);
-  t.equal(h.daemon.pool.workers.length, 2, 'the dead worker was replaced');
+  const workerCount = async (): Promise<number> => (await h.daemon.media.inspect()).workers.filter((w) => w.pid !== victim.pid).length;
+  for (let i = 0; i < 100 && (await workerCount()) !== 2; i++) await sleep(100);
+  t.equal(await workerCount(), 2, 'the dead worker was replaced');
   await endLive(h, spared);
   hit.close();
   const left = await leftOver(h, base);
@@ -96,8 +90,58 @@ t.test('a mediasoup worker killed mid-call ends its call; the call on the other 
   );
 });
 
+t.test('a media thread killed mid-call ends its call cleanly; the call on the other thread keeps audio; a new call is served', async (t) => {
+  const h = await startHarness({ codecs: ['PCMU'], captureLogs: true, config: { media: { threads: 2, workers: 2 } } });
+  t.teardown(() => h.close());
+  const threads = h.daemon.media.threads!;
+  const base = await baseline(h);
+  const first = await startLiveCall(h, '7100000000000011');
+  const second = await startLiveCall(h, '7100000000000012');
+  t.same(
+    threads.threads().map((s) => s.placed),
+    [1, 1],
+    'least-loaded placement put one call on each media thread',
+  );
+  const ends = [h.sim.waitForEnd(first.callId, 10_000).catch(() => undefined), h.sim.waitForEnd(second.callId, 10_000).catch(() => undefined)];
+  const replaced = threads.waitFor('threadRestarted', AbortSignal.timeout(20_000));
+  const victimWorkers = (await h.daemon.media.inspect()).workers.filter((w) => w.thread === 0).map((w) => w.pid);
+  t.equal(victimWorkers.length, 1, 'the thread has its own mediasoup worker');
+  await threads.terminateThread(0);
+  faultsInjected++;
+  const ended = await Promise.race(ends.map((p, i) => p.then((e) => (e ? { i, e } : undefined))));
+  t.ok(ended, 'one call ended');
+  const [hit, spared] = ended?.i === 0 ? [first, second] : [second, first];
+  t.equal(ended?.e.by, 'business', 'the bridge terminated the call toward Meta (Graph terminate)');
+  await hit.dialog.waitForBye(3000);
+  t.pass('BYE sent to the PBX');
+  await until(() => h.daemon.controller.registry.size === 1, 5000, 'one call left');
+  const summary = summaryFor(h, hit.callId);
+  t.match(summary, { outcome: 'media_failed' }, `clear reason: ${String(summary?.reason)}`);
+  await checkUnaffected(t, spared, 'media thread killed');
+  await replaced;
+  t.equal(threads.threads().filter((s) => s.ready).length, 2, 'the dead thread was replaced');
+  // Running, as opposed to gone or a zombie (its exit status had no thread left to collect it).
+  const running = (pid: number): boolean => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+      return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+    } catch {
+      return false;
+    }
+  };
+  t.notOk(victimWorkers.some(running), "the dead thread's mediasoup worker did not outlive it");
+  const third = await startLiveCall(h, '7100000000000013');
+  t.pass('a new call after the thread death connects with audio both ways');
+  await endLive(h, spared);
+  await endLive(h, third);
+  hit.close();
+  const left = await leftOver(h, base);
+  assertNothingLeft(t, left, 'after the media thread was killed');
+  leaksFound += leakCount(left);
+  figures.push(['media thread killed mid-call: its call ended (Meta terminate + BYE), the other kept audio', 'yes']);
+});
+
 t.test('drachtio connection dropped and restored mid-call', async (t) => {
-  await trackMediasoup();
   const h = await startHarness({ codecs: ['PCMU'], captureLogs: true });
   t.teardown(() => h.close());
   const base = await baseline(h);
@@ -126,7 +170,6 @@ t.test('drachtio connection dropped and restored mid-call', async (t) => {
 });
 
 t.test('Graph, Meta media and PBX faults end the affected call cleanly; the live call carries on', async (t) => {
-  await trackMediasoup();
   const h = await startHarness({
     codecs: ['PCMU'],
     captureLogs: true,

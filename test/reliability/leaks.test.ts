@@ -11,7 +11,7 @@ import t from 'tap';
 import { PAGE_ID, sdpTarget, startHarness, until, type Harness } from '../helpers/bridgeHarness.js';
 import { createRtpPeer, type RtpPeer } from '../helpers/rtpPeer.js';
 import { listenBothWays } from '../helpers/tone.js';
-import { assertNothingLeft, mediasoupObjectKinds, baseline, leakCount, leftOver, recordFigures, settledHeapBytes, trackMediasoup } from '../helpers/reliability.js';
+import { assertNothingLeft, mediasoupObjectKinds, baseline, leakCount, leftOver, recordFigures, settledHeapBytes } from '../helpers/reliability.js';
 
 // 2,000 calls take 60-150 s depending on the machine's load: more than the suite's per-file limit allows for.
 t.setTimeout(420_000);
@@ -71,7 +71,6 @@ async function runCall(h: Harness, pbxPeers: PbxPeers, i: number, outcome: Outco
 }
 
 t.test(`${CALLS} short calls with mixed outcomes leave nothing behind`, async (t) => {
-  await trackMediasoup();
   const routed = Array.from({ length: CALLS }, (_, i) => i).filter((i) => outcomeOf(i) !== 'no_route').map(psidOf);
   const h = await startHarness({
     codecs: ['PCMU'],
@@ -160,7 +159,7 @@ t.test(`${CALLS} short calls with mixed outcomes leave nothing behind`, async (t
   t.same(failures.slice(0, 5), [], `every call ended as planned (${failures.length} did not)`);
   t.equal(Object.values(counts).reduce((a, b) => a + b, 0), CALLS, `${CALLS} calls run`);
   assertNothingLeft(t, left, `after ${CALLS} calls`);
-  if (left.objects > 0) t.comment(`mediasoup objects left: ${JSON.stringify(mediasoupObjectKinds(h))}`);
+  if (left.objects > 0) t.comment(`mediasoup objects left: ${JSON.stringify(await mediasoupObjectKinds(h))}`);
   // Margin. The heap is the whole test process: the bridge and, beside it, the test doubles, which keep records by
   // design. Measured on this suite's machine: about 2.7 KiB per call for calls that never reach SIP or media (the
   // Meta simulator keeps its last 1,000 ended calls; the webhook de-duplication memory keeps entries for 15 minutes,

@@ -16,7 +16,6 @@ import {
   leakCount,
   leftOver,
   recordFigures,
-  trackMediasoup,
   type FigureRow,
 } from '../helpers/reliability.js';
 
@@ -26,7 +25,6 @@ const BURST = 60;
 const pbxOffer = ['v=0', 'o=pbx 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', 'm=audio 40000 RTP/AVP 0', 'a=rtpmap:0 PCMU/8000', ''].join('\r\n');
 
 t.test(`a burst of ${BURST} calls against a limit of ${LIMIT}`, async (t) => {
-  await trackMediasoup();
   const h = await startHarness({
     routes: [{ name: 'default', match: {}, targets: ['sip:support@127.0.0.1:5080'], target_timeout_ms: 30_000, codecs: ['PCMU'] }],
     config: { calls: { max_concurrent: LIMIT, accept_deadline_ms: 30_000 } },

@@ -15,7 +15,7 @@ import t from 'tap';
 import type { PbxDialog } from '../../src/simulator/drachtio/index.js';
 import type { MetaMediaSession } from '../../src/simulator/media/MetaMediaServer.js';
 import { PAGE_ID, sdpTarget, sleep, startHarness, until } from '../helpers/bridgeHarness.js';
-import { assertNothingLeft, baseline, leakCount, leftOver, recordFigures, summaries, toneInBlocks, trackMediasoup } from '../helpers/reliability.js';
+import { assertNothingLeft, baseline, leakCount, leftOver, recordFigures, summaries, toneInBlocks } from '../helpers/reliability.js';
 import { createRtpPeer, type RtpPeer } from '../helpers/rtpPeer.js';
 
 /** Busy CPU per audio packet, each way (µs): ~100 packets/s per call make each call cost ~6 % of the loop. */
@@ -73,7 +73,6 @@ function toneSeconds(pcm: Int16Array, marks: Mark[], sampleRate: number, hz: num
 }
 
 t.test('calls offered until as many were refused as admitted: twice what the bridge can carry', async (t) => {
-  await trackMediasoup();
   const h = await startHarness({
     codecs: ['PCMU'],
     captureLogs: true,

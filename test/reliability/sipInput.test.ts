@@ -13,7 +13,6 @@ import {
   leakCount,
   leftOver,
   recordFigures,
-  trackMediasoup,
   type FigureRow,
 } from '../helpers/reliability.js';
 
@@ -45,7 +44,6 @@ const cases: SipCase[] = [
 ];
 
 t.test('bad INVITEs are refused with the right code and a log line, and leave nothing', async (t) => {
-  await trackMediasoup();
   const h = await startHarness({
     codecs: ['PCMU'],
     captureLogs: true,

@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import t from 'tap';
 import { callItems, callsEnvelope, signPayload } from '../../src/simulator/webhookSender.js';
 import { APP_SECRET, PAGE_ID, VERIFY_TOKEN, startHarness } from '../helpers/bridgeHarness.js';
-import { assertNothingLeft, checkedFigure, trackMediasoup, audioFlows, audioWindow, baseline, leakCount, leftOver, recordFigures, startLiveCall } from '../helpers/reliability.js';
+import { assertNothingLeft, checkedFigure, audioFlows, audioWindow, baseline, leakCount, leftOver, recordFigures, startLiveCall } from '../helpers/reliability.js';
 
 const BODY_LIMIT = 262_144;
 const SEED = 20_261_126;
@@ -214,7 +214,6 @@ async function send(url: string, c: Case): Promise<number> {
 
 t.test('a barrage of bad webhooks: right statuses, nothing unsigned processed, the live call keeps its audio', async (t) => {
   const started = Date.now();
-  await trackMediasoup();
   const h = await startHarness({ codecs: ['PCMU'], captureLogs: true });
   t.teardown(() => h.close());
   const base = await baseline(h);
@@ -326,7 +325,6 @@ t.test('a barrage of bad webhooks: right statuses, nothing unsigned processed, t
 });
 
 t.test('terminate before connect, then the connect: the call ends at once and nothing is left', async (t) => {
-  await trackMediasoup();
   const h = await startHarness({ codecs: ['PCMU'] });
   t.teardown(() => h.close());
   const base = await baseline(h);
