@@ -8,7 +8,7 @@
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { pino, type Logger } from 'pino';
-import type { CallMedia, LoadSignalSource, MediaEngine, MessengerLeg, MessengerLegFactory, PbxCodecName, SrtpMode } from '../calls/ports.js';
+import type { CallMedia, LoadSignalSource, MediaEngine, MessengerLeg, MessengerLegFactory } from '../calls/ports.js';
 import { TypedEmitter } from '../core/TypedEmitter.js';
 import { InvalidStateError, MediaError, MessengerLegError } from '../core/errors.js';
 import type { MediaRuntimeSettings } from './mediaRuntime.js';
@@ -339,13 +339,7 @@ export class MediaThreadPool extends TypedEmitter<MediaThreadPoolEvents> impleme
 
   // ---- MediaEngine ----
 
-  async createCallMedia(options: {
-    callId: string;
-    log: Logger;
-    messenger: MessengerLeg;
-    codecs: PbxCodecName[];
-    srtp?: SrtpMode;
-  }): Promise<CallMedia> {
+  async createCallMedia(options: Parameters<MediaEngine['createCallMedia']>[0]): Promise<CallMedia> {
     if (this.#closed) throw new InvalidStateError('media threads closed');
     const leg = options.messenger;
     if (!(leg instanceof ThreadMessengerLeg)) {
