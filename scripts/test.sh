@@ -22,16 +22,35 @@ if [ -n "${DRACHTIO_HOST:-}" ]; then
   echo "[test] DRACHTIO_HOST is set: the real drachtio-server variants run too, so test files run one at a time"
   jobs=(--jobs=1)
 fi
-echo "[test] running tap"
-npx tap "${jobs[@]}" "$@" 2>&1 | tee "$log"
-tap_rc=${PIPESTATUS[0]}
+# Tests that load the machine on purpose and judge audio second by second (overload: a test-sized capacity filled
+# with busy CPU; cluster: three bridge processes) run after the others, one at a time, so that no other test file
+# shares the two cores with them and their verdicts are about the bridge, not about what ran beside them.
+solo=(test/reliability/overload.test.ts test/e2e/cluster.test.ts)
+tap_rc=0
+if [ "$#" -gt 0 ]; then
+  echo "[test] running tap"
+  npx tap "${jobs[@]}" "$@" 2>&1 | tee "$log"
+  tap_rc=${PIPESTATUS[0]}
+else
+  excludes=()
+  for f in "${solo[@]}"; do excludes+=("--exclude=$f"); done
+  echo "[test] running tap (all but the load-sensitive files)"
+  npx tap "${jobs[@]}" "${excludes[@]}" 2>&1 | tee "$log"
+  tap_rc=${PIPESTATUS[0]}
+  echo "[test] running tap, one file at a time: ${solo[*]}"
+  npx tap --jobs=1 "${solo[@]}" 2>&1 | tee -a "$log"
+  rc=${PIPESTATUS[0]}; [ "$rc" -ne 0 ] && tap_rc=$rc
+fi
 
 skipped_lines=$(grep -E '^\s*ok [0-9]+ - .* # SKIP' "$log" | sed -E 's/^\s*ok [0-9]+ - //' || true)
 if [ -n "$skipped_lines" ]; then
   echo "[test] SKIPPED (each with its reason):"
   echo "$skipped_lines" | sed 's/^/[test]   /'
 fi
-summary=$(grep -E '^# \{ total: ' "$log" | tail -n 1)
+# One summary line per tap run: add them up (a missing one is a failure below).
+summaries=$(grep -E '^# \{ total: ' "$log")
+expected_summaries=1
+[ "$#" -eq 0 ] && expected_summaries=2
 rm -f "$log"
 
 # Mutation check (scripts/mutations.sh): each deliberate breakage the relevant tests catch counts as 1 passed, each
@@ -59,10 +78,11 @@ else
     if [ "$mutations_rc" -ne 0 ] && [ "$mutations_failed" -eq 0 ]; then mutations_failed=1; fi
   fi
 fi
-num() { echo "$summary" | grep -oE "$1: [0-9]+" | grep -oE '[0-9]+' || echo 0; }
+num() { echo "$summaries" | grep -oE "$1: [0-9]+" | grep -oE '[0-9]+' | awk '{ s += $1 } END { print s + 0 }'; }
 pass=$(num pass); fail=$(num fail); skip=$(num skip); todo=$(num todo)
-if [ -z "$summary" ]; then
-  echo "[test] tap printed no summary (exit $tap_rc)"
+got_summaries=$(echo -n "$summaries" | grep -c 'total' || true)
+if [ "$got_summaries" -lt "$expected_summaries" ]; then
+  echo "[test] tap printed $got_summaries of $expected_summaries summaries (exit $tap_rc)"
   fail=$((fail + 1))
 fi
 if [ "$tap_rc" -ne 0 ] && [ "$fail" -eq 0 ]; then
