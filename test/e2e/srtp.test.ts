@@ -283,7 +283,10 @@ t.test('an SRTP leg (AES_CM_128_HMAC_SHA1_32) behaves like a plain one: early me
   const before = await srtpAuthDrops();
   peer.sendRtcp(report);
   peer.sendRtcp(report, true);
-  await sleep(200);
+  // The call's media runs on a media thread, whose counters reach the main thread's metrics with its next load
+  // report: wait for the drop to show, then one more report, so a second (wrong) drop would show too.
+  for (let waited = 0; waited < 5000 && (await srtpAuthDrops()) === before; waited += 100) await sleep(100);
+  await sleep(1500);
   t.equal((await srtpAuthDrops()) - before, 1, 'of an SRTCP report and its tampered copy, only the tampered one is dropped');
 
   h.sim.hangUp(callId);
