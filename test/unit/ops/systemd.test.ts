@@ -872,7 +872,11 @@ t.test('everything src/ loads at run time is a production dependency', async (t)
       seen += 1;
       const parts = specifier.split('/');
       const name = specifier.startsWith('@') ? parts.slice(0, 2).join('/') : (parts[0] ?? '');
-      if (!(name in pkg.dependencies)) missing.add(`${name} (${relative(repoRoot, file)})`);
+      const where = relative(repoRoot, file);
+      // The one exception: run from the TypeScript sources (tests, benches), a media thread registers tsx before
+      // loading its .ts entry; the compiled daemon loads the .js entry and never reaches that import.
+      if (name === 'tsx' && where === join('src', 'threads', 'MediaThreadPool.ts')) continue;
+      if (!(name in pkg.dependencies)) missing.add(`${name} (${where})`);
     }
   }
   t.ok(seen > 0, 'package imports found');
