@@ -14,6 +14,7 @@ import {
   assertNothingLeft,
   audioFlows,
   baseline,
+  type Baseline,
   checkedFigure,
   figureAgainst,
   leakCount,
@@ -52,6 +53,26 @@ async function checkUnaffected(t: Test, live: LiveCall, what: string): Promise<b
   return t.ok(audio.atPbx && audio.atMeta, `the unaffected call keeps its audio (${what}: ${JSON.stringify(audio)})`);
 }
 
+/**
+ * After a worker or a media thread was killed mid-call and both calls ended: nothing left behind, and the two
+ * figures (the hit call ended cleanly, the spared one kept its tone) checked and recorded.
+ */
+async function afterKill(
+  t: Test,
+  h: Harness,
+  base: Baseline,
+  { killed, hitEndedCleanly, sparedKeptAudio }: { killed: 'worker' | 'media thread'; hitEndedCleanly: boolean; sparedKeptAudio: boolean },
+): Promise<void> {
+  const other = killed === 'worker' ? 'worker' : 'thread';
+  const left = await leftOver(h, base);
+  assertNothingLeft(t, left, `after the ${killed} was killed`);
+  leaksFound += leakCount(left);
+  figures.push(
+    checkedFigure(t, `${killed} killed mid-call: its call ended with Meta terminate, BYE and outcome media_failed (calls)`, Number(hitEndedCleanly), '==', 1),
+    checkedFigure(t, `${killed} killed mid-call: the call on the other ${other} kept its tone both ways (calls)`, Number(sparedKeptAudio), '==', 1),
+  );
+}
+
 t.test('a mediasoup worker killed mid-call ends its call; the call on the other worker carries on', async (t) => {
   // One media thread with two mediasoup workers.
   const h = await startHarness({ codecs: ['PCMU'], captureLogs: true, config: { media: { threads: 1, workers: 2 } } });
@@ -81,13 +102,7 @@ t.test('a mediasoup worker killed mid-call ends its call; the call on the other 
   t.equal(await workerCount(), 2, 'the dead worker was replaced');
   await endLive(h, spared);
   hit.close();
-  const left = await leftOver(h, base);
-  assertNothingLeft(t, left, 'after the worker was killed');
-  leaksFound += leakCount(left);
-  figures.push(
-    checkedFigure(t, 'worker killed mid-call: its call ended with Meta terminate, BYE and outcome media_failed (calls)', Number(hitEndedCleanly), '==', 1),
-    checkedFigure(t, 'worker killed mid-call: the call on the other worker kept its tone both ways (calls)', Number(sparedKeptAudio), '==', 1),
-  );
+  await afterKill(t, h, base, { killed: 'worker', hitEndedCleanly, sparedKeptAudio });
 });
 
 t.test('a media thread killed mid-call ends its call cleanly; the call on the other thread keeps audio; a new call is served', async (t) => {
@@ -135,13 +150,7 @@ t.test('a media thread killed mid-call ends its call cleanly; the call on the ot
   await endLive(h, spared);
   await endLive(h, third);
   hit.close();
-  const left = await leftOver(h, base);
-  assertNothingLeft(t, left, 'after the media thread was killed');
-  leaksFound += leakCount(left);
-  figures.push(
-    checkedFigure(t, 'media thread killed mid-call: its call ended with Meta terminate, BYE and outcome media_failed (calls)', Number(hitEndedCleanly), '==', 1),
-    checkedFigure(t, 'media thread killed mid-call: the call on the other thread kept its tone both ways (calls)', Number(sparedKeptAudio), '==', 1),
-  );
+  await afterKill(t, h, base, { killed: 'media thread', hitEndedCleanly, sparedKeptAudio });
 });
 
 t.test('drachtio connection dropped and restored mid-call', async (t) => {
