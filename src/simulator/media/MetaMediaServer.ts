@@ -517,6 +517,21 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
     this.#log.info({ ssrc, secondMLine: pending.secondMLine }, 'renegotiation applied');
   }
 
+  /**
+   * Hear the business's audio under another SSRC than its SDP announced. A relay that transcodes (rtpengine) sends
+   * under an SSRC of its own that no SDP carries; Meta's SFU binds a receiver to the signalled SSRC only, so such
+   * media is lost. The benchmark learns the SSRC from the wire and rebinds with this, so that both engines it
+   * compares do the same work.
+   */
+  async acceptBusinessSsrc(ssrc: number): Promise<void> {
+    this.#assertOpen();
+    if (ssrc === this.#businessSsrc) return;
+    this.#producer?.close();
+    this.#capture?.close();
+    await this.#produceFromBusiness(ssrc);
+    this.#log.info({ ssrc }, 'business audio rebound to the SSRC heard');
+  }
+
   /** Idempotent. */
   close(): void {
     if (this.#state === 'closed') return;
