@@ -2,7 +2,8 @@
  * Signalling under media load: with the bridge carrying about 80 % of the calls it admits, how fast does it still
  * answer Meta's webhooks (POST -> 200) and turn a connect webhook into a SIP INVITE toward the PBX?
  *
- *   npx tsx bench/signalling.ts [--packet-cost-us 300] [--max-calls 60] [--probes 100] [--probe-rate 4] [--write]
+ *   npx tsx bench/signalling.ts [--packet-cost-us 300] [--max-calls 60] [--probes 100] [--probe-rate 4]
+ *                               [--threads auto] [--write]
  *
  * The bridge runs as its own process with admission by load on (its defaults). Its capacity is found, not assumed:
  * calls (Opus from Meta, PCMU toward the PBX, a tone each way) are added one by one, each once /readyz says the
@@ -13,7 +14,8 @@
  * each audio packet in the bridge (`media.simulated_packet_cost_us`) so that its capacity is reached with few calls:
  * the load generator (this process: Meta's media servers, the drachtio-server double, the PBX's RTP) then stays
  * light beside it. 0 measures the bridge's real per-call cost, which takes many more calls than this process can
- * generate on a small machine.
+ * generate on a small machine. `--threads` is the bridge's `media.threads` (default `auto`, one per core, as shipped;
+ * 0 puts the media, and the packet cost, on the main thread with the signalling).
  *
  * Timing is taken in this process: the POST of the connect webhook leaving -> its 200 arriving; the POST leaving ->
  * the INVITE arriving at the fake PBX (through the drachtio-server double: an upper bound on the bridge's share).
@@ -43,6 +45,7 @@ const { values } = parseArgs({
     'max-calls': { type: 'string', default: '60' },
     probes: { type: 'string', default: '100' },
     'probe-rate': { type: 'string', default: '4' },
+    threads: { type: 'string', default: 'auto' },
     write: { type: 'boolean', default: false },
   },
 });
@@ -52,6 +55,7 @@ const MAX_CALLS = Number(values['max-calls']);
 const PROBES = Number(values.probes);
 const PROBE_EVERY_MS = 1000 / Number(values['probe-rate']);
 const SHARE = 0.8;
+const THREADS = values.threads === 'auto' ? 'auto' : Number(values.threads);
 
 const log = pino({ level: process.env['LOG_LEVEL'] ?? 'warn' });
 const printed: string[] = [];
@@ -79,7 +83,8 @@ const bridge = await startBridgeChild(
     'admin: { listen: { host: 127.0.0.1, port: 0 } }',
     `sip: { drachtio: { host: 127.0.0.1, port: ${drachtio.port}, secret: "${drachtio.secret}" } }`,
     `routes: [{ name: bench, match: {}, targets: ["${drachtio.pbx.uri('support')}"], target_timeout_ms: 10000, codecs: [PCMU] }]`,
-    `media: { workers: 1, rtp: { listen_ip: 127.0.0.1, min_port: 0, max_port: 0 }, simulated_packet_cost_us: ${PACKET_COST_US} }`,
+    // One mediasoup worker per media thread (or one for the main thread without threads).
+    `media: { threads: ${THREADS}, workers: ${THREADS === 0 ? 1 : 0}, rtp: { listen_ip: 127.0.0.1, min_port: 0, max_port: 0 }, simulated_packet_cost_us: ${PACKET_COST_US} }`,
     'messenger: { ice: { listen_ip: 127.0.0.1, min_port: 20000, max_port: 29999 } }',
     'calls: { max_concurrent: 5000, accept_deadline_ms: 30000, drain_timeout_ms: 2000, admission: { enabled: true } }',
     'logging: { level: info }',
@@ -208,7 +213,10 @@ try {
   const loads = (m: Map<string, number>): string =>
     `event-loop utilization ${fmt(m.get('event_loop_utilization'))}, delay ${fmt(m.get('event_loop_delay'))} ms, worker CPU ${fmt((m.get('media_worker_cpu') ?? NaN) * 100)} %`;
 
-  out(`bridge: admission by load on (defaults), media.simulated_packet_cost_us ${PACKET_COST_US}, one mediasoup worker`);
+  out(
+    `bridge: admission by load on (defaults), media.simulated_packet_cost_us ${PACKET_COST_US}, media.threads ${THREADS} ` +
+      `(${THREADS === 0 ? 'the media on the main thread, one mediasoup worker' : 'one mediasoup worker per media thread'}); the loads below are the worst thread's or worker's`,
+  );
   out(
     capacityFound
       ? `admitted ${admitted} calls before refusing one by load (${loads(loadAtCapacity)})`
