@@ -1,23 +1,24 @@
 /**
  * One call: its state machine, its two legs, its media, and the single place where it is torn down.
  *
- * The state machine is the table in callState.ts: every state change is an event applied through `#apply`, which
+ * The state machine is the table in callState.ts: every state change is an event applied through `#machine`, which
  * refuses (logs and counts) an event the table does not allow in the current state. Both flows are written as one
  * linear async procedure each (`runUserInitiated`, `runBusinessInitiated`); outside events (webhooks, SIP BYE/CANCEL,
  * leg or media failure, deadlines) end the call through `end()`, which aborts the procedure's pending step. A flow
- * leaves once the call has ended in one way only: by throwing `CallEnded` (`#stop` ends the call and throws it; a step
- * interrupted by an end from outside throws it), caught once at the flow's end. A transfer (REFER from the PBX) is
- * its own procedure (transfer.ts), run from `active` through `transferring` and back.
+ * leaves once the call has ended in one way only: by throwing `CallEnded` (`#flow.stop` ends the call and throws it; a
+ * step interrupted by an end from outside throws it), caught once at the flow's end (callFlow.ts). The media and the
+ * leg toward Meta are set up and released by callLegs.ts. A transfer (REFER from the PBX) is its own procedure
+ * (transfer.ts), run from `active` through `transferring` and back.
  */
 import type { Logger } from 'pino';
 import { GraphError, SipError } from '../core/errors.js';
-import { CallEnded, nextCallState, sipTeardownFor, type CallEvent, type CallState, type Ending } from './callState.js';
-import { CallTimers, untilEnded } from './callTimers.js';
-import { bridgeDtmf } from './callDtmf.js';
+import { CallEnded, CallStateMachine, sipTeardownFor, type CallState, type Ending } from './callState.js';
+import { CallTimers } from './callTimers.js';
+import { CallFlow } from './callFlow.js';
+import { CallLegs } from './callLegs.js';
 import { MetaSide } from './metaSide.js';
 import type { CallSessionDeps } from './callOptions.js';
-import { MediaStatsReporter, callSummary } from './callSummary.js';
-import { CallQualityWatch } from './callQualityWatch.js';
+import { callSummary } from './callSummary.js';
 import { REFUSALS, reasonOf, refusalForGraphError, refusalForHangUp, refusalForMediaError } from './outcomes.js';
 import type {
   CallDirection,
@@ -49,7 +50,6 @@ export class CallSession {
   readonly startedAt = Date.now();
   metaCallId: string | undefined;
   route: CallRoute | undefined;
-  state: CallState = 'new';
   /** Resolves once the call is fully ended and released. */
   readonly done: Promise<void>;
 
@@ -57,10 +57,11 @@ export class CallSession {
   readonly #abort = new AbortController();
   readonly #timers = new CallTimers();
   readonly #meta = new MetaSide(this.#timers);
+  readonly #machine: CallStateMachine;
+  readonly #flow: CallFlow;
+  readonly #legs: CallLegs;
   readonly #transfers: CallTransfers;
   #resolveDone!: () => void;
-  #leg: MessengerLeg | undefined;
-  #media: CallMedia | undefined;
   readonly #dialogs: PbxDialogs;
   #incoming: IncomingCall | undefined;
   #ending: Ending | undefined;
@@ -68,8 +69,6 @@ export class CallSession {
   #sipStatus: number | undefined;
   /** Consumer-initiated set-up steps in ms (sub-millisecond): connect received -> INVITE, 200 OK -> accept. */
   #setupTiming: { webhookToInviteMs?: number; pbxAnswerToAcceptMs?: number } = {};
-  #stats: MediaStatsReporter | undefined;
-  #quality: CallQualityWatch | undefined;
   #earlyMediaStarted = false;
 
   constructor(init: {
@@ -91,15 +90,21 @@ export class CallSession {
     this.#deps = init.deps;
     this.log = init.deps.log;
     this.done = new Promise((resolve) => (this.#resolveDone = resolve));
+    this.#machine = new CallStateMachine(this.log, init.deps.metrics);
+    const ended = (): boolean => this.ended;
+    const end = (ending: Ending): void => this.end(ending);
+    this.#flow = new CallFlow({ log: this.log, signal: this.#abort.signal, ended, end });
+    const dialog = (): SipDialog | undefined => this.#dialogs.current;
+    this.#legs = new CallLegs({ id: this.id, log: this.log, direction: this.direction, deps: init.deps, flow: this.#flow, ended, end, dialog });
     this.#dialogs = new PbxDialogs(this.log, {
       bye: (dialog) => {
         if (this.#transfers.transferor !== dialog) return this.end({ outcome: 'completed', reason: 'PBX hung up (BYE)', meta: 'auto', sip: 'none' });
         this.log.info({ target: this.#transfers.target }, 'the transferor hung up during the transfer: the call waits for its outcome');
       },
-      dtmf: (event) => this.#media?.sendDtmfToMessenger(event),
+      dtmf: (event) => this.#legs.media?.sendDtmfToMessenger(event),
       refer: (dialog, request) => this.#transfers.onRequest(dialog, request),
       reinvite: (offer) => {
-        const media = this.#media;
+        const media = this.#legs.media;
         if (!media) throw new Error('no media');
         const answer = media.answerPbxOffer(offer);
         this.log.info('re-INVITE from the PBX applied');
@@ -109,6 +114,10 @@ export class CallSession {
     });
     const { sip, metrics, options } = init.deps;
     this.#transfers = new CallTransfers(this.#transferHost(), { sip, metrics, options: options.transfer, fromUser: options.fromUser });
+  }
+
+  get state(): CallState {
+    return this.#machine.state;
   }
 
   get ended(): boolean {
@@ -128,22 +137,22 @@ export class CallSession {
       // The Messenger offer (ICE gathering, certificate) and the PBX-side media (mediasoup round trips) are
       // independent: build them at the same time.
       let offering: Promise<string> | undefined;
-      const { leg, media } = await this.#setUpMedia(route, (created) => {
+      const { leg, media } = await this.#legs.setUp(route, (created) => {
         offering = created.createOffer();
         // Its failure is awaited (and handled) below once the media exists; this only keeps it from floating.
         offering.catch(() => undefined);
       });
-      const offer = await this.#step(offering!);
+      const offer = await this.#flow.step(offering!);
       const pbxOffer = media.createPbxOffer();
 
       if (route.answerMode === 'immediate') {
-        this.#apply('accept', 'answer mode immediate');
+        this.#machine.apply('accept', 'answer mode immediate');
         await this.#accept(offer);
         // Meta drops an accepted call that receives nothing (~20 s): silence until the PBX's (early) media flows.
         media.startSendingToMessenger();
       }
 
-      this.#apply('invite', `to ${route.targets.join(', ')}`);
+      this.#machine.apply('invite', `to ${route.targets.join(', ')}`);
       const remainingMs = Math.max(1, deadline - Date.now());
       const inviteAbort = AbortSignal.any([this.#abort.signal, this.#timers.deadline(remainingMs)]);
       this.#setupTiming.webhookToInviteMs = performance.now() - receivedPerf;
@@ -161,15 +170,15 @@ export class CallSession {
           signal: inviteAbort,
           onProgress: (status, target, sdp) => {
             this.log.info({ status, target, earlyMedia: sdp !== undefined }, 'PBX is ringing');
-            this.#apply('pbx_ringing', `${status} from ${target}`);
+            this.#machine.apply('pbx_ringing', `${status} from ${target}`);
             if (sdp !== undefined) earlySdp = this.#onEarlyMedia(media, sdp, target) ?? earlySdp;
           },
         });
       } catch (err) {
-        this.#leaveIfEnded();
+        this.#flow.leaveIfEnded();
         const timedOut = inviteAbort.aborted && !this.#abort.signal.aborted;
         this.#sipStatus = err instanceof SipError ? err.status : undefined;
-        this.#stop({
+        this.#flow.stop({
           outcome: timedOut ? 'pbx_timeout' : 'rejected_pbx',
           reason: timedOut ? `PBX did not answer within ${opts.acceptDeadlineMs} ms` : `PBX refused: ${reasonOf(err)}`,
           meta: 'auto',
@@ -189,20 +198,20 @@ export class CallSession {
         // A 200 OK after early media repeats the answer, or (with 100rel) carries none: the 18x's then stands.
         media.applyPbxAnswer(result.sdp.trim() !== '' ? result.sdp : (earlySdp ?? result.sdp));
       } catch (err) {
-        this.#stop({ outcome: 'media_failed', reason: reasonOf(err), meta: 'reject', sip: 'bye' });
+        this.#flow.stop({ outcome: 'media_failed', reason: reasonOf(err), meta: 'reject', sip: 'bye' });
       }
 
       if (!this.#meta.accepted) {
-        this.#apply('accept', 'PBX answered');
+        this.#machine.apply('accept', 'PBX answered');
         this.#setupTiming.pbxAnswerToAcceptMs = performance.now() - pbxAnsweredAt;
         metrics?.pbxAnswerToAccept(this.#setupTiming.pbxAnswerToAcceptMs / 1000);
         await this.#accept(offer);
       }
       media.start();
-      this.#stats?.started();
+      this.#legs.stats?.started();
       await this.#connectMedia(leg);
     } catch (err) {
-      this.#failFromFlow(err);
+      this.#flow.caught(err);
     }
   }
 
@@ -223,25 +232,25 @@ export class CallSession {
     if (!this.#earlyMediaStarted) {
       this.#earlyMediaStarted = true;
       this.log.info({ target, codec: media.pbxCodec }, 'early media from the PBX bridged to Meta');
-      this.#stats?.started();
+      this.#legs.stats?.started();
     }
     return sdp;
   }
 
   async #accept(offer: string): Promise<void> {
-    const leg = this.#leg!;
+    const leg = this.#legs.leg!;
     const accepting = this.#meta.track(this.#deps.graph.accept(this.pageId, this.metaCallId!, offer, this.#graphSignal()));
-    const accepted = await this.#stepOr(accepting, (err) => {
+    const accepted = await this.#flow.stepOr(accepting, (err) => {
       this.#meta.status = err instanceof GraphError ? `accept failed: ${err.code}` : 'accept failed';
       return { outcome: 'meta_error', reason: `Graph accept failed: ${reasonOf(err)}`, meta: 'reject', sip: 'auto' };
     });
     this.#meta.accepted = true;
     this.#meta.status = 'accepted';
     this.#answeredAt ??= Date.now();
-    await this.#step(leg.applyAnswer(accepted.sdpAnswer));
+    await this.#flow.step(leg.applyAnswer(accepted.sdpAnswer));
     if (accepted.sdpRenegotiation) {
       this.log.info('applying the renegotiation offer that came with accept');
-      await this.#step(leg.applyOffer(accepted.sdpRenegotiation));
+      await this.#flow.step(leg.applyOffer(accepted.sdpRenegotiation));
     }
     this.#meta.remoteAnswered();
   }
@@ -256,22 +265,22 @@ export class CallSession {
     try {
       if (opts.permissionCheck) await this.#checkPermission();
 
-      const { leg, media } = await this.#setUpMedia(this.route!);
+      const { leg, media } = await this.#legs.setUp(this.route!);
       let pbxAnswer: string;
       try {
         pbxAnswer = media.answerPbxOffer(incoming.sdp);
       } catch (err) {
         const refusal = refusalForMediaError(err);
-        this.#stop({ outcome: refusal.outcome, reason: reasonOf(err), meta: 'none', sip: 'refuse', refusal });
+        this.#flow.stop({ outcome: refusal.outcome, reason: reasonOf(err), meta: 'none', sip: 'refuse', refusal });
       }
-      const offer = await this.#step(leg.createOffer());
+      const offer = await this.#flow.step(leg.createOffer());
 
-      this.#apply('connect', 'Graph connect');
+      this.#machine.apply('connect', 'Graph connect');
       // The call id is recorded even if the call ended meanwhile (CANCEL): Meta's call then needs its terminate.
       const connecting = this.#meta.track(graph.connect(this.pageId, this.psid, offer, this.#graphSignal()), (result) => {
         this.metaCallId = result.callId;
       });
-      const connected = await this.#stepOr(connecting, (err) => {
+      const connected = await this.#flow.stepOr(connecting, (err) => {
         const refusal = refusalForGraphError(err);
         this.#meta.status = err instanceof GraphError ? `connect failed: ${err.code}` : 'connect failed';
         return { outcome: refusal.outcome, reason: `Graph connect failed: ${reasonOf(err)}`, meta: 'none', sip: 'refuse', refusal };
@@ -282,11 +291,11 @@ export class CallSession {
       this.log.info({ metaCallId: connected.callId }, 'Meta call created');
       bindMetaCallId(connected.callId);
       if (connected.sdpAnswer) {
-        await this.#step(leg.applyAnswer(connected.sdpAnswer));
+        await this.#flow.step(leg.applyAnswer(connected.sdpAnswer));
         this.#meta.remoteAnswered();
       }
 
-      await this.#stepOr(this.#meta.waitStatus('accepted', opts.connectTimeoutMs), () => ({
+      await this.#flow.stepOr(this.#meta.waitStatus('accepted', opts.connectTimeoutMs), () => ({
         outcome: 'not_answered',
         reason: `the person did not answer within ${opts.connectTimeoutMs} ms`,
         meta: 'terminate',
@@ -295,23 +304,23 @@ export class CallSession {
       }));
       this.#meta.status = 'accepted';
       this.#answeredAt = Date.now();
-      if (!this.#meta.remoteAnswerApplied) await this.#step(this.#meta.waitRemoteAnswer(opts.mediaConnectTimeoutMs));
-      const dialog = await this.#step(incoming.answer(pbxAnswer));
+      if (!this.#meta.remoteAnswerApplied) await this.#flow.step(this.#meta.waitRemoteAnswer(opts.mediaConnectTimeoutMs));
+      const dialog = await this.#flow.step(incoming.answer(pbxAnswer));
       this.#sipStatus = 200;
       this.#dialogs.adopt(dialog);
       media.start();
-      this.#stats?.started();
+      this.#legs.stats?.started();
       await this.#connectMedia(leg);
     } catch (err) {
-      this.#failFromFlow(err);
+      this.#flow.caught(err);
     }
   }
 
   /** Meta's call permission for the person; without it the INVITE is refused (and permission asked, if configured). */
   async #checkPermission(): Promise<void> {
     const { graph, options } = this.#deps;
-    this.#apply('check_permission', `psid ${this.psidLabel}`);
-    const permission = await this.#stepOr(graph.checkPermission(this.pageId, this.psid, this.#graphSignal()), (err) => {
+    this.#machine.apply('check_permission', `psid ${this.psidLabel}`);
+    const permission = await this.#flow.stepOr(graph.checkPermission(this.pageId, this.psid, this.#graphSignal()), (err) => {
       const refusal = refusalForGraphError(err);
       return { outcome: refusal.outcome, reason: `permission check failed: ${reasonOf(err)}`, meta: 'none', sip: 'refuse', refusal };
     });
@@ -322,7 +331,7 @@ export class CallSession {
         .then(() => this.log.info('sent a call permission request to the person'))
         .catch((err: unknown) => this.log.warn({ err }, 'call permission request failed'));
     }
-    this.#stop({
+    this.#flow.stop({
       outcome: 'rejected_no_permission',
       reason: 'the person has not granted call permission',
       meta: 'none',
@@ -335,7 +344,7 @@ export class CallSession {
 
   onCallStatus(event: CallStatusEvent): void {
     this.log.info({ status: event.status }, 'call_status from Meta');
-    if (event.status === 'ringing' && this.#apply('meta_ringing', 'Meta: ringing')) {
+    if (event.status === 'ringing' && this.#machine.apply('meta_ringing', 'Meta: ringing')) {
       this.#meta.status = 'ringing';
       this.#incoming?.ringing();
     }
@@ -343,10 +352,10 @@ export class CallSession {
   }
 
   onMediaUpdate(event: MediaUpdateEvent): void {
-    const leg = this.#leg;
+    const leg = this.#legs.leg;
     const applying = this.#meta.applyMediaUpdate(event, this.ended ? undefined : leg, this.log);
     void applying.then((applied) => {
-      if (applied && this.#media && (this.state === 'media' || this.state === 'active' || this.state === 'transferring')) this.#media.start();
+      if (applied && this.#legs.media && (this.state === 'media' || this.state === 'active' || this.state === 'transferring')) this.#legs.media.start();
     });
   }
 
@@ -363,12 +372,12 @@ export class CallSession {
 
   /** Media counters since the call started; undefined without media. */
   mediaStats(): CallMediaStats | undefined {
-    return this.#stats?.total();
+    return this.#legs.stats?.total();
   }
 
   /** Media counters since the previous call of this method (for metrics); undefined without media. */
   takeMediaStatsDelta(): CallMediaStats | undefined {
-    return this.#stats?.delta();
+    return this.#legs.stats?.delta();
   }
 
   // --- Teardown: the one place
@@ -379,10 +388,10 @@ export class CallSession {
     const sip = ending.sip === 'auto' ? sipTeardownFor({ hasDialog: this.#dialogs.current !== undefined, hasIncomingInvite: this.#incoming !== undefined }) : ending.sip;
     const decided = { ...ending, sip };
     this.#ending = decided;
-    this.#apply('end', ending.reason);
+    this.#machine.apply('end', ending.reason);
     this.#abort.abort(new CallEnded(ending.reason));
     void this.#release(decided).finally(() => {
-      this.#apply('released', ending.outcome);
+      this.#machine.apply('released', ending.outcome);
       this.#writeSummary(decided);
       this.#resolveDone();
     });
@@ -390,9 +399,7 @@ export class CallSession {
 
   async #release(ending: Ending): Promise<void> {
     this.#timers.clear();
-    this.#quality?.ended(this.#stats?.final()?.quality);
-    this.#media?.close();
-    this.#leg?.close();
+    this.#legs.close();
 
     const tasks: Promise<unknown>[] = [];
     const dialog = this.#dialogs.current;
@@ -427,15 +434,15 @@ export class CallSession {
       answeredAt: this.#answeredAt,
       sipStatus: this.#sipStatus,
       metaStatus: this.#meta.status,
-      codec: this.#media?.pbxCodec,
-      srtp: this.#media?.stats().srtp,
+      codec: this.#legs.media?.pbxCodec,
+      srtp: this.#legs.media?.stats().srtp,
       setupTiming: this.#setupTiming,
       transfers: this.#transfers.summary(),
-      ...(this.#quality?.final ? { quality: this.#quality.final } : {}),
+      ...(this.#legs.quality?.final ? { quality: this.#legs.quality.final } : {}),
     });
     this.log.info({ summary }, 'call summary');
     const { graph, options } = this.#deps;
-    this.#quality?.report({
+    this.#legs.quality?.report({
       graph,
       enabled: options.reportCallMetrics === true,
       metaAccepted: this.#meta.accepted,
@@ -450,56 +457,6 @@ export class CallSession {
 
   // --- Helpers
 
-  /** `onLeg` runs as soon as the Messenger leg exists, while the call media is still being created. */
-  async #setUpMedia(route: CallRoute, onLeg?: (leg: MessengerLeg) => void): Promise<{ leg: MessengerLeg; media: CallMedia }> {
-    const { legs, media: engine } = this.#deps;
-    const leg = legs.create({ callId: this.id, log: this.log });
-    this.#leg = leg;
-    leg.on('failed', (err) => {
-      const reason = `Messenger leg failed (${err.reason}): ${err.message}`;
-      this.end({ outcome: 'media_failed', reason, meta: 'auto', sip: 'auto', refusal: REFUSALS.messengerLegFailed });
-    });
-    let media: CallMedia;
-    const creating = engine.createCallMedia({
-      callId: this.id,
-      log: this.log,
-      messenger: leg,
-      codecs: route.codecs,
-      ...(route.srtp ? { srtp: route.srtp } : {}),
-    });
-    onLeg?.(leg);
-    try {
-      media = await this.#step(creating);
-    } catch (err) {
-      if (err instanceof CallEnded) {
-        // Ended while the media was being created: it is nobody's yet, so close it once it exists (a creation that
-        // fails has nothing to close).
-        creating.then(
-          (late) => late.close(),
-          (lateErr: unknown) => this.log.debug({ err: lateErr }, 'media creation failed after the call ended'),
-        );
-        throw err;
-      }
-      const meta = this.direction === 'user_initiated' ? 'reject' : 'none';
-      this.#stop({ outcome: 'media_failed', reason: `media setup failed: ${reasonOf(err)}`, meta, sip: 'refuse', refusal: REFUSALS.mediaDown });
-    }
-    if (this.ended) {
-      media.close();
-      throw new CallEnded();
-    }
-    this.#media = media;
-    this.#stats = new MediaStatsReporter(this.id, media, this.#deps.metrics);
-    media.on('failed', (err) => {
-      const reason = `media failed: ${err.code}: ${err.message}`;
-      this.end({ outcome: 'media_failed', reason, meta: 'auto', sip: 'auto', refusal: REFUSALS.mediaFailed });
-    });
-    const { log, metrics, options } = this.#deps;
-    bridgeDtmf(media, { log, metrics, sipInfo: options.dtmfSipInfo ?? 'auto', dialog: () => this.#dialogs.current });
-    this.#quality = new CallQualityWatch({ log: this.log, metrics });
-    this.#quality.attach(media);
-    return { leg, media };
-  }
-
   /** The call as its transfers see it. */
   #transferHost(): TransferHost {
     return {
@@ -507,13 +464,13 @@ export class CallSession {
       signal: this.#abort.signal,
       state: () => this.state,
       ended: () => this.ended,
-      media: () => this.#media,
+      media: () => this.#legs.media,
       dialogs: this.#dialogs,
       routeTargetTimeoutMs: () => this.route?.targetTimeoutMs,
       routeTargets: () => this.route?.targets ?? [],
       callerHeaders: () => this.#callerHeaders(this.metaCallId),
-      permits: (event, why) => this.#permits(event, why),
-      apply: (event, why) => this.#apply(event, why),
+      permits: (event, why) => this.#machine.permits(event, why),
+      apply: (event, why) => this.#machine.apply(event, why),
       end: (ending) => this.end(ending),
     };
   }
@@ -525,70 +482,18 @@ export class CallSession {
   }
 
   async #connectMedia(leg: MessengerLeg): Promise<void> {
-    this.#apply('answered', 'waiting for ICE/DTLS toward Meta');
+    this.#machine.apply('answered', 'waiting for ICE/DTLS toward Meta');
     const timeout = this.#timers.deadline(this.#deps.options.mediaConnectTimeoutMs);
-    await this.#stepOr(leg.whenConnected(AbortSignal.any([this.#abort.signal, timeout])), (err) => ({
+    await this.#flow.stepOr(leg.whenConnected(AbortSignal.any([this.#abort.signal, timeout])), (err) => ({
       outcome: 'media_failed',
       reason: timeout.aborted ? 'Messenger media did not connect in time' : `Messenger leg: ${reasonOf(err)}`,
       meta: 'terminate',
       sip: 'bye',
     }));
-    this.#apply('media_connected', 'audio bridged');
-  }
-
-  /** Await a step of a flow; rejects with CallEnded as soon as the call is ended meanwhile. */
-  #step<T>(promise: Promise<T>): Promise<T> {
-    return untilEnded(this.#abort.signal, promise);
-  }
-
-  /** `#step`, and when the step itself fails: end the call as `failed(err)` says and leave the flow. */
-  async #stepOr<T>(promise: Promise<T>, failed: (err: unknown) => Ending): Promise<T> {
-    try {
-      return await this.#step(promise);
-    } catch (err) {
-      if (err instanceof CallEnded) throw err;
-      this.#stop(failed(err));
-    }
+    this.#machine.apply('media_connected', 'audio bridged');
   }
 
   #graphSignal(): AbortSignal {
     return AbortSignal.timeout(this.#deps.options.graphTimeoutMs);
-  }
-
-  /** End the call and leave the flow that decided it (the flow's catch ends there). */
-  #stop(ending: Ending): never {
-    this.end(ending);
-    throw new CallEnded(ending.reason);
-  }
-
-  /** Leave the flow if the call has ended meanwhile (the end came from outside: its teardown is under way). */
-  #leaveIfEnded(): void {
-    if (this.ended) throw new CallEnded();
-  }
-
-  /** The one catch at the end of each flow: a CallEnded is the flow's normal way out; anything else is a bug. */
-  #failFromFlow(err: unknown): void {
-    if (err instanceof CallEnded || this.ended) return;
-    this.log.error({ err }, 'call failed');
-    this.end({ outcome: 'media_failed', reason: reasonOf(err), meta: 'auto', sip: 'auto', refusal: REFUSALS.bridgeError });
-  }
-
-  /** May `event` happen now? A refused event is logged and counted (msb_call_events_refused_total). */
-  #permits(event: CallEvent, why: string): boolean {
-    if (nextCallState(this.state, event) !== undefined) return true;
-    this.log.warn({ state: this.state, event, why }, 'call event refused in this state');
-    this.#deps.metrics?.callEventRefused(this.state, event);
-    return false;
-  }
-
-  /** Apply `event` through the state table; false (and nothing changes) when the table refuses it here. */
-  #apply(event: CallEvent, why: string): boolean {
-    if (!this.#permits(event, why)) return false;
-    const from = this.state;
-    const to = nextCallState(from, event)!;
-    if (from === to) return true;
-    this.state = to;
-    this.log.info({ from, to, why }, `call ${from} -> ${to}`);
-    return true;
   }
 }

@@ -1,7 +1,7 @@
 /**
  * The call state machine as data: which event may happen in which state, and the state it leads to. A CallSession
- * applies events only through this table; an event the table does not allow in the current state is refused (the
- * session logs it and counts it in `msb_call_events_refused_total`) and the state does not change.
+ * applies events only through this table (`CallStateMachine`); an event the table does not allow in the current state
+ * is refused (logged and counted in `msb_call_events_refused_total`) and the state does not change.
  *
  * ```
  *  consumer-initiated                        business-initiated
@@ -12,7 +12,8 @@
  *  any live state -end-> ending -released-> ended
  * ```
  */
-import type { CallOutcome } from './ports.js';
+import type { Logger } from 'pino';
+import type { CallMetricsSink, CallOutcome } from './ports.js';
 import type { SipRefusal } from './outcomes.js';
 
 export type CallState =
@@ -66,6 +67,41 @@ export function nextCallState(state: CallState, event: CallEvent): CallState | u
   return CALL_STATE_TABLE[state][event];
 }
 
+/** One call's state, changed only by events the table allows; a refused event is logged and counted. */
+export class CallStateMachine {
+  #state: CallState = 'new';
+  readonly #log: Logger;
+  readonly #metrics: Pick<CallMetricsSink, 'callEventRefused'> | undefined;
+
+  constructor(log: Logger, metrics: Pick<CallMetricsSink, 'callEventRefused'> | undefined) {
+    this.#log = log;
+    this.#metrics = metrics;
+  }
+
+  get state(): CallState {
+    return this.#state;
+  }
+
+  /** May `event` happen now? A refused event is logged and counted (msb_call_events_refused_total). */
+  permits(event: CallEvent, why: string): boolean {
+    if (nextCallState(this.#state, event) !== undefined) return true;
+    this.#log.warn({ state: this.#state, event, why }, 'call event refused in this state');
+    this.#metrics?.callEventRefused(this.#state, event);
+    return false;
+  }
+
+  /** Apply `event` through the table; false (and nothing changes) when the table refuses it here. */
+  apply(event: CallEvent, why: string): boolean {
+    if (!this.permits(event, why)) return false;
+    const from = this.#state;
+    const to = nextCallState(from, event)!;
+    if (from === to) return true;
+    this.#state = to;
+    this.#log.info({ from, to, why }, `call ${from} -> ${to}`);
+    return true;
+  }
+}
+
 /** What the PBX side is told when a call ends. */
 export type SipTeardown = 'bye' | 'cancel' | 'refuse' | 'none';
 
@@ -95,6 +131,6 @@ export interface Ending {
 
 /**
  * Thrown inside a flow once the call has ended, to leave it: the flow's single catch ends there. Flows never `return`
- * after ending the call; they throw this (through `CallSession`'s `#stop`, or `#step` when the end came from outside).
+ * after ending the call; they throw this (through `CallFlow.stop`, or `CallFlow.step` when the end came from outside).
  */
 export class CallEnded extends Error {}

@@ -1,9 +1,8 @@
 /**
- * The waits of one call's flows: every one has a deadline on a timer the call owns (cleared when the call ends), and
- * every step of a flow gives up as soon as the call has ended.
+ * The waits of one call's flows: every one has a deadline on a timer the call owns (cleared when the call ends).
+ * Every step of a flow gives up as soon as the call has ended: callFlow.ts.
  */
 import { OwnedTimers } from '../core/OwnedTimers.js';
-import { CallEnded } from './callState.js';
 
 export class CallTimers {
   readonly #timers = new OwnedTimers();
@@ -35,28 +34,4 @@ export class CallTimers {
   clear(): void {
     this.#timers.clearAll();
   }
-}
-
-/** Await a step of a flow; rejects with CallEnded as soon as `ended` aborts (the call ended meanwhile). */
-export function untilEnded<T>(ended: AbortSignal, promise: Promise<T>): Promise<T> {
-  if (ended.aborted) {
-    // The step's own outcome no longer matters: the call has ended.
-    promise.catch(() => undefined);
-    return Promise.reject(new CallEnded());
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(new CallEnded());
-    ended.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        ended.removeEventListener('abort', onAbort);
-        if (ended.aborted) reject(new CallEnded());
-        else resolve(value);
-      },
-      (err: unknown) => {
-        ended.removeEventListener('abort', onAbort);
-        reject(ended.aborted ? new CallEnded() : err);
-      },
-    );
-  });
 }
