@@ -198,7 +198,8 @@ async function startBridge(o: {
       // One mediasoup worker per media thread (workers: 0), one for the main thread without threads.
       `media: { threads: ${threads}, workers: ${threads === 0 ? 1 : 0}, rtp: { listen_ip: 127.0.0.1, min_port: 0, max_port: 0 } }`,
       'messenger: { ice: { listen_ip: 127.0.0.1, min_port: 20000, max_port: 29999 } }',
-      `calls: { max_concurrent: 5000, accept_deadline_ms: 30000, drain_timeout_ms: 2000${o.preparedMedia !== undefined ? `, prepared_media: ${o.preparedMedia}` : ''} }`,
+      // Admission by load off: the bench finds what the engine holds, where the bridge would refuse calls first.
+      `calls: { max_concurrent: 5000, accept_deadline_ms: 30000, drain_timeout_ms: 2000, admission: { enabled: false }${o.preparedMedia !== undefined ? `, prepared_media: ${o.preparedMedia}` : ''} }`,
       'logging: { level: info }',
       '',
     ].join('\n'),
