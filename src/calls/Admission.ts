@@ -12,9 +12,16 @@
  * utilization signals are projected to include the calls admitted in the last `settleMs` (each assumed to cost what
  * the settled calls cost on average), and new calls are admitted at most `maxSetupsPerSecond` (a token bucket).
  *
+ * With media threads (`usePlaces`) the decision is per thread, because a thread's readings reach the main thread only
+ * with its next report: each thread's proportional signals are projected with the calls put on it that its last
+ * report does not cover yet (`MediaPlace.pending`, each costing what one of its `carrying` calls costs, or what one
+ * cost anywhere when it carries none), the call goes to the thread with the most headroom left (reserved there at
+ * once, so the next decision counts it), and it is refused when no thread has room. A tripped signal of a thread
+ * closes that thread only; one of the main thread closes all.
+ *
  * Pure logic: no timers, no I/O; the clock is injected. The daemon's LoadMonitor feeds it.
  */
-import type { AdmissionPort, AdmissionVerdict, LoadReading, LoadSignalKind, RefusalReason } from './ports.js';
+import type { AdmissionPort, AdmissionVerdict, LoadReading, LoadSignalKind, MediaPlace, MediaPlaces, RefusalReason } from './ports.js';
 import { LOAD_SIGNAL_KINDS } from './ports.js';
 
 export interface AdmissionLimits {
@@ -73,6 +80,8 @@ interface SignalState {
   kind: LoadSignalKind;
   source: string;
   smoothed: number;
+  /** The last reading as it came (projections start from the higher of it and `smoothed`). */
+  last: number;
   /** Smoothed samples in a row above the limit. */
   above: number;
   tripped: boolean;
@@ -108,6 +117,9 @@ export class Admission implements AdmissionPort {
   #recent: number[] = [];
   #tokens: number;
   #tokensAt: number;
+  #places: MediaPlaces | undefined;
+  /** What one call was last seen to cost, per proportional kind, on any place (for a place that carries none). */
+  readonly #perCallCost = new Map<LoadSignalKind, number>();
 
   constructor(limits: Partial<AdmissionLimits> = {}, now: () => number = () => performance.now()) {
     this.#limits = { ...DEFAULT_ADMISSION_LIMITS, ...limits };
@@ -129,6 +141,11 @@ export class Admission implements AdmissionPort {
     this.#limits = { ...DEFAULT_ADMISSION_LIMITS, ...limits };
     const max = this.#limits.maxSetupsPerSecond;
     if (max !== null) this.#tokens = Math.min(this.#tokens, max);
+  }
+
+  /** Decide per media thread (see the file's comment); undefined: one decision for the process. */
+  usePlaces(places: MediaPlaces | undefined): void {
+    this.#places = places;
   }
 
   /** The limit for a kind, or null when it is not watched. */
@@ -159,10 +176,11 @@ export class Admission implements AdmissionPort {
       seen.add(key);
       let state = this.#signals.get(key);
       if (!state) {
-        state = { kind: reading.kind, source: reading.source, smoothed: reading.value, above: 0, tripped: false, belowSince: undefined };
+        state = { kind: reading.kind, source: reading.source, smoothed: reading.value, last: reading.value, above: 0, tripped: false, belowSince: undefined };
         this.#signals.set(key, state);
       } else {
         state.smoothed += alpha * (reading.value - state.smoothed);
+        state.last = reading.value;
       }
       this.#step(state, now);
     }
@@ -200,11 +218,19 @@ export class Admission implements AdmissionPort {
     const limits = this.#limits;
     if (!limits.enabled) return { admit: true };
     const now = this.#now();
-    const tripped = this.#worstTripped();
+    const places = this.#readyPlaces();
+    const tripped = this.#worstTripped(places);
     if (tripped) return this.#refuse(tripped.kind, describe(tripped, this.limitOf(tripped.kind)));
 
-    const projected = this.#projectedRefusal(activeCalls, now);
-    if (projected) return projected;
+    let place: MediaPlace | undefined;
+    if (places) {
+      const choice = this.#choosePlace(places, true);
+      if ('refusal' in choice) return choice.refusal;
+      place = choice.place;
+    } else {
+      const projected = this.#projectedRefusal(activeCalls, now);
+      if (projected) return projected;
+    }
 
     const max = limits.maxSetupsPerSecond;
     if (max !== null) {
@@ -214,7 +240,63 @@ export class Admission implements AdmissionPort {
       this.#tokens -= 1;
     }
     this.#recent.push(now);
+    if (place) this.#places?.reserve(place.index);
     return { admit: true };
+  }
+
+  /** The media threads serving now; undefined without threads (or with none up: then the process decides as one). */
+  #readyPlaces(): MediaPlace[] | undefined {
+    const places = this.#places?.places().filter((p) => p.ready);
+    return places && places.length > 0 ? places : undefined;
+  }
+
+  /** The place's own signals: its thread's, and its mediasoup workers' (`<source>/...`). */
+  #signalsOf(place: MediaPlace): SignalState[] {
+    const prefix = `${place.source}/`;
+    return [...this.#signals.values()].filter((s) => s.source === place.source || s.source.startsWith(prefix));
+  }
+
+  /**
+   * The place with the most headroom for one more call, or the refusal when none has room. With `project` false only
+   * tripped signals count (what a sample's status reports without a call at hand).
+   */
+  #choosePlace(places: MediaPlace[], project: boolean): { place: MediaPlace } | { refusal: Extract<AdmissionVerdict, { admit: false }> } {
+    let best: { place: MediaPlace; room: number } | undefined;
+    let refusal: { room: number; verdict: Extract<AdmissionVerdict, { admit: false }> } | undefined;
+    const worse = (room: number, verdict: Extract<AdmissionVerdict, { admit: false }>): void => {
+      if (!refusal || room > refusal.room) refusal = { room, verdict };
+    };
+    for (const place of places) {
+      const signals = this.#signalsOf(place);
+      const tripped = signals.find((s) => s.tripped && this.limitOf(s.kind) !== null);
+      if (tripped) {
+        worse(-Infinity, this.#refuse(tripped.kind, describe(tripped, this.limitOf(tripped.kind))));
+        continue;
+      }
+      let room = 1;
+      let binding: Extract<AdmissionVerdict, { admit: false }> | undefined;
+      for (const state of project ? signals : []) {
+        const limit = this.limitOf(state.kind);
+        if (limit === null || limit <= 0 || !PROPORTIONAL.has(state.kind)) continue;
+        const value = Math.max(state.smoothed, state.last);
+        if (place.carrying > 0) this.#perCallCost.set(state.kind, value / place.carrying);
+        const perCall = place.carrying > 0 ? value / place.carrying : (this.#perCallCost.get(state.kind) ?? 0);
+        const projected = value + perCall * (place.pending + 1);
+        const signalRoom = (limit - projected) / limit;
+        if (signalRoom >= room) continue;
+        room = signalRoom;
+        const unit = UNITS[state.kind];
+        binding = this.#refuse(
+          state.kind,
+          `${state.kind} on ${state.source} ${unit(value)} with ${place.carrying} calls, ` +
+            `${unit(projected)} projected with ${place.pending + 1} more (limit ${unit(limit)})`,
+        );
+      }
+      if (room < 0 && binding) worse(room, binding);
+      else if (!best || room > best.room) best = { place, room };
+    }
+    if (best) return { place: best.place };
+    return { refusal: refusal!.verdict };
   }
 
   /**
@@ -247,13 +329,18 @@ export class Admission implements AdmissionPort {
     return { admit: false, reason, detail, retryAfterS: this.#limits.retryAfterS };
   }
 
-  /** The tripped signal furthest over its limit (relative), if any. */
-  #worstTripped(): SignalState | undefined {
+  /**
+   * The tripped signal furthest over its limit (relative), if any; with `places`, only signals of no place (the main
+   * thread's): a place's own close that place only.
+   */
+  #worstTripped(places?: MediaPlace[]): SignalState | undefined {
     let worst: SignalState | undefined;
     let worstRatio = 0;
+    const placed = (state: SignalState): boolean =>
+      places?.some((p) => state.source === p.source || state.source.startsWith(`${p.source}/`)) ?? false;
     for (const state of this.#signals.values()) {
       const limit = this.limitOf(state.kind);
-      if (!state.tripped || limit === null) continue;
+      if (!state.tripped || limit === null || placed(state)) continue;
       const ratio = limit > 0 ? state.smoothed / limit : Infinity;
       if (!worst || ratio > worstRatio) {
         worst = state;
@@ -273,8 +360,14 @@ export class Admission implements AdmissionPort {
       .sort((a, b) => LOAD_SIGNAL_KINDS.indexOf(a.kind) - LOAD_SIGNAL_KINDS.indexOf(b.kind) || a.source.localeCompare(b.source));
     const enabled = this.#limits.enabled;
     const reasons = enabled ? [...new Set(signals.filter((s) => s.tripped).map((s) => s.kind))] : [];
-    const worst = enabled ? this.#worstTripped() : undefined;
+    const places = enabled ? this.#readyPlaces() : undefined;
+    const worst = enabled ? this.#worstTripped(places) : undefined;
     if (worst) return { refusing: true, reasons, detail: describe(worst, this.limitOf(worst.kind)), signals };
+    if (places) {
+      const choice = this.#choosePlace(places, activeCalls !== undefined);
+      if (!('refusal' in choice)) return { refusing: false, reasons: [], signals };
+      return { refusing: true, reasons: [...new Set([...reasons, choice.refusal.reason as LoadSignalKind])], detail: choice.refusal.detail, signals };
+    }
     const projected = enabled && activeCalls !== undefined ? this.#projectedRefusal(activeCalls, this.#now()) : undefined;
     if (projected && projected.reason !== 'capacity' && projected.reason !== 'setup_rate') {
       return { refusing: true, reasons: [projected.reason], detail: projected.detail, signals };

@@ -540,6 +540,31 @@ export type AdmissionVerdict =
       retryAfterS: number;
     };
 
+/**
+ * One place a call's media can be put (a media thread), as admission sees it: the load readings whose source is
+ * `source` (or starts with `source/`) are the place's own, and tell what its `carrying` calls cost.
+ */
+export interface MediaPlace {
+  index: number;
+  /** Source name of the place's readings ('media-thread-0'); its mediasoup workers' are 'media-thread-0/...'. */
+  source: string;
+  /** Serving calls now. */
+  ready: boolean;
+  /** Calls whose whole cost is in the place's last readings. */
+  carrying: number;
+  /** Calls placed or reserved on the place and not yet in `carrying` (their cost is still to come). */
+  pending: number;
+}
+
+/**
+ * Where calls' media goes, for admission: each place's figures, and a reservation for the call just admitted
+ * (the next call's media is put on the place reserved first, so admission and placement agree).
+ */
+export interface MediaPlaces {
+  places(): MediaPlace[];
+  reserve(index: number): void;
+}
+
 /** What the controller asks before taking a call (after its own checks of draining and `max_concurrent`). */
 export interface AdmissionPort {
   /** Decide for one new call, `activeCalls` being the calls held now; an admitted call counts toward the setup rate. */

@@ -134,6 +134,8 @@ export class Daemon {
       metrics.drachtioConnection(false);
 
       const admission = new Admission(admissionLimits(config));
+      // With media threads each call is weighed against, and put on, the thread with the most headroom.
+      admission.usePlaces(media.threads);
       loadMonitor = new LoadMonitor({
         sources: [eventLoopSource('main'), ...media.loadSources()],
         intervalMs: config.calls.admission.sample_interval_ms,

@@ -47,6 +47,8 @@ export class MediaThreadHost {
   readonly #log: Logger;
   readonly #legs = new Map<number, WeriftMessengerLeg>();
   readonly #media = new Map<number, MediasoupCallMedia>();
+  /** performance.now() at which each call's media was started (its audio flows from then on). */
+  readonly #startedAt = new Map<number, number>();
   readonly #census: MediasoupCensus | undefined;
   readonly #timer: NodeJS.Timeout;
   /** This thread's load signals, read as the main thread reads its own. */
@@ -100,6 +102,7 @@ export class MediaThreadHost {
     for (const media of this.#media.values()) media.close();
     for (const leg of this.#legs.values()) leg.close();
     this.#media.clear();
+    this.#startedAt.clear();
     this.#legs.clear();
     this.#runtime.close();
   }
@@ -159,6 +162,7 @@ export class MediaThreadHost {
         const media = this.#media.get(message.mediaId);
         if (!media) return;
         this.#media.delete(message.mediaId);
+        this.#startedAt.delete(message.mediaId);
         media.close();
         return;
       }
@@ -170,6 +174,7 @@ export class MediaThreadHost {
         return;
       case 'mediaStart':
         this.#openMedia(message.mediaId)?.start();
+        if (!this.#startedAt.has(message.mediaId)) this.#startedAt.set(message.mediaId, performance.now());
         return;
       case 'mediaStartSending':
         this.#openMedia(message.mediaId)?.startSendingToMessenger();
@@ -187,6 +192,7 @@ export class MediaThreadHost {
       this.#emit({ ev: 'mediaFailed', mediaId: message.mediaId, error: toWire(err) });
       const media = this.#media.get(message.mediaId);
       this.#media.delete(message.mediaId);
+      this.#startedAt.delete(message.mediaId);
       media?.close();
     } else {
       this.#log.warn({ err, op: message.op }, 'Messenger leg request failed');
@@ -224,14 +230,18 @@ export class MediaThreadHost {
 
   #report(): void {
     const now = performance.now();
-    const elapsedMs = now - this.#sampledAt;
+    const intervalStart = this.#sampledAt;
+    const elapsedMs = now - intervalStart;
     this.#sampledAt = now;
+    let carrying = 0;
+    for (const [mediaId, at] of this.#startedAt) if (at <= intervalStart && this.#media.get(mediaId)?.closed === false) carrying++;
     const readings = readSources(this.#sources, elapsedMs, this.#log);
     const calls: Array<[number, CallMediaStats]> = [];
     for (const [mediaId, media] of this.#media) if (!media.closed) calls.push([mediaId, media.stats()]);
     const load: MediaThreadLoad = {
       calls: this.#media.size,
       legs: this.#legs.size,
+      carrying,
       readings,
       lateDropped: this.#runtime.media.lateAudioDropped,
       rtpDropped: this.#rtpDropped,

@@ -8,7 +8,7 @@
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { pino, type Logger } from 'pino';
-import type { CallMedia, LoadSignalSource, MediaEngine, MessengerLeg, MessengerLegFactory } from '../calls/ports.js';
+import type { CallMedia, LoadSignalSource, MediaEngine, MediaPlace, MediaPlaces, MessengerLeg, MessengerLegFactory } from '../calls/ports.js';
 import { TypedEmitter } from '../core/TypedEmitter.js';
 import { InvalidStateError, MediaError, MessengerLegError } from '../core/errors.js';
 import type { MediaRuntimeSettings } from './mediaRuntime.js';
@@ -75,6 +75,12 @@ interface Pending {
 }
 
 const LEVEL_LABELS = pino.levels.labels;
+
+/**
+ * How long (ms) a call admitted onto a thread holds its reservation when its media is never asked for (a call
+ * refused later in its set-up); a call's Messenger leg is normally made at once.
+ */
+const RESERVATION_MS = 10_000;
 
 /**
  * The media thread's entry: the compiled .js next to this file. Run from the TypeScript sources (tests, benches),
@@ -225,13 +231,15 @@ export class MediaThread {
   }
 }
 
-export class MediaThreadPool extends TypedEmitter<MediaThreadPoolEvents> implements MediaEngine, MessengerLegFactory {
+export class MediaThreadPool extends TypedEmitter<MediaThreadPoolEvents> implements MediaEngine, MessengerLegFactory, MediaPlaces {
   /** Options; `settings` changes with a reload of the SIP ACL (replacement threads start with the current one). */
   #o: Required<Omit<MediaThreadPoolOptions, 'threads'>> & { threads: number };
   readonly #log: Logger;
   readonly #slots: Array<MediaThread | undefined>;
   readonly #restartAttempts: number[];
   readonly #timers = new Set<NodeJS.Timeout>();
+  /** Calls admitted onto a thread whose leg is not made yet, oldest first (performance.now() of each). */
+  #reservations: Array<{ index: number; at: number }> = [];
   #nextId = 1;
   #closed = false;
 
@@ -286,6 +294,34 @@ export class MediaThreadPool extends TypedEmitter<MediaThreadPoolEvents> impleme
     }));
   }
 
+  // ---- MediaPlaces (admission) ----
+
+  /** Each thread as admission weighs it: what its last report covers, and what was put on it since. */
+  places(): MediaPlace[] {
+    this.#expireReservations();
+    return this.#slots.map((thread, index) => {
+      const carrying = thread?.load?.carrying ?? 0;
+      const reserved = this.#reservations.filter((r) => r.index === index).length;
+      return {
+        index,
+        source: `media-thread-${index}`,
+        ready: thread?.ready ?? false,
+        carrying,
+        pending: Math.max(0, (thread?.legs.size ?? 0) + reserved - carrying),
+      };
+    });
+  }
+
+  /** The next call's leg goes to thread `index` (admission chose it for its headroom). */
+  reserve(index: number): void {
+    this.#reservations.push({ index, at: performance.now() });
+  }
+
+  #expireReservations(): void {
+    const now = performance.now();
+    while (this.#reservations.length > 0 && now - this.#reservations[0]!.at > RESERVATION_MS) this.#reservations.shift();
+  }
+
   /** What each running thread holds (mediasoup workers with their routers, calls, legs). */
   async inspect(): Promise<Array<ThreadInspection & { index: number }>> {
     const live = this.#slots.filter((t): t is MediaThread => t?.ready === true);
@@ -325,7 +361,7 @@ export class MediaThreadPool extends TypedEmitter<MediaThreadPoolEvents> impleme
   // ---- MessengerLegFactory ----
 
   create(options: { callId: string; log: Logger }): MessengerLeg {
-    const thread = this.#leastLoaded();
+    const thread = this.#reserved() ?? this.#leastLoaded();
     if (!thread) throw new MediaError('THREAD_DOWN', 'no media thread is running');
     const legId = this.#nextId++;
     const bindings = options.log.bindings();
@@ -384,6 +420,16 @@ export class MediaThreadPool extends TypedEmitter<MediaThreadPoolEvents> impleme
     this.#timers.clear();
     await Promise.all(this.#slots.map((t) => t?.close()));
     this.#log.debug('media threads closed');
+  }
+
+  /** The thread of the oldest reservation still usable (taking it), if any. */
+  #reserved(): MediaThread | undefined {
+    this.#expireReservations();
+    while (this.#reservations.length > 0) {
+      const thread = this.#slots[this.#reservations.shift()!.index];
+      if (thread?.ready) return thread;
+    }
+    return undefined;
   }
 
   #leastLoaded(): MediaThread | undefined {

@@ -55,6 +55,11 @@ export interface MediaThreadLoad {
   /** Messenger legs open on the thread (a call has one from before its media exists). */
   legs: number;
   /**
+   * Calls whose media was started before the interval these readings cover began: their whole cost is in the
+   * readings (admission divides by it to learn what one call costs; a call not yet in it is still to come).
+   */
+  carrying: number;
+  /**
    * The thread's load signals over the last interval, as the main thread's own are read (observability/LoadMonitor):
    * its event-loop delay and utilization, each of its mediasoup workers' CPU, its late audio per second.
    */

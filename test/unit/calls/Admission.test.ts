@@ -202,3 +202,52 @@ t.test('non-finite readings are ignored', async (t) => {
   t.ok(r.admission.admit(1).admit);
   t.same(r.admission.status().signals, []);
 });
+
+/** Media threads as admission sees them, with the reservations it makes (placed on the next call's leg). */
+function places(spec: Array<{ carrying: number; pending?: number; ready?: boolean }>) {
+  const state = spec.map((p, index) => ({ index, source: `media-thread-${index}`, ready: p.ready ?? true, carrying: p.carrying, pending: p.pending ?? 0 }));
+  const reserved: number[] = [];
+  return {
+    state,
+    reserved,
+    places: {
+      places: () => state.map((p) => ({ ...p, pending: p.pending + reserved.filter((i) => i === p.index).length })),
+      reserve: (index: number) => void reserved.push(index),
+    },
+  };
+}
+
+t.test('with media threads: calls put on a thread since its last report count as load to come, until none has room', async (t) => {
+  const r = rig({ maxEventLoopUtilization: 0.7 });
+  // Two threads, each carrying 2 calls at 0.2 (0.1 a call); their next reports are late.
+  const p = places([{ carrying: 2 }, { carrying: 2 }]);
+  r.admission.usePlaces(p.places);
+  r.sample([reading('event_loop_utilization', 0.2, 'media-thread-0'), reading('event_loop_utilization', 0.2, 'media-thread-1'), reading('event_loop_utilization', 0.1)]);
+  const verdicts = Array.from({ length: 12 }, () => r.admission.admit(4));
+  // Each thread has room for 5 more (0.2 + 5 x 0.1 = 0.7): 10 admitted, shared out, the rest refused.
+  t.equal(verdicts.filter((v) => v.admit).length, 10, 'as many admitted as the two threads have room for, on stale reports');
+  t.same([p.reserved.filter((i) => i === 0).length, p.reserved.filter((i) => i === 1).length], [5, 5], 'each call reserved on the thread with the most headroom');
+  const last = verdicts.at(-1)!;
+  t.equal(refused(last), 'event_loop_utilization', 'then refused by the threads\' load');
+  if (!last.admit) t.match(last.detail, /event_loop_utilization on media-thread-\d 0\.20 with 2 calls, 0\.80 projected with 6 more \(limit 0\.70\)/, last.detail);
+  t.ok(r.admission.status(14).refusing, 'readiness says refusing while no thread has room');
+});
+
+t.test('with media threads: a thread over its limit closes that thread only; the call goes to the other', async (t) => {
+  const r = rig({ maxEventLoopUtilization: 0.7 });
+  const p = places([{ carrying: 6 }, { carrying: 1 }]);
+  r.admission.usePlaces(p.places);
+  for (let i = 0; i < 2; i++) r.sample([reading('event_loop_utilization', 0.9, 'media-thread-0'), reading('event_loop_utilization', 0.15, 'media-thread-1')]);
+  t.ok(r.admission.admit(7).admit, 'admitted while one thread has room');
+  t.same(p.reserved, [1], 'on the thread with room');
+  t.notOk(r.admission.status().refusing, 'not refusing while a thread has room');
+  // A thread that carries no call yet costs what a call costs elsewhere (0.15 a call on thread 1).
+  p.state[1]!.carrying = 0;
+  p.reserved.length = 0;
+  r.sample([reading('event_loop_utilization', 0.9, 'media-thread-0'), reading('event_loop_utilization', 0.05, 'media-thread-1')]);
+  const admitted = Array.from({ length: 6 }, () => r.admission.admit(7)).filter((v) => v.admit).length;
+  t.equal(admitted, 4, 'an idle thread takes the calls a learned per-call cost leaves room for (0.05 + 4 x 0.15 <= 0.7)');
+  // The main thread over its limit closes every thread.
+  for (let i = 0; i < 2; i++) r.sample([reading('event_loop_utilization', 0.1, 'media-thread-0'), reading('event_loop_utilization', 0.1, 'media-thread-1'), reading('event_loop_delay', 90)]);
+  t.equal(refused(r.admission.admit(7)), 'event_loop_delay', "the main thread's own signal refuses on every thread");
+});
