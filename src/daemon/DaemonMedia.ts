@@ -6,7 +6,6 @@
 import os from 'node:os';
 import type { Logger } from 'pino';
 import type { LoadSignalSource, MediaEngine, MessengerLegFactory } from '../calls/ports.js';
-import type { RtpDropReason } from '../core/rtp.js';
 import { lateAudioSource, workerCpuSource } from '../observability/LoadMonitor.js';
 import type { Config } from '../config/index.js';
 import type { Metrics } from '../observability/index.js';
@@ -99,8 +98,7 @@ export async function startDaemonMedia(config: Config, log: Logger, metrics: Met
   const settings = mediaRuntimeSettings(config, threadCount);
   if (threadCount === 0) {
     const census = await MediasoupCensus.start(settings.workerBin);
-    const local = await startMediaRuntime(settings, log, { rtpDropped: (reason) => metrics.rtpDropped(reason) });
-    local.pool.on('workerRestarted', () => metrics.workerRestarted());
+    const local = await startMediaRuntime(settings, log, metrics);
     return {
       engine: local.media,
       legs: local.legs,
@@ -124,14 +122,7 @@ export async function startDaemonMedia(config: Config, log: Logger, metrics: Met
   }
   // Threads report their load as often as the daemon samples it for admission.
   const statsIntervalMs = config.calls.admission.sample_interval_ms;
-  const threads = await MediaThreadPool.create({ threads: threadCount, settings, log, statsIntervalMs });
-  threads.on('workerRestarted', () => metrics.workerRestarted());
-  threads.on('threadRestarted', () => metrics.mediaThreadRestarted());
-  threads.on('load', ({ index, load }) => {
-    const delay = load.readings.find((r) => r.kind === 'event_loop_delay')?.value ?? 0;
-    metrics.mediaThreadLoad(index, { calls: load.calls, eventLoopDelayMs: delay, lateDropped: load.lateDropped });
-    for (const [reason, count] of Object.entries(load.rtpDropped) as Array<[RtpDropReason, number]>) metrics.rtpDropped(reason, count);
-  });
+  const threads = await MediaThreadPool.create({ threads: threadCount, settings, log, statsIntervalMs, metrics });
   return {
     engine: threads,
     legs: threads,

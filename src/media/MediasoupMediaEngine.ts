@@ -8,12 +8,11 @@ import type { Bindings, ChildLoggerOptions, Logger } from 'pino';
 import type { types as ms } from 'mediasoup';
 import type { CallMedia, MediaEngine, MessengerLeg, PbxCodecName, SrtpMode } from '../calls/ports.js';
 import { InvalidStateError, MediaError } from '../core/errors.js';
-import type { RtpDropReason } from '../core/rtp.js';
 import type { LateAudioTally } from './LateAudioGuard.js';
 import type { CallMediaDtmfOptions } from './MediasoupCallMedia.js';
 import { MediasoupCallMedia, ROUTER_MEDIA_CODECS, carriesRtp } from './MediasoupCallMedia.js';
 import { MediaPool } from './MediaPool.js';
-import { PbxRtpSocket } from './PbxRtpSocket.js';
+import { PbxRtpSocket, type RtpDropMetrics } from './PbxRtpSocket.js';
 import type { WorkerPool } from './WorkerPool.js';
 
 export interface PbxRtpOptions {
@@ -30,17 +29,11 @@ export interface PbxRtpOptions {
   latchAllowed?: (address: string) => boolean;
 }
 
-/** Optional callbacks for metrics. They must not throw. */
-export interface MediaEngineHooks {
-  callMediaCreated?(info: { callId: string; workerPid: number }): void;
-  callMediaClosed?(info: { callId: string }): void;
-  callMediaFailed?(info: { callId: string; code: string }): void;
-  dtmf?(info: { callId: string; direction: 'to_pbx' | 'to_messenger'; digit: string }): void;
-  workerRestarted?(info: { pid: number; replacedPid: number }): void;
-  workerDied?(info: { pid: number }): void;
-  /** A packet on a PBX-facing RTP port was dropped (not from the PBX, before its SDP, or malformed). */
-  rtpDropped?(reason: RtpDropReason): void;
-}
+/**
+ * What the media engine counts: packets its PBX-facing RTP ports drop (not from the PBX, before its SDP, malformed,
+ * failing SRTP), by reason. The daemon passes its Metrics; a media thread, the counts it reports with its load.
+ */
+export type MediaMetrics = RtpDropMetrics;
 
 export interface MediasoupMediaEngineOptions {
   pool: WorkerPool;
@@ -62,7 +55,7 @@ export interface MediasoupMediaEngineOptions {
   /** One-way audio after this long without audio from one side while the other speaks (ms); 0 = off. Default 10000. */
   oneWayAudioAfterMs?: number;
   log: Logger;
-  hooks?: MediaEngineHooks;
+  metrics?: MediaMetrics;
 }
 
 /** The mediasoup objects and RTP socket of one call, before they are given to its MediasoupCallMedia. */
@@ -122,9 +115,6 @@ export class MediasoupMediaEngine implements MediaEngine {
     if (this.#announcedIp === '0.0.0.0' || this.#announcedIp === '::') {
       throw new MediaError('CONFIG', 'rtp.announcedIp is required when rtp.listenIp is a wildcard address');
     }
-    const hooks = options.hooks;
-    if (hooks?.workerRestarted) options.pool.on('workerRestarted', (info) => hooks.workerRestarted?.(info));
-    if (hooks?.workerDied) options.pool.on('workerDied', ({ pid }) => hooks.workerDied?.({ pid }));
     const size = options.preparedCalls ?? 0;
     if (size > 0) {
       const prepared = new MediaPool<PreparedMedia>({
@@ -242,14 +232,10 @@ export class MediasoupMediaEngine implements MediaEngine {
           const left = (this.#callsPerWorker.get(worker.pid) ?? 1) - 1;
           if (left > 0) this.#callsPerWorker.set(worker.pid, left);
           else this.#callsPerWorker.delete(worker.pid);
-          this.#o.hooks?.callMediaClosed?.({ callId });
         },
       });
-      media.on('failed', (err) => this.#o.hooks?.callMediaFailed?.({ callId, code: err.code }));
-      media.on('dtmf', (e) => this.#o.hooks?.dtmf?.({ callId, direction: e.direction, digit: e.digit }));
       this.#calls.add(media);
       this.#callsPerWorker.set(worker.pid, (this.#callsPerWorker.get(worker.pid) ?? 0) + 1);
-      this.#o.hooks?.callMediaCreated?.({ callId, workerPid: worker.pid });
       log.debug({ workerPid: worker.pid, pbxRtpPort: socket.port, prepared: ready !== undefined }, 'call media created');
       return media;
     } catch (err) {
@@ -278,7 +264,7 @@ export class MediasoupMediaEngine implements MediaEngine {
           maxPort: this.#o.rtp.maxPort,
           comedia: this.#o.rtp.comedia,
           ...(this.#o.rtp.latchAllowed ? { latchAllowed: this.#o.rtp.latchAllowed } : {}),
-          onDropped: (reason) => this.#o.hooks?.rtpDropped?.(reason),
+          ...(this.#o.metrics ? { metrics: this.#o.metrics } : {}),
           lateAudio: this.#lateAudio,
         }),
       ]);

@@ -47,10 +47,15 @@ export interface PbxRtpSocketOptions {
    * candidate packet, so a reload applies. Default: none.
    */
   latchAllowed?: (address: string) => boolean;
-  /** Called for every dropped packet (metrics); must not throw. */
-  onDropped?: (reason: RtpDropReason) => void;
+  /** Where each dropped packet is counted (msb_rtp_dropped_total); must not throw. */
+  metrics?: RtpDropMetrics;
   /** Late packets dropped are also counted here (all calls of an engine). */
   lateAudio?: LateAudioTally;
+}
+
+/** What a PBX RTP port counts: each packet it drops, by reason. */
+export interface RtpDropMetrics {
+  rtpDropped(reason: RtpDropReason): void;
 }
 
 export interface PbxRtpSocketHandlers {
@@ -158,7 +163,7 @@ export class PbxRtpSocket {
   readonly #inner: dgram.Socket;
   readonly #comedia: boolean;
   readonly #latchAllowed: (address: string) => boolean;
-  readonly #onDropped: (reason: RtpDropReason) => void;
+  readonly #metrics: RtpDropMetrics | undefined;
   /** Packets dropped so far, by reason. */
   readonly dropped: Record<RtpDropReason, number> = {
     wrong_source: 0,
@@ -208,7 +213,7 @@ export class PbxRtpSocket {
     this.#log = log;
     this.#comedia = options.comedia;
     this.#latchAllowed = options.latchAllowed ?? (() => false);
-    this.#onDropped = options.onDropped ?? (() => undefined);
+    this.#metrics = options.metrics;
     this.#lateFromPbx = new LateAudioGuard({
       clockRate: this.#clockRate,
       tally: options.lateAudio,
@@ -391,7 +396,7 @@ export class PbxRtpSocket {
     if (this.dropped[reason]++ === 0) {
       this.#log.warn({ reason, address: rinfo.address, port: rinfo.port }, 'packet on the PBX RTP port dropped (further drops counted)');
     }
-    this.#onDropped(reason);
+    this.#metrics?.rtpDropped(reason);
     return false;
   }
 

@@ -345,8 +345,8 @@ export class Metrics {
     this.#transcoding.dec();
   }
 
-  workerRestarted(): void {
-    this.#workerRestarts.inc();
+  workerRestarted(count = 1): void {
+    this.#workerRestarts.inc(count);
   }
 
   mediaThreadRestarted(): void {

@@ -11,9 +11,9 @@ import type { MediasoupCallMedia } from '../media/MediasoupCallMedia.js';
 import type { PbxNegotiated } from '../media/PbxNegotiation.js';
 import type { SrtpKeyMaterial } from '../media/PbxSrtp.js';
 import type { WeriftMessengerLeg } from '../messenger/WeriftMessengerLeg.js';
-import type { MediaRuntime } from './mediaRuntime.js';
+import type { MediaRuntime, MediaRuntimeMetrics } from './mediaRuntime.js';
 import type { MediasoupCensus } from './MediasoupCensus.js';
-import type { MainToThread, MediaThreadLoad, ThreadEvent, ThreadInspection, ThreadNotice, ThreadRequest, ThreadToMain } from './protocol.js';
+import type { MainToThread, MediaThreadCountsReport, MediaThreadLoad, ThreadEvent, ThreadInspection, ThreadNotice, ThreadRequest, ThreadToMain } from './protocol.js';
 import { toWire } from './wire.js';
 
 /** Where the host posts its replies and events (the thread's parentPort, or a test's channel). */
@@ -33,12 +33,37 @@ function withBufferKeys(negotiated: PbxNegotiated): PbxNegotiated {
   return { ...negotiated, srtp: { local: material(srtp.local), ...(srtp.remote ? { remote: material(srtp.remote) } : {}) } };
 }
 
+/**
+ * What the thread's media counts, kept here until the next load report carries it to the main thread (one message per
+ * interval: nothing per packet crosses), whose MediaThreadPool adds it to the metrics.
+ */
+export class MediaThreadCounts implements MediaRuntimeMetrics {
+  #counts: MediaThreadCountsReport = { rtpDropped: {}, workerRestarts: 0 };
+
+  rtpDropped(reason: RtpDropReason): void {
+    this.#counts.rtpDropped[reason] = (this.#counts.rtpDropped[reason] ?? 0) + 1;
+  }
+
+  workerRestarted(): void {
+    this.#counts.workerRestarts++;
+  }
+
+  /** The counts since the previous call. */
+  take(): MediaThreadCountsReport {
+    const counts = this.#counts;
+    this.#counts = { rtpDropped: {}, workerRestarts: 0 };
+    return counts;
+  }
+}
+
 export interface MediaThreadHostOptions {
   /** How often the load and the calls' counters are reported (ms). */
   statsIntervalMs: number;
   /** The thread's slot, naming its load signals (`media-thread-<index>`). */
   index: number;
   census?: MediasoupCensus;
+  /** Where the thread's media counts (given to its MediaRuntime), reported with the load. */
+  counts: MediaThreadCounts;
 }
 
 export class MediaThreadHost {
@@ -53,13 +78,14 @@ export class MediaThreadHost {
   readonly #timer: NodeJS.Timeout;
   /** This thread's load signals, read as the main thread reads its own. */
   readonly #sources: LoadSignalSource[];
-  #rtpDropped: Partial<Record<RtpDropReason, number>> = {};
+  readonly #counts: MediaThreadCounts;
   #sampledAt = performance.now();
   #closed = false;
 
   constructor(runtime: MediaRuntime, port: HostPort, log: Logger, options: MediaThreadHostOptions) {
     this.#runtime = runtime;
     this.#census = options.census;
+    this.#counts = options.counts;
     this.#port = port;
     this.#log = log;
     const name = `media-thread-${options.index}`;
@@ -223,11 +249,6 @@ export class MediaThreadHost {
     return { workers, calls: this.#media.size, legs: this.#legs.size, mediasoupObjects: this.#census?.kinds() ?? {}, handles };
   }
 
-  /** A packet dropped on one of the thread's PBX-facing RTP ports (counted, reported with the load). */
-  rtpDropped(reason: RtpDropReason): void {
-    this.#rtpDropped[reason] = (this.#rtpDropped[reason] ?? 0) + 1;
-  }
-
   #report(): void {
     const now = performance.now();
     const intervalStart = this.#sampledAt;
@@ -244,10 +265,9 @@ export class MediaThreadHost {
       carrying,
       readings,
       lateDropped: this.#runtime.media.lateAudioDropped,
-      rtpDropped: this.#rtpDropped,
+      counts: this.#counts.take(),
       workerPids: this.#runtime.pool.workers.map((w) => w.pid),
     };
-    this.#rtpDropped = {};
     this.#emit({ ev: 'stats', load, calls });
   }
 

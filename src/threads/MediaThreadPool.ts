@@ -11,6 +11,7 @@ import { pino, type Logger } from 'pino';
 import type { CallMedia, LoadSignalSource, MediaEngine, MediaPlace, MediaPlaces, MessengerLeg, MessengerLegFactory } from '../calls/ports.js';
 import { TypedEmitter } from '../core/TypedEmitter.js';
 import { InvalidStateError, MediaError, MessengerLegError } from '../core/errors.js';
+import type { RtpDropReason } from '../core/rtp.js';
 import type { MediaRuntimeSettings } from './mediaRuntime.js';
 import { portSlice } from './mediaRuntime.js';
 import type {
@@ -42,6 +43,16 @@ export interface MediaThreadPoolOptions {
   maxRestartAttempts?: number;
   /** Delay before each replacement attempt (ms). Default 200. */
   restartDelayMs?: number;
+  /** Where the threads' load, their media's counts and replaced threads are counted (the daemon passes its Metrics). */
+  metrics?: MediaThreadMetrics;
+}
+
+/** What the media threads count on the main thread: each thread's load report and its counts, threads replaced. */
+export interface MediaThreadMetrics {
+  rtpDropped(reason: RtpDropReason, count: number): void;
+  workerRestarted(count: number): void;
+  mediaThreadRestarted(): void;
+  mediaThreadLoad(thread: number, load: { calls: number; eventLoopDelayMs: number; lateDropped: number }): void;
 }
 
 export interface MediaThreadPoolEvents {
@@ -49,8 +60,6 @@ export interface MediaThreadPoolEvents {
   threadDied: [{ index: number; threadId: number; calls: number }];
   /** A replacement thread is up. */
   threadRestarted: [{ index: number; threadId: number }];
-  /** A thread reported its load (every `statsIntervalMs`). */
-  load: [{ index: number; load: MediaThreadLoad }];
   /** A mediasoup worker inside a thread died / was replaced. */
   workerDied: [{ index: number; pid: number }];
   workerRestarted: [{ index: number; pid: number; replacedPid: number }];
@@ -233,7 +242,8 @@ export class MediaThread {
 
 export class MediaThreadPool extends TypedEmitter<MediaThreadPoolEvents> implements MediaEngine, MessengerLegFactory, MediaPlaces {
   /** Options; `settings` changes with a reload of the SIP ACL (replacement threads start with the current one). */
-  #o: Required<Omit<MediaThreadPoolOptions, 'threads'>> & { threads: number };
+  #o: Required<Omit<MediaThreadPoolOptions, 'threads' | 'metrics'>> & { threads: number };
+  readonly #metrics: MediaThreadMetrics | undefined;
   readonly #log: Logger;
   readonly #slots: Array<MediaThread | undefined>;
   readonly #restartAttempts: number[];
@@ -255,6 +265,7 @@ export class MediaThreadPool extends TypedEmitter<MediaThreadPoolEvents> impleme
       maxRestartAttempts: options.maxRestartAttempts ?? 5,
       restartDelayMs: options.restartDelayMs ?? 200,
     };
+    this.#metrics = options.metrics;
     this.#log = options.log.child({ component: 'media.threads' });
     this.#slots = new Array<MediaThread | undefined>(threads).fill(undefined);
     this.#restartAttempts = new Array<number>(threads).fill(0);
@@ -484,7 +495,7 @@ export class MediaThreadPool extends TypedEmitter<MediaThreadPoolEvents> impleme
         thread.reportedAt = performance.now();
         thread.workerPids = event.load.workerPids;
         for (const [mediaId, stats] of event.calls) thread.media.get(mediaId)?.updateStats(stats);
-        this.safeEmit('load', { index: thread.index, load: event.load });
+        this.#count(thread.index, event.load);
         return;
       case 'legConnected':
         thread.legs.get(event.legId)?.connected();
@@ -514,6 +525,16 @@ export class MediaThreadPool extends TypedEmitter<MediaThreadPoolEvents> impleme
       case 'startFailed':
         return;
     }
+  }
+
+  /** A thread's load report into the metrics: its load gauges, and what its media counted since its last report. */
+  #count(index: number, load: MediaThreadLoad): void {
+    const metrics = this.#metrics;
+    if (!metrics) return;
+    const delay = load.readings.find((r) => r.kind === 'event_loop_delay')?.value ?? 0;
+    metrics.mediaThreadLoad(index, { calls: load.calls, eventLoopDelayMs: delay, lateDropped: load.lateDropped });
+    for (const [reason, count] of Object.entries(load.counts.rtpDropped) as Array<[RtpDropReason, number]>) metrics.rtpDropped(reason, count);
+    if (load.counts.workerRestarts > 0) metrics.workerRestarted(load.counts.workerRestarts);
   }
 
   #relayLog(thread: MediaThread, line: string): void {
@@ -567,6 +588,7 @@ export class MediaThreadPool extends TypedEmitter<MediaThreadPoolEvents> impleme
             return;
           }
           this.#log.info({ mediaThread: index, threadId: thread.threadId, mediasoupWorkers: thread.workerPids }, 'media thread replaced');
+          this.#metrics?.mediaThreadRestarted();
           this.safeEmit('threadRestarted', { index, threadId: thread.threadId });
         },
         (err: unknown) => {

@@ -6,7 +6,7 @@
 import type { Logger } from 'pino';
 import { createAcl } from '../sip/acl.js';
 import { MediaPool } from '../media/MediaPool.js';
-import { MediasoupMediaEngine, type MediaEngineHooks, type PbxRtpOptions } from '../media/MediasoupMediaEngine.js';
+import { MediasoupMediaEngine, type MediaMetrics, type PbxRtpOptions } from '../media/MediasoupMediaEngine.js';
 import { WorkerPool } from '../media/WorkerPool.js';
 import { WeriftMessengerLegFactory } from '../messenger/index.js';
 import { closePreparedIce, preparedIceUsable, type PreparedIce } from '../messenger/WeriftMessengerLeg.js';
@@ -39,6 +39,14 @@ export interface MediaRuntimeSettings {
   };
 }
 
+/**
+ * What a media runtime counts: the packets its RTP ports drop, and its mediasoup workers replaced after a death. The
+ * main thread passes its Metrics; a media thread, the counts it sends with its next load report (MediaThreadCounts).
+ */
+export interface MediaRuntimeMetrics extends MediaMetrics {
+  workerRestarted(): void;
+}
+
 export interface MediaRuntime {
   pool: WorkerPool;
   media: MediasoupMediaEngine;
@@ -52,7 +60,7 @@ export interface MediaRuntime {
 }
 
 /** Start the workers and prepare the first calls' media; rejects (closing what was made) when a part fails. */
-export async function startMediaRuntime(settings: MediaRuntimeSettings, log: Logger, hooks?: MediaEngineHooks): Promise<MediaRuntime> {
+export async function startMediaRuntime(settings: MediaRuntimeSettings, log: Logger, metrics?: MediaRuntimeMetrics): Promise<MediaRuntime> {
   const pool = await WorkerPool.create({
     ...(settings.workerBin !== undefined ? { workerBin: settings.workerBin } : {}),
     size: Math.max(1, settings.workers),
@@ -60,6 +68,7 @@ export async function startMediaRuntime(settings: MediaRuntimeSettings, log: Log
     rtcMaxPort: settings.internalPorts.max,
     log,
   });
+  if (metrics) pool.on('workerRestarted', () => metrics.workerRestarted());
   let media: MediasoupMediaEngine | undefined;
   let preparedIce: MediaPool<PreparedIce> | undefined;
   let latchAcl = createAcl(settings.latchAcl);
@@ -73,7 +82,7 @@ export async function startMediaRuntime(settings: MediaRuntimeSettings, log: Log
       packetCostUs: settings.packetCostUs,
       oneWayAudioAfterMs: settings.oneWayAudioAfterMs,
       log,
-      ...(hooks ? { hooks } : {}),
+      ...(metrics ? { metrics } : {}),
     });
     const ice = settings.ice;
     const legs = new WeriftMessengerLegFactory({

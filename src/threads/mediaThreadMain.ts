@@ -9,7 +9,7 @@ import { applyMediasoupPatches } from '../media/mediasoupPatches.js';
 import { applyWeriftPatches } from '../messenger/werift/index.js';
 import { startMediaRuntime } from './mediaRuntime.js';
 import { MediasoupCensus } from './MediasoupCensus.js';
-import { MediaThreadHost } from './MediaThreadHost.js';
+import { MediaThreadCounts, MediaThreadHost } from './MediaThreadHost.js';
 import type { MainToThread, MediaThreadData, ThreadToMain } from './protocol.js';
 import { toWire } from './wire.js';
 
@@ -38,8 +38,9 @@ try {
   // already reported what could not bind; a needed patch that cannot bind stops the thread's start here).
   for (const report of [applyWeriftPatches(), applyMediasoupPatches()]) log.debug({ ...report }, 'dependency patches applied in the media thread');
   const census = await MediasoupCensus.start(data.settings.workerBin);
-  const runtime = await startMediaRuntime(data.settings, log, { rtpDropped: (reason) => host?.rtpDropped(reason) });
-  host = new MediaThreadHost(runtime, { postMessage: post }, log, { statsIntervalMs: data.statsIntervalMs, index: data.index, census });
+  const counts = new MediaThreadCounts();
+  const runtime = await startMediaRuntime(data.settings, log, counts);
+  host = new MediaThreadHost(runtime, { postMessage: post }, log, { statsIntervalMs: data.statsIntervalMs, index: data.index, census, counts });
   post({ kind: 'event', ev: 'ready', workerPids: runtime.pool.workers.map((w) => w.pid) });
   for (const message of pending.splice(0)) host.handle(message);
 } catch (err) {

@@ -66,10 +66,18 @@ export interface MediaThreadLoad {
   readings: LoadReading[];
   /** Audio packets dropped as too late (LateAudioGuard) since the thread started, all directions. */
   lateDropped: number;
-  /** Packets dropped on the thread's PBX-facing RTP ports since its previous report, by reason. */
-  rtpDropped: Partial<Record<RtpDropReason, number>>;
+  /** What the thread's media counted since its previous report. */
+  counts: MediaThreadCountsReport;
   /** pids of the thread's mediasoup workers. */
   workerPids: number[];
+}
+
+/** Counters of a thread's media since its previous report (MediaThreadCounts), added to the main thread's metrics. */
+export interface MediaThreadCountsReport {
+  /** Packets dropped on the thread's PBX-facing RTP ports, by reason. */
+  rtpDropped: Partial<Record<RtpDropReason, number>>;
+  /** The thread's mediasoup workers replaced after they died. */
+  workerRestarts: number;
 }
 
 export interface ThreadInspection {

@@ -33,7 +33,6 @@ export async function createEngine(
     /** Default: testLogger(). */
     log?: Logger;
     dtmf?: MediasoupMediaEngineOptions['dtmf'];
-    hooks?: MediasoupMediaEngineOptions['hooks'];
     oneWayAudioAfterMs?: number;
   } = {},
 ): Promise<{ pool: WorkerPool; engine: MediasoupMediaEngine; log: Logger }> {
@@ -44,7 +43,6 @@ export async function createEngine(
     log,
     rtp: { listenIp: options.listenIp ?? '127.0.0.1', minPort: 0, maxPort: 0, comedia: options.comedia ?? true },
     dtmf: options.dtmf,
-    hooks: options.hooks,
     ...(options.oneWayAudioAfterMs !== undefined ? { oneWayAudioAfterMs: options.oneWayAudioAfterMs } : {}),
     ...(options.preparedCalls !== undefined ? { preparedCalls: options.preparedCalls } : {}),
   });

@@ -10,6 +10,8 @@ import { PbxRtpSocket, RELATCH_PACKETS } from '../../../src/media/PbxRtpSocket.j
 import { buildRtp } from '../../../src/media/rtp.js';
 import { Metrics } from '../../../src/observability/Metrics.js';
 import { testLogger } from '../media/setup.js';
+import { createRtpPeer } from '../../helpers/rtpPeer.js';
+import { acceptedBusinessCall, sdpTarget, sleep, startHarness, until } from '../../helpers/bridgeHarness.js';
 
 const AUDIO_PT = 0;
 const TE_PT = 101;
@@ -56,7 +58,7 @@ async function bridgeSocket(t: Test, comedia: boolean, extra: { latchAllowed?: (
     minPort: 0,
     maxPort: 0,
     comedia,
-    onDropped: (reason) => metrics.rtpDropped(reason),
+    metrics,
     ...extra,
   });
   t.teardown(() => socket.close());
@@ -79,7 +81,7 @@ async function bridgeSocket(t: Test, comedia: boolean, extra: { latchAllowed?: (
   return { socket, metrics, heard, worker, fromWorker };
 }
 
-async function dropped(metrics: Metrics, reason: string): Promise<number> {
+async function dropped(metrics: Pick<Metrics, 'text'>, reason: string): Promise<number> {
   const line = (await metrics.text()).split('\n').find((l) => l.startsWith(`msb_rtp_dropped_total{reason="${reason}"}`));
   return line ? Number(line.split(' ')[1]) : 0;
 }
@@ -206,3 +208,30 @@ t.test(`comedia on: the latch moves only to a new port of the same address, afte
   await settle(30);
   t.same(b.socket.remote, { address: '127.0.0.1', port: moved.port }, `${RELATCH_PACKETS} packets in a row from a new port move it`);
 });
+
+for (const threads of [0, 1]) {
+  t.test(`a call with media.threads ${threads}: third-party RTP on its PBX port reaches msb_rtp_dropped_total`, async (t) => {
+    const h = await startHarness({ codecs: ['PCMU'], config: { media: { threads, workers: 1 } } });
+    t.teardown(() => h.close());
+    const pbx = await createRtpPeer({ codec: 'PCMU' });
+    t.teardown(() => pbx.close());
+    const { callId, final } = await acceptedBusinessCall(h, pbx.sdp());
+    t.equal(final.status, 200, 'the call is answered');
+    const port = sdpTarget(final.sdp).port;
+    pbx.setRemote('127.0.0.1', port);
+    await (await h.sim.waitForSession(callId)).whenConnected();
+
+    const before = await dropped(h.metrics, 'wrong_source');
+    const attacker = await peer(t, '127.0.0.2');
+    for (let i = 0; i < 12; i++) attacker.sendAudio(port, 1 + i);
+    // From a media thread the counts come with its next load report: wait for them, then one report more, so that
+    // a count sent twice would show too.
+    for (let waited = 0; waited < 5000 && (await dropped(h.metrics, 'wrong_source')) === before; waited += 100) await sleep(100);
+    await sleep(threads > 0 ? 1500 : 100);
+    t.equal((await dropped(h.metrics, 'wrong_source')) - before, 12, 'the 12 packets from the third party counted as wrong_source');
+
+    h.sim.hangUp(callId);
+    await final.dialog!.waitForBye(2000);
+    await until(() => h.daemon.controller.registry.size === 0, 2000, 'call released');
+  });
+}
