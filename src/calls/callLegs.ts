@@ -106,10 +106,14 @@ export class CallLegs {
     return { leg, media };
   }
 
-  /** Release the media and the leg (the call ended); the quality watch gets the final figures. */
-  close(): void {
-    this.#quality?.ended(this.#stats?.final()?.quality);
+  /**
+   * Release the media and the leg (the call ended). The final counters are asked for before the media closes; the
+   * quality watch has them when the returned promise settles (within `finalStatsTimeoutMs`; it never rejects).
+   */
+  close(finalStatsTimeoutMs: number): Promise<void> {
+    const finalStats = this.#stats?.final(finalStatsTimeoutMs, this.#host.log) ?? Promise.resolve(undefined);
     this.#media?.close();
     this.#leg?.close();
+    return finalStats.then((stats) => this.#quality?.ended(stats?.quality));
   }
 }

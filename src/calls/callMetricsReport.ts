@@ -8,7 +8,10 @@ import type { CallMetricsReport, CallOutcome, CallQualityStats } from './ports.j
 const SAMPLES_PER_PACKET = 960;
 const PACKET_MS = 20;
 
-/** The summary line's `quality`: per leg packets, loss, jitter, RTT, MOS, first audio; Meta's report; one-way audio. */
+/**
+ * The summary line's `quality`: per leg packets, loss, jitter, RTT, MOS, first audio; what Meta's RTCP reports say of
+ * the audio we send it (loss, jitter, and the round trip to Meta); one-way audio.
+ */
 export function summaryQuality(q: CallQualityStats): Record<string, unknown> {
   return {
     fromMessenger: q.fromMessenger,
@@ -19,6 +22,7 @@ export function summaryQuality(q: CallQualityStats): Record<string, unknown> {
             lossPct: Math.round(q.atMessenger.fractionLost * 10_000) / 100,
             lost: q.atMessenger.cumulativeLost,
             jitterMs: Math.round(q.atMessenger.jitterMs * 100) / 100,
+            ...(q.atMessenger.rttMs !== undefined ? { rttMs: Math.round(q.atMessenger.rttMs * 10) / 10 } : {}),
           },
         }
       : {}),

@@ -1,4 +1,5 @@
 /** The numbers of a call's summary line and of its media metrics. */
+import type { Logger } from 'pino';
 import type { Ending } from './callState.js';
 import { summaryQuality } from './callMetricsReport.js';
 import type { CallDirection, CallMedia, CallMediaStats, CallMetricsSink, CallQualityStats, CallRoute, PbxCodecName } from './ports.js';
@@ -93,11 +94,26 @@ export class MediaStatsReporter {
     return statsDelta(now, prev);
   }
 
-  /** The last delta, reported as final (before the media closes), if the media ever started; returned then. */
-  final(): CallMediaStats | undefined {
-    const last = this.delta();
-    if (!last || !this.#startedReported) return undefined;
+  /**
+   * The last delta, reported as final, if the media ever started; returned then. Asked just before the media closes:
+   * the counters are taken then (`finalStats` when the media has it, within `timeoutMs`; else, or when that fails,
+   * `stats()`). Never rejects.
+   */
+  async final(timeoutMs: number, log: Logger): Promise<CallMediaStats | undefined> {
+    const media = this.#media;
+    if (media.closed || !this.#startedReported) return undefined;
+    let now: CallMediaStats;
+    try {
+      now = media.finalStats ? await media.finalStats(timeoutMs) : media.stats();
+    } catch (err) {
+      log.warn({ err }, 'final media counters not received: the last reported ones are used');
+      now = media.stats();
+    }
+    const prev = this.#last;
+    this.#last = now;
+    const last = statsDelta(now, prev);
     this.#metrics?.mediaStats?.(this.#callId, last, true);
     return last;
   }
+
 }

@@ -288,6 +288,12 @@ export interface CallMedia extends TypedEmitter<CallMediaEvents> {
   /** A digit from the PBX by SIP INFO: send it toward Meta (RFC 4733, or in-band tones). */
   sendDtmfToMessenger(event: DtmfEvent): void;
   stats(): CallMediaStats;
+  /**
+   * The counters as they are now, for the end of the call: asked just before `close()`, and answered from before the
+   * close. Media on a media thread implements it (its `stats()` are the thread's last report, up to one report
+   * interval old, which would leave out the call's last second and any RTCP report received in it).
+   */
+  finalStats?(timeoutMs: number): Promise<CallMediaStats>;
   /** Idempotent; frees the router, transports, ports and timers. */
   close(): void;
 }

@@ -26,7 +26,7 @@ import { InvalidStateError, MessengerLegError } from '../core/errors.js';
 import { OwnedTimers } from '../core/OwnedTimers.js';
 import { TypedEmitter } from '../core/TypedEmitter.js';
 import type { MessengerLeg, MessengerLegEvents, MessengerNegotiated, RemoteReport } from '../calls/ports.js';
-import { NTP_EPOCH_OFFSET, readReportBlocks, rttFromBlock } from './rtcpReports.js';
+import { RoundTrips, ntpTimestamp, readReportBlocks, rttFromBlock, wallClockMs } from '../core/rtcp.js';
 import {
   OPUS_PT,
   buildAnswer,
@@ -179,6 +179,9 @@ function certificateFingerprint(der: Buffer, algorithm: string): string | undefi
   return hex.match(/.{2}/g)!.join(':');
 }
 
+/** The first sender report toward Meta leaves this long after DTLS connected (ms); then every `rtcpIntervalMs`. */
+const FIRST_SR_AFTER_MS = 1000;
+
 function isDtlsRecord(b: number): boolean {
   return b >= 20 && b <= 63;
 }
@@ -209,6 +212,7 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
   readonly #ssrc = randomBytes(4).readUInt32BE(0);
   /** What Meta's last reception report said of our stream. */
   #remoteReport: RemoteReport | undefined;
+  readonly #roundTrips = new RoundTrips();
   readonly #identity = {
     cname: randomBytes(12).toString('base64url'),
     streamId: randomUUID(),
@@ -405,7 +409,7 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
       this.#log.debug({ err }, 'outbound RTP packet dropped');
       return;
     }
-    this.#lastRtp = { timestamp: packet.readUInt32BE(4), at: Date.now() };
+    this.#lastRtp = { timestamp: packet.readUInt32BE(4), at: performance.now() };
     this.#stats.packetsSent++;
     this.#stats.bytesSent += packet.length;
     this.#sendMedia(encrypted);
@@ -428,7 +432,7 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
     this.#state = 'closed';
     this.#timers.clearAll();
     clearInterval(this.#consentTimer);
-    clearInterval(this.#rtcpTimer);
+    clearTimeout(this.#rtcpTimer);
     this.#consentTimer = undefined;
     this.#rtcpTimer = undefined;
     this.#listeners.clear();
@@ -720,38 +724,50 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
     }, period);
   }
 
-  /** Keeps Meta's latest report about our stream (every few seconds: no per-packet work). */
+  /** Keeps Meta's latest report about our stream, and the round trips measured (every few seconds: no per-packet work). */
   #onRtcp(rtcp: Buffer): void {
     const block = readReportBlocks(rtcp).find((b) => b.ssrc === this.#ssrc);
     if (block === undefined) return;
-    const rttMs = rttFromBlock(block, Date.now());
+    const rttMs = rttFromBlock(block, wallClockMs());
+    if (rttMs !== undefined) this.#roundTrips.add(rttMs);
+    const meanRttMs = this.#roundTrips.meanMs;
     this.#remoteReport = {
       fractionLost: block.fractionLost,
       cumulativeLost: block.cumulativeLost,
       jitterMs: (block.jitter * 1000) / 48000,
-      ...(rttMs !== undefined ? { rttMs } : this.#remoteReport?.rttMs !== undefined ? { rttMs: this.#remoteReport.rttMs } : {}),
+      ...(meanRttMs !== undefined ? { rttMs: meanRttMs } : {}),
     };
   }
 
+  /**
+   * Sender reports every `rtcpIntervalMs`, the first one sooner (RFC 3550 6.2 allows half the interval; a second is
+   * enough for our first packets to be out): Meta's next reception report then gives a round trip, even on a short call.
+   */
   #startRtcp(): void {
-    if (this.#options.rtcpIntervalMs <= 0) return;
-    this.#rtcpTimer = setInterval(() => this.#sendSenderReport(), this.#options.rtcpIntervalMs);
+    const interval = this.#options.rtcpIntervalMs;
+    if (interval <= 0) return;
+    const next = (delayMs: number): void => {
+      this.#rtcpTimer = setTimeout(() => {
+        if (this.#state === 'closed') return;
+        this.#sendSenderReport();
+        next(interval);
+      }, delayMs);
+    };
+    next(Math.min(FIRST_SR_AFTER_MS, interval));
   }
 
   #sendSenderReport(): void {
     const outbound = this.#outbound;
     const last = this.#lastRtp;
     if (outbound === undefined || last === undefined) return;
-    const now = Date.now();
-    const seconds = now / 1000 + NTP_EPOCH_OFFSET;
-    const ntp = (BigInt(Math.floor(seconds)) << 32n) | BigInt(Math.floor((seconds % 1) * 2 ** 32));
+    const now = wallClockMs();
     // Extrapolate the RTP clock (48 kHz) from the last packet sent.
-    const rtpTimestamp = (last.timestamp + Math.round(((now - last.at) * 48000) / 1000)) >>> 0;
+    const rtpTimestamp = (last.timestamp + Math.round(((performance.now() - last.at) * 48000) / 1000)) >>> 0;
     try {
       const sr = new RtcpSrPacket({
         ssrc: this.#ssrc,
         senderInfo: new RtcpSenderInfo({
-          ntpTimestamp: ntp,
+          ntpTimestamp: ntpTimestamp(now),
           rtpTimestamp,
           packetCount: this.#stats.packetsSent >>> 0,
           octetCount: this.#stats.bytesSent >>> 0,

@@ -35,6 +35,8 @@ export interface MetaSimulatorOptions {
    * recvonly, one sendonly), as seen from Meta. Default false.
    */
   renegotiateOnAccept?: boolean;
+  /** Media sessions sit behind a relay that tests can make lossy (`session.impair`). Default false. */
+  mediaRelay?: boolean;
 }
 
 export interface MetaSimulatorEvents {
@@ -67,6 +69,7 @@ export class MetaSimulator extends TypedEmitter<MetaSimulatorEvents> {
     const mediaServer = await MetaMediaServer.create({
       listenIp: host,
       log,
+      relay: options.mediaRelay ?? false,
       ...(options.rtcMinPort !== undefined ? { rtcMinPort: options.rtcMinPort } : {}),
       ...(options.rtcMaxPort !== undefined ? { rtcMaxPort: options.rtcMaxPort } : {}),
     });

@@ -39,6 +39,8 @@ export interface LoopbackBridgeOptions {
   metaAcceptDeadlineMs?: number;
   /** Meta's accept answers carry a renegotiation offer with a second m=audio. */
   renegotiateOnAccept?: boolean;
+  /** Meta's media sessions sit behind a relay that tests can make lossy (`session.impair`). Default false. */
+  metaMediaRelay?: boolean;
 }
 
 function mergeSections(base: Record<string, unknown>, extra: Record<string, Record<string, unknown>> = {}): Record<string, unknown> {
@@ -75,6 +77,7 @@ export async function startLoopbackBridgeOn(
     log,
     telephoneEvent: options.telephoneEvent ?? false,
     renegotiateOnAccept: options.renegotiateOnAccept ?? false,
+    mediaRelay: options.metaMediaRelay ?? false,
     ...(options.metaAcceptDeadlineMs !== undefined ? { acceptDeadlineMs: options.metaAcceptDeadlineMs } : {}),
   });
   try {

@@ -174,6 +174,12 @@ export class MediaThreadHost {
         media.on('oneWayAudio', (event) => this.#emit({ ev: 'mediaOneWayAudio', mediaId, event }));
         return { pbxPort: media.pbxPort };
       }
+      case 'mediaStats': {
+        // Answered before a mediaClose posted after it is handled (messages are handled in order).
+        const media = this.#openMedia(message.mediaId);
+        if (!media) throw new InvalidStateError(`call media ${message.mediaId} is not open on this media thread`);
+        return media.stats();
+      }
       case 'inspect':
         return this.#inspect();
     }

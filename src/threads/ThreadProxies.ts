@@ -214,6 +214,14 @@ export class ThreadCallMedia extends TypedEmitter<ThreadCallMediaEvents> impleme
     };
   }
 
+  /** The thread's counters now (asked before close(): the thread answers before it closes the media). */
+  async finalStats(timeoutMs: number): Promise<CallMediaStats> {
+    if (this.#closed) return this.stats();
+    const stats = await this.#thread.request<CallMediaStats>({ op: 'mediaStats', mediaId: this.#mediaId }, timeoutMs);
+    this.#stats = stats;
+    return this.stats();
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;

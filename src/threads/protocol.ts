@@ -25,6 +25,7 @@ export type ThreadRequest =
   | { op: 'legApplyAnswer'; legId: number; sdp: string }
   | { op: 'legApplyOffer'; legId: number; sdp: string }
   | { op: 'mediaCreate'; mediaId: number; legId: number; callId: string; bindings: Record<string, unknown>; codecs: PbxCodecName[] }
+  | { op: 'mediaStats'; mediaId: number }
   | { op: 'inspect' };
 
 /** Notices: no reply (a failure comes back as an event). */

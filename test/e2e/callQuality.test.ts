@@ -5,13 +5,23 @@
  */
 import t from 'tap';
 import { CALL_METRICS_AUDIO_STATS } from '../../src/simulator/graph/index.js';
+import type { MetaMediaSession } from '../../src/simulator/media/MetaMediaServer.js';
 import { createRtpPeer } from '../helpers/rtpPeer.js';
 import { PAGE_ID, PSID, sdpTarget, sleep, startHarness, until, type Harness, type HarnessOptions } from '../helpers/bridgeHarness.js';
 
-/** One call: the PBX answers and plays 440 Hz (5 % of its packets lost with `impair`), the person 1 kHz; Meta hangs up. */
+/**
+ * One call: the PBX answers and plays 440 Hz (5 % of its packets lost with `impair`), the person 1 kHz; Meta hangs up
+ * after `durationMs` (default 2500). `connected` runs once Meta's media session is up.
+ */
 async function call(
   t: { teardown: (fn: () => unknown) => void },
-  o: { options?: HarnessOptions; impair?: boolean; prepare?: (h: Harness) => void } = {},
+  o: {
+    options?: HarnessOptions;
+    impair?: boolean;
+    prepare?: (h: Harness) => void;
+    durationMs?: number;
+    connected?: (session: MetaMediaSession) => void;
+  } = {},
 ): Promise<{ h: Harness; callId: string; reports: Array<{ pageId: string; body: Record<string, unknown> }>; hungUpAt: number }> {
   const h = await startHarness({ codecs: ['PCMU'], captureLogs: true, ...o.options });
   t.teardown(() => h.close());
@@ -29,9 +39,10 @@ async function call(
   const session = await h.sim.waitForSession(callId);
   await session.whenConnected();
   if (o.impair) pbx.impair({ drop: (i) => i % 20 === 7 });
+  o.connected?.(session);
   pbx.startTone(440);
   session.startTone(1000);
-  await sleep(2500);
+  await sleep(o.durationMs ?? 2500);
   const hungUpAt = Date.now();
   h.sim.hangUp(callId);
   await until(() => h.daemon.controller.registry.size === 0, 3000, 'call released');
@@ -94,4 +105,49 @@ t.test('report_to_meta: false sends none; a refused report is logged once and no
   await sleep(800);
   t.same(requests, [400], 'one attempt, not retried');
   t.match(await h.metrics.registry.metrics(), /msb_call_metrics_reports_total\{result="error"\} 1/);
+});
+
+interface MetaSideQuality {
+  fromMessenger: { rttMs?: number };
+  atMessenger?: { lossPct: number; lost: number; jitterMs: number; rttMs?: number };
+}
+
+/** The summary line's quality of the call that ended. */
+function summaryQuality(h: Harness): MetaSideQuality | undefined {
+  return (h.logs().find((l) => l.msg === 'call summary')?.summary as { quality?: MetaSideQuality } | undefined)?.quality;
+}
+
+// Meta's media server reports on our stream every ~5 s (mediasoup's producer RTCP interval, as Meta's own); our
+// first sender report leaves 1 s after DTLS: a 7.5 s call has at least one report that gives a round trip.
+const RTCP_CALL_MS = 7500;
+
+for (const threads of [0, 1]) {
+  t.test(`Meta's reports on our audio (media.threads ${threads}): round trip, loss and jitter in the summary, the histogram and call_metrics`, async (t) => {
+    const { h, reports } = await call(t, { durationMs: RTCP_CALL_MS, options: { config: { media: { threads } } } });
+    await until(() => reports.length > 0, 5000, 'call metrics reported');
+    const q = summaryQuality(h);
+    const rtt = q?.fromMessenger.rttMs;
+    t.ok(rtt !== undefined && rtt > 0 && rtt < 50, `RTT toward Meta on loopback: above 0, a few ms at most (${rtt} ms)`);
+    t.match(q?.atMessenger, { lossPct: 0, lost: 0, rttMs: rtt }, "Meta's report: nothing lost");
+    const jitter = q?.atMessenger?.jitterMs;
+    t.ok(jitter !== undefined && jitter >= 0 && jitter < 20, `jitter Meta measured (${jitter} ms)`);
+    const stats = reports[0]!.body.audio_stats as Record<string, number>;
+    t.equal(stats.round_trip_time_ms, rtt, 'the round trip reaches call_metrics');
+    t.match(await h.metrics.registry.metrics(), /msb_call_rtt_seconds_count\{leg="from_messenger"\} 1/, 'and the RTT histogram');
+  });
+}
+
+t.test('packets lost on the way to Meta show in its reports, hence in the summary', async (t) => {
+  let relay: ReturnType<MetaMediaSession['impair']> | undefined;
+  const { h } = await call(t, {
+    durationMs: RTCP_CALL_MS,
+    options: { metaMediaRelay: true },
+    connected: (session) => {
+      relay = session.impair({ dropToMeta: (i) => i % 10 === 3 });
+    },
+  });
+  const at = summaryQuality(h)?.atMessenger;
+  t.ok(relay!.dropped > 20, `the path dropped 1 packet in 10 toward Meta (${relay!.dropped})`);
+  t.ok(at !== undefined && at.lost > 0 && at.lost <= relay!.dropped, `Meta counted them lost (${at?.lost} of ${relay!.dropped})`);
+  t.ok(at !== undefined && at.lossPct >= 5 && at.lossPct <= 15, `about 10 % lost in Meta's last report (${at?.lossPct} %)`);
 });

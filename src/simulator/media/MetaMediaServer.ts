@@ -21,6 +21,7 @@ import {
   dtmfFrequencies,
   parseRtpPacket,
 } from './audio.js';
+import { MediaRelay, type MediaRelayImpairment } from './MediaRelay.js';
 
 export const DEFAULT_WORKER_BIN = '/usr/lib/x86_64-linux-gnu/mediasoup/mediasoup-worker';
 /** Meta's sample answer fmtp for Opus. */
@@ -53,6 +54,11 @@ export interface MetaMediaServerOptions {
   rtcMaxPort?: number;
   /** mediasoup worker binary; default MEDIASOUP_WORKER_BIN, else the Debian path. */
   workerBin?: string;
+  /**
+   * Put a MediaRelay in front of each session's UDP candidate, so that a test can drop the business's packets on
+   * their way in (`session.impair`). Default false.
+   */
+  relay?: boolean;
 }
 
 export interface AnswerOptions {
@@ -217,6 +223,7 @@ export class MetaMediaServer {
       listenIp: this.#options.listenIp,
       ...(this.#options.announcedIp !== undefined ? { announcedIp: this.#options.announcedIp } : {}),
       tcpCandidates: options.tcpCandidates ?? false,
+      relay: this.#options.relay ?? false,
       ...(options.noMediaTimeoutMs !== undefined ? { noMediaTimeoutMs: options.noMediaTimeoutMs } : {}),
       log: this.#log.child({ session: router.id }),
     });
@@ -242,6 +249,7 @@ interface SessionInit {
   listenIp: string;
   announcedIp?: string;
   tcpCandidates: boolean;
+  relay: boolean;
   noMediaTimeoutMs?: number;
   log: Logger;
 }
@@ -251,6 +259,8 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
   readonly #log: Logger;
   readonly #router: ms.Router;
   #transport: ms.WebRtcTransport | undefined;
+  /** In front of the UDP candidate, when the server has relays. */
+  #relay: MediaRelay | undefined;
   #direct: ms.DirectTransport | undefined;
   /** Business -> us: producer on the WebRtcTransport, consumer on the DirectTransport. */
   #producer: ms.Producer | undefined;
@@ -390,6 +400,11 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
       }
     });
     transport.on('icestatechange', (state: ms.IceState) => this.#log.debug({ state }, 'ICE state'));
+    if (this.#init.relay) {
+      const udp = transport.iceCandidates.find((c) => c.protocol === 'udp')!;
+      this.#relay = await MediaRelay.create(listenIp, { ip: listenIp, port: udp.port });
+      if (this.#state === 'closed') this.#relay.close();
+    }
     this.#direct = await router.createDirectTransport();
     this.#source = await this.#direct.produce({
       kind: 'audio',
@@ -410,6 +425,17 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
       },
     });
     this.#armNoMedia();
+  }
+
+  /**
+   * Lose the business's RTP on its way in (the server was created with `relay`): `dropToMeta(i)` picks the packets,
+   * counted from now. Returns the relay, whose `dropped` counts them.
+   */
+  impair(o: MediaRelayImpairment): MediaRelay {
+    this.#assertOpen();
+    if (!this.#relay) throw new InvalidStateError('this media server has no relays (MetaMediaServerOptions.relay)');
+    this.#relay.impair(o);
+    return this.#relay;
   }
 
   /** Start sending a continuous sine tone (replaces the current one). */
@@ -542,6 +568,7 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
     this.#sendTimer = undefined;
     this.#noMediaTimer = undefined;
     this.#inband.flush();
+    this.#relay?.close();
     this.#rejectConnected(new InvalidStateError('session closed'));
     // Closing the router closes its transports, producers and consumers.
     this.#router.close();
@@ -613,7 +640,9 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
     sections: Array<{ mid: string; direction: string; sending: boolean }>;
   }): string {
     const transport = this.#transport!;
-    const udp = transport.iceCandidates.find((c) => c.protocol === 'udp')!;
+    const found = transport.iceCandidates.find((c) => c.protocol === 'udp')!;
+    const relayPort = this.#relay?.port;
+    const udp = relayPort !== undefined ? { ...found, port: relayPort } : found;
     const ipv = isIPv6(udp.ip) ? 'IP6' : 'IP4';
     const fingerprint =
       transport.dtlsParameters.fingerprints.find((f) => f.algorithm === 'sha-256') ??
@@ -633,7 +662,7 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
     ];
     for (const section of spec.sections) {
       lines.push(`m=audio ${udp.port} UDP/TLS/RTP/SAVPF ${pts}`, `c=IN ${ipv} ${udp.ip}`);
-      for (const c of transport.iceCandidates) {
+      for (const c of transport.iceCandidates.map((c) => (c.protocol === 'udp' ? { ...c, port: udp.port } : c))) {
         let line = `a=candidate:${c.foundation} 1 ${c.protocol} ${c.priority} ${c.ip} ${c.port} typ ${c.type}`;
         if (c.protocol === 'tcp') line += ` tcptype ${c.tcpType ?? 'passive'}`;
         lines.push(line);

@@ -1,6 +1,7 @@
 /**
- * Reception report blocks (RFC 3550 section 6.4) in a plain RTCP compound packet, and the round-trip time they
- * give: RTT = A - LSR - DLSR, with A the arrival time as the middle 32 bits of an NTP timestamp (1/65536 s units).
+ * RTCP reception reports (RFC 3550 section 6.4): the report blocks of a plain compound packet, the round-trip time
+ * they give (RTT = A - LSR - DLSR, with A the arrival time as the middle 32 bits of an NTP timestamp, 1/65536 s units),
+ * and the sender reports we write (SR with its report blocks, and the SDES CNAME every compound packet carries).
  */
 
 export interface ReportBlock {
@@ -54,10 +55,51 @@ export function ntpMiddle(unixMs: number): number {
   return ((Math.floor(seconds) & 0xffff) * 65536 + Math.floor((seconds % 1) * 65536)) >>> 0;
 }
 
+/**
+ * The wall clock in ms with sub-millisecond resolution (Date.now() has whole ms only, as much as a round trip on a
+ * LAN). Our SR's NTP time and a report's arrival are both read from it.
+ */
+export function wallClockMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+/** The 64-bit NTP timestamp of `unixMs`. */
+export function ntpTimestamp(unixMs: number): bigint {
+  const seconds = unixMs / 1000 + NTP_EPOCH_OFFSET;
+  return (BigInt(Math.floor(seconds)) << 32n) | BigInt(Math.floor((seconds % 1) * 2 ** 32));
+}
+
+/**
+ * Peers count DLSR in whole milliseconds (mediasoup, many PBXes): on a path shorter than that, A - LSR - DLSR can come
+ * out slightly below zero. Down to this much below (ms) it is a round trip of 0; further, a clock step.
+ */
+const DLSR_ROUNDING_MS = 2;
+
 /** RTT (ms) from a block about our stream received at `arrivalUnixMs`; undefined without an SR of ours in it. */
 export function rttFromBlock(block: ReportBlock, arrivalUnixMs: number): number | undefined {
   if (block.lsr === 0) return undefined;
-  const units = (ntpMiddle(arrivalUnixMs) - block.lsr - block.dlsr) >>> 0;
-  // More than a minute: a wrapped difference or a clock step, not a round trip.
-  return units > 60 * 65536 ? undefined : (units * 1000) / 65536;
+  const units = (ntpMiddle(arrivalUnixMs) - block.lsr - block.dlsr) | 0;
+  // Below the rounding, or more than a minute: a clock step, not a round trip.
+  if (units < -DLSR_ROUNDING_MS * 65.536 || units > 60 * 65536) return undefined;
+  return (Math.max(0, units) * 1000) / 65536;
+}
+
+/** The round trips measured on a call's leg: their mean is the call's RTT (one report may catch a queue). */
+export class RoundTrips {
+  #sumMs = 0;
+  #count = 0;
+
+  add(rttMs: number): void {
+    this.#sumMs += rttMs;
+    this.#count++;
+  }
+
+  /** Mean RTT (ms), undefined before the first. */
+  get meanMs(): number | undefined {
+    return this.#count > 0 ? this.#sumMs / this.#count : undefined;
+  }
+
+  get count(): number {
+    return this.#count;
+  }
 }

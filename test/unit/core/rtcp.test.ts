@@ -3,7 +3,7 @@
  * trip they give (RFC 3550 section 6.4.1: A - LSR - DLSR).
  */
 import t from 'tap';
-import { ntpMiddle, readReportBlocks, rttFromBlock } from '../../../src/messenger/rtcpReports.js';
+import { RoundTrips, ntpMiddle, readReportBlocks, rttFromBlock } from '../../../src/core/rtcp.js';
 
 function block(o: { ssrc: number; fraction: number; lost: number; jitter: number; lsr: number; dlsr: number }): Buffer {
   const b = Buffer.alloc(24);
@@ -50,4 +50,17 @@ t.test('truncated or foreign packets end the walk without throwing', async (t) =
   t.same(readReportBlocks(rr.subarray(0, 20)), []);
   const bye = Buffer.from([0x81, 203, 0, 1, 0, 0, 0, 1]);
   t.equal(readReportBlocks(Buffer.concat([bye, rr])).length, 1);
+});
+
+t.test("a peer's whole-millisecond DLSR: a round trip just below 0 is 0, further below is a clock step; the call's RTT is the mean", async (t) => {
+  const now = 1_800_000_000_000.25;
+  const at = (rttMs: number, dlsrMs: number) =>
+    rttFromBlock({ ssrc: 1, fractionLost: 0, cumulativeLost: 0, jitter: 0, lsr: ntpMiddle(now - rttMs - dlsrMs), dlsr: Math.round((dlsrMs * 65536) / 1000) }, now);
+  t.ok(Math.abs(at(0.4, 20)! - 0.4) < 0.05, 'sub-millisecond round trip kept');
+  t.equal(at(-1, 20), 0, 'DLSR rounded up past the true delay: 0');
+  t.equal(at(-10, 20), undefined, 'far below 0: not a round trip');
+  const trips = new RoundTrips();
+  t.equal(trips.meanMs, undefined);
+  for (const ms of [1, 2, 6]) trips.add(ms);
+  t.equal(trips.meanMs, 3);
 });
