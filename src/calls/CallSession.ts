@@ -40,9 +40,6 @@ export type { CallState } from './callState.js';
 export type { CallSessionDeps, CallSessionOptions } from './callOptions.js';
 export type { TransferOptions } from './transfer.js';
 
-/** How long a call's release waits for its media's final counters (a media thread's answer), ms. */
-const FINAL_STATS_TIMEOUT_MS = 1000;
-
 export class CallSession {
   readonly id: string;
   readonly direction: CallDirection;
@@ -402,8 +399,7 @@ export class CallSession {
 
   async #release(ending: Ending): Promise<void> {
     this.#timers.clear();
-    // The summary line waits for the media's final counters (bounded).
-    const legsClosed = this.#legs.close(FINAL_STATS_TIMEOUT_MS);
+    const legsClosed = this.#legs.close();
 
     const tasks: Promise<unknown>[] = [legsClosed];
     const dialog = this.#dialogs.current;

@@ -12,6 +12,9 @@ import { MediaStatsReporter } from './callSummary.js';
 import { REFUSALS, reasonOf } from './outcomes.js';
 import type { CallDirection, CallMedia, CallRoute, MessengerLeg, SipDialog } from './ports.js';
 
+/** How long a call's release waits for its media's final counters (a media thread's answer), ms. */
+const FINAL_STATS_TIMEOUT_MS = 1000;
+
 /** What a call's media needs from its call. */
 export interface CallLegsHost {
   readonly id: string;
@@ -108,10 +111,11 @@ export class CallLegs {
 
   /**
    * Release the media and the leg (the call ended). The final counters are asked for before the media closes; the
-   * quality watch has them when the returned promise settles (within `finalStatsTimeoutMs`; it never rejects).
+   * quality watch has them when the returned promise settles (within FINAL_STATS_TIMEOUT_MS; it never rejects), and
+   * the call's summary line waits for it.
    */
-  close(finalStatsTimeoutMs: number): Promise<void> {
-    const finalStats = this.#stats?.final(finalStatsTimeoutMs, this.#host.log) ?? Promise.resolve(undefined);
+  close(): Promise<void> {
+    const finalStats = this.#stats?.final(FINAL_STATS_TIMEOUT_MS, this.#host.log) ?? Promise.resolve(undefined);
     this.#media?.close();
     this.#leg?.close();
     return finalStats.then((stats) => this.#quality?.ended(stats?.quality));
