@@ -19,16 +19,11 @@ import { shouldTryNextTarget } from './routing.js';
 import { PendingInvites } from './duplicateInvites.js';
 import { decideAsUac, decideAsUas } from './sessionTimer.js';
 import { SrfIncomingCall, sipReasonHeader } from './SrfIncomingCall.js';
-import { SrfSipDialog } from './SrfSipDialog.js';
+import { SrfSipDialog, type SipMetrics } from './SrfSipDialog.js';
 import { SrfConstructor, stopSrf } from './srfConnection.js';
 import type { Srf, SrfDialog, SrfRequest, SrfResponse } from './srfTypes.js';
 
-export type SipResponseDirection = 'sent' | 'received';
-
-/** What the SIP leg counts: every SIP response sent or received on INVITE transactions and OPTIONS (status code). */
-export interface SipMetrics {
-  sipResponse(direction: SipResponseDirection, status: number): void;
-}
+export type { SipMetrics, SipResponseDirection } from './SrfSipDialog.js';
 
 export interface DrachtioSipLegOptions {
   /** drachtio-server admin address. */
@@ -89,7 +84,8 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
   readonly #srf: Srf;
   #acl: Acl;
   #digest: DigestAuthenticator | undefined;
-  readonly #onSipResponse: (direction: SipResponseDirection, status: number) => void;
+  /** The SIP leg's metrics, given to its dialogs and incoming calls too; a failing metric is logged, never thrown. */
+  readonly #metrics: SipMetrics;
   /** Fail functions of pending outbound attempts (connection lost, leg closed). */
   readonly #pending = new Set<(err: SipError) => void>();
   /** Incoming INVITEs not answered finally yet, by Call-ID. */
@@ -110,12 +106,14 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
     this.#digest = options.digest ? new DigestAuthenticator({ credentials: options.digest }) : undefined;
     this.#pendingInvites = new PendingInvites(this.#log);
     const metrics = options.metrics;
-    this.#onSipResponse = (direction, status) => {
-      try {
-        metrics?.sipResponse(direction, status);
-      } catch (err) {
-        this.#log.warn({ err }, 'SIP response metric failed');
-      }
+    this.#metrics = {
+      sipResponse: (direction, status) => {
+        try {
+          metrics?.sipResponse(direction, status);
+        } catch (err) {
+          this.#log.warn({ err }, 'SIP response metric failed');
+        }
+      },
     };
 
     const srf = new SrfConstructor();
@@ -320,7 +318,7 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
               if (cancelWith) sendCancel();
             },
             cbProvisional: (res) => {
-              this.#onSipResponse('received', res.status);
+              this.#metrics.sipResponse('received', res.status);
               if (res.status <= 100 || cancelWith || settled) return;
               const isSdp = /application\/sdp/i.test(res.get('Content-Type') ?? res.get('c') ?? '');
               const sdp = isSdp && res.body && res.body.trim() !== '' ? res.body : undefined;
@@ -339,7 +337,7 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
       }
       promise.then(
         (dialog) => {
-          this.#onSipResponse('received', 200);
+          this.#metrics.sipResponse('received', 200);
           if (settled || cancelWith) {
             // The 200 crossed our CANCEL (or we gave up waiting): the PBX has a call up, hang it up.
             log.info('200 OK after CANCEL: sending BYE');
@@ -353,7 +351,7 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
             dialog,
             log,
             sessionTimer,
-            onSipResponse: this.#onSipResponse,
+            metrics: this.#metrics,
             peerAddress: (dialog.res as { source_address?: string } | undefined)?.source_address,
             sourceAllowed: (address) => this.#acl.allows(address),
           });
@@ -362,7 +360,7 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
         (err: unknown) => {
           const sipErr = toSipError(err);
           if (sipErr.cause === err && typeof (err as SrfSipError).status === 'number') {
-            this.#onSipResponse('received', sipErr.status);
+            this.#metrics.sipResponse('received', sipErr.status);
           }
           fail(cancelWith ?? sipErr);
         },
@@ -377,7 +375,7 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
   #respond(res: SrfResponse, status: number, headers?: Record<string, string>): void {
     try {
       res.send(status, headers ? { headers } : {});
-      this.#onSipResponse('sent', status);
+      this.#metrics.sipResponse('sent', status);
     } catch (err) {
       this.#log.warn({ err, status }, 'sending response failed');
     }
@@ -467,7 +465,7 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
       pageId,
       log,
       sessionTimer: timer.kind === 'timer' ? timer : undefined,
-      onSipResponse: this.#onSipResponse,
+      metrics: this.#metrics,
       sourceAllowed: (address) => this.#acl.allows(address),
     });
     this.safeEmit('invite', call);

@@ -7,7 +7,7 @@ import type { IncomingCall, IncomingCallEvents, SipDialog } from '../calls/ports
 import { InvalidStateError, SipError } from '../core/errors.js';
 import { TypedEmitter } from '../core/TypedEmitter.js';
 import type { SessionTimer } from './sessionTimer.js';
-import { SrfSipDialog } from './SrfSipDialog.js';
+import { SrfSipDialog, type SipMetrics } from './SrfSipDialog.js';
 import type { Srf, SrfRequest, SrfResponse } from './srfTypes.js';
 
 export interface SrfIncomingCallOptions {
@@ -19,7 +19,8 @@ export interface SrfIncomingCallOptions {
   log: Logger;
   /** Headers for the 200 OK (session timer), and the timer they set up. */
   sessionTimer?: { timer: SessionTimer; responseHeaders: Record<string, string> };
-  onSipResponse: (direction: 'sent' | 'received', status: number) => void;
+  /** Where the call counts the responses it sends (and its dialog, those of its transactions). */
+  metrics: SipMetrics;
   /** In-dialog requests from other sources than the INVITE's must pass this (the SIP ACL). */
   sourceAllowed?: (address: string) => boolean;
 }
@@ -40,7 +41,7 @@ export class SrfIncomingCall extends TypedEmitter<IncomingCallEvents> implements
   readonly #res: SrfResponse;
   readonly #log: Logger;
   readonly #sessionTimer: SrfIncomingCallOptions['sessionTimer'];
-  readonly #onSipResponse: SrfIncomingCallOptions['onSipResponse'];
+  readonly #metrics: SipMetrics;
   readonly #sourceAllowed: SrfIncomingCallOptions['sourceAllowed'];
   #canceled = false;
   #rang = false;
@@ -54,7 +55,7 @@ export class SrfIncomingCall extends TypedEmitter<IncomingCallEvents> implements
     this.#res = options.res;
     this.#log = options.log;
     this.#sessionTimer = options.sessionTimer;
-    this.#onSipResponse = options.onSipResponse;
+    this.#metrics = options.metrics;
     this.#sourceAllowed = options.sourceAllowed;
     this.sipCallId = options.req.get('Call-ID') ?? '';
     this.psid = options.psid;
@@ -79,7 +80,7 @@ export class SrfIncomingCall extends TypedEmitter<IncomingCallEvents> implements
     this.#rang = true;
     try {
       this.#res.send(180);
-      this.#onSipResponse('sent', 180);
+      this.#metrics.sipResponse('sent', 180);
     } catch (err) {
       this.#log.warn({ err }, 'sending 180 failed');
     }
@@ -101,13 +102,13 @@ export class SrfIncomingCall extends TypedEmitter<IncomingCallEvents> implements
       }
       throw new SipError(500, 'answering the INVITE failed', { cause: err });
     }
-    this.#onSipResponse('sent', 200);
+    this.#metrics.sipResponse('sent', 200);
     this.#log.info('INVITE answered');
     return new SrfSipDialog({
       dialog,
       log: this.#log,
       sessionTimer: this.#sessionTimer?.timer,
-      onSipResponse: this.#onSipResponse,
+      metrics: this.#metrics,
       peerAddress: this.sourceAddress,
       ...(this.#sourceAllowed ? { sourceAllowed: this.#sourceAllowed } : {}),
     });
@@ -123,7 +124,7 @@ export class SrfIncomingCall extends TypedEmitter<IncomingCallEvents> implements
       const headers: Record<string, string> = { Reason: sipReasonHeader(status, reason) };
       if (retryAfterS !== undefined) headers['Retry-After'] = String(retryAfterS);
       this.#res.send(status, { headers });
-      this.#onSipResponse('sent', status);
+      this.#metrics.sipResponse('sent', status);
       this.#log.info({ status, reason }, 'INVITE rejected');
     } catch (err) {
       this.#log.warn({ err, status }, 'sending the rejection failed');

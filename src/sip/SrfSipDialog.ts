@@ -77,12 +77,20 @@ export function sipfragBody(status: number, reason: string): string {
   return `SIP/2.0 ${status} ${reason.replace(/[\r\n]/g, ' ')}\r\n`;
 }
 
+export type SipResponseDirection = 'sent' | 'received';
+
+/** What the SIP leg counts: every SIP response sent or received on INVITE transactions and OPTIONS (status code). */
+export interface SipMetrics {
+  sipResponse(direction: SipResponseDirection, status: number): void;
+}
+
 export interface SrfSipDialogOptions {
   dialog: SrfDialog;
   log: Logger;
   /** Session timer negotiated in the dialog-creating transaction, if any. */
   sessionTimer?: SessionTimer;
-  onSipResponse?: (direction: 'sent' | 'received', status: number) => void;
+  /** Where the dialog counts the SIP responses of its transactions. */
+  metrics?: SipMetrics;
   /** Where the PBX side of the dialog sent its INVITE or 200 OK from. */
   peerAddress?: string;
   /**
@@ -109,7 +117,7 @@ export class SrfSipDialog extends TypedEmitter<SipDialogEvents> implements SipDi
   readonly #sourceAllowed: ((address: string) => boolean) | undefined;
   readonly #dialog: SrfDialog;
   readonly #log: Logger;
-  readonly #onSipResponse: (direction: 'sent' | 'received', status: number) => void;
+  readonly #metrics: SipMetrics | undefined;
   #ended = false;
   #endPromise: Promise<void> | undefined;
   #reinviteHandler: ((offer: string) => string) | undefined;
@@ -131,7 +139,7 @@ export class SrfSipDialog extends TypedEmitter<SipDialogEvents> implements SipDi
     this.peerAddress = options.peerAddress;
     this.#sourceAllowed = options.sourceAllowed;
     this.#log = options.log.child({ sipDialogId: this.id });
-    this.#onSipResponse = options.onSipResponse ?? (() => undefined);
+    this.#metrics = options.metrics;
     this.#remoteSdp = options.dialog.remote.sdp ?? '';
     this.#localSdp = options.dialog.local.sdp ?? '';
     this.#sessionTimer = options.sessionTimer;
@@ -175,7 +183,7 @@ export class SrfSipDialog extends TypedEmitter<SipDialogEvents> implements SipDi
           headers: { 'Content-Type': 'application/dtmf-relay' },
           body: dtmfRelayBody(event),
         });
-        this.#onSipResponse('received', res.status);
+        this.#metrics?.sipResponse('received', res.status);
         if (res.status < 200 || res.status >= 300) throw new Error(`INFO answered ${res.status}`);
         this.#log.debug({ digit: event.digit, durationMs: event.durationMs }, 'DTMF sent by INFO');
       } finally {
@@ -217,7 +225,7 @@ export class SrfSipDialog extends TypedEmitter<SipDialogEvents> implements SipDi
   #send(res: SrfResponse, status: number, opts?: { headers?: Record<string, string>; body?: string }): void {
     try {
       res.send(status, opts ?? {});
-      this.#onSipResponse('sent', status);
+      this.#metrics?.sipResponse('sent', status);
     } catch (err) {
       this.#log.warn({ err, status }, 'sending response failed');
     }
@@ -373,7 +381,7 @@ export class SrfSipDialog extends TypedEmitter<SipDialogEvents> implements SipDi
         })
         .then(
           (res) => {
-            this.#onSipResponse('received', res.status);
+            this.#metrics?.sipResponse('received', res.status);
             this.#log.debug({ state, status: res.status, sipfrag: body.trim() }, 'NOTIFY answered');
           },
           (err: unknown) => this.#log.warn({ err, state }, 'NOTIFY failed'),
