@@ -58,7 +58,7 @@ export class CallFlow {
 }
 
 /** Await a step of a flow; rejects with CallEnded as soon as `ended` aborts (the call ended meanwhile). */
-export function untilEnded<T>(ended: AbortSignal, promise: Promise<T>): Promise<T> {
+function untilEnded<T>(ended: AbortSignal, promise: Promise<T>): Promise<T> {
   if (ended.aborted) {
     // The step's own outcome no longer matters: the call has ended.
     promise.catch(() => undefined);

@@ -7,7 +7,7 @@ export type EventMap<E> = { [K in keyof E]: unknown[] };
  * EventEmitter with a typed event map, after mediasoup's EnhancedEventEmitter.
  * `safeEmit` never lets a listener's exception escape into the emitter (habit 8).
  */
-export class TypedEmitter<E extends { [K in keyof E]: unknown[] }> {
+export class TypedEmitter<E extends EventMap<E>> {
   readonly #ee = new EventEmitter();
 
   constructor() {

@@ -65,11 +65,6 @@ export function isSupportedSrtpProfile(profile: number): profile is SrtpProfileI
   return Object.hasOwn(PROFILES, profile);
 }
 
-/** The lengths of a profile. */
-export function srtpProfileInfo(profile: SrtpProfileId): SrtpProfileInfo {
-  return PROFILES[profile];
-}
-
 /** Master key length of a profile, bytes. */
 export function srtpMasterKeyLength(profile: SrtpProfileId): number {
   return PROFILES[profile].keyLength;

@@ -80,10 +80,6 @@ for (let c = 0; c < 256; c++) {
   PCMA_DECODE[c] = alawToLinear(c);
 }
 
-/** Payload byte for digital silence in PCMU (0xFF) and PCMA (0xD5). */
-export const PCMU_SILENCE = 0xff;
-export const PCMA_SILENCE = 0xd5;
-
 /** 16-bit linear PCM -> PCMU payload (one byte per sample). */
 export function encodePcmu(pcm: Int16Array): Buffer {
   const out = Buffer.allocUnsafe(pcm.length);

@@ -53,9 +53,6 @@ import { DependencyPatchError } from '../../core/errors.js';
 /** DTLS record header: type(1) version(2) epoch(2) sequence_number(6) length(2). */
 export const DTLS_RECORD_HEADER_BYTES = 13;
 
-/** DTLS ContentType values. */
-export const DtlsContentType = { changeCipherSpec: 20, alert: 21, handshake: 22, applicationData: 23 } as const;
-
 export interface DtlsRecord {
   contentType: number;
   /** (major << 8) | minor, e.g. 0xfefd for DTLS 1.2. */
@@ -384,11 +381,6 @@ function patchRetransmission(targets: WeriftDtlsTargets): void {
 /** True once the DTLS fix is in force in this thread. */
 export function isWeriftDtlsFixApplied(): boolean {
   return appliedOptions !== undefined;
-}
-
-/** Options in force (undefined before the fix is applied). */
-export function weriftDtlsFixOptions(): Readonly<Required<WeriftDtlsFixOptions>> | undefined {
-  return appliedOptions;
 }
 
 function installRecordWriter(client: DtlsClientInternals, maxDatagramBytes: number): void {

@@ -176,6 +176,7 @@ export class DrachtioServerDouble {
     this.#conns.add(conn);
     socket.setNoDelay(true);
     socket.on('data', (chunk) => this.#onData(conn, chunk));
+    // A client that resets its connection ends up in 'close' below; the error itself is no concern of the double.
     socket.on('error', () => undefined);
     socket.on('close', () => this.#conns.delete(conn));
   }
