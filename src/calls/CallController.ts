@@ -6,14 +6,13 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { CallRegistry } from './CallRegistry.js';
 import { CallSession, type CallSessionOptions } from './CallSession.js';
-import { REFUSALS, reasonOf, refusalForAdmission, type SipRefusal } from './outcomes.js';
+import { META_REFUSALS, REFUSALS, reasonOf, refusalForAdmission, type MetaRefusal, type SipRefusal } from './outcomes.js';
 import { SourceLimits, type SourceLimitSettings } from './SourceLimits.js';
 import type {
   AdmissionPort,
   AdmissionVerdict,
   CallDirection,
   CallMetricsSink,
-  CallOutcome,
   CallRoute,
   ConnectEvent,
   GraphPort,
@@ -176,16 +175,16 @@ export class CallController implements MetaEventSink {
     }
     const psid = event.from;
     const pageId = event.pageId;
-    const refuse = (outcome: CallOutcome, reason: string): void => this.#rejectConnect(event, outcome, reason);
-    if (this.#closed || this.#draining) return refuse('rejected_draining', 'bridge is draining');
+    const refuse = (refusal: MetaRefusal): void => this.#rejectConnect(event, refusal);
+    if (this.#closed || this.#draining) return refuse(META_REFUSALS.draining);
     const gate = this.#deps.admit?.();
-    if (gate) return refuse(gate.outcome, gate.reason);
+    if (gate) return refuse(gate);
     const refusal = this.#admissionRefusal();
-    if (refusal) return refuse(refusalForAdmission(refusal).outcome, refusal.detail);
-    if (!this.#deps.sip.connected) return refuse('sip_failed', 'not connected to drachtio-server');
-    if (!this.#deps.media.healthy) return refuse('media_failed', 'no media worker available');
+    if (refusal) return refuse({ outcome: refusalForAdmission(refusal).outcome, reason: refusal.detail });
+    if (!this.#deps.sip.connected) return refuse(META_REFUSALS.sipDown);
+    if (!this.#deps.media.healthy) return refuse(META_REFUSALS.mediaDown);
     const route = opts.selectRoute(pageId, psid);
-    if (!route) return refuse('rejected_no_route', 'no route matches this page and PSID');
+    if (!route) return refuse(META_REFUSALS.noRoute);
 
     const call = this.#newCall('user_initiated', event.callId, pageId, psid, event.callId);
     call.log.info({ route: route.name, from: this.#psidForLog(psid) }, 'incoming Messenger call');
@@ -194,7 +193,7 @@ export class CallController implements MetaEventSink {
     this.#replayEarly(call, event.callId);
   }
 
-  #rejectConnect(event: ConnectEvent, outcome: CallOutcome, reason: string): void {
+  #rejectConnect(event: ConnectEvent, { outcome, reason }: MetaRefusal): void {
     const log = this.#log.child({ callId: event.callId, direction: 'user_initiated', pageId: event.pageId });
     log.warn({ outcome, reason }, 'refusing Messenger call');
     this.#deps.metrics?.callStarted('user_initiated');

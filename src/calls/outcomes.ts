@@ -35,6 +35,20 @@ export const REFUSALS = {
   bridgeError: { status: 500, reason: 'bridge error', outcome: 'media_failed' },
 } as const satisfies Record<string, SipRefusal>;
 
+/** Why a Messenger call is refused before it starts (Graph reject): its outcome label and the reason logged. */
+export interface MetaRefusal {
+  outcome: CallOutcome;
+  reason: string;
+}
+
+/** Messenger calls the bridge cannot take (the same checks as for PBX INVITEs, told to Meta by a reject). */
+export const META_REFUSALS = {
+  draining: { outcome: 'rejected_draining', reason: 'bridge is draining' },
+  sipDown: { outcome: 'sip_failed', reason: 'not connected to drachtio-server' },
+  mediaDown: { outcome: 'media_failed', reason: 'no media worker available' },
+  noRoute: { outcome: 'rejected_no_route', reason: 'no route matches this page and PSID' },
+} as const satisfies Record<string, MetaRefusal>;
+
 /** A call refused for count or load: what the PBX is told (503, Retry-After) and the outcome label. */
 export function refusalForAdmission(verdict: Extract<AdmissionVerdict, { admit: false }>): SipRefusal {
   if (verdict.reason === 'capacity') return { ...REFUSALS.capacity, retryAfterS: verdict.retryAfterS };
