@@ -24,6 +24,7 @@ import type {
   ThreadRequest,
   ThreadToMain,
 } from './protocol.js';
+import { reapProcesses, type ReapResult } from './reapProcesses.js';
 import { ThreadCallMedia, ThreadMessengerLeg } from './ThreadProxies.js';
 import { fromWire } from './wire.js';
 
@@ -63,6 +64,8 @@ export interface MediaThreadPoolEvents {
   /** A mediasoup worker inside a thread died / was replaced. */
   workerDied: [{ index: number; pid: number }];
   workerRestarted: [{ index: number; pid: number; replacedPid: number }];
+  /** A thread ended (died or closed) and its mediasoup workers were killed and collected (`left`: could not be). */
+  workersReaped: [{ index: number } & ReapResult];
 }
 
 /** One thread's load as the pool last heard it, for admission and monitoring. */
@@ -248,6 +251,8 @@ export class MediaThreadPool extends TypedEmitter<MediaThreadPoolEvents> impleme
   readonly #slots: Array<MediaThread | undefined>;
   readonly #restartAttempts: number[];
   readonly #timers = new Set<NodeJS.Timeout>();
+  /** Dead threads' mediasoup workers being ended. */
+  readonly #reaping = new Set<Promise<void>>();
   /** Calls admitted onto a thread whose leg is not made yet, oldest first (performance.now() of each). */
   #reservations: Array<{ index: number; at: number }> = [];
   #nextId = 1;
@@ -430,6 +435,7 @@ export class MediaThreadPool extends TypedEmitter<MediaThreadPoolEvents> impleme
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();
     await Promise.all(this.#slots.map((t) => t?.close()));
+    await Promise.all([...this.#reaping]);
     this.#log.debug('media threads closed');
   }
 
@@ -519,6 +525,7 @@ export class MediaThreadPool extends TypedEmitter<MediaThreadPoolEvents> impleme
         this.safeEmit('workerDied', { index: thread.index, pid: event.pid });
         return;
       case 'workerRestarted':
+        thread.workerPids = [...thread.workerPids.filter((pid) => pid !== event.replacedPid), event.pid];
         this.safeEmit('workerRestarted', { index: thread.index, pid: event.pid, replacedPid: event.replacedPid });
         return;
       case 'ready':
@@ -550,17 +557,26 @@ export class MediaThreadPool extends TypedEmitter<MediaThreadPoolEvents> impleme
     log[label]?.call(this.#o.log, { ...rest, mediaThread: thread.index }, typeof msg === 'string' ? msg : undefined);
   }
 
+  /** Kill the mediasoup workers of a thread that ended and collect their exit status (close() waits for it). */
+  #reap(thread: MediaThread): void {
+    const pids = [...thread.workerPids];
+    const reaping = reapProcesses(pids, this.#log).then(
+      (result) => {
+        const level = result.left.length > 0 ? 'error' : 'info';
+        this.#log[level]({ mediaThread: thread.index, ...result }, "media thread's mediasoup workers ended");
+        this.safeEmit('workersReaped', { index: thread.index, ...result });
+      },
+      (err: unknown) => this.#log.error({ err, mediaThread: thread.index, pids }, "media thread's mediasoup workers could not be ended"),
+    );
+    this.#reaping.add(reaping);
+    void reaping.finally(() => this.#reaping.delete(reaping));
+  }
+
   #onExit(thread: MediaThread, code: number): void {
+    // The thread's mediasoup workers outlive it (running, or once killed as zombies nobody collects): end them.
+    this.#reap(thread);
     if (this.#slots[thread.index] !== thread) return;
     const calls = thread.media.size;
-    // The thread's mediasoup workers lose their channel with it; make sure none outlives its thread.
-    for (const pid of thread.workerPids) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
     const why = new MediaError('THREAD_DIED', `media thread ${thread.index} died (exit code ${code})`);
     for (const media of [...thread.media.values()]) media.fail(why);
     for (const leg of [...thread.legs.values()]) leg.fail(new MessengerLegError('closed', why.message));

@@ -4,10 +4,10 @@
  * answering ICE, the PBX never answering, webhooks for calls this process no longer knows. Each ends the affected
  * call cleanly with a clear reason toward both sides, and a call that is not affected keeps its audio.
  */
-import { readFileSync } from 'node:fs';
 import t, { type Test } from 'tap';
 import { CALLING_ERRORS } from '../../src/graph/index.js';
 import { callItems, callsEnvelope } from '../../src/simulator/webhookSender.js';
+import { processState } from '../../src/threads/reapProcesses.js';
 import { PAGE_ID, sleep, startHarness, until, type Harness } from '../helpers/bridgeHarness.js';
 import type { PbxDialog } from '../helpers/drachtio/index.js';
 import {
@@ -119,6 +119,7 @@ t.test('a media thread killed mid-call ends its call cleanly; the call on the ot
   );
   const ends = [h.sim.waitForEnd(first.callId, 10_000).catch(() => undefined), h.sim.waitForEnd(second.callId, 10_000).catch(() => undefined)];
   const replaced = threads.waitFor('threadRestarted', AbortSignal.timeout(20_000));
+  const reaped = threads.waitFor('workersReaped', AbortSignal.timeout(20_000));
   const victimWorkers = (await h.daemon.media.inspect()).workers.filter((w) => w.thread === 0).map((w) => w.pid);
   t.equal(victimWorkers.length, 1, 'the thread has its own mediasoup worker');
   await threads.terminateThread(0);
@@ -135,16 +136,14 @@ t.test('a media thread killed mid-call ends its call cleanly; the call on the ot
   const sparedKeptAudio = await checkUnaffected(t, spared, 'media thread killed');
   await replaced;
   t.equal(threads.threads().filter((s) => s.ready).length, 2, 'the dead thread was replaced');
-  // Running, as opposed to gone or a zombie (its exit status had no thread left to collect it).
-  const running = (pid: number): boolean => {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-      return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-    } catch {
-      return false;
-    }
-  };
-  t.notOk(victimWorkers.some(running), "the dead thread's mediasoup worker did not outlive it");
+  // Neither running nor a zombie (a killed child whose exit status the dead thread's event loop can no longer collect).
+  await reaped;
+  const inProc = (pid: number): string | undefined => processState(pid)?.state;
+  t.same(
+    victimWorkers.map(inProc),
+    victimWorkers.map(() => undefined),
+    "no mediasoup worker process of the dead thread is left in /proc (running or zombie)",
+  );
   const third = await startLiveCall(h, '7100000000000013');
   t.pass('a new call after the thread death connects with audio both ways');
   await endLive(h, spared);
