@@ -18,6 +18,12 @@ t.setTimeout(420_000);
 
 const CALLS = Number(process.env.RELIABILITY_CALLS ?? 2000);
 const AT_ONCE = 16;
+/**
+ * The bridge's media threads (0: the media on the main thread). 0 by default: through one media thread the 2,000
+ * calls run in 47 s with nothing left behind, but 12 of the 200 answered calls failed the PBX -> Meta tone check in
+ * its 400 ms window (load average 6-7; open). `LEAKS_MEDIA_THREADS=1` runs that variant.
+ */
+const MEDIA_THREADS = Number(process.env.LEAKS_MEDIA_THREADS ?? 0);
 /** Calls between two clean-ups of the test doubles' records. */
 const CHUNK = 200;
 /** Heap growth allowed per call between warm-up and the end (bytes): see the comment at the assertion. */
@@ -60,8 +66,17 @@ async function runCall(h: Harness, pbxPeers: PbxPeers, i: number, outcome: Outco
     await session.whenConnected();
     const peer = await until(() => pbxPeers.get(psid), 5000, `call ${i}: the PBX's RTP peer`);
     const heard = await listenBothWays(session, peer, { listenMs: 1000, windowMs: 400 });
-    if (!heard.atPbx.ok) throw new Error(`call ${i}: Meta -> PBX tone not heard (${heard.atPbx.summary})`);
-    if (!heard.atMeta.ok) throw new Error(`call ${i}: PBX -> Meta tone not heard (${heard.atMeta.summary})`);
+    const notHeard = [
+      ...(heard.atPbx.ok ? [] : [`Meta -> PBX tone not heard (${heard.atPbx.summary})`]),
+      ...(heard.atMeta.ok ? [] : [`PBX -> Meta tone not heard (${heard.atMeta.summary})`]),
+    ];
+    if (notHeard.length > 0) {
+      // Hung up all the same: a call that failed its check must not count as a leak afterwards.
+      const ended = h.sim.waitForEnd(callId, 30_000);
+      h.sim.hangUp(callId);
+      await ended;
+      throw new Error(`call ${i}: ${notHeard.join('; ')}`);
+    }
   }
   const ended = h.sim.waitForEnd(callId, 30_000);
   if (outcome === 'media') h.sim.hangUp(callId);
@@ -75,9 +90,7 @@ t.test(`${CALLS} short calls with mixed outcomes leave nothing behind`, async (t
   const h = await startHarness({
     codecs: ['PCMU'],
     routes: [{ name: 'known-callers', match: { psids: routed }, targets: ['sip:support@127.0.0.1:5080'], target_timeout_ms: 5000, codecs: ['PCMU'] }],
-    // Media on the main thread: through a media thread a few of 2000 short calls missed their tone in the
-    // short window checked (open: first audio of a threaded call on a loaded machine).
-    config: { calls: { max_concurrent: 1000 }, media: { threads: 0 } },
+    config: { calls: { max_concurrent: 1000 }, media: { threads: MEDIA_THREADS } },
   });
   t.teardown(() => h.close());
 
