@@ -2,30 +2,32 @@
  * A call's quality in the two forms it leaves the bridge: the `quality` of the call summary log line, and the body of
  * Meta's call_metrics endpoint (docs/META-CALLING.md says which fields Meta documents and which values are ours).
  */
-import type { CallMetricsReport, CallOutcome, CallQualityStats } from './ports.js';
+import type { CallMetricsReport, CallOutcome, CallQualityStats, RemoteReport } from './ports.js';
 
 /** Opus frames from Meta are 20 ms at 48 kHz. */
 const SAMPLES_PER_PACKET = 960;
 const PACKET_MS = 20;
 
+/** A far end's RTCP report on our audio, for the summary line. */
+function remoteSummary(r: RemoteReport): Record<string, number> {
+  return {
+    lossPct: Math.round(r.fractionLost * 10_000) / 100,
+    lost: r.cumulativeLost,
+    jitterMs: Math.round(r.jitterMs * 100) / 100,
+    ...(r.rttMs !== undefined ? { rttMs: Math.round(r.rttMs * 10) / 10 } : {}),
+  };
+}
+
 /**
  * The summary line's `quality`: per leg packets, loss, jitter, RTT, MOS, first audio; what Meta's RTCP reports say of
- * the audio we send it (loss, jitter, and the round trip to Meta); one-way audio.
+ * the audio we send it (loss, jitter, and the round trip to Meta), and the PBX's likewise; one-way audio.
  */
 export function summaryQuality(q: CallQualityStats): Record<string, unknown> {
   return {
     fromMessenger: q.fromMessenger,
     fromPbx: q.fromPbx,
-    ...(q.atMessenger !== undefined
-      ? {
-          atMessenger: {
-            lossPct: Math.round(q.atMessenger.fractionLost * 10_000) / 100,
-            lost: q.atMessenger.cumulativeLost,
-            jitterMs: Math.round(q.atMessenger.jitterMs * 100) / 100,
-            ...(q.atMessenger.rttMs !== undefined ? { rttMs: Math.round(q.atMessenger.rttMs * 10) / 10 } : {}),
-          },
-        }
-      : {}),
+    ...(q.atMessenger !== undefined ? { atMessenger: remoteSummary(q.atMessenger) } : {}),
+    ...(q.atPbx !== undefined ? { atPbx: remoteSummary(q.atPbx) } : {}),
     ...(q.oneWayAudio !== undefined ? { oneWayAudioAtEnd: q.oneWayAudio } : {}),
   };
 }

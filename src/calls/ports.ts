@@ -161,7 +161,7 @@ export interface RemoteReport {
   fractionLost: number;
   cumulativeLost: number;
   jitterMs: number;
-  /** Round trip to Meta's media server (ms), from its report on our last sender report. */
+  /** Mean round trip over the call (ms), from the far end's reports on our sender reports (RFC 3550 LSR/DLSR). */
   rttMs?: number;
 }
 
@@ -244,10 +244,12 @@ export interface LegQualityStats {
 export interface CallQualityStats {
   /** The person's audio as the bridge receives it from Meta (RTT from Meta's RTCP reports). */
   fromMessenger: LegQualityStats;
-  /** The PBX's audio as the bridge receives it (no RTCP toward the PBX: no RTT). */
+  /** The PBX's audio as the bridge receives it (RTT from the PBX's RTCP reports on our sender reports). */
   fromPbx: LegQualityStats;
   /** Meta's RTCP reports on the audio we send it. */
   atMessenger?: RemoteReport;
+  /** The PBX's RTCP reports on the audio we send it. */
+  atPbx?: RemoteReport;
   /** Unix ms of the first packet from Meta. */
   firstPacketFromMessengerAt?: number;
   /** The side silent now, when one-way audio is in progress. */

@@ -103,3 +103,82 @@ export class RoundTrips {
     return this.#count;
   }
 }
+
+/** The sender reports (200) of a compound packet: who sent each, and the middle 32 bits of its NTP time (our LSR). */
+export function readSenderReports(rtcp: Buffer): Array<{ ssrc: number; ntpMiddle: number }> {
+  const reports: Array<{ ssrc: number; ntpMiddle: number }> = [];
+  let offset = 0;
+  while (offset + 8 <= rtcp.length) {
+    const end = offset + (rtcp.readUInt16BE(offset + 2) + 1) * 4;
+    if (end > rtcp.length) break;
+    if (rtcp[offset + 1] === 200 && end - offset >= 28) {
+      reports.push({ ssrc: rtcp.readUInt32BE(offset + 4), ntpMiddle: rtcp.readUInt32BE(offset + 10) });
+    }
+    offset = end;
+  }
+  return reports;
+}
+
+/** A reception report block we write (RFC 3550 6.4.1). */
+export interface OutgoingReportBlock {
+  ssrc: number;
+  /** Lost since the previous report, in 1/256. */
+  fractionLost: number;
+  cumulativeLost: number;
+  extendedHighestSeq: number;
+  /** RTP timestamp units. */
+  jitter: number;
+  lsr: number;
+  /** 1/65536 s. */
+  dlsr: number;
+}
+
+/** What a sender report says of our stream. */
+export interface SenderInfo {
+  ntp: bigint;
+  rtpTimestamp: number;
+  packets: number;
+  octets: number;
+}
+
+/**
+ * One compound RTCP packet (RFC 3550 6.1): a sender report when we send (`sender`), else a receiver report, with its
+ * report blocks (31 at most), then the SDES CNAME every compound packet must carry.
+ */
+export function writeReport(o: { ssrc: number; sender?: SenderInfo; blocks: OutgoingReportBlock[]; cname: string }): Buffer {
+  const blocks = o.blocks.slice(0, 31);
+  const head = o.sender ? 28 : 8;
+  const report = Buffer.alloc(head + blocks.length * 24);
+  report[0] = 0x80 | blocks.length;
+  report[1] = o.sender ? 200 : 201;
+  report.writeUInt16BE(report.length / 4 - 1, 2);
+  report.writeUInt32BE(o.ssrc >>> 0, 4);
+  if (o.sender) {
+    report.writeBigUInt64BE(BigInt.asUintN(64, o.sender.ntp), 8);
+    report.writeUInt32BE(o.sender.rtpTimestamp >>> 0, 16);
+    report.writeUInt32BE(o.sender.packets >>> 0, 20);
+    report.writeUInt32BE(o.sender.octets >>> 0, 24);
+  }
+  blocks.forEach((b, i) => {
+    const at = head + i * 24;
+    report.writeUInt32BE(b.ssrc >>> 0, at);
+    report[at + 4] = Math.max(0, Math.min(255, b.fractionLost));
+    report.writeUIntBE(Math.max(-0x800000, Math.min(0x7fffff, b.cumulativeLost)) & 0xffffff, at + 5, 3);
+    report.writeUInt32BE(b.extendedHighestSeq >>> 0, at + 8);
+    report.writeUInt32BE(b.jitter >>> 0, at + 12);
+    report.writeUInt32BE(b.lsr >>> 0, at + 16);
+    report.writeUInt32BE(b.dlsr >>> 0, at + 20);
+  });
+  // SDES: one chunk (our SSRC, CNAME item, end of list), padded to 32 bits.
+  const cname = Buffer.from(o.cname, 'utf8').subarray(0, 255);
+  const chunk = 4 + 2 + cname.length + 1;
+  const sdes = Buffer.alloc(4 + Math.ceil(chunk / 4) * 4);
+  sdes[0] = 0x81;
+  sdes[1] = 202;
+  sdes.writeUInt16BE(sdes.length / 4 - 1, 2);
+  sdes.writeUInt32BE(o.ssrc >>> 0, 4);
+  sdes[8] = 1;
+  sdes[9] = cname.length;
+  cname.copy(sdes, 10);
+  return Buffer.concat([report, sdes]);
+}

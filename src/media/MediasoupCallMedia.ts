@@ -11,7 +11,7 @@
  * socket to which the worker writes two small messages per packet, so one read empties ~140 packets (the socket's
  * send buffer counts each small write at ~1.5 KB). Node reads it once per event-loop turn; with many calls on a
  * loaded machine the turns get long, that read falls behind the calls' UDP sockets, and the backlog in the worker's
- * write queue grew to seconds. RTCP from the PBX still goes to the worker (reports on the stream toward the PBX).
+ * write queue grew to seconds. RTCP with the PBX is the PBX socket's (PbxRtcp): our reports, the PBX's, the round trip.
  *
  * Gaps from Meta (DTX silence, or loss longer than PLC covers) are passed to a G.711 PBX as gaps: the next packet
  * carries the timestamp jump and the marker bit, as RFC 3551 silence suppression does.
@@ -323,6 +323,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     const metaIn = this.#metaStats.snapshot();
     const q = this.#quality;
     const remote = this.#o.messenger.remoteReport?.();
+    const pbxRemote = this.#o.socket.remoteReport();
     return {
       codec: this.#pbx?.codec.name,
       ...(this.#negotiation.srtpSuite ? { srtp: this.#negotiation.srtpSuite } : {}),
@@ -331,8 +332,14 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
       toMessenger: { packets: this.#stream.sentPackets, lost: pbxIn.lost, jitterMs: pbxIn.jitterMs },
       quality: {
         fromMessenger: legQuality(metaIn, { codec: 'opus', rttMs: remote?.rttMs, startedAt: q.startedAt, firstAudioAt: q.messenger.firstAudioAt }),
-        fromPbx: legQuality(pbxIn, { codec: this.#pbx?.codec.name ?? 'PCMU', startedAt: q.startedAt, firstAudioAt: q.pbx.firstAudioAt }),
+        fromPbx: legQuality(pbxIn, {
+          codec: this.#pbx?.codec.name ?? 'PCMU',
+          rttMs: pbxRemote?.rttMs,
+          startedAt: q.startedAt,
+          firstAudioAt: q.pbx.firstAudioAt,
+        }),
         ...(remote !== undefined ? { atMessenger: remote } : {}),
+        ...(pbxRemote !== undefined ? { atPbx: pbxRemote } : {}),
         ...(q.messenger.firstPacketAt !== undefined ? { firstPacketFromMessengerAt: q.messenger.firstPacketAt } : {}),
         ...(q.oneWay !== undefined ? { oneWayAudio: q.oneWay } : {}),
       },

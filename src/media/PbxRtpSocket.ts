@@ -1,8 +1,9 @@
 /**
  * The PBX-facing RTP port. A node UDP socket (SSRC-agnostic, unlike a mediasoup PlainTransport) that relays
- * audio from a mediasoup PlainTransport over loopback to the PBX (and RTCP both ways), hands the PBX's audio to
- * node, intercepts RFC 4733 packets, latches onto the PBX's real address (symmetric RTP) and owns the outgoing SSRC
- * and sequence numbers toward the PBX.
+ * audio from a mediasoup PlainTransport over loopback to the PBX, hands the PBX's audio to node, intercepts RFC 4733
+ * packets, latches onto the PBX's real address (symmetric RTP), owns the outgoing SSRC and sequence numbers toward
+ * the PBX, and speaks RTCP with it (PbxRtcp: our sender reports, the PBX's reports and the round trip they give; the
+ * worker's own RTCP describes a stream the PBX never sees under its SSRC, and is not passed on).
  *
  * Who may send to it (anyone on the voice LAN can reach the port):
  * - without comedia, only the address the PBX's SDP names (any port: a PBX may send from another port than it
@@ -17,12 +18,20 @@
 import dgram from 'node:dgram';
 import type { Logger } from 'pino';
 import { MediaError } from '../core/errors.js';
+import type { RemoteReport } from '../calls/ports.js';
 import type { RtpDropReason } from '../core/rtp.js';
 import { LateAudioGuard, type LateAudioTally } from './LateAudioGuard.js';
+import { PbxRtcp } from './PbxRtcp.js';
 import { PbxSrtp, SRTP_DROP_LABELS } from './PbxSrtp.js';
 import type { PbxSrtpKeys } from './PbxSrtp.js';
 import type { RtpHeader } from './rtp.js';
 import { buildRtp, isRtcp, parseRtp, randomSeq, randomSsrc, rewriteRtp, seqDiff, stripRtpHeaderExtension } from './rtp.js';
+
+/** RTCP report interval toward the PBX (ms), and when the first report leaves (RFC 3550 6.2: half an interval is allowed). */
+const DEFAULT_RTCP_INTERVAL_MS = 5000;
+const FIRST_REPORT_AFTER_MS = 1000;
+/** Header of the packets we send the PBX: no CSRC, no extension (stripped), no padding. */
+const RTP_HEADER_BYTES = 12;
 
 /** Consecutive RTP packets from a new port of the latched address that move the comedia latch there. */
 export const RELATCH_PACKETS = 5;
@@ -51,6 +60,8 @@ export interface PbxRtpSocketOptions {
   metrics?: RtpDropMetrics;
   /** Late packets dropped are also counted here (all calls of an engine). */
   lateAudio?: LateAudioTally;
+  /** RTCP report interval toward the PBX (ms; the first report leaves after at most 1 s). Default 5000; 0: none. */
+  rtcpIntervalMs?: number;
 }
 
 /** What a PBX RTP port counts: each packet it drops, by reason. */
@@ -119,6 +130,31 @@ export class ReceiveStats {
   snapshot(): StreamStats {
     return { packets: this.packets, lost: this.lost, jitterMs: Math.round(this.jitterMs * 100) / 100 };
   }
+
+  /** The current stream, as an RTCP reception report describes it (RFC 3550 6.4.1); undefined before a packet. */
+  reception(): StreamReception | undefined {
+    const stream = this.#stream;
+    if (!stream) return undefined;
+    return {
+      ssrc: stream.ssrc,
+      extendedHighestSeq: stream.highestSeq >>> 0,
+      expected: stream.highestSeq - stream.baseSeq + 1,
+      received: stream.received,
+      jitter: Math.round(this.#jitter),
+    };
+  }
+}
+
+/** One received stream as a reception report needs it. */
+export interface StreamReception {
+  ssrc: number;
+  /** Highest sequence number received, with its wrap count above 16 bits. */
+  extendedHighestSeq: number;
+  /** Packets expected (from the first and highest sequence numbers) and received. */
+  expected: number;
+  received: number;
+  /** Interarrival jitter, RTP timestamp units. */
+  jitter: number;
 }
 
 function bindSocket(socket: dgram.Socket, port: number, address: string): Promise<void> {
@@ -200,6 +236,11 @@ export class PbxRtpSocket {
   #lastSentAt = 0;
   #suppressAudio = false;
   #sentPackets = 0;
+  /** Payload octets sent (for our sender reports). */
+  #sentOctets = 0;
+  readonly #rtcp: PbxRtcp;
+  readonly #rtcpIntervalMs: number;
+  #rtcpTimer: NodeJS.Timeout | undefined;
   readonly #createdAt = performance.now();
   readonly #tsBase = randomSsrc();
 
@@ -213,6 +254,8 @@ export class PbxRtpSocket {
     this.#log = log;
     this.#comedia = options.comedia;
     this.#latchAllowed = options.latchAllowed ?? (() => false);
+    this.#rtcp = new PbxRtcp(this.#ssrc);
+    this.#rtcpIntervalMs = options.rtcpIntervalMs ?? DEFAULT_RTCP_INTERVAL_MS;
     this.#metrics = options.metrics;
     this.#lateFromPbx = new LateAudioGuard({
       clockRate: this.#clockRate,
@@ -278,6 +321,11 @@ export class PbxRtpSocket {
     return this.#ssrc;
   }
 
+  /** What the PBX's RTCP reports say of our stream, with the mean round trip to the PBX, once one arrived. */
+  remoteReport(): RemoteReport | undefined {
+    return this.#rtcp.remoteReport();
+  }
+
   setHandlers(handlers: PbxRtpSocketHandlers): void {
     this.#handlers = handlers;
   }
@@ -316,6 +364,27 @@ export class PbxRtpSocket {
       this.#log.debug({ address, port }, 'PBX RTP target set');
     }
     if (changed || !this.#latched) this.#remote = { address, port, rtcpPort: rtcpMux ? port : (rtcpPort ?? port + 1) };
+    if (this.#rtcpTimer === undefined && this.#rtcpIntervalMs > 0) this.#scheduleReport(Math.min(FIRST_REPORT_AFTER_MS, this.#rtcpIntervalMs));
+  }
+
+  /** Our next RTCP report toward the PBX in `delayMs`, then every interval (sent only while sending to the PBX). */
+  #scheduleReport(delayMs: number): void {
+    this.#rtcpTimer = setTimeout(() => {
+      if (this.#closed) return;
+      this.#sendReport();
+      this.#scheduleReport(this.#rtcpIntervalMs);
+    }, delayMs);
+    this.#rtcpTimer.unref();
+  }
+
+  #sendReport(): void {
+    const sent = {
+      packets: this.#sentPackets,
+      octets: this.#sentOctets,
+      rtpTimestampNow: this.#lastTs === undefined ? undefined : this.timestampNow(this.#clockRate),
+    };
+    const report = this.#rtcp.report(sent, this.receive.reception());
+    if (report) this.#sendToPbx(report, true);
   }
 
   #sdpRemote?: { address: string; port: number };
@@ -375,6 +444,7 @@ export class PbxRtpSocket {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#rtcpTimer);
     this.#handlers = undefined;
     this.#outer.close();
     this.#inner.close();
@@ -389,7 +459,9 @@ export class PbxRtpSocket {
       return;
     }
     this.#outer.send(wire, rtcp ? this.#remote.rtcpPort : this.#remote.port, this.#remote.address);
-    if (!rtcp) this.#sentPackets++;
+    if (rtcp) return;
+    this.#sentPackets++;
+    this.#sentOctets += packet.length - RTP_HEADER_BYTES;
   }
 
   #drop(reason: RtpDropReason, rinfo: dgram.RemoteInfo): false {
@@ -460,6 +532,7 @@ export class PbxRtpSocket {
     }
     if (!this.#admitSource(rtcp, rinfo)) return;
     if (!header) {
+      this.#rtcp.received(msg, this.#clockRate);
       this.forwardToMediasoup(msg);
       return;
     }
@@ -475,12 +548,8 @@ export class PbxRtpSocket {
 
   #onInner(msg: Buffer): void {
     if (this.#closed) return;
-    if (isRtcp(msg)) {
-      // Sender reports describe mediasoup's consumer stream; the PBX knows it under our SSRC.
-      if (msg[1] === 200) msg.writeUInt32BE(this.#ssrc, 4);
-      this.#sendToPbx(msg, true);
-      return;
-    }
+    // The worker's reports describe its consumer's stream (its counts, its clock); the PBX hears ours (PbxRtcp).
+    if (isRtcp(msg)) return;
     const header = parseRtp(msg);
     if (!header) return;
     if (this.#innerPt !== undefined && header.payloadType !== this.#innerPt) return; // the previous codec's stream

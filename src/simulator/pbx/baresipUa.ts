@@ -30,6 +30,8 @@ export interface BaresipUaOptions {
    * `port` + 1, and `uri` names that port with `;transport=tls`.
    */
   tls?: boolean;
+  /** Offer and accept RTP/RTCP multiplexing (`rtcp_mux yes`; baresip's default is no). Default false. */
+  rtcpMux?: boolean;
 }
 
 export interface BaresipUa {
@@ -59,6 +61,7 @@ export async function startBaresipUa(options: BaresipUaOptions): Promise<Baresip
       'poll_method epoll',
       `sip_listen 127.0.0.1:${options.port}`,
       'net_interface 127.0.0.1',
+      `rtcp_mux ${options.rtcpMux ? 'yes' : 'no'}`,
       `audio_source ausine,${options.toneHz}`,
       'audio_player aufile,/dev/null',
       'audio_alert aufile,/dev/null',

@@ -1,7 +1,7 @@
 import dgram from 'node:dgram';
 import t from 'tap';
 import { PbxRtpSocket } from '../../../src/media/PbxRtpSocket.js';
-import { buildRtp, parseRtp } from '../../../src/media/rtp.js';
+import { buildRtp, isRtcp, parseRtp } from '../../../src/media/rtp.js';
 import { testLogger } from './setup.js';
 
 async function freePort(): Promise<number> {
@@ -29,15 +29,17 @@ t.test('binds a port from the configured range; an exhausted range is NO_PORT', 
   again.close();
 });
 
-t.test("without rtcp-mux, RTCP goes to the SDP's a=rtcp port, or else to the RTP port + 1", async (t) => {
+t.test("our RTCP reports: an SR of what we sent, to the SDP's a=rtcp port without rtcp-mux, else RTP port + 1, and with rtcp-mux the RTP port; the worker's RTCP is not passed on", async (t) => {
   const log = testLogger();
-  const listen = async (): Promise<{ socket: dgram.Socket; port: number; got: Buffer[] }> => {
+  const listen = async (): Promise<{ socket: dgram.Socket; port: number; rtcp: Buffer[] }> => {
     const socket = dgram.createSocket('udp4');
     await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
-    const got: Buffer[] = [];
-    socket.on('message', (m) => got.push(m));
+    const rtcp: Buffer[] = [];
+    socket.on('message', (m) => {
+      if (isRtcp(m)) rtcp.push(m);
+    });
     t.teardown(() => socket.close());
-    return { socket, port: socket.address().port, got };
+    return { socket, port: socket.address().port, rtcp };
   };
   const rtp = await listen();
   const rtcp = await listen();
@@ -51,36 +53,45 @@ t.test("without rtcp-mux, RTCP goes to the SDP's a=rtcp port, or else to the RTP
   });
   t.teardown(() => plusOne.close());
 
-  const pbx = await PbxRtpSocket.create({ log, listenIp: '127.0.0.1', minPort: 0, maxPort: 0, comedia: false });
+  const pbx = await PbxRtpSocket.create({ log, listenIp: '127.0.0.1', minPort: 0, maxPort: 0, comedia: false, rtcpIntervalMs: 100 });
   t.teardown(() => pbx.close());
+  pbx.setFormats({ audioPt: 0, clockRate: 8000, innerPt: 0 });
   pbx.setSending(true);
-  // A receiver report (PT 201) as the media worker would send it to the socket's loopback side.
-  const rr = Buffer.from([0x80, 201, 0, 1, 0, 0, 0, 1]);
   const worker = dgram.createSocket('udp4');
   t.teardown(() => worker.close());
   const waitFor = async (list: Buffer[], n: number): Promise<void> => {
-    const deadline = Date.now() + 2000;
+    const deadline = Date.now() + 3000;
     while (list.length < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
   };
 
   pbx.setRemote('127.0.0.1', rtp.port, false, rtcp.port);
-  worker.send(rr, pbx.innerPort, '127.0.0.1');
-  await waitFor(rtcp.got, 1);
-  t.equal(rtcp.got.length, 1, 'RTCP at the a=rtcp port');
-  t.equal(rtp.got.length, 0, 'not at the RTP port');
+  // One packet of audio from the worker (160 bytes of payload), and an RR of the worker's own.
+  worker.send(buildRtp({ payloadType: 0, sequenceNumber: 1, timestamp: 8000, ssrc: 77, payload: Buffer.alloc(160, 0xd5) }), pbx.innerPort, '127.0.0.1');
+  worker.send(Buffer.from([0x80, 201, 0, 1, 0, 0, 0, 1]), pbx.innerPort, '127.0.0.1');
+  await waitFor(rtcp.rtcp, 1);
+  const sr = rtcp.rtcp[0]!;
+  t.equal(sr[1], 200, 'a sender report, at the a=rtcp port');
+  t.equal(sr.readUInt32BE(4), pbx.ssrc, 'about our stream');
+  const ntpSeconds = sr.readUInt32BE(8) - 2_208_988_800;
+  t.ok(Math.abs(ntpSeconds - Date.now() / 1000) < 2, 'NTP time: the wall clock');
+  t.ok(((sr.readUInt32BE(16) - 8000) | 0) >= 0 && ((sr.readUInt32BE(16) - 8000) | 0) < 8000, 'RTP time: after our last packet, within a second at 8 kHz');
+  t.same([sr.readUInt32BE(20), sr.readUInt32BE(24)], [1, 160], 'packets and payload octets sent');
+  t.equal(sr[28 + 1], 202, 'an SDES (CNAME) follows');
+  t.equal(rtp.rtcp.length, 0, 'no RTCP at the RTP port');
+  t.notOk([...rtcp.rtcp].some((m) => m[1] === 201 && m.readUInt32BE(4) === 1), "the worker's own RTCP is not passed on");
 
   if (plusOneBound) {
     pbx.setRemote('127.0.0.1', rtp.port, false);
-    worker.send(rr, pbx.innerPort, '127.0.0.1');
     await waitFor(plusOneGot, 1);
-    t.equal(plusOneGot.length, 1, 'RTCP at RTP port + 1 when the SDP names none');
+    t.ok(plusOneGot.length >= 1, 'RTCP at RTP port + 1 when the SDP names none');
   }
 
   pbx.setRemote('127.0.0.1', rtp.port, true, rtcp.port);
-  worker.send(rr, pbx.innerPort, '127.0.0.1');
-  await waitFor(rtp.got, 1);
-  t.equal(rtp.got.length, 1, 'with rtcp-mux RTCP shares the RTP port');
-  t.equal(rtcp.got.length, 1, 'and a=rtcp is not used');
+  await new Promise((r) => setTimeout(r, 150));
+  const atRtcpPort = rtcp.rtcp.length;
+  await waitFor(rtp.rtcp, 2);
+  t.ok(rtp.rtcp.length >= 2, 'with rtcp-mux RTCP shares the RTP port');
+  t.equal(rtcp.rtcp.length, atRtcpPort, 'and a=rtcp is not used');
 });
 
 t.test('after a codec change, packets of the previous codec still coming from the worker never reach the PBX', async (t) => {
