@@ -128,10 +128,8 @@ export class Daemon {
         metrics,
       });
       sip.on('connection', (connected) => {
-        metrics.drachtioConnection(connected);
         log.info({ connected }, connected ? 'connected to drachtio-server' : 'disconnected from drachtio-server');
       });
-      metrics.drachtioConnection(false);
 
       const admission = new Admission(admissionLimits(config));
       // With media threads each call is weighed against, and put on, the thread with the most headroom.

@@ -25,6 +25,11 @@ import type { Srf, SrfDialog, SrfRequest, SrfResponse } from './srfTypes.js';
 
 export type { SipMetrics, SipResponseDirection } from './SrfSipDialog.js';
 
+/** What the SIP leg counts: the SIP responses (as its dialogs do), and whether drachtio-server is connected. */
+export interface SipLegMetrics extends SipMetrics {
+  drachtioConnection(connected: boolean): void;
+}
+
 export interface DrachtioSipLegOptions {
   /** drachtio-server admin address. */
   host: string;
@@ -40,7 +45,7 @@ export interface DrachtioSipLegOptions {
   fromUser: string;
   log: Logger;
   /** Where the SIP leg counts what it does (the daemon passes its Metrics). */
-  metrics?: SipMetrics;
+  metrics?: SipLegMetrics;
   /** Longest wait between reconnect attempts to drachtio-server (ms). Default 5000. */
   reconnectMaxDelayMs?: number;
   /** After a CANCEL, how long to wait for the INVITE's final response before giving up on it (ms). Default 4000. */
@@ -86,6 +91,7 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
   #digest: DigestAuthenticator | undefined;
   /** The SIP leg's metrics, given to its dialogs and incoming calls too; a failing metric is logged, never thrown. */
   readonly #metrics: SipMetrics;
+  readonly #countConnection: (connected: boolean) => void;
   /** Fail functions of pending outbound attempts (connection lost, leg closed). */
   readonly #pending = new Set<(err: SipError) => void>();
   /** Incoming INVITEs not answered finally yet, by Call-ID. */
@@ -106,15 +112,16 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
     this.#digest = options.digest ? new DigestAuthenticator({ credentials: options.digest }) : undefined;
     this.#pendingInvites = new PendingInvites(this.#log);
     const metrics = options.metrics;
-    this.#metrics = {
-      sipResponse: (direction, status) => {
-        try {
-          metrics?.sipResponse(direction, status);
-        } catch (err) {
-          this.#log.warn({ err }, 'SIP response metric failed');
-        }
-      },
+    const count = (what: string, counted: (into: SipLegMetrics) => void): void => {
+      try {
+        if (metrics) counted(metrics);
+      } catch (err) {
+        this.#log.warn({ err }, `${what} metric failed`);
+      }
     };
+    this.#metrics = { sipResponse: (direction, status) => count('SIP response', (into) => into.sipResponse(direction, status)) };
+    this.#countConnection = (connected) => count('drachtio connection', (into) => into.drachtioConnection(connected));
+    this.#countConnection(false);
 
     const srf = new SrfConstructor();
     this.#srf = srf;
@@ -210,6 +217,7 @@ export class DrachtioSipLeg extends TypedEmitter<SipPortEvents> implements SipPo
   #setConnected(up: boolean): void {
     if (this.#closed || this.#connected === up) return;
     this.#connected = up;
+    this.#countConnection(up);
     if (!up) {
       this.#log.warn('connection to drachtio-server lost');
       const err = new SipError(503, 'connection to drachtio-server lost');

@@ -25,9 +25,10 @@ function sdp(port: number, direction = 'sendrecv', version = 1): string {
 async function setup(
   t: { teardown: (fn: () => unknown) => void },
   extra: Partial<DrachtioSipLegOptions> = {},
-): Promise<{ double: DrachtioDouble; leg: DrachtioSipLeg; responses: Array<[string, number]> }> {
+): Promise<{ double: DrachtioDouble; leg: DrachtioSipLeg; responses: Array<[string, number]>; connections: boolean[] }> {
   const double = await startDrachtioDouble({ secret: 's3cret' });
   const responses: Array<[string, number]> = [];
+  const connections: boolean[] = [];
   const leg = new DrachtioSipLeg({
     host: '127.0.0.1',
     port: double.port,
@@ -36,7 +37,7 @@ async function setup(
     target: { psidFrom: 'request_uri', psidHeader: 'X-Messenger-PSID', pageHeader: 'X-Messenger-Page-ID' },
     fromUser: 'messenger',
     log,
-    metrics: { sipResponse: (d, s) => responses.push([d, s]) },
+    metrics: { sipResponse: (d, s) => responses.push([d, s]), drachtioConnection: (up) => connections.push(up) },
     reconnectMaxDelayMs: 200,
     ...extra,
   });
@@ -45,7 +46,7 @@ async function setup(
     await double.close();
   });
   await leg.whenConnected(AbortSignal.timeout(5000));
-  return { double, leg, responses };
+  return { double, leg, responses, connections };
 }
 
 function outbound(double: DrachtioDouble, users: string[], extra: Partial<Parameters<DrachtioSipLeg['invite']>[0]> = {}) {
@@ -399,7 +400,8 @@ t.test('session timer: Session-Expires from the PBX is honoured in the 200 and r
 });
 
 t.test('connection to drachtio-server lost and back: connected flag, events, reconnect, calls work again', async (t) => {
-  const { double, leg } = await setup(t);
+  const { double, leg, connections } = await setup(t);
+  t.same(connections, [false, true], 'the metrics saw the leg start disconnected, then connect');
   const events: boolean[] = [];
   leg.on('connection', (up) => events.push(up));
   await double.stop();
@@ -410,6 +412,7 @@ t.test('connection to drachtio-server lost and back: connected flag, events, rec
   await double.restart();
   await leg.whenConnected(AbortSignal.timeout(5000));
   t.same(events, [false, true]);
+  t.same(connections, [false, true, false, true], 'and the loss and the reconnect');
   double.pbx.onInvite(async (inv) => {
     await inv.answer(sdp(6010));
   });
