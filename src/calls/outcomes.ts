@@ -74,6 +74,13 @@ export const TRANSFER_REFUSALS = {
   notBridged: { status: 491, reason: 'the call is not bridged yet' },
 } as const satisfies Record<string, SipStatus>;
 
+/** Answers to a REFER whose Refer-To the transfer rules (transferPolicy.ts) refuse, naming what they refused. */
+export const TRANSFER_TARGET_REFUSALS = {
+  host: { status: 403, reason: 'transfer target not allowed' },
+  uriParameter: (name: string): SipStatus => ({ status: 403, reason: `transfer target URI parameter '${name}' not allowed` }),
+  header: (name: string): SipStatus => ({ status: 403, reason: `header '${name}' may not be embedded in the Refer-To (only Replaces)` }),
+} as const;
+
 /** Final NOTIFYs of a transfer that failed on our side, or the target's failure as the transferor is told it. */
 export const TRANSFER_FAILURES = {
   noMedia: { status: 500, reason: 'no media' },

@@ -1,6 +1,7 @@
 /**
  * Where a REFER from the PBX may send the caller: the rules that keep a transfer from becoming toll fraud or
- * caller-ID spoofing from the bridge's address. Pure functions; the call session applies them to each REFER.
+ * caller-ID spoofing from the bridge's address. Pure functions; the call session applies them to each REFER, and a
+ * refusal's status and reason come from outcomes.ts.
  *
  * - The Refer-To host must be one of the allowed hosts: `sip.transfer.allowed_hosts`, or by default the hosts of
  *   the call's route targets and the address of the PBX the dialog is with.
@@ -9,10 +10,12 @@
  *   (`P-Asserted-Identity`, `Proxy-Authorization`, ...) would go out on the new INVITE from the bridge.
  */
 
+import { TRANSFER_TARGET_REFUSALS, type SipStatus } from './outcomes.js';
+
 /** URI parameters a Refer-To may carry (none of them changes where the INVITE goes). */
 const ALLOWED_URI_PARAMS = new Set(['user']);
 
-export type TransferVerdict = { ok: true } | { ok: false; status: number; reason: string };
+export type TransferVerdict = { ok: true } | ({ ok: false } & SipStatus);
 
 /** The host of a sip:/sips: URI, lower case, without brackets or port. */
 export function hostOfSipUri(uri: string): string | undefined {
@@ -37,20 +40,20 @@ export function defaultTransferHosts(routeTargets: readonly string[], peerAddres
 export function checkTransferTarget(target: string, headers: Readonly<Record<string, string>>, allowedHosts: readonly string[]): TransferVerdict {
   const host = hostOfSipUri(target);
   if (!host || !allowedHosts.some((h) => normalHost(h) === normalHost(host))) {
-    return { ok: false, status: 403, reason: 'transfer target not allowed' };
+    return { ok: false, ...TRANSFER_TARGET_REFUSALS.host };
   }
   const params = target.split(';').slice(1);
   for (const param of params) {
     const name = param.split('=')[0]!.trim().toLowerCase();
     if (!ALLOWED_URI_PARAMS.has(name)) {
-      return { ok: false, status: 403, reason: `transfer target URI parameter '${name}' not allowed` };
+      return { ok: false, ...TRANSFER_TARGET_REFUSALS.uriParameter(name) };
     }
   }
   for (const [name, value] of Object.entries(headers)) {
     const lower = name.toLowerCase();
     if (lower === 'replaces') continue;
     if (lower === 'require' && value.trim().toLowerCase() === 'replaces') continue;
-    return { ok: false, status: 403, reason: `header '${name}' may not be embedded in the Refer-To (only Replaces)` };
+    return { ok: false, ...TRANSFER_TARGET_REFUSALS.header(name) };
   }
   return { ok: true };
 }
