@@ -18,7 +18,7 @@ import { CallFlow } from './callFlow.js';
 import { CallLegs } from './callLegs.js';
 import { MetaSide } from './metaSide.js';
 import type { CallSessionDeps } from './callOptions.js';
-import { callSummary } from './callSummary.js';
+import { reportEndedCall } from './callSummary.js';
 import { REFUSALS, reasonOf, refusalForGraphError, refusalForHangUp, refusalForMediaError } from './outcomes.js';
 import type {
   CallDirection,
@@ -425,34 +425,19 @@ export class CallSession {
   }
 
   #writeSummary(ending: Ending): void {
-    const now = Date.now();
-    const durationSeconds = this.#answeredAt ? (now - this.#answeredAt) / 1000 : 0;
-    this.#deps.metrics?.callEnded(this.direction, ending.outcome, durationSeconds);
-    const summary = callSummary(this, ending, {
-      now,
-      durationSeconds,
+    const media = this.#legs.media;
+    const facts = {
       answeredAt: this.#answeredAt,
       sipStatus: this.#sipStatus,
       metaStatus: this.#meta.status,
-      codec: this.#legs.media?.pbxCodec,
-      srtp: this.#legs.media?.stats().srtp,
+      metaAccepted: this.#meta.accepted,
+      codec: media?.pbxCodec,
+      srtp: media?.stats().srtp,
       setupTiming: this.#setupTiming,
       transfers: this.#transfers.summary(),
-      ...(this.#legs.quality?.final ? { quality: this.#legs.quality.final } : {}),
-    });
-    this.log.info({ summary }, 'call summary');
-    const { graph, options } = this.#deps;
-    this.#legs.quality?.report({
-      graph,
-      enabled: options.reportCallMetrics === true,
-      metaAccepted: this.#meta.accepted,
-      pageId: this.pageId,
-      metaCallId: this.metaCallId,
-      outcome: ending.outcome,
-      reason: ending.reason,
-      endedAt: now,
-      timeoutMs: options.graphTimeoutMs * 2,
-    });
+      quality: this.#legs.quality,
+    };
+    reportEndedCall(this, ending, facts, this.#deps);
   }
 
   // --- Helpers

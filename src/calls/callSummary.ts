@@ -1,5 +1,7 @@
-/** The numbers of a call's summary line and of its media metrics. */
+/** The numbers of a call's summary line and of its media metrics, and what a call reports once it is released. */
 import type { Logger } from 'pino';
+import type { CallSessionDeps } from './callOptions.js';
+import type { CallQualityWatch } from './callQualityWatch.js';
 import type { Ending } from './callState.js';
 import { summaryQuality } from './callMetricsReport.js';
 import type { CallDirection, CallMedia, CallMediaStats, CallMetricsSink, CallQualityStats, CallRoute, PbxCodecName } from './ports.js';
@@ -21,22 +23,61 @@ export function statsDelta(now: CallMediaStats, prev: CallMediaStats | undefined
   return { ...now, toPbx: diff(now.toPbx, prev?.toPbx), toMessenger: diff(now.toMessenger, prev?.toMessenger) };
 }
 
-/** The fields of the `call summary` log line, one per call when it is released. */
-export function callSummary(
-  call: { direction: CallDirection; pageId: string; psidLabel: string; metaCallId: string | undefined; route: CallRoute | undefined; startedAt: number },
+/** The call as its summary names it. */
+interface SummaryCall {
+  direction: CallDirection;
+  pageId: string;
+  psidLabel: string;
+  metaCallId: string | undefined;
+  route: CallRoute | undefined;
+  startedAt: number;
+}
+
+/** What the call knew when it ended. */
+interface EndFacts {
+  answeredAt: number | undefined;
+  sipStatus: number | undefined;
+  metaStatus: string | undefined;
+  codec: PbxCodecName | undefined;
+  srtp: CallMediaStats['srtp'];
+  setupTiming: { webhookToInviteMs?: number; pbxAnswerToAcceptMs?: number };
+  transfers: object | undefined;
+}
+
+/**
+ * What a call reports once it is released: its outcome and duration in the metrics, its `call summary` line, and
+ * (with calls.quality.report_to_meta, for a call Meta accepted) its quality to Meta.
+ */
+export function reportEndedCall(
+  call: SummaryCall & { log: Logger },
   ending: Ending,
-  end: {
-    now: number;
-    durationSeconds: number;
-    answeredAt: number | undefined;
-    sipStatus: number | undefined;
-    metaStatus: string | undefined;
-    codec: PbxCodecName | undefined;
-    srtp: CallMediaStats['srtp'];
-    setupTiming: { webhookToInviteMs?: number; pbxAnswerToAcceptMs?: number };
-    transfers: object | undefined;
-    quality?: CallQualityStats;
-  },
+  facts: EndFacts & { metaAccepted: boolean; quality: CallQualityWatch | undefined },
+  { metrics, graph, options }: Pick<CallSessionDeps, 'metrics' | 'graph' | 'options'>,
+): void {
+  const now = Date.now();
+  const durationSeconds = facts.answeredAt ? (now - facts.answeredAt) / 1000 : 0;
+  metrics?.callEnded(call.direction, ending.outcome, durationSeconds);
+  const { metaAccepted, quality, ...end } = facts;
+  const summary = callSummary(call, ending, { ...end, now, durationSeconds, ...(quality?.final ? { quality: quality.final } : {}) });
+  call.log.info({ summary }, 'call summary');
+  quality?.report({
+    graph,
+    enabled: options.reportCallMetrics === true,
+    metaAccepted,
+    pageId: call.pageId,
+    metaCallId: call.metaCallId,
+    outcome: ending.outcome,
+    reason: ending.reason,
+    endedAt: now,
+    timeoutMs: options.graphTimeoutMs * 2,
+  });
+}
+
+/** The fields of the `call summary` log line, one per call when it is released. */
+function callSummary(
+  call: SummaryCall,
+  ending: Ending,
+  end: EndFacts & { now: number; durationSeconds: number; quality?: CallQualityStats },
 ): Record<string, unknown> {
   return {
     direction: call.direction,
