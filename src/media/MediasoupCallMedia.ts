@@ -40,7 +40,8 @@ import { PbxNegotiation, type PbxNegotiated } from './PbxNegotiation.js';
 import type { PbxCodec, PbxRemoteAudio } from './pbxSdp.js';
 import { pbxRefusesAudio } from './pbxSdp.js';
 import { PbxRtpSocket, ReceiveStats } from './PbxRtpSocket.js';
-import { CallQuality, legQuality, opusHasAudio, pcmHasAudio } from './quality/CallQuality.js';
+import { CallQuality, legQuality, pcmHasAudio } from './quality/CallQuality.js';
+import { OpusAudioJudge } from './quality/opusActivity.js';
 import type { RtpEndpoint } from '../core/rtp.js';
 import type { RtpHeader } from './rtp.js';
 import { buildRtp, parseRtp, parseTelephoneEvent, randomSeq, randomSsrc, seqDiff } from './rtp.js';
@@ -129,6 +130,9 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
   readonly #stream: MessengerStream;
   readonly #negotiation: PbxNegotiation;
   readonly #quality: CallQuality;
+  /** Audio or silence in Opus passed through undecoded, per direction. */
+  readonly #metaOpusAudio = new OpusAudioJudge();
+  readonly #pbxOpusAudio = new OpusAudioJudge();
   #qualityTimer: NodeJS.Timeout | undefined;
   #closed = false;
   #failed = false;
@@ -629,7 +633,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     if (this.#o.packetCostUs) spendCpu(this.#o.packetCostUs);
     const payload = packet.subarray(header.payloadOffset, header.payloadOffset + header.payloadLength);
     if (pbx.codec.name === 'opus') {
-      this.#quality.heard('pbx', opusHasAudio(payload));
+      this.#quality.heard('pbx', this.#pbxOpusAudio.hasAudio(payload));
       this.#stream.sendPassthrough(payload, header.timestamp);
       return;
     }
@@ -683,7 +687,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
       pcm = this.#decode(payload);
       if (watcher) this.#watch(watcher, concealed, pcm, header.timestamp);
     }
-    this.#quality.heard('messenger', pcm !== undefined ? pcmHasAudio(pcm) : opusHasAudio(payload));
+    this.#quality.heard('messenger', pcm !== undefined ? pcmHasAudio(pcm) : this.#metaOpusAudio.hasAudio(payload));
     if (!pbx || !producer || producer.closed) return;
 
     // Timestamps toward the PBX follow Meta's (scaled to the PBX clock); a new stream continues from the wall clock.

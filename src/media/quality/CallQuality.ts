@@ -6,8 +6,8 @@
  * of the media object, so only call-level results leave it.
  *
  * "Audio" means speech-level signal: a 20 ms frame whose RMS is above -45 dBFS when its samples are at hand
- * (G.711 from the PBX, Opus from Meta when it is decoded for transcoding); for Opus passed through undecoded, a
- * payload longer than OPUS_SILENCE_BYTES (Opus codes silence and DTX in a few bytes, speech in tens).
+ * (G.711 from the PBX, Opus from Meta when it is decoded for transcoding); for Opus passed through undecoded, the
+ * packet's voice activity or silence flag, and its level when those leave it in doubt (opusActivity.ts).
  */
 import type { LegQualityStats } from '../../calls/ports.js';
 import type { StreamStats } from '../PbxRtpSocket.js';
@@ -17,8 +17,6 @@ export type QualitySide = 'messenger' | 'pbx';
 
 /** RMS of a frame at -45 dBFS (full scale 32768). */
 const ACTIVE_RMS = 32768 * 10 ** (-45 / 20);
-/** Opus payloads this long or shorter carry silence (DTX, comfort noise, digital silence). */
-export const OPUS_SILENCE_BYTES = 10;
 /** The other side counts as speaking when it had audio this recently (ms). */
 const SPEAKING_WINDOW_MS = 2000;
 
@@ -28,10 +26,6 @@ export function pcmHasAudio(pcm: Int16Array): boolean {
   let sum = 0;
   for (let i = 0; i < pcm.length; i++) sum += pcm[i]! * pcm[i]!;
   return Math.sqrt(sum / pcm.length) > ACTIVE_RMS;
-}
-
-export function opusHasAudio(payload: Uint8Array): boolean {
-  return payload.length > OPUS_SILENCE_BYTES;
 }
 
 class Direction {

@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import { estimateMos, mosFromR, rFactor } from '../../../src/media/quality/eModel.js';
-import { CallQuality, opusHasAudio, pcmHasAudio } from '../../../src/media/quality/CallQuality.js';
+import { CallQuality, pcmHasAudio } from '../../../src/media/quality/CallQuality.js';
 import { createEngine, setupCall, sleep, until } from './setup.js';
 
 t.test('E-model: a clean G.711 call rates about 4.4; loss, jitter and delay each lower it', async (t) => {
@@ -21,13 +21,11 @@ t.test('E-model: a clean G.711 call rates about 4.4; loss, jitter and delay each
   t.ok(rFactor({ lossPct: 0, jitterMs: 0, codec: 'opus' }) > 90);
 });
 
-t.test('audio vs silence: -45 dBFS threshold on samples, a few bytes for Opus', async (t) => {
+t.test('audio vs silence: -45 dBFS threshold on samples (Opus: opusActivity.test.ts)', async (t) => {
   const tone = Int16Array.from({ length: 160 }, (_, i) => Math.round(4000 * Math.sin(i / 3)));
   t.ok(pcmHasAudio(tone));
   t.notOk(pcmHasAudio(new Int16Array(160)));
   t.notOk(pcmHasAudio(Int16Array.from({ length: 160 }, (_, i) => (i % 2 ? 50 : -50))), 'low-level noise is silence');
-  t.ok(opusHasAudio(new Uint8Array(60)));
-  t.notOk(opusHasAudio(new Uint8Array(3)));
 });
 
 t.test('one-way audio logic: raised after N s of silence from one side while the other speaks, cleared when it returns', async (t) => {
@@ -102,5 +100,19 @@ t.test('with a real worker', async (t) => {
     t.match(events[1], { silentSide: 'pbx', active: false });
     t.ok(events[1]!.at - back < 800, 'cleared within a check period of audio returning');
     t.equal(media.stats().quality!.oneWayAudio, undefined);
+  });
+
+  t.test('Opus passed through: a PBX sending near-silent Opus frames (not DTX, 20-30 bytes each) is silent; its tone clears it', async (t) => {
+    const { leg, media, peer } = await setupCall(t, engine, log, { codec: 'opus' });
+    const events: Array<{ silentSide: string; active: boolean }> = [];
+    media.on('oneWayAudio', (e) => events.push(e));
+    peer.startTone(440, -70);
+    leg.core.startTone(1000);
+    await until(() => events.length > 0, 3000, 'one-way audio raised');
+    t.match(events[0], { silentSide: 'pbx', active: true }, "the PBX's -70 dBFS frames are not audio; Meta's tone, passed through, is");
+    peer.startTone(440, -12);
+    await until(() => events.length > 1, 2000, 'one-way audio cleared');
+    t.match(events[1], { silentSide: 'pbx', active: false }, "the PBX's tone is audio");
+    t.equal(media.stats().transcoding, false, 'no transcoding: judged from the Opus packets');
   });
 });
