@@ -66,6 +66,9 @@ export const DEFAULT_ADMISSION_LIMITS: Readonly<AdmissionLimits> = Object.freeze
   retryAfterS: 5,
 });
 
+/** Headroom (share of a limit) within which two places count as equally free: then the one with fewer calls wins. */
+const ROOM_TIE = 0.05;
+
 /** Signals whose value grows in proportion to the calls carried (so they can be projected). */
 const PROPORTIONAL: ReadonlySet<LoadSignalKind> = new Set(['event_loop_utilization', 'media_worker_cpu']);
 
@@ -261,7 +264,7 @@ export class Admission implements AdmissionPort {
    * tripped signals count (what a sample's status reports without a call at hand).
    */
   #choosePlace(places: MediaPlace[], project: boolean): { place: MediaPlace } | { refusal: Extract<AdmissionVerdict, { admit: false }> } {
-    let best: { place: MediaPlace; room: number } | undefined;
+    const fits: Array<{ place: MediaPlace; room: number }> = [];
     let refusal: { room: number; verdict: Extract<AdmissionVerdict, { admit: false }> } | undefined;
     const worse = (room: number, verdict: Extract<AdmissionVerdict, { admit: false }>): void => {
       if (!refusal || room > refusal.room) refusal = { room, verdict };
@@ -293,10 +296,14 @@ export class Admission implements AdmissionPort {
         );
       }
       if (room < 0 && binding) worse(room, binding);
-      else if (!best || room > best.room) best = { place, room };
+      else fits.push({ place, room });
     }
-    if (best) return { place: best.place };
-    return { refusal: refusal!.verdict };
+    if (fits.length === 0) return { refusal: refusal!.verdict };
+    // The most headroom; among places about as free (readings are noisy), the one carrying the fewest calls.
+    const most = Math.max(...fits.map((f) => f.room));
+    const calls = (p: MediaPlace): number => p.carrying + p.pending;
+    const near = fits.filter((f) => f.room >= most - ROOM_TIE);
+    return { place: near.reduce((a, b) => (calls(b.place) < calls(a.place) ? b : a)).place };
   }
 
   /**

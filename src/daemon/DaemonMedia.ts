@@ -9,7 +9,9 @@ import type { LoadSignalSource, MediaEngine, MessengerLegFactory } from '../call
 import { lateAudioSource, workerCpuSource } from '../observability/LoadMonitor.js';
 import type { Config } from '../config/index.js';
 import type { Metrics } from '../observability/index.js';
-import { startMediaRuntime, type MediaRuntime, type MediaRuntimeSettings } from '../threads/mediaRuntime.js';
+import type { MediaPoolStats } from '../media/MediaPool.js';
+import { preparedStats, startMediaRuntime, type MediaRuntime, type MediaRuntimeSettings } from '../threads/mediaRuntime.js';
+import type { PreparedStats } from '../threads/protocol.js';
 import { MediasoupCensus } from '../threads/MediasoupCensus.js';
 import { MediaThreadPool } from '../threads/MediaThreadPool.js';
 
@@ -29,6 +31,11 @@ export interface MediaInspection {
   mediasoupObjects: Record<string, number>;
   /** libuv handles the media threads hold open, by type (UDPWrap ...); empty with `media.threads: 0`, whose are the process's own. */
   threadHandles: Record<string, number>;
+  /**
+   * Media made ahead of calls (`calls.prepared_media`), all threads together: one router per ready item, which the
+   * workers' routers include. Undefined without prepared media.
+   */
+  prepared: { media: MediaPoolStats; ice: MediaPoolStats | null; byThread: Array<PreparedStats & { thread?: number }> } | undefined;
 }
 
 export interface DaemonMedia {
@@ -111,7 +118,8 @@ export async function startDaemonMedia(config: Config, log: Logger, metrics: Met
         const workers = await Promise.all(
           local.pool.workers.map(async (worker) => ({ pid: worker.pid, routers: ((await worker.dump()) as { routerIds: string[] }).routerIds.length })),
         );
-        return { workers, mediasoupObjects: census.kinds(), threadHandles: {} };
+        const prepared = preparedStats(local);
+        return { workers, mediasoupObjects: census.kinds(), threadHandles: {}, prepared: prepared ? sumPrepared([prepared]) : undefined };
       },
       loadSources: () => [workerCpuSource(() => local.pool.workers), lateAudioSource(() => local.media.lateAudioDropped)],
       setLatchAcl: (acl) => local.setLatchAcl(acl),
@@ -141,10 +149,31 @@ export async function startDaemonMedia(config: Config, log: Logger, metrics: Met
         workers: inspected.flatMap((t) => t.workers.map((w) => ({ ...w, thread: t.index }))),
         mediasoupObjects: inspected.reduce((all, t) => sum(all, t.mediasoupObjects), {}),
         threadHandles: inspected.reduce((all, t) => sum(all, t.handles), {}),
+        prepared: sumPrepared(inspected.flatMap((t) => (t.prepared ? [{ ...t.prepared, thread: t.index }] : []))),
       };
     },
     loadSources: () => [threads.loadSource()],
     setLatchAcl: (acl) => threads.setLatchAcl(acl),
     close: () => threads.close(),
   };
+}
+
+/** Prepared media of every runtime, added up (undefined when none has any). */
+function sumPrepared(all: Array<PreparedStats & { thread?: number }>): MediaInspection['prepared'] {
+  const [first, ...rest] = all;
+  if (!first) return undefined;
+  const add = (a: MediaPoolStats, b: MediaPoolStats): MediaPoolStats => ({
+    ready: a.ready + b.ready,
+    creating: a.creating + b.creating,
+    hits: a.hits + b.hits,
+    misses: a.misses + b.misses,
+    dropped: a.dropped + b.dropped,
+    failures: a.failures + b.failures,
+  });
+  let { media, ice } = first;
+  for (const p of rest) {
+    media = add(media, p.media);
+    ice = ice && p.ice ? add(ice, p.ice) : (ice ?? p.ice);
+  }
+  return { media, ice, byThread: all };
 }

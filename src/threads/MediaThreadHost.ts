@@ -11,7 +11,7 @@ import type { MediasoupCallMedia } from '../media/MediasoupCallMedia.js';
 import type { PbxNegotiated } from '../media/PbxNegotiation.js';
 import type { SrtpKeyMaterial } from '../media/PbxSrtp.js';
 import type { WeriftMessengerLeg } from '../messenger/WeriftMessengerLeg.js';
-import type { MediaRuntime, MediaRuntimeMetrics } from './mediaRuntime.js';
+import { preparedStats, type MediaRuntime, type MediaRuntimeMetrics } from './mediaRuntime.js';
 import type { MediasoupCensus } from './MediasoupCensus.js';
 import type { MainToThread, MediaThreadCountsReport, MediaThreadLoad, ThreadEvent, ThreadInspection, ThreadNotice, ThreadRequest, ThreadToMain } from './protocol.js';
 import { toWire } from './wire.js';
@@ -252,7 +252,14 @@ export class MediaThreadHost {
     );
     const handles: Record<string, number> = {};
     for (const name of process.getActiveResourcesInfo()) handles[name] = (handles[name] ?? 0) + 1;
-    return { workers, calls: this.#media.size, legs: this.#legs.size, mediasoupObjects: this.#census?.kinds() ?? {}, handles };
+    return {
+      workers,
+      calls: this.#media.size,
+      legs: this.#legs.size,
+      mediasoupObjects: this.#census?.kinds() ?? {},
+      handles,
+      prepared: preparedStats(this.#runtime),
+    };
   }
 
   #report(): void {

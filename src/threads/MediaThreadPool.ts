@@ -255,6 +255,8 @@ export class MediaThreadPool extends TypedEmitter<MediaThreadPoolEvents> impleme
   readonly #reaping = new Set<Promise<void>>();
   /** Calls admitted onto a thread whose leg is not made yet, oldest first (performance.now() of each). */
   #reservations: Array<{ index: number; at: number }> = [];
+  /** Slot of the thread the last leg was put on. */
+  #lastPlaced = -1;
   #nextId = 1;
   #closed = false;
 
@@ -379,6 +381,7 @@ export class MediaThreadPool extends TypedEmitter<MediaThreadPoolEvents> impleme
   create(options: { callId: string; log: Logger }): MessengerLeg {
     const thread = this.#reserved() ?? this.#leastLoaded();
     if (!thread) throw new MediaError('THREAD_DOWN', 'no media thread is running');
+    this.#lastPlaced = thread.index;
     const legId = this.#nextId++;
     const bindings = options.log.bindings();
     const leg = new ThreadMessengerLeg(thread, legId, options.callId);
@@ -449,9 +452,12 @@ export class MediaThreadPool extends TypedEmitter<MediaThreadPoolEvents> impleme
     return undefined;
   }
 
+  /** The thread with the fewest legs; among equals, the next one after the last placed (calls one at a time take turns). */
   #leastLoaded(): MediaThread | undefined {
     let best: MediaThread | undefined;
-    for (const thread of this.#slots) {
+    const n = this.#slots.length;
+    for (let k = 1; k <= n; k++) {
+      const thread = this.#slots[(this.#lastPlaced + k) % n];
       if (!thread?.ready) continue;
       if (!best || thread.legs.size < best.legs.size) best = thread;
     }

@@ -10,6 +10,7 @@ import { MediasoupMediaEngine, type MediaMetrics, type PbxRtpOptions } from '../
 import { WorkerPool } from '../media/WorkerPool.js';
 import { WeriftMessengerLegFactory } from '../messenger/index.js';
 import { closePreparedIce, preparedIceUsable, type PreparedIce } from '../messenger/WeriftMessengerLeg.js';
+import type { PreparedStats } from './protocol.js';
 
 /** Plain data (structured-clone safe): what one thread's media needs. */
 export interface MediaRuntimeSettings {
@@ -134,6 +135,12 @@ export async function startMediaRuntime(settings: MediaRuntimeSettings, log: Log
     pool.close();
     throw err;
   }
+}
+
+/** The runtime's pools of media made ahead of calls, or null when `preparedCalls` is 0. */
+export function preparedStats(runtime: MediaRuntime): PreparedStats | null {
+  const media = runtime.media.preparedPool;
+  return media ? { media: media.stats(), ice: runtime.preparedIce?.stats() ?? null } : null;
 }
 
 /** Split [min, max] into `parts` equal slices (slice `index`), or share it whole when it is too narrow to split. */

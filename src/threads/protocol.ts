@@ -4,6 +4,7 @@
  */
 import type { CallMediaEvents, CallMediaStats, DtmfEvent, LoadReading, PbxCodecName } from '../calls/ports.js';
 import type { RtpDropReason } from '../core/rtp.js';
+import type { MediaPoolStats } from '../media/MediaPool.js';
 import type { PbxNegotiated } from '../media/PbxNegotiation.js';
 import type { MediaRuntimeSettings } from './mediaRuntime.js';
 
@@ -89,6 +90,14 @@ export interface ThreadInspection {
   mediasoupObjects: Record<string, number>;
   /** The thread's own active libuv handles by type (UDPWrap, Timeout ...): what it holds open. */
   handles: Record<string, number>;
+  /** Its pools of media and ICE agents made ahead of calls (`calls.prepared_media`); null when it has none. */
+  prepared: PreparedStats | null;
+}
+
+/** The pools of prepared call media (each item one router and its transports) and ICE agents of a runtime. */
+export interface PreparedStats {
+  media: MediaPoolStats;
+  ice: MediaPoolStats | null;
 }
 
 export type ThreadEvent =

@@ -1,12 +1,27 @@
-import t from 'tap';
-import { startHarness, until } from '../helpers/bridgeHarness.js';
-import { audioFlows, mediasoupObjects, startLiveCall, summaries } from '../helpers/reliability.js';
+import t, { type Test } from 'tap';
+import { startHarness, until, type Harness } from '../helpers/bridgeHarness.js';
+import { assertNothingLeft, audioFlows, baseline, leftOver, mediasoupObjects, startLiveCall, summaries } from '../helpers/reliability.js';
 import { udpHandles } from '../helpers/handles.js';
 
-// The pools of prepared media are looked at directly: these tests run the media in the main thread (media.threads 0).
+// The first two tests look at the pools of prepared media directly: they run the media in the main thread
+// (media.threads 0). The last runs it in media threads, whose pools the bridge reports through `media.inspect()`.
 
 const PREPARED = 2;
 const CALLS = 4;
+
+/** CALLS calls one after the other, each with audio both ways, hung up and released; `then` after each. */
+async function callsOneByOne(t: Test, h: Harness, firstPsid: string, then: (i: number) => Promise<void>): Promise<void> {
+  for (let i = 0; i < CALLS; i++) {
+    const call = await startLiveCall(h, String(BigInt(firstPsid) + BigInt(i)));
+    t.pass(`call ${i + 1}: audio both ways`);
+    const ended = h.sim.waitForEnd(call.callId, 10_000);
+    h.sim.hangUp(call.callId);
+    await ended;
+    call.close();
+    await until(() => h.daemon.controller.registry.size === 0, 5000, 'call released');
+    await then(i);
+  }
+}
 
 t.test(`with calls.prepared_media ${PREPARED}, calls take prepared media, carry audio, and leave only the prepared media behind`, async (t) => {
   const h = await startHarness({ codecs: ['PCMU'], captureLogs: true, config: { calls: { prepared_media: PREPARED }, media: { threads: 0 } } });
@@ -19,16 +34,9 @@ t.test(`with calls.prepared_media ${PREPARED}, calls take prepared media, carry 
   const idle = { udp: udpHandles(), ...(await mediasoupObjects(h)) };
   t.equal(idle.routers, PREPARED, 'one router per prepared call');
 
-  for (let i = 0; i < CALLS; i++) {
-    const call = await startLiveCall(h, `710000000000010${i}`);
-    t.pass(`call ${i + 1}: audio both ways`);
-    const ended = h.sim.waitForEnd(call.callId, 10_000);
-    h.sim.hangUp(call.callId);
-    await ended;
-    call.close();
-    await until(() => h.daemon.controller.registry.size === 0, 5000, 'call released');
+  await callsOneByOne(t, h, '7100000000000100', async () => {
     await until(() => mediaPool.stats().ready === PREPARED && icePool.stats().ready === PREPARED, 5000, 'pools refilled');
-  }
+  });
   t.equal(mediaPool.stats().hits, CALLS, 'every call took prepared call media');
   t.equal(icePool.stats().hits, CALLS, 'every call took a prepared ICE agent');
   t.equal(mediaPool.stats().misses + icePool.stats().misses, 0, 'no call had to wait for its own');
@@ -91,4 +99,35 @@ t.test('with prepared media on two workers, calls spread over both; a worker kil
   await until(() => h.daemon.controller.registry.size === 0, 5000, 'calls released');
   const left = await mediasoupObjects(h);
   t.equal(left.routers, PREPARED, 'only the prepared routers are left');
+});
+
+t.test(`in media threads, with calls.prepared_media ${PREPARED}: each thread prepares its own, calls take it, the pools refill, and the leak check counts the prepared routers as idle`, async (t) => {
+  const threads = 2;
+  const h = await startHarness({ codecs: ['PCMU'], config: { calls: { prepared_media: PREPARED }, media: { threads, workers: threads } } });
+  t.teardown(() => h.close());
+  const prepared = async () => (await h.daemon.media.inspect()).prepared;
+  const idle = await prepared();
+  t.same(
+    idle?.byThread.map((p) => [p.thread, p.media.ready, p.ice?.ready]),
+    Array.from({ length: threads }, (_, i) => [i, PREPARED, PREPARED]),
+    'each media thread prepared its calls\' media and ICE agents before the bridge takes calls',
+  );
+  const base = await baseline(h);
+  t.equal((await mediasoupObjects(h)).routers, PREPARED * threads, 'one router per prepared call, on each thread');
+
+  await callsOneByOne(t, h, '7100000000000300', async (i) => {
+    const full = async (): Promise<boolean> => {
+      const p = await prepared();
+      return p?.media.ready === PREPARED * threads && p.ice?.ready === PREPARED * threads;
+    };
+    for (let waited = 0; waited < 5000 && !(await full()); waited += 50) await new Promise((resolve) => setTimeout(resolve, 50));
+    t.ok(await full(), `call ${i + 1}: the pools refilled`);
+  });
+  const after = await prepared();
+  t.equal(after?.media.hits, CALLS, 'every call took media prepared in its thread');
+  t.equal(after?.ice?.hits, CALLS, 'every call took an ICE agent gathered in its thread');
+  t.equal((after?.media.misses ?? 0) + (after?.ice?.misses ?? 0), 0, 'no call had to wait for its own');
+  t.ok(after!.byThread.every((p) => p.media.hits > 0), `calls were spread over the threads (${after!.byThread.map((p) => p.media.hits).join(', ')} hits)`);
+  t.equal((await mediasoupObjects(h)).routers, PREPARED * threads, 'the prepared routers are there again');
+  assertNothingLeft(t, await leftOver(h, base), 'beyond the prepared media');
 });

@@ -34,10 +34,17 @@ export async function mediasoupObjectKinds(h: Harness): Promise<Record<string, n
   return (await h.daemon.media.inspect()).mediasoupObjects;
 }
 
-/** Routers (from the workers' dumps) and all live mediasoup objects in the bridge's workers, on every media thread. */
-export async function mediasoupObjects(h: Harness): Promise<{ routers: number; objects: number }> {
-  const { workers, mediasoupObjects: kinds } = await h.daemon.media.inspect();
-  return { routers: workers.reduce((n, w) => n + w.routers, 0), objects: Object.values(kinds).reduce((a, b) => a + b, 0) };
+/**
+ * Routers (from the workers' dumps) and all live mediasoup objects in the bridge's workers, on every media thread;
+ * `preparedRouters`: those of the media made ahead of calls (`calls.prepared_media`), ready for the next calls.
+ */
+export async function mediasoupObjects(h: Harness): Promise<{ routers: number; objects: number; preparedRouters: number }> {
+  const { workers, mediasoupObjects: kinds, prepared } = await h.daemon.media.inspect();
+  return {
+    routers: workers.reduce((n, w) => n + w.routers, 0),
+    objects: Object.values(kinds).reduce((a, b) => a + b, 0),
+    preparedRouters: prepared?.media.ready ?? 0,
+  };
 }
 
 /** Handles held open by this process's main thread and by the bridge's media threads, by type. */
@@ -74,6 +81,7 @@ export async function settledHeapBytes(): Promise<number> {
 
 export interface LeftOver {
   calls: number;
+  /** Routers beyond those of the prepared media (which wait for the next calls by design). */
   routers: number;
   /** mediasoup objects beyond the baseline. */
   objects: number;
@@ -101,7 +109,7 @@ export async function leftOver(h: Harness, base: Baseline, settleMs = 5000): Pro
     const ms = await mediasoupObjects(h);
     return {
       calls: h.daemon.controller.registry.size,
-      routers: ms.routers,
+      routers: Math.max(0, ms.routers - ms.preparedRouters),
       objects: Math.max(0, ms.objects - base.objects),
       udpSockets: Math.max(0, (now.UDPWrap ?? 0) - (base.handles.UDPWrap ?? 0)),
       timers: Math.max(0, (now.Timeout ?? 0) - (base.handles.Timeout ?? 0)),

@@ -251,3 +251,13 @@ t.test('with media threads: a thread over its limit closes that thread only; the
   for (let i = 0; i < 2; i++) r.sample([reading('event_loop_utilization', 0.1, 'media-thread-0'), reading('event_loop_utilization', 0.1, 'media-thread-1'), reading('event_loop_delay', 90)]);
   t.equal(refused(r.admission.admit(7)), 'event_loop_delay', "the main thread's own signal refuses on every thread");
 });
+
+t.test('with media threads about as free as each other, the call goes to the one carrying the fewest calls', async (t) => {
+  const r = rig({ maxEventLoopUtilization: 0.7 });
+  const p = places([{ carrying: 1 }, { carrying: 0 }]);
+  r.admission.usePlaces(p.places);
+  r.sample([reading('event_loop_utilization', 0.02, 'media-thread-0'), reading('event_loop_utilization', 0.01, 'media-thread-1')]);
+  p.state[0]!.carrying = 0;
+  t.ok(r.admission.admit(0).admit && r.admission.admit(1).admit && r.admission.admit(2).admit, 'admitted');
+  t.same(p.reserved, [0, 1, 0], 'idle threads take calls in turn');
+});
