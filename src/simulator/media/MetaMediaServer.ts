@@ -769,7 +769,12 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
   }
 
   #sendOpus(pcm: Int16Array): void {
-    const payload = this.#encoder.encode(pcm);
+    this.sendOpusPayload(this.#encoder.encode(pcm));
+  }
+
+  /** Send one Opus payload as the next 20 ms frame (a bench that paces packets itself, encoded ahead). */
+  sendOpusPayload(payload: Uint8Array): void {
+    if (this.#state === 'closed' || this.#source === undefined) return;
     this.#send(this.#init.opusPt, false, this.#timestamp, payload);
     this.#timestamp = (this.#timestamp + FRAME_SAMPLES) >>> 0;
   }
