@@ -16,6 +16,8 @@
  * Everything else is dropped and counted by reason ({@link RtpDropReason}).
  */
 import dgram from 'node:dgram';
+import dns from 'node:dns';
+import { isIP } from 'node:net';
 import type { Logger } from 'pino';
 import { MediaError } from '../core/errors.js';
 import type { RemoteReport } from '../calls/ports.js';
@@ -157,6 +159,24 @@ export interface StreamReception {
   jitter: number;
 }
 
+type LookupCallback = (err: NodeJS.ErrnoException | null, address: string, family: number) => void;
+
+/**
+ * The sockets' lookup: every send names its destination by address string, and dgram's default lookup sends a
+ * numeric one through `dns.lookup` too, whose answer comes on the next tick, so each packet cost a closure and a
+ * tick before its system call. A numeric address (all the PBX's SDP and latching give) is answered at once; a name
+ * still goes to `dns.lookup`.
+ */
+function lookupNumericAtOnce(hostname: string, family: unknown, callback: LookupCallback): void {
+  const numeric = isIP(hostname);
+  if (numeric !== 0) callback(null, hostname, numeric);
+  else dns.lookup(hostname, { family: family === 6 ? 6 : 4 }, callback);
+}
+
+function createUdpSocket(type: 'udp4' | 'udp6'): dgram.Socket {
+  return dgram.createSocket({ type, lookup: lookupNumericAtOnce as unknown as dgram.SocketOptions['lookup'] });
+}
+
 function bindSocket(socket: dgram.Socket, port: number, address: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error): void => reject(err);
@@ -170,7 +190,7 @@ function bindSocket(socket: dgram.Socket, port: number, address: string): Promis
 
 async function bindInRange(type: 'udp4' | 'udp6', address: string, minPort: number, maxPort: number): Promise<dgram.Socket> {
   if (minPort === 0) {
-    const socket = dgram.createSocket(type);
+    const socket = createUdpSocket(type);
     await bindSocket(socket, 0, address);
     return socket;
   }
@@ -181,7 +201,7 @@ async function bindInRange(type: 'udp4' | 'udp6', address: string, minPort: numb
   let lastError: unknown;
   for (let i = 0; i < attempts; i++) {
     const port = minPort + ((start + i) % span);
-    const socket = dgram.createSocket(type);
+    const socket = createUdpSocket(type);
     try {
       await bindSocket(socket, port, address);
       return socket;
@@ -280,7 +300,7 @@ export class PbxRtpSocket {
     const outer = await bindInRange(type, options.listenIp, options.minPort, options.maxPort);
     let inner: dgram.Socket;
     try {
-      inner = dgram.createSocket('udp4');
+      inner = createUdpSocket('udp4');
       await bindSocket(inner, 0, '127.0.0.1');
     } catch (err) {
       outer.close();
