@@ -29,8 +29,9 @@ import { LateAudioGuard } from '../src/media/LateAudioGuard.js';
 import { MediasoupMediaEngine } from '../src/media/MediasoupMediaEngine.js';
 import { applyMediasoupPatches, sendToWorker } from '../src/media/mediasoupPatches.js';
 import { ReceiveStats } from '../src/media/PbxRtpSocket.js';
-import { CallQuality, opusHasAudio, pcmHasAudio } from '../src/media/quality/CallQuality.js';
-import { buildRtp, parseRtp, rewriteRtp, stripRtpHeaderExtension } from '../src/media/rtp.js';
+import { CallQuality, pcmHasAudio } from '../src/media/quality/CallQuality.js';
+import { OpusAudioJudge } from '../src/media/quality/opusActivity.js';
+import { buildRtp, parseRtp, stripRtpHeaderExtension, writeRtpHeader } from '../src/media/rtp.js';
 import { WorkerPool } from '../src/media/WorkerPool.js';
 import { WeriftMessengerLegFactory } from '../src/messenger/WeriftMessengerLegFactory.js';
 import { SineSource } from '../src/simulator/media/audio.js';
@@ -241,11 +242,12 @@ async function measureSteps(): Promise<Steps> {
   steps.qualityOpus = await loop(() => {
     const stats = new ReceiveStats();
     const quality = new CallQuality(10_000);
+    const judge = new OpusAudioJudge();
     return (i) => {
       header.sequenceNumber = i & 0xffff;
       header.timestamp = (i * 960) >>> 0;
       stats.update(header, 48000);
-      quality.heard('messenger', opusHasAudio(payload));
+      quality.heard('messenger', judge.hasAudio(payload));
     };
   });
   steps.qualityPcm = await loop(() => {
@@ -279,7 +281,7 @@ async function measureSteps(): Promise<Steps> {
     const packets = Array.from({ length: PACKETS }, (_, i) => withExtension(opusPacket(i)));
     return (i) => {
       const p = packets[i]!;
-      rewriteRtp(p, { ssrc: SSRC, sequenceNumber: i, payloadType: 0 });
+      writeRtpHeader(p, 0, false, i, i * 160, SSRC);
       stripRtpHeaderExtension(p);
     };
   });
@@ -486,7 +488,6 @@ function stepRows(direction: string, rows: Row[], wholePass: number, wholeTrans:
     [direction, 'rest of the whole path (glue, dispatch, GC of what the steps allocate)', us(wholePass - sumPass), us(wholeTrans - sumTrans)],
   ];
 }
-const sendToPbx = s.sendByAddressString;
 const metaRows: Row[] = [
   ['receive callback (UDP datagram into JavaScript, Messenger leg socket)', s.udpReceive, s.udpReceive],
   ['SRTP unprotect (AEAD_AES_128_GCM, one context per stream)', s.unprotect, s.unprotect],
@@ -494,12 +495,8 @@ const metaRows: Row[] = [
   ['late-audio guard', s.lateGuard, s.lateGuard],
   ['quality counters (jitter/loss, audio heard)', s.qualityOpus, s.qualityPcm],
   ['DSP: Opus decode (8 kHz) + PCMU encode', 0, s.opusDecodePcmuEncode],
-  ['RTP build toward the worker', s.build, s.build],
-  ['write toward the mediasoup worker (payload channel, one writev per turn)', s.toWorker, s.toWorker],
-  ['receive callback (worker -> PBX socket over loopback)', s.udpReceive, s.udpReceive],
-  ['RTP parse + late-audio guard toward the PBX', s.parse + s.lateGuard, s.parse + s.lateGuard],
-  ['RTP header rewrite in place (SSRC, sequence, PT; extension stripped)', s.rewrite, s.rewrite],
-  ['PBX-side socket send (address string: dns.lookup on the next tick)', sendToPbx, sendToPbx],
+  ['RTP header rewrite in place (passthrough) / packet built (transcoding)', s.rewrite, s.build],
+  ['PBX-side socket send (numeric address, no lookup)', s.sendLookupSkipped, s.sendLookupSkipped],
 ];
 const pbxRows: Row[] = [
   ['receive callback (UDP datagram into JavaScript, PBX socket)', s.udpReceive, s.udpReceive],
@@ -519,10 +516,11 @@ const steps = markdownTable(
   ],
 );
 const sockets = markdownTable(
-  ['socket send, one datagram to loopback', 'us/packet'],
+  ['socket send or crossing, one packet', 'us/packet'],
   [
     ['by address string (dgram default: dns.lookup, answered on the next tick)', us(s.sendByAddressString)],
     ['numeric address, lookup answered at once', us(s.sendLookupSkipped)],
+    ['write toward a mediasoup worker (payload channel, one writev per turn; no longer on the path)', us(s.toWorker)],
   ],
 );
 

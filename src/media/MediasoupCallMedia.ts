@@ -32,7 +32,7 @@ import type {
 import { MediaError } from '../core/errors.js';
 import { TypedEmitter } from '../core/TypedEmitter.js';
 import { InbandDtmfWatcher } from './dsp/InbandDtmf.js';
-import { decodePcma, decodePcmu, encodePcma, encodePcmu } from './dsp/g711.js';
+import { decodePcma, decodePcmu, encodePcmaInto, encodePcmuInto } from './dsp/g711.js';
 import { LateAudioGuard, type LateAudioTally } from './LateAudioGuard.js';
 import { spendCpu } from './spendCpu.js';
 import { FRAME_8K, MessengerStream, OPUS_CLOCK_RATE } from './MessengerStream.js';
@@ -44,9 +44,8 @@ import { CallQuality, legQuality, pcmHasAudio } from './quality/CallQuality.js';
 import { OpusAudioJudge } from './quality/opusActivity.js';
 import type { RtpEndpoint } from '../core/rtp.js';
 import type { RtpHeader } from './rtp.js';
-import { buildRtp, parseRtp, parseTelephoneEvent, randomSeq, randomSsrc, seqDiff } from './rtp.js';
+import { RTP_HEADER_BYTES, parseRtp, parseTelephoneEvent, randomSsrc, seqDiff } from './rtp.js';
 import { TelephoneEventReceiver, TelephoneEventSender } from './telephoneEvents.js';
-import { sendToWorker } from './mediasoupPatches.js';
 
 /** Payload types of the router's codecs (what D and P consumers carry). */
 export const ROUTER_PTS: Record<PbxCodecName, number> = { opus: 111, PCMU: 0, PCMA: 8 };
@@ -62,6 +61,7 @@ export const ROUTER_MEDIA_CODECS: ms.RtpCodecCapability[] = [
 
 /** Lost Opus frames from Meta concealed by PLC; a longer gap is passed on as a gap. */
 const MAX_PLC_FRAMES = 3;
+const NO_FRAMES: Int16Array[] = [];
 /**
  * No audio from Meta for this long (ms: DTX silence, or the person's app stopped sending) and the in-band detector
  * is flushed, so a digit whose tone was the last thing sent still ends and reaches the PBX.
@@ -120,10 +120,6 @@ export interface MediasoupCallMediaOptions {
 /** How often the one-way audio check runs (ms). */
 const QUALITY_CHECK_MS = 500;
 
-function mimeOf(name: PbxCodecName): string {
-  return name === 'opus' ? 'audio/opus' : `audio/${name}`;
-}
-
 export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements CallMedia {
   readonly #o: MediasoupCallMediaOptions;
   readonly #log: Logger;
@@ -142,20 +138,14 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
   #messengerFormat?: MessengerNegotiated;
   #unsubscribeMessenger?: () => void;
 
-  // mediasoup objects that depend on the negotiated codec.
-  #bridgeCodec?: PbxCodecName;
-  #metaProducer?: ms.Producer;
-  #metaConsumer?: ms.Consumer;
-  #bridgeSetup?: Promise<void>;
-
   // Meta -> PBX.
   readonly #metaStats = new ReceiveStats();
   /** Meta's audio that waited too long before we read it is neither decoded nor passed on (see LateAudioGuard). */
   readonly #lateFromMeta: LateAudioGuard;
-  readonly #dSsrc = randomSsrc();
-  #dSeq = randomSeq();
+  /** RTP timestamp (PBX clock) of the last audio toward the PBX; the PBX socket owns the SSRC and sequence numbers. */
   #dTs = randomSsrc();
-  #lastMeta?: { ssrc: number; seq: number; ts: number; at: number };
+  /** Meta's last packet passed on (updated in place: no object per packet). */
+  readonly #lastMeta = { known: false, ssrc: 0, seq: 0, ts: 0, at: 0 };
   #decoder?: Decoder;
   #lastToc = 0x78;
   /** In-band digit detection on Meta's audio, while it is wanted (see `#updateWatcher`). */
@@ -289,7 +279,6 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     if (!this.#started) this.#log.info({ codec: pbx.codec.name, transcoding: this.#transcoding }, 'media bridge started');
     this.#started = true;
     this.#stream.start();
-    if (this.#bridgeCodec !== pbx.codec.name) this.#setupBridge(pbx.codec);
     this.#quality.start();
     this.#qualityTimer ??= setInterval(() => this.#checkQuality(), QUALITY_CHECK_MS).unref();
   }
@@ -347,13 +336,6 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
         ...(q.messenger.firstPacketAt !== undefined ? { firstPacketFromMessengerAt: q.messenger.firstPacketAt } : {}),
         ...(q.oneWay !== undefined ? { oneWayAudio: q.oneWay } : {}),
       },
-    };
-  }
-
-  /** Counters of the mediasoup side: producer statistics (RTCP-level loss and jitter) for metrics. */
-  async producerStats(): Promise<{ fromMessenger?: ms.ProducerStat[] }> {
-    return {
-      fromMessenger: this.#metaProducer && !this.#metaProducer.closed ? await this.#metaProducer.getStats() : undefined,
     };
   }
 
@@ -436,7 +418,6 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
       }
     }
     if (this.#started) this.#updateWatcher();
-    if (this.#started && this.#bridgeCodec !== remote.codec.name) this.#setupBridge(remote.codec);
   }
 
   #makeMetaTeReceiver(te: { pt: number; clockRate: number }): { pt: number; receiver: TelephoneEventReceiver } {
@@ -580,50 +561,6 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
   }
 
   // ---------------------------------------------------------------------------------------------------------
-  // mediasoup plumbing
-  // ---------------------------------------------------------------------------------------------------------
-
-  /** (Re)create D.producer -> P.consumer for the codec toward the PBX. */
-  #setupBridge(codec: PbxCodec): void {
-    this.#bridgeCodec = codec.name;
-    const previous = this.#bridgeSetup ?? Promise.resolve();
-    const setup = previous
-      .then(async () => {
-        if (this.#closed) return;
-        this.#metaConsumer?.close();
-        this.#metaProducer?.close();
-        this.#metaConsumer = this.#metaProducer = undefined;
-        const producer = await this.#o.direct.produce({
-          kind: 'audio',
-          rtpParameters: {
-            codecs: [
-              {
-                mimeType: mimeOf(codec.name),
-                payloadType: ROUTER_PTS[codec.name],
-                clockRate: codec.clockRate,
-                channels: codec.name === 'opus' ? 2 : 1,
-              },
-            ],
-            encodings: [{ ssrc: this.#dSsrc }],
-          },
-        });
-        // Created while close() ran: mediasoup registered it on a transport already closed, so nothing else will.
-        if (this.#closed) return producer.close();
-        this.#metaProducer = producer;
-        const consumer = await this.#o.plain.consume({
-          producerId: producer.id,
-          rtpCapabilities: this.#o.router.rtpCapabilities,
-        });
-        if (this.#closed) return consumer.close();
-        this.#metaConsumer = consumer;
-      })
-      .catch((err: unknown) => {
-        if (!this.#closed) this.#fail(new MediaError('BRIDGE_FAILED', 'could not connect the media bridge', { cause: err }));
-      });
-    this.#bridgeSetup = setup;
-  }
-
-  // ---------------------------------------------------------------------------------------------------------
   // PBX -> Meta
   // ---------------------------------------------------------------------------------------------------------
 
@@ -669,70 +606,69 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     if (!this.#lateFromMeta.admit(header.ssrc, header.timestamp, header.marker)) return;
 
     const last = this.#lastMeta;
-    const sameStream = last !== undefined && last.ssrc === header.ssrc;
+    const sameStream = last.known && last.ssrc === header.ssrc;
     const seqGap = sameStream ? seqDiff(header.sequenceNumber, last.seq) : 1;
     if (sameStream && seqGap <= 0) return; // duplicate or late: the decoder has moved on
     const tsDelta = sameStream ? (header.timestamp - last.ts) | 0 : 0;
+    const hadLast = last.known;
+    const lastAt = last.at;
     const now = performance.now();
-    this.#lastMeta = { ssrc: header.ssrc, seq: header.sequenceNumber, ts: header.timestamp, at: now };
+    last.known = true;
+    last.ssrc = header.ssrc;
+    last.seq = header.sequenceNumber;
+    last.ts = header.timestamp;
+    last.at = now;
 
     const pbx = this.#pbx;
-    const producer = this.#metaProducer;
     const watcher = this.#watcher;
     const needPcm = pbx?.codec.name !== 'opus' || watcher !== undefined;
     let pcm: Int16Array | undefined;
-    let concealed: Int16Array[] = [];
+    let concealed: Int16Array[] = NO_FRAMES;
     if (needPcm) {
       if (seqGap >= 2 && seqGap <= MAX_PLC_FRAMES + 1) concealed = this.#conceal(seqGap - 1);
       pcm = this.#decode(payload);
       if (watcher) this.#watch(watcher, concealed, pcm, header.timestamp);
     }
     this.#quality.heard('messenger', pcm !== undefined ? pcmHasAudio(pcm) : this.#metaOpusAudio.hasAudio(payload));
-    if (!pbx || !producer || producer.closed) return;
+    if (!pbx) return;
 
     // Timestamps toward the PBX follow Meta's (scaled to the PBX clock); a new stream continues from the wall clock.
     const scale = pbx.codec.clockRate / OPUS_CLOCK_RATE;
     let advance: number;
     if (sameStream && tsDelta > 0 && tsDelta < OPUS_CLOCK_RATE * 60) advance = Math.round(tsDelta * scale);
-    else if (last) advance = Math.max(1, Math.round(((now - last.at) * pbx.codec.clockRate) / 1000));
+    else if (hadLast) advance = Math.max(1, Math.round(((now - lastAt) * pbx.codec.clockRate) / 1000));
     else advance = 0;
     const frameUnits = Math.round(FRAME_8K * (pbx.codec.clockRate / 8000));
     const gapBeyondPlc = seqGap > MAX_PLC_FRAMES + 1;
     const marker = header.marker || !sameStream || advance > frameUnits * (seqGap > 0 ? seqGap : 1) || gapBeyondPlc;
 
+    // Straight to the PBX socket, in this turn: Meta's packet crosses JavaScript once (see the module comment).
+    const socket = this.#o.socket;
     if (pbx.codec.name === 'opus') {
       this.#dTs = (this.#dTs + advance) >>> 0;
-      this.#dSeq = (this.#dSeq + Math.max(1, Math.min(seqGap, 100))) & 0xffff;
-      sendToWorker(
-        producer,
-        buildRtp({ payloadType: ROUTER_PTS.opus, sequenceNumber: this.#dSeq, timestamp: this.#dTs, ssrc: this.#dSsrc, marker, payload }),
-      );
+      // Meta's packet itself, its header rewritten in place: a gap in Meta's sequence stays visible to the PBX.
+      socket.sendAudio(packet, this.#dTs, marker, Math.max(1, Math.min(seqGap, 100)));
       return;
     }
     if (!pcm) return;
     // #dTs is the PBX-clock timestamp of the current packet's first sample; concealed frames sit just before it.
     const start = (this.#dTs + advance) >>> 0;
     this.#dTs = start;
-    let ts = (start - concealed.reduce((n, f) => n + f.length, 0)) >>> 0;
+    let ts = start;
+    for (const frame of concealed) ts -= frame.length;
+    ts >>>= 0;
     let first = true;
-    const encode = pbx.codec.name === 'PCMU' ? encodePcmu : encodePcma;
-    for (const frame of [...concealed, pcm]) {
+    const encode = pbx.codec.name === 'PCMU' ? encodePcmuInto : encodePcmaInto;
+    for (let f = 0; f <= concealed.length; f++) {
+      const frame = f < concealed.length ? concealed[f]! : pcm;
       for (let offset = 0; offset < frame.length; offset += FRAME_8K) {
-        const chunk = frame.subarray(offset, Math.min(frame.length, offset + FRAME_8K));
-        this.#dSeq = (this.#dSeq + 1) & 0xffff;
-        sendToWorker(
-          producer,
-          buildRtp({
-            payloadType: ROUTER_PTS[pbx.codec.name],
-            sequenceNumber: this.#dSeq,
-            timestamp: ts,
-            ssrc: this.#dSsrc,
-            marker: first && marker,
-            payload: encode(chunk),
-          }),
-        );
+        const end = Math.min(frame.length, offset + FRAME_8K);
+        const out = Buffer.allocUnsafe(RTP_HEADER_BYTES + end - offset);
+        out[0] = 0x80;
+        encode(frame, offset, end, out, RTP_HEADER_BYTES);
+        socket.sendAudio(out, ts, first && marker, 1);
         first = false;
-        ts = (ts + chunk.length) >>> 0;
+        ts = (ts + end - offset) >>> 0;
       }
     }
   }

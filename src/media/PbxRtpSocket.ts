@@ -27,7 +27,16 @@ import { PbxRtcp } from './PbxRtcp.js';
 import { PbxSrtp, SRTP_DROP_LABELS } from './PbxSrtp.js';
 import type { PbxSrtpKeys } from './PbxSrtp.js';
 import type { RtpHeader } from './rtp.js';
-import { buildRtp, isRtcp, parseRtp, randomSeq, randomSsrc, rewriteRtp, seqDiff, stripRtpHeaderExtension } from './rtp.js';
+import {
+  buildRtp,
+  isRtcp,
+  parseRtp,
+  randomSeq,
+  randomSsrc,
+  seqDiff,
+  stripRtpHeaderExtension,
+  writeRtpHeader,
+} from './rtp.js';
 
 /** RTCP report interval toward the PBX (ms), and when the first report leaves (RFC 3550 6.2: half an interval is allowed). */
 const DEFAULT_RTCP_INTERVAL_MS = 5000;
@@ -461,6 +470,22 @@ export class PbxRtpSocket {
     this.#sendToPbx(packet, false);
   }
 
+  /**
+   * Send one packet of the call's audio toward the PBX (Meta's, passed through or transcoded in this thread). Its
+   * header is rewritten in place: our SSRC, our sequence number moved on by `seqAdvance` (a gap in the source stays
+   * visible to the PBX as loss), the PBX's payload type, `timestamp` (PBX clock) and `marker`; a header extension is
+   * removed. Held back while a telephone event is sent, on hold, and before the PBX's SDP.
+   */
+  sendAudio(packet: Buffer, timestamp: number, marker: boolean, seqAdvance: number): void {
+    const pt = this.#audioPt;
+    if (this.#suppressAudio || pt === undefined) return;
+    this.#seq = (this.#seq + seqAdvance) & 0xffff;
+    this.#lastTs = timestamp;
+    this.#lastSentAt = performance.now();
+    writeRtpHeader(packet, pt, marker, this.#seq, timestamp, this.#ssrc);
+    this.#sendToPbx(stripRtpHeaderExtension(packet), false);
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -582,14 +607,8 @@ export class PbxRtpSocket {
     if (gap <= 0) gap = 1;
     this.#lastInSsrc = header.ssrc;
     this.#lastInSeq = header.sequenceNumber;
-    if (this.#suppressAudio) return;
-    // Keep the source's loss visible to the PBX, but never a huge jump.
-    this.#seq = (this.#seq + (gap < 100 ? gap : 1)) & 0xffff;
-    this.#lastTs = header.timestamp;
-    this.#lastSentAt = performance.now();
-    rewriteRtp(msg, { ssrc: this.#ssrc, sequenceNumber: this.#seq, payloadType: this.#audioPt });
-    // The worker's packets carry a header extension block (mediasoup writes one on every forwarded packet); the PBX
-    // negotiated none.
-    this.#sendToPbx(stripRtpHeaderExtension(msg), false);
+    // Keep the source's loss visible to the PBX, but never a huge jump. The worker's packets carry a header extension
+    // block (mediasoup writes one on every forwarded packet); the PBX negotiated none.
+    this.sendAudio(msg, header.timestamp, header.marker, gap < 100 ? gap : 1);
   }
 }

@@ -74,19 +74,12 @@ export function buildRtp(fields: {
   return packet;
 }
 
-/** Rewrite header fields in place. */
-export function rewriteRtp(
-  packet: Buffer,
-  fields: { payloadType?: number; sequenceNumber?: number; timestamp?: number; ssrc?: number; marker?: boolean },
-): void {
-  if (fields.payloadType !== undefined || fields.marker !== undefined) {
-    const marker = fields.marker ?? (packet[1]! & 0x80) !== 0;
-    const pt = fields.payloadType ?? packet[1]! & 0x7f;
-    packet[1] = (marker ? 0x80 : 0) | (pt & 0x7f);
-  }
-  if (fields.sequenceNumber !== undefined) packet.writeUInt16BE(fields.sequenceNumber & 0xffff, 2);
-  if (fields.timestamp !== undefined) packet.writeUInt32BE(fields.timestamp >>> 0, 4);
-  if (fields.ssrc !== undefined) packet.writeUInt32BE(fields.ssrc >>> 0, 8);
+/** Write the fixed header's fields in place (version, padding, extension and CSRC count are kept). */
+export function writeRtpHeader(packet: Buffer, payloadType: number, marker: boolean, sequenceNumber: number, timestamp: number, ssrc: number): void {
+  packet[1] = (marker ? 0x80 : 0) | (payloadType & 0x7f);
+  packet.writeUInt16BE(sequenceNumber & 0xffff, 2);
+  packet.writeUInt32BE(timestamp >>> 0, 4);
+  packet.writeUInt32BE(ssrc >>> 0, 8);
 }
 
 /**

@@ -83,8 +83,13 @@ for (let c = 0; c < 256; c++) {
 /** 16-bit linear PCM -> PCMU payload (one byte per sample). */
 export function encodePcmu(pcm: Int16Array): Buffer {
   const out = Buffer.allocUnsafe(pcm.length);
-  for (let i = 0; i < pcm.length; i++) out[i] = PCMU_ENCODE[pcm[i]! & 0xffff]!;
+  encodePcmuInto(pcm, 0, pcm.length, out, 0);
   return out;
+}
+
+/** Samples `start` to `end` of `pcm` -> PCMU, written into `out` from `at` (a packet built in place). */
+export function encodePcmuInto(pcm: Int16Array, start: number, end: number, out: Uint8Array, at: number): void {
+  for (let i = start; i < end; i++) out[at + i - start] = PCMU_ENCODE[pcm[i]! & 0xffff]!;
 }
 
 /** PCMU payload -> 16-bit linear PCM. */
@@ -97,8 +102,13 @@ export function decodePcmu(payload: Uint8Array): Int16Array {
 /** 16-bit linear PCM -> PCMA payload (one byte per sample). */
 export function encodePcma(pcm: Int16Array): Buffer {
   const out = Buffer.allocUnsafe(pcm.length);
-  for (let i = 0; i < pcm.length; i++) out[i] = PCMA_ENCODE[pcm[i]! & 0xffff]!;
+  encodePcmaInto(pcm, 0, pcm.length, out, 0);
   return out;
+}
+
+/** Samples `start` to `end` of `pcm` -> PCMA, written into `out` from `at` (a packet built in place). */
+export function encodePcmaInto(pcm: Int16Array, start: number, end: number, out: Uint8Array, at: number): void {
+  for (let i = start; i < end; i++) out[at + i - start] = PCMA_ENCODE[pcm[i]! & 0xffff]!;
 }
 
 /** PCMA payload -> 16-bit linear PCM. */
