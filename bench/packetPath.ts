@@ -44,6 +44,8 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '5' },
     section: { type: 'string', default: 'bench/packetPath.ts' },
     'no-write': { type: 'boolean', default: false },
+    /** Only the whole path of one mode (for a CPU profile of it): opus or PCMU. */
+    profile: { type: 'string' },
   },
 });
 const PACKETS = Number(values.packets);
@@ -458,6 +460,10 @@ async function wholePath(codec: PbxCodecName): Promise<WholePath> {
 // ---------------------------------------------------------------------------------------------------------------
 
 applyMediasoupPatches();
+if (values.profile !== undefined) {
+  process.stdout.write(`${JSON.stringify(await wholePath(values.profile === 'opus' ? 'opus' : 'PCMU'))}\n`);
+  process.exit(0);
+}
 const us = (x: number): string => x.toFixed(2);
 const passthrough = await wholePath('opus');
 const transcoding = await wholePath('PCMU');
