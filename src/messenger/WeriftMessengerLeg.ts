@@ -229,6 +229,8 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
   /** Unprotects what Meta sends (its DTLS keys). */
   #inbound: SrtpContext | undefined;
   #mediaPath: MediaPath | undefined;
+  /** Transports whose SRTP comes to the leg directly (see `#receiveDirectly`). */
+  readonly #directTransports = new WeakSet<object>();
   #dropsLogged = 0;
   #local: LocalTransportParams | undefined;
   #gathering: Promise<LocalTransportParams> | undefined;
@@ -661,6 +663,8 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
     this.#log.info({ timings: this.timings, srtpProfile: profile }, 'connected');
     this.#startConsentMonitor();
     this.#startRtcp();
+    const pair = this.#ice?.nominated;
+    if (pair !== undefined && this.#mediaPath?.pair !== pair) this.#resolveMediaPath(pair);
     this.safeEmit('connected');
   }
 
@@ -809,7 +813,7 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
   }
 
   #resolveMediaPath(pair: CandidatePair): MediaPath | undefined {
-    const transport = (pair.protocol as unknown as { transport?: { socket?: unknown; closed?: boolean } }).transport;
+    const transport = (pair.protocol as unknown as { transport?: { socket?: unknown; closed?: boolean; onData?: unknown } }).transport;
     const socket = transport?.socket;
     const [host, port] = pair.remoteAddr;
     const family = isIP(host);
@@ -817,9 +821,33 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
       return undefined;
     }
     skipLookupForNumericAddresses(socket as Socket, family);
+    this.#receiveDirectly(pair, transport);
     this.#mediaPath = { pair, socket: socket as Socket, host, port };
     this.#log.debug({ remote: `${host}:${port}` }, 'media path resolved');
     return this.#mediaPath;
+  }
+
+  /**
+   * SRTP and SRTCP read on the pair's socket come to the leg straight from werift's UDP transport: werift would hand
+   * each datagram through two of its events, each `execute` starting an async function (two promises per packet),
+   * after trying to parse it as STUN. STUN and DTLS keep werift's path; the pair's counters move as werift's do.
+   * A transport of another shape (not werift 0.25.2's) keeps werift's path.
+   */
+  #receiveDirectly(pair: CandidatePair, transport: { onData?: unknown }): void {
+    const weriftOnData = transport.onData;
+    if (typeof weriftOnData !== 'function' || this.#directTransports.has(transport)) return;
+    this.#directTransports.add(transport);
+    const forward = weriftOnData as (data: Buffer, addr: unknown) => void;
+    transport.onData = (data: Buffer, addr: unknown): void => {
+      if (data.length >= 2 && isRtpOrRtcp(data[0]!) && this.#inbound !== undefined) {
+        const active = this.#mediaPath?.pair ?? pair;
+        active.packetsReceived++;
+        active.bytesReceived += data.length;
+        this.#onIceData(data);
+        return;
+      }
+      forward(data, addr);
+    };
   }
 
   #onInboundDropped(reason: SrtpDropReason, what: 'SRTP' | 'SRTCP', context: SrtpContext): void {
