@@ -241,27 +241,21 @@ async function measureSteps(): Promise<Steps> {
   });
   const header = parseRtp(sample)!;
   const payload = sample.subarray(12);
-  steps.qualityOpus = await loop(() => {
-    const stats = new ReceiveStats();
-    const quality = new CallQuality(10_000);
-    const judge = new OpusAudioJudge();
-    return (i) => {
-      header.sequenceNumber = i & 0xffff;
-      header.timestamp = (i * 960) >>> 0;
-      stats.update(header, 48000);
-      quality.heard('messenger', judge.hasAudio(payload));
-    };
-  });
-  steps.qualityPcm = await loop(() => {
-    const stats = new ReceiveStats();
-    const quality = new CallQuality(10_000);
-    return (i) => {
-      header.sequenceNumber = i & 0xffff;
-      header.timestamp = (i * 160) >>> 0;
-      stats.update(header, 8000);
-      quality.heard('pbx', pcmHasAudio(pcm8k));
-    };
-  });
+  /** The receive statistics and the "audio heard" check, as each leg's packets meet them. */
+  const quality = (clockRate: number, step: number, heard: () => boolean): Promise<number> =>
+    loop(() => {
+      const stats = new ReceiveStats();
+      const calls = new CallQuality(10_000);
+      return (i) => {
+        header.sequenceNumber = i & 0xffff;
+        header.timestamp = (i * step) >>> 0;
+        stats.update(header, clockRate);
+        calls.heard('messenger', heard());
+      };
+    });
+  const judge = new OpusAudioJudge();
+  steps.qualityOpus = await quality(48000, 960, () => judge.hasAudio(payload));
+  steps.qualityPcm = await quality(8000, 160, () => pcmHasAudio(pcm8k));
   steps.opusDecodePcmuEncode = await loop(() => {
     const decoder = new Decoder({ channels: 1, sample_rate: 8000 });
     return (i) => {
