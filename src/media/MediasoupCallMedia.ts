@@ -3,15 +3,16 @@
  * toward node, bridging the Messenger leg and the PBX with Opus passthrough or Opus <-> G.711 transcoding,
  * and DTMF both ways.
  *
- *   Meta -> node (passthrough | Opus decode -> G.711) -> D.producer -> P.consumer -> PbxRtpSocket -> PBX
+ *   Meta -> node (passthrough: header rewritten in place | Opus decode -> G.711) -> PbxRtpSocket -> PBX
  *   PBX -> PbxRtpSocket -> node (passthrough | G.711 decode -> Opus) -> MessengerStream -> Meta
  *
- * The PBX's audio does not cross the worker: node reads it from the PBX socket already, and the worker's way back
- * to node (a DirectTransport consumer) is the narrowest part of mediasoup 3.8.4: its payload channel is a Unix
- * socket to which the worker writes two small messages per packet, so one read empties ~140 packets (the socket's
- * send buffer counts each small write at ~1.5 KB). Node reads it once per event-loop turn; with many calls on a
- * loaded machine the turns get long, that read falls behind the calls' UDP sockets, and the backlog in the worker's
- * write queue grew to seconds. RTCP with the PBX is the PBX socket's (PbxRtcp): our reports, the PBX's, the round trip.
+ * Neither direction crosses the worker: node reads every packet from a socket already and sends it on in the same
+ * turn. Through the worker each packet cost a write into its payload channel (a Unix socket shared by the worker's
+ * calls), the worker's own routing and a loopback send back to node: more than half of a passthrough packet's CPU
+ * (bench/packetPath.ts). On the way back to node (a DirectTransport consumer), mediasoup 3.8.4 writes two small
+ * messages per packet to a socket that holds ~140 packets and that node reads once per event-loop turn: on a loaded
+ * machine that backlog grew to seconds. The router and P stay (a fan-out of the call's audio would feed the router).
+ * RTCP with the PBX is the PBX socket's (PbxRtcp): our reports, the PBX's, the round trip.
  *
  * Gaps from Meta (DTX silence, or loss longer than PLC covers) are passed to a G.711 PBX as gaps: the next packet
  * carries the timestamp jump and the marker bit, as RFC 3551 silence suppression does.
@@ -47,7 +48,7 @@ import type { RtpHeader } from './rtp.js';
 import { RTP_HEADER_BYTES, parseRtp, parseTelephoneEvent, randomSsrc, seqDiff } from './rtp.js';
 import { TelephoneEventReceiver, TelephoneEventSender } from './telephoneEvents.js';
 
-/** Payload types of the router's codecs (what D and P consumers carry). */
+/** Payload types of the router's codecs. */
 export const ROUTER_PTS: Record<PbxCodecName, number> = { opus: 111, PCMU: 0, PCMA: 8 };
 
 /** The router's codecs: Opus 48k/2, PCMU, PCMA and telephone-event at 48 kHz and 8 kHz. */
