@@ -286,6 +286,7 @@ export class PbxRtpSocket {
     this.#rtcp = new PbxRtcp(this.#ssrc);
     this.#rtcpIntervalMs = options.rtcpIntervalMs ?? DEFAULT_RTCP_INTERVAL_MS;
     this.#metrics = options.metrics;
+    this.#listenIp = options.listenIp;
     this.#lateFromPbx = new LateAudioGuard({
       clockRate: this.#clockRate,
       tally: options.lateAudio,
@@ -393,6 +394,7 @@ export class PbxRtpSocket {
       this.#log.debug({ address, port }, 'PBX RTP target set');
     }
     if (changed || !this.#latched) this.#remote = { address, port, rtcpPort: rtcpMux ? port : (rtcpPort ?? port + 1) };
+    if (!rtcpMux) this.#openRtcpPort();
     if (this.#rtcpTimer === undefined && this.#rtcpIntervalMs > 0) this.#scheduleReport(Math.min(FIRST_REPORT_AFTER_MS, this.#rtcpIntervalMs));
   }
 
@@ -419,6 +421,43 @@ export class PbxRtpSocket {
   #sdpRemote?: { address: string; port: number };
   #sdpRtcpPort?: number;
   #rtcpMux = true;
+  readonly #listenIp: string;
+  /**
+   * Our RTP port + 1, opened when the PBX declines rtcp-mux: where such a PBX sends its RTCP (RFC 3550 11; our SDP
+   * names no a=rtcp port), and where ours leaves from. 'unavailable' when that port was taken.
+   */
+  #rtcpSocket: dgram.Socket | 'opening' | 'unavailable' | undefined;
+
+  /** Open our RTP port + 1 for the RTCP of a PBX that does not multiplex (best effort: without it, no round trip). */
+  #openRtcpPort(): void {
+    if (this.#rtcpSocket !== undefined || this.#closed) return;
+    const port = this.port + 1;
+    if (port > 65535) {
+      this.#rtcpSocket = 'unavailable';
+      return;
+    }
+    this.#rtcpSocket = 'opening';
+    const socket = dgram.createSocket(this.#listenIp.includes(':') ? 'udp6' : 'udp4');
+    bindSocket(socket, port, this.#listenIp).then(
+      () => {
+        if (this.#closed) {
+          socket.close();
+          return;
+        }
+        this.#rtcpSocket = socket;
+        socket.on('message', (msg, rinfo) => {
+          if (isRtcp(msg)) this.#onOuter(msg, rinfo);
+          else this.#drop('malformed', rinfo);
+        });
+        socket.on('error', (err) => this.#log.warn({ err }, 'PBX RTCP socket error'));
+      },
+      (err: unknown) => {
+        this.#rtcpSocket = 'unavailable';
+        socket.close();
+        this.#log.info({ err, port }, "the PBX declined rtcp-mux and our RTCP port is taken: no round trip to the PBX on this call");
+      },
+    );
+  }
 
   /**
    * SRTP keys from the SDP (undefined: plain RTP). Everything sent is protected and everything received must
@@ -490,6 +529,7 @@ export class PbxRtpSocket {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#rtcpTimer);
+    if (typeof this.#rtcpSocket === 'object') this.#rtcpSocket.close();
     this.#handlers = undefined;
     this.#outer.close();
     this.#inner.close();
@@ -503,8 +543,12 @@ export class PbxRtpSocket {
       this.#srtpExpiredLogged = true;
       return;
     }
-    this.#outer.send(wire, rtcp ? this.#remote.rtcpPort : this.#remote.port, this.#remote.address);
-    if (rtcp) return;
+    if (rtcp) {
+      const from = !this.#rtcpMux && typeof this.#rtcpSocket === 'object' ? this.#rtcpSocket : this.#outer;
+      from.send(wire, this.#remote.rtcpPort, this.#remote.address);
+      return;
+    }
+    this.#outer.send(wire, this.#remote.port, this.#remote.address);
     this.#sentPackets++;
     this.#sentOctets += packet.length - RTP_HEADER_BYTES;
   }

@@ -127,7 +127,9 @@ for (const threads of [0, 1]) {
     await until(() => reports.length > 0, 5000, 'call metrics reported');
     const q = summaryQuality(h);
     const rtt = q?.fromMessenger.rttMs;
-    t.ok(rtt !== undefined && rtt > 0 && rtt < 50, `RTT toward Meta on loopback: above 0, a few ms at most (${rtt} ms)`);
+    // Measured, and small. It may read 0: on loopback the round trip is below a millisecond, and mediasoup counts DLSR
+    // in whole milliseconds, so one report can put it anywhere within a millisecond either side (below 0 counts as 0).
+    t.ok(rtt !== undefined && rtt >= 0 && rtt < 50, `RTT toward Meta on loopback: measured, a few ms at most (${rtt} ms)`);
     t.match(q?.atMessenger, { lossPct: 0, lost: 0, rttMs: rtt }, "Meta's report: nothing lost");
     const jitter = q?.atMessenger?.jitterMs;
     t.ok(jitter !== undefined && jitter >= 0 && jitter < 20, `jitter Meta measured (${jitter} ms)`);

@@ -1,6 +1,6 @@
 /**
- * RTCP with a real PBX peer: baresip (Debian's baresip-core, with rtcp_mux) answers a consumer-initiated call through
- * the drachtio-server double. The bridge sends it sender reports; baresip's reception reports come back with LSR/DLSR, and
+ * RTCP with a real PBX peer: baresip (Debian's baresip-core) answers a consumer-initiated call through the
+ * drachtio-server double, with rtcp-mux or without (RTCP then on RTP port + 1 on both sides). The bridge sends it sender reports; baresip's reception reports come back with LSR/DLSR, and
  * the round trip to the PBX, its loss and jitter reach the call summary line and the RTT histogram, in plain RTP and
  * in SRTP (SRTCP both ways).
  */
@@ -20,15 +20,16 @@ interface PbxSideQuality {
 }
 
 for (const variant of [
-  { name: 'plain RTP', mediaenc: undefined, srtp: 'off', threads: 0 },
-  { name: 'SRTP, media on a media thread', mediaenc: 'srtp-mand', srtp: 'required', threads: 1 },
+  { name: 'plain RTP, rtcp-mux', mediaenc: undefined, srtp: 'off', threads: 0, rtcpMux: true },
+  { name: 'SRTP, rtcp-mux, media on a media thread', mediaenc: 'srtp-mand', srtp: 'required', threads: 1, rtcpMux: true },
+  { name: 'plain RTP, RTCP on its own ports (baresip declines rtcp-mux), media on a media thread', mediaenc: undefined, srtp: 'off', threads: 1, rtcpMux: false },
 ] as const) {
   t.test(`${variant.name}: the round trip to baresip, its loss and jitter from its receiver reports reach the call summary`, { skip: skipReason }, async (t) => {
     const lines: string[] = [];
     const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
     const drachtio = await startDrachtioDouble({ sipNetwork: 'udp' });
     t.teardown(() => drachtio.close());
-    const ua = await startBaresipUa({ port: await freeUdpPort(), toneHz: 440, codec: 'PCMU', rtcpMux: true, ...(variant.mediaenc ? { mediaenc: variant.mediaenc } : {}) });
+    const ua = await startBaresipUa({ port: await freeUdpPort(), toneHz: 440, codec: 'PCMU', rtcpMux: variant.rtcpMux, ...(variant.mediaenc ? { mediaenc: variant.mediaenc } : {}) });
     t.teardown(() => ua.close());
     const bridge = await startLoopbackBridgeOn(
       {
@@ -56,7 +57,8 @@ for (const variant of [
     t.comment(JSON.stringify(q));
     t.ok(q && q.fromPbx.packets > 200, `baresip's audio arrived (${q?.fromPbx.packets} packets)`);
     const rtt = q?.fromPbx.rttMs;
-    t.ok(rtt !== undefined && rtt > 0 && rtt < 50, `RTT to the PBX on loopback: above 0, a few ms at most (${rtt} ms)`);
+    // Measured, and small (0 is a possible reading: baresip counts DLSR in whole milliseconds, more than the round trip).
+    t.ok(rtt !== undefined && rtt >= 0 && rtt < 50, `RTT to the PBX on loopback: measured, a few ms at most (${rtt} ms)`);
     t.match(q?.atPbx, { lossPct: 0, lost: 0, rttMs: rtt }, "baresip's report: nothing lost");
     const jitter = q?.atPbx?.jitterMs;
     t.ok(jitter !== undefined && jitter >= 0 && jitter < 20, `jitter baresip measured (${jitter} ms)`);
