@@ -121,6 +121,8 @@ export class Admission implements AdmissionPort {
   #tokens: number;
   #tokensAt: number;
   #places: MediaPlaces | undefined;
+  /** Places found full by projection, until they have `clearRatio` of headroom again. */
+  readonly #full = new Set<string>();
   /** What one call was last seen to cost, per proportional kind, on any place (for a place that carries none). */
   readonly #perCallCost = new Map<LoadSignalKind, number>();
 
@@ -273,6 +275,8 @@ export class Admission implements AdmissionPort {
       const signals = this.#signalsOf(place);
       const tripped = signals.find((s) => s.tripped && this.limitOf(s.kind) !== null);
       if (tripped) {
+        // Full too: once its signal clears, the place still needs the headroom below to take calls again.
+        this.#full.add(place.source);
         worse(-Infinity, this.#refuse(tripped.kind, describe(tripped, this.limitOf(tripped.kind))));
         continue;
       }
@@ -295,7 +299,14 @@ export class Admission implements AdmissionPort {
             `${unit(projected)} projected with ${place.pending + 1} more (limit ${unit(limit)})`,
         );
       }
-      if (room < 0 && binding) worse(room, binding);
+      // Hysteresis, as for a tripped signal: a place found full takes calls again only once one more call would
+      // leave it under `clearRatio` of the limit (a place at its limit does not flap between taking and refusing).
+      const needed = this.#full.has(place.source) ? 1 - this.#limits.clearRatio : 0;
+      if (project) {
+        if (room < needed) this.#full.add(place.source);
+        else this.#full.delete(place.source);
+      }
+      if (room < needed && binding) worse(room, binding);
       else fits.push({ place, room });
     }
     if (fits.length === 0) return { refusal: refusal!.verdict };

@@ -80,6 +80,8 @@ export class MediaThreadHost {
   readonly #sources: LoadSignalSource[];
   readonly #counts: MediaThreadCounts;
   #sampledAt = performance.now();
+  /** When the interval before the last one began: a call started by then has its audio flowing through the last. */
+  #previousSampledAt = performance.now();
   #closed = false;
 
   constructor(runtime: MediaRuntime, port: HostPort, log: Logger, options: MediaThreadHostOptions) {
@@ -266,9 +268,13 @@ export class MediaThreadHost {
     const now = performance.now();
     const intervalStart = this.#sampledAt;
     const elapsedMs = now - intervalStart;
+    // Media is started when the PBX answers; its audio flows once Meta's side connects, a little later: only calls
+    // started an interval before this one began count as wholly in these readings.
+    const settledBefore = this.#previousSampledAt;
+    this.#previousSampledAt = intervalStart;
     this.#sampledAt = now;
     let carrying = 0;
-    for (const [mediaId, at] of this.#startedAt) if (at <= intervalStart && this.#media.get(mediaId)?.closed === false) carrying++;
+    for (const [mediaId, at] of this.#startedAt) if (at <= settledBefore && this.#media.get(mediaId)?.closed === false) carrying++;
     const readings = readSources(this.#sources, elapsedMs, this.#log);
     const calls: Array<[number, CallMediaStats]> = [];
     for (const [mediaId, media] of this.#media) if (!media.closed) calls.push([mediaId, media.stats()]);

@@ -57,8 +57,9 @@ export interface MediaThreadLoad {
   /** Messenger legs open on the thread (a call has one from before its media exists). */
   legs: number;
   /**
-   * Calls whose media was started before the interval these readings cover began: their whole cost is in the
-   * readings (admission divides by it to learn what one call costs; a call not yet in it is still to come).
+   * Calls whose media was started an interval before the one these readings cover (audio flows a little after the
+   * start): their whole cost is in the readings (admission divides by it to learn what one call costs; a call not
+   * yet in it is still to come).
    */
   carrying: number;
   /**

@@ -261,3 +261,18 @@ t.test('with media threads about as free as each other, the call goes to the one
   t.ok(r.admission.admit(0).admit && r.admission.admit(1).admit && r.admission.admit(2).admit, 'admitted');
   t.same(p.reserved, [0, 1, 0], 'idle threads take calls in turn');
 });
+
+t.test('with media threads, a thread found full takes calls again only with clearRatio of headroom (no flapping at the limit)', async (t) => {
+  const r = rig({ maxEventLoopUtilization: 0.7, clearRatio: 0.8 });
+  const p = places([{ carrying: 6 }]);
+  r.admission.usePlaces(p.places);
+  r.sample([reading('event_loop_utilization', 0.66, 'media-thread-0')]);
+  t.equal(refused(r.admission.admit(6)), 'event_loop_utilization', 'full: 0.66 + 0.11 over 0.7');
+  r.sample([reading('event_loop_utilization', 0.55, 'media-thread-0')]);
+  p.state[0]!.carrying = 5;
+  t.equal(refused(r.admission.admit(5)), 'event_loop_utilization', 'one call fewer (0.55 + 0.11 = 0.66): still refused, above 0.8 x 0.7');
+  t.ok(r.admission.status(5).refusing, 'and readiness says so');
+  r.sample([reading('event_loop_utilization', 0.4, 'media-thread-0')]);
+  p.state[0]!.carrying = 4;
+  t.ok(r.admission.admit(4).admit, 'taken again once 0.4 + 0.1 = 0.5 is under 0.56');
+});
