@@ -25,6 +25,7 @@ export const FRAME_8K = 160;
  */
 const SILENCE_AFTER_MS = 200;
 const TICK_MS = 20;
+const NO_SAMPLES = new Int16Array(0);
 
 /**
  * A 20 ms CELT fullband silence frame (TOC 0xF8: config 31, mono, one frame). Decodes to silence in any decoder
@@ -76,7 +77,7 @@ export class MessengerStream {
   #tone?: InbandDtmfInjector;
   #teSender?: TelephoneEventSender;
   /** The PCM left over from PBX packets that were not a multiple of 20 ms. */
-  #pending = new Int16Array(0);
+  #pending = NO_SAMPLES;
 
   constructor(options: MessengerStreamOptions) {
     this.#leg = options.leg;
@@ -151,12 +152,13 @@ export class MessengerStream {
     }
     let offset = 0;
     for (; offset + FRAME_8K <= samples.length; offset += FRAME_8K) {
-      const frame = samples.slice(offset, offset + FRAME_8K);
+      // A view, not a copy: the samples are ours (decoded for this call), and a tone is mixed into them in place.
+      const frame = samples.subarray(offset, offset + FRAME_8K);
       if (this.#tone?.active) this.#tone.process(frame);
       const contiguous = this.#lastSource === 'pbx' && performance.now() - (this.#lastSentAt ?? 0) < SILENCE_AFTER_MS;
       this.#sendAudio(this.#encode(frame), 'pbx', FRAME_48K, contiguous ? FRAME_48K : undefined);
     }
-    this.#pending = samples.slice(offset);
+    this.#pending = offset === samples.length ? NO_SAMPLES : samples.slice(offset);
   }
 
   /**
@@ -212,13 +214,16 @@ export class MessengerStream {
     return false;
   }
 
-  #encode(frame8k: Int16Array): Buffer {
+  /**
+   * One 20 ms Opus frame. The addon returns a view of a buffer shared by all encoders, valid until the next encode:
+   * the packet built from it (`#sendPacket`, in the same call) copies it, so no copy is made here.
+   */
+  #encode(frame8k: Int16Array): Uint8Array {
     if (!this.#encoder) {
       this.#encoder = new Encoder({ channels: 1, sample_rate: 8000, application: 'voip' });
       this.#encoder.complexity = this.#complexity as 3;
     }
-    // The addon returns a view of a buffer shared by all encoders: copy before the next encode.
-    return Buffer.from(this.#encoder.encode(frame8k));
+    return this.#encoder.encode(frame8k);
   }
 
   #tick(): void {
@@ -243,7 +248,7 @@ export class MessengerStream {
     if (now - this.#lastPbxAudioAt < SILENCE_AFTER_MS) return;
     const toneActive = this.#tone?.active ?? false;
     if (this.#lastSentAt !== undefined && now - this.#lastSentAt < TICK_MS / 2) return;
-    let payload: Buffer = OPUS_SILENCE_FRAME;
+    let payload: Uint8Array = OPUS_SILENCE_FRAME;
     if (toneActive) payload = this.#encode(this.#tone!.nextFrame(FRAME_8K));
     this.#sendAudio(payload, 'filler', FRAME_48K, undefined);
   }

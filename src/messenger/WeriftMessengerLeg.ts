@@ -239,7 +239,8 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
   #sdpVersion = 1;
   #offered = false;
   #remoteAppliedAt = 0;
-  #lastRtp: { timestamp: number; at: number } | undefined;
+  /** The last RTP packet sent: its timestamp and performance.now() (updated in place, no object per packet). */
+  readonly #lastRtp = { sent: false, timestamp: 0, at: 0 };
   readonly #timers = new OwnedTimers();
   #consentTimer: NodeJS.Timeout | undefined;
   #rtcpTimer: NodeJS.Timeout | undefined;
@@ -411,7 +412,10 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
       this.#log.debug({ err }, 'outbound RTP packet dropped');
       return;
     }
-    this.#lastRtp = { timestamp: packet.readUInt32BE(4), at: performance.now() };
+    const last = this.#lastRtp;
+    last.sent = true;
+    last.timestamp = packet.readUInt32BE(4);
+    last.at = performance.now();
     this.#stats.packetsSent++;
     this.#stats.bytesSent += packet.length;
     this.#sendMedia(encrypted);
@@ -763,7 +767,7 @@ export class WeriftMessengerLeg extends TypedEmitter<MessengerLegEvents> impleme
   #sendSenderReport(): void {
     const outbound = this.#outbound;
     const last = this.#lastRtp;
-    if (outbound === undefined || last === undefined) return;
+    if (outbound === undefined || !last.sent) return;
     const now = wallClockMs();
     // Extrapolate the RTP clock (48 kHz) from the last packet sent.
     const rtpTimestamp = (last.timestamp + Math.round(((performance.now() - last.at) * 48000) / 1000)) >>> 0;
