@@ -12,7 +12,11 @@
  * The rest is in doubt: a SILK frame without the flag may still carry a steady tone (SILK's detector takes a 440 Hz
  * tone at -20 dBFS for no voice) and a CELT frame anything. Those packets are decoded (8 kHz mono, on the call's media
  * thread) and judged by level like decoded audio; the packets skipped in between do not upset that level, since the
- * first SILK frame of every packet codes its gains on their own.
+ * first SILK frame of every packet codes its gains on their own. So that the work per packet stays bounded whatever
+ * the stream (a steady tone leaves every SILK packet in doubt, and a decode costs ~10 us where the flags cost well
+ * under 1), at most one doubtful SILK or hybrid packet in {@link SILK_DECODE_EVERY} is decoded and the others take its
+ * verdict: a change of level is seen within 100 ms. CELT packets in doubt are all decoded (their energies are coded
+ * against the previous frame's, which a decoder that skipped packets does not have).
  */
 import { Decoder } from '@evan/opus';
 import { pcmHasAudio } from './CallQuality.js';
@@ -127,15 +131,32 @@ export function opusVoiceFlag(payload: Uint8Array): boolean | undefined {
   return undefined;
 }
 
+/** Of the SILK and hybrid packets whose flags leave them in doubt, one in this many is decoded (5: every 100 ms). */
+export const SILK_DECODE_EVERY = 5;
+
 /** One direction's Opus stream, judged packet by packet (see the module comment). */
 export class OpusAudioJudge {
   #decoder: Decoder | undefined;
   /** Packets that had to be decoded (for tests and benchmarks). */
   decoded = 0;
+  /** Doubtful SILK packets since the last one decoded, and that one's verdict. */
+  #silkSinceDecode = SILK_DECODE_EVERY;
+  #silkVerdict = false;
 
   hasAudio(payload: Uint8Array): boolean {
     const flag = opusVoiceFlag(payload);
     if (flag !== undefined) return flag;
+    const silk = payload[0]! >> 3 < 16;
+    if (silk && ++this.#silkSinceDecode < SILK_DECODE_EVERY) return this.#silkVerdict;
+    const verdict = this.#decodedHasAudio(payload);
+    if (silk) {
+      this.#silkSinceDecode = 0;
+      this.#silkVerdict = verdict;
+    }
+    return verdict;
+  }
+
+  #decodedHasAudio(payload: Uint8Array): boolean {
     this.#decoder ??= new Decoder({ channels: 1, sample_rate: 8000 });
     try {
       const out = this.#decoder.decode(payload);

@@ -5,7 +5,7 @@
  */
 import { Encoder } from '@evan/opus';
 import t from 'tap';
-import { OpusAudioJudge, opusVoiceFlag } from '../../../src/media/quality/opusActivity.js';
+import { OpusAudioJudge, SILK_DECODE_EVERY, opusVoiceFlag } from '../../../src/media/quality/opusActivity.js';
 
 const RATE = 48_000;
 const FRAME = 960;
@@ -74,7 +74,12 @@ t.test('SILK (the speech modes): silence and quiet noise are silent, speech and 
   }
   const steady = encode(tone(-20), { bitrate: 20_000 });
   t.ok(steady.every((p) => opusVoiceFlag(p) !== true), "SILK's voice detector takes a steady 440 Hz tone for no voice");
-  t.equal(judged(steady).audio, steady.length, 'the tone is audio all the same: its level decides');
+  const steadyJudged = judged(steady);
+  t.equal(steadyJudged.audio, steady.length, 'the tone is audio all the same: its level decides');
+  t.ok(
+    steadyJudged.decoded <= Math.ceil(steady.length / SILK_DECODE_EVERY),
+    `a stream whose every packet is in doubt costs one decode in ${SILK_DECODE_EVERY} packets (${steadyJudged.decoded} of ${steady.length})`,
+  );
   const dtxSilence = judged(encode(silence, { bitrate: 20_000, dtx: true }));
   t.ok(dtxSilence.decoded <= 5, `DTX silence needs (almost) no decoding (${dtxSilence.decoded})`);
 });
