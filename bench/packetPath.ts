@@ -25,6 +25,7 @@ import type { types as ms } from 'mediasoup';
 import type { PbxCodecName } from '../src/calls/ports.js';
 import { SRTP_AEAD_AES_128_GCM, SrtpContext, srtpMasterKeyLength, srtpMasterSaltLength } from '../src/core/srtp.js';
 import { decodePcmu, encodePcmu } from '../src/media/dsp/g711.js';
+import { InbandDtmfWatcher } from '../src/media/dsp/InbandDtmf.js';
 import { LateAudioGuard } from '../src/media/LateAudioGuard.js';
 import { MediasoupMediaEngine } from '../src/media/MediasoupMediaEngine.js';
 import { applyMediasoupPatches, sendToWorker } from '../src/media/mediasoupPatches.js';
@@ -192,6 +193,7 @@ interface Steps {
   qualityPcm: number;
   opusDecodePcmuEncode: number;
   pcmuDecodeOpusEncode: number;
+  inbandWatch: number;
   build: number;
   rewrite: number;
   toWorker: number;
@@ -268,6 +270,12 @@ async function measureSteps(): Promise<Steps> {
     encoder.complexity = 3;
     return () => {
       Buffer.from(encoder.encode(decodePcmu(pcmuPayload)));
+    };
+  });
+  steps.inbandWatch = await loop(() => {
+    const watcher = new InbandDtmfWatcher({ sampleRate: 8000, clockRate: 48000 });
+    return (i) => {
+      watcher.push(pcm8k, (i * 960) >>> 0);
     };
   });
   steps.build = await loop(() => (i) => {
@@ -495,6 +503,7 @@ const metaRows: Row[] = [
   ['late-audio guard', s.lateGuard, s.lateGuard],
   ['quality counters (jitter/loss, audio heard)', s.qualityOpus, s.qualityPcm],
   ['DSP: Opus decode (8 kHz) + PCMU encode', 0, s.opusDecodePcmuEncode],
+  ['in-band DTMF detection (Meta negotiated no telephone-event, G.711 PBX: dtmf.inband_detect auto)', 0, s.inbandWatch],
   ['RTP header rewrite in place (passthrough) / packet built (transcoding)', s.rewrite, s.build],
   ['PBX-side socket send (numeric address, no lookup)', s.sendLookupSkipped, s.sendLookupSkipped],
 ];
