@@ -23,8 +23,17 @@ import type { GraphPort, MetaCallEvent, MetaEvent, MetaEventSink } from '../src/
 import { ClusterMetrics, ClusterNode } from '../src/cluster/index.js';
 import { ConfigSchema } from '../src/config/schema.js';
 import { RedisServer } from '../test/helpers/redisServer.js';
+import { markdownTable, renderBlock, startRun, writeGeneratedSection } from './lib/report.js';
 
-const { values } = parseArgs({ options: { events: { type: 'string', default: '20000' }, calls: { type: 'string', default: '200' } } });
+const { values } = parseArgs({
+  options: {
+    events: { type: 'string', default: '20000' },
+    calls: { type: 'string', default: '200' },
+    /** Also put the table into BENCHMARKS.md (bench/lib/report.ts), between its markers. */
+    write: { type: 'boolean', default: false },
+  },
+});
+const run = startRun('bench/cluster.ts');
 const EVENTS = Number(values.events);
 const CALLS = Number(values.calls);
 const SEQUENTIAL = 2000;
@@ -149,9 +158,16 @@ for (const [label, owner, via] of [
   rows.push([label, await latency(owner, via), await rate(owner, via)]);
 }
 
-process.stdout.write(`cluster forward bench: ${SEQUENTIAL} sequential events for latency, ${EVENTS} events over ${CALLS} calls for rate\n`);
-process.stdout.write('| path | p50 | p99 | events/s |\n|---|---|---|---|\n');
-for (const [label, l, r] of rows) process.stdout.write(`| ${label} | ${l.p50.toFixed(2)} ms | ${l.p99.toFixed(2)} ms | ${Math.round(r)} |\n`);
+const body = [
+  `${SEQUENTIAL} sequential events for latency, ${EVENTS} events over ${CALLS} calls for rate.`,
+  '',
+  ...markdownTable(
+    ['path', 'p50', 'p99', 'events/s'],
+    rows.map(([label, l, r]) => [label, `${l.p50.toFixed(2)} ms`, `${l.p99.toFixed(2)} ms`, Math.round(r)]),
+  ),
+];
+process.stdout.write(`cluster forward bench: ${body.join('\n')}\n`);
+if (values.write) process.stdout.write(`written into ${writeGeneratedSection('BENCHMARKS.md', 'bench/cluster.ts', renderBlock(run, body))}\n`);
 
 admin.disconnect();
 http.close();
