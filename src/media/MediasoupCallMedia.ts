@@ -17,7 +17,6 @@
  * Gaps from Meta (DTX silence, or loss longer than PLC covers) are passed to a G.711 PBX as gaps: the next packet
  * carries the timestamp jump and the marker bit, as RFC 3551 silence suppression does.
  */
-import { Decoder } from '@evan/opus';
 import type { Logger } from 'pino';
 import type { types as ms } from 'mediasoup';
 import type {
@@ -34,6 +33,7 @@ import { MediaError } from '../core/errors.js';
 import { TypedEmitter } from '../core/TypedEmitter.js';
 import { InbandDtmfWatcher } from './dsp/InbandDtmf.js';
 import { decodePcma, decodePcmu, encodePcmaInto, encodePcmuInto } from './dsp/g711.js';
+import { OpusDecoder } from './dsp/opus.js';
 import { LateAudioGuard, type LateAudioTally } from './LateAudioGuard.js';
 import { spendCpu } from './spendCpu.js';
 import { FRAME_8K, MessengerStream, OPUS_CLOCK_RATE } from './MessengerStream.js';
@@ -147,7 +147,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
   #dTs = randomSsrc();
   /** Meta's last packet passed on (updated in place: no object per packet). */
   readonly #lastMeta = { known: false, ssrc: 0, seq: 0, ts: 0, at: 0 };
-  #decoder?: Decoder;
+  #decoder?: OpusDecoder;
   #lastToc = 0x78;
   /** In-band digit detection on Meta's audio, while it is wanted (see `#updateWatcher`). */
   #watcher?: InbandDtmfWatcher;
@@ -675,7 +675,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
   }
 
   #decode(payload: Uint8Array): Int16Array | undefined {
-    this.#decoder ??= new Decoder({ channels: 1, sample_rate: 8000 });
+    this.#decoder ??= new OpusDecoder({ channels: 1, sample_rate: 8000 });
     try {
       const out = this.#decoder.decode(payload);
       this.#lastToc = payload[0]!;

@@ -5,10 +5,10 @@
  * Send first: once started it sends a 20 ms Opus silence frame whenever no PBX audio went out for ~200 ms, because
  * Meta drops calls that receive no media (PBX silent, on hold, or not flowing yet).
  */
-import { Encoder } from '@evan/opus';
 import type { Logger } from 'pino';
 import type { RtpEndpoint } from '../core/rtp.js';
 import { InbandDtmfInjector } from './dsp/InbandDtmf.js';
+import { OpusEncoder } from './dsp/opus.js';
 import { buildRtp, randomSeq, randomSsrc } from './rtp.js';
 import { TelephoneEventSender } from './telephoneEvents.js';
 
@@ -73,7 +73,7 @@ export class MessengerStream {
   #lastPassthroughTs?: number;
   #sentPackets = 0;
 
-  #encoder?: Encoder;
+  #encoder?: OpusEncoder;
   #tone?: InbandDtmfInjector;
   #teSender?: TelephoneEventSender;
   /** The PCM left over from PBX packets that were not a multiple of 20 ms. */
@@ -220,7 +220,7 @@ export class MessengerStream {
    */
   #encode(frame8k: Int16Array): Uint8Array {
     if (!this.#encoder) {
-      this.#encoder = new Encoder({ channels: 1, sample_rate: 8000, application: 'voip' });
+      this.#encoder = new OpusEncoder({ channels: 1, sample_rate: 8000, application: 'voip' });
       this.#encoder.complexity = this.#complexity as 3;
     }
     return this.#encoder.encode(frame8k);

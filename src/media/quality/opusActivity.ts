@@ -18,7 +18,7 @@
  * verdict: a change of level is seen within 100 ms. CELT packets in doubt are all decoded (their energies are coded
  * against the previous frame's, which a decoder that skipped packets does not have).
  */
-import { Decoder } from '@evan/opus';
+import { OpusDecoder } from '../dsp/opus.js';
 import { pcmHasAudio } from './CallQuality.js';
 
 /** The result of range-decoding the first bits of a frame (RFC 6716 section 4.1, libopus entdec.c). */
@@ -136,7 +136,7 @@ export const SILK_DECODE_EVERY = 5;
 
 /** One direction's Opus stream, judged packet by packet (see the module comment). */
 export class OpusAudioJudge {
-  #decoder: Decoder | undefined;
+  #decoder: OpusDecoder | undefined;
   /** Packets that had to be decoded (for tests and benchmarks). */
   decoded = 0;
   /** Doubtful SILK packets since the last one decoded, and that one's verdict. */
@@ -157,7 +157,7 @@ export class OpusAudioJudge {
   }
 
   #decodedHasAudio(payload: Uint8Array): boolean {
-    this.#decoder ??= new Decoder({ channels: 1, sample_rate: 8000 });
+    this.#decoder ??= new OpusDecoder({ channels: 1, sample_rate: 8000 });
     try {
       const out = this.#decoder.decode(payload);
       this.decoded++;

@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { isIPv6 } from 'node:net';
-import { Decoder, Encoder } from '@evan/opus';
+import { OpusDecoder, OpusEncoder } from '../../media/dsp/opus.js';
 import type { types as ms } from 'mediasoup';
 import type { Logger } from 'pino';
 import sdpTransform from 'sdp-transform';
@@ -279,7 +279,7 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
   #awaitingAnswer = false;
   #businessSsrc: number | undefined;
   // Sending
-  readonly #encoder = new Encoder({ channels: 1, sample_rate: 48000, application: 'voip' });
+  readonly #encoder = new OpusEncoder({ channels: 1, sample_rate: 48000, application: 'voip' });
   readonly #sendSsrc = randomBytes(4).readUInt32BE(0);
   #seq = randomBytes(2).readUInt16BE(0);
   #timestamp = randomBytes(4).readUInt32BE(0);
@@ -289,7 +289,7 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
   #sendClockStart = 0;
   #framesSent = 0;
   // Receiving
-  readonly #decoder = new Decoder({ channels: 1, sample_rate: 48000 });
+  readonly #decoder = new OpusDecoder({ channels: 1, sample_rate: 48000 });
   #pcmChunks: Int16Array[] = [];
   #pcmSamples = 0;
   readonly #dtmf: ReceivedDtmf[] = [];

@@ -6,7 +6,7 @@
  * doubles (a fake Messenger leg) can reuse it over another transport.
  */
 import dgram from 'node:dgram';
-import { Decoder, Encoder } from '@evan/opus';
+import { OpusDecoder, OpusEncoder } from '../../media/dsp/opus.js';
 import { decodePcma, decodePcmu, encodePcma, encodePcmu } from '../../media/dsp/g711.js';
 import {
   buildRtp,
@@ -77,8 +77,8 @@ export class RtpMediaCore {
   readonly #pcm: Int16Array[] = [];
   readonly #digits: string[] = [];
   readonly #endedEvents = new Set<number>();
-  #encoder?: Encoder;
-  #decoder?: Decoder;
+  #encoder?: OpusEncoder;
+  #decoder?: OpusDecoder;
   #seq = randomSeq();
   #ts = randomSsrc();
   #timer?: NodeJS.Timeout;
@@ -208,7 +208,7 @@ export class RtpMediaCore {
   #decode(payload: Uint8Array): Int16Array {
     if (this.codec === 'PCMU') return decodePcmu(payload);
     if (this.codec === 'PCMA') return decodePcma(payload);
-    this.#decoder ??= new Decoder({ channels: 1, sample_rate: 48000 });
+    this.#decoder ??= new OpusDecoder({ channels: 1, sample_rate: 48000 });
     const out = this.#decoder.decode(payload);
     return new Int16Array(out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength));
   }
@@ -217,7 +217,7 @@ export class RtpMediaCore {
     if (this.codec === 'PCMU') return encodePcmu(pcm);
     if (this.codec === 'PCMA') return encodePcma(pcm);
     if (!this.#encoder) {
-      this.#encoder = new Encoder({ channels: 1, sample_rate: 48000, application: 'voip' });
+      this.#encoder = new OpusEncoder({ channels: 1, sample_rate: 48000, application: 'voip' });
       this.#encoder.complexity = 3;
     }
     return Buffer.from(this.#encoder.encode(pcm));
