@@ -23,9 +23,10 @@ if [ -n "${DRACHTIO_HOST:-}" ]; then
   jobs=(--jobs=1)
 fi
 # Tests that load the machine on purpose and judge audio second by second (overload: a test-sized capacity filled
-# with busy CPU; cluster: three bridge processes) run after the others, one at a time, so that no other test file
-# shares the two cores with them and their verdicts are about the bridge, not about what ran beside them.
-solo=(test/reliability/overload.test.ts test/e2e/cluster.test.ts)
+# with busy CPU; cluster: three bridge processes; leaks: 2,000 calls, 16 at a time, through two media threads, the
+# answered ones checked for tone both ways) run after the others, one at a time, so that no other test file shares
+# the two cores with them and their verdicts are about the bridge, not about what ran beside them.
+solo=(test/reliability/overload.test.ts test/e2e/cluster.test.ts test/reliability/leaks.test.ts)
 tap_rc=0
 if [ "$#" -gt 0 ]; then
   echo "[test] running tap"
