@@ -22,6 +22,7 @@ MUTATIONS=(
   "break-webhook-dedupe|src/webhook/EventFilter.ts|function dedupeKey(event: MetaEvent): string {|function dedupeKey(event: MetaEvent): string {\n  if (event !== undefined) return String(Math.random());|duplicate|test/unit/webhook/webhookApp.test.ts test/reliability/webhookInput.test.ts"
   "swap-dtmf-digits-1-2|src/media/rtp.ts|export const DTMF_EVENT_DIGITS = '0123456789*#ABCD';|export const DTMF_EVENT_DIGITS = '0213456789*#ABCD';|digit|test/unit/media/telephoneEvents.test.ts test/e2e/dtmf.test.ts"
   "skip-the-bye|src/sip/SrfSipDialog.ts|    const bye = this.#dialog.destroy().then(|    const bye = Promise.resolve().then(|BYE|test/e2e/consumerCall.test.ts"
+  "opus-native-addon-in-media-threads|src/media/dsp/opus.ts|  if (isMainThread) {|  if (isMainThread !== undefined) {|its own, sample for sample|test/unit/media/opusThreads.test.ts"
   "leak-a-pbx-rtp-socket|src/media/PbxRtpSocket.ts|    this.#outer.close();\n    this.#inner.close();|    this.#outer.close();|UDP socket|test/unit/media/lifecycle.test.ts test/e2e/manyCalls.test.ts"
 )
 
