@@ -36,6 +36,7 @@ import { decodePcma, decodePcmu, encodePcmaInto, encodePcmuInto } from './dsp/g7
 import { OpusDecoder } from './dsp/opus.js';
 import { LateAudioGuard, type LateAudioTally } from './LateAudioGuard.js';
 import { spendCpu } from './spendCpu.js';
+import type { FrameClock } from './FrameClock.js';
 import { FRAME_8K, MessengerStream, OPUS_CLOCK_RATE } from './MessengerStream.js';
 import { PbxNegotiation, type PbxNegotiated } from './PbxNegotiation.js';
 import type { PbxCodec, PbxRemoteAudio } from './pbxSdp.js';
@@ -116,6 +117,8 @@ export interface MediasoupCallMediaOptions {
   packetCostUs?: number;
   /** No audio from one side for this long while the other speaks is one-way audio (ms); 0 = not watched. Default 10000. */
   oneWayAudioAfterMs?: number;
+  /** The 20 ms clock shared by the engine's calls for their silence filler (see FrameClock). Default: one of its own. */
+  frameClock?: FrameClock;
 }
 
 /** How often the one-way audio check runs (ms). */
@@ -194,6 +197,7 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
       log: options.log,
       encoderComplexity: options.encoderComplexity,
       inbandGenerate: options.dtmf.inbandGenerate,
+      ...(options.frameClock ? { clock: options.frameClock } : {}),
     });
     options.socket.setHandlers({
       onAudio: (packet, header) => this.#onPbxAudio(packet, header),

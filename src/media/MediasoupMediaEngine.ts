@@ -8,6 +8,7 @@ import type { Bindings, ChildLoggerOptions, Logger } from 'pino';
 import type { types as ms } from 'mediasoup';
 import type { CallMedia, MediaEngine, MessengerLeg, PbxCodecName, SrtpMode } from '../calls/ports.js';
 import { InvalidStateError, MediaError } from '../core/errors.js';
+import { FrameClock } from './FrameClock.js';
 import type { LateAudioTally } from './LateAudioGuard.js';
 import type { CallMediaDtmfOptions } from './MediasoupCallMedia.js';
 import { MediasoupCallMedia, ROUTER_MEDIA_CODECS, carriesRtp } from './MediasoupCallMedia.js';
@@ -106,12 +107,15 @@ export class MediasoupMediaEngine implements MediaEngine {
   readonly #pruneOnWorkerChange = (): void => this.#prepared?.prune();
   /** Late audio packets dropped by every call of this engine (a load signal). */
   readonly #lateAudio: LateAudioTally = { dropped: 0 };
+  /** One 20 ms clock for every call's silence filler toward Meta, rather than an interval per call. */
+  readonly #frameClock: FrameClock;
   #closed = false;
 
   constructor(options: MediasoupMediaEngineOptions) {
     this.#o = options;
     this.#log = options.log.child({ component: 'media' });
     this.#announcedIp = options.rtp.announcedIp ?? options.rtp.listenIp;
+    this.#frameClock = new FrameClock(20, (err) => this.#log.warn({ err }, 'a stream toward Meta failed on its tick'));
     if (this.#announcedIp === '0.0.0.0' || this.#announcedIp === '::') {
       throw new MediaError('CONFIG', 'rtp.announcedIp is required when rtp.listenIp is a wildcard address');
     }
@@ -225,6 +229,7 @@ export class MediasoupMediaEngine implements MediaEngine {
         encoderComplexity: this.#o.opusComplexity,
         lateAudio: this.#lateAudio,
         packetCostUs: this.#o.packetCostUs,
+        frameClock: this.#frameClock,
         ...(this.#o.oneWayAudioAfterMs !== undefined ? { oneWayAudioAfterMs: this.#o.oneWayAudioAfterMs } : {}),
         workerDied: (w) => this.#o.pool.workerDied(w),
         onClose: () => {

@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import type { RtpEndpoint } from '../core/rtp.js';
 import { InbandDtmfInjector } from './dsp/InbandDtmf.js';
 import { OpusEncoder } from './dsp/opus.js';
+import { FrameClock, type FrameListener } from './FrameClock.js';
 import { buildRtp, randomSeq, randomSsrc } from './rtp.js';
 import { TelephoneEventSender } from './telephoneEvents.js';
 
@@ -24,6 +25,7 @@ export const FRAME_8K = 160;
  * goes without media.
  */
 const SILENCE_AFTER_MS = 200;
+/** The filler's tick (FrameClock's interval), ms. */
 const TICK_MS = 20;
 const NO_SAMPLES = new Int16Array(0);
 
@@ -40,6 +42,8 @@ export interface MessengerStreamOptions {
   encoderComplexity?: number;
   /** Play digits as in-band tones when Meta negotiated no telephone-event. Default true. */
   inbandGenerate?: boolean;
+  /** The thread's 20 ms clock shared by every stream (see FrameClock). Default: a clock of this stream's own. */
+  clock?: FrameClock;
 }
 
 export interface MessengerStreamFormat {
@@ -61,8 +65,10 @@ export class MessengerStream {
   #seq = randomSeq();
   #ts = randomSsrc();
   #format?: MessengerStreamFormat;
-  #ticker?: NodeJS.Timeout;
-  #lastTickAt?: number;
+  readonly #clock: FrameClock;
+  readonly #frameListener: FrameListener = { onFrame: () => this.#fill() };
+  #started = false;
+  /** The first fill, right after start (send first), before the clock's next tick. */
   #fillPending?: NodeJS.Immediate;
   #closed = false;
 
@@ -84,6 +90,7 @@ export class MessengerStream {
     this.#log = options.log;
     this.#complexity = options.encoderComplexity ?? 3;
     this.#inbandGenerate = options.inbandGenerate ?? true;
+    this.#clock = options.clock ?? new FrameClock(TICK_MS);
   }
 
   get ssrc(): number {
@@ -95,7 +102,7 @@ export class MessengerStream {
   }
 
   get started(): boolean {
-    return this.#ticker !== undefined;
+    return this.#started;
   }
 
   /** What Meta negotiated (payload types, telephone-event clock). Call again after a renegotiation. */
@@ -117,9 +124,13 @@ export class MessengerStream {
 
   /** Start the stream (and the silence filler). Idempotent. */
   start(): void {
-    if (this.#closed || this.#ticker) return;
-    this.#ticker = setInterval(() => this.#tick(), TICK_MS);
-    this.#tick();
+    if (this.#closed || this.#started) return;
+    this.#started = true;
+    this.#clock.add(this.#frameListener);
+    this.#fillPending = setImmediate(() => {
+      this.#fillPending = undefined;
+      this.#fill();
+    });
   }
 
   /** Forward one Opus payload from an Opus PBX; `timestamp` is the PBX's RTP timestamp (48 kHz). */
@@ -189,8 +200,7 @@ export class MessengerStream {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#ticker) clearInterval(this.#ticker);
-    this.#ticker = undefined;
+    this.#clock.delete(this.#frameListener);
     if (this.#fillPending) clearImmediate(this.#fillPending);
     this.#fillPending = undefined;
     this.#teSender?.close();
@@ -224,20 +234,6 @@ export class MessengerStream {
       this.#encoder.complexity = this.#complexity as 3;
     }
     return this.#encoder.encode(frame8k);
-  }
-
-  #tick(): void {
-    if (this.#closed || !this.#format) return;
-    const now = performance.now();
-    const stalled = this.#lastTickAt !== undefined && now - this.#lastTickAt > TICK_MS * 2.5;
-    this.#lastTickAt = now;
-    // After an event-loop stall timers run before the I/O that queued up meanwhile: give the PBX's audio one
-    // more tick rather than cutting into it with silence. Otherwise decide after this turn's I/O.
-    if (stalled || this.#fillPending) return;
-    this.#fillPending = setImmediate(() => {
-      this.#fillPending = undefined;
-      this.#fill();
-    });
   }
 
   #fill(): void {
