@@ -5,6 +5,7 @@
  *                                [--calls 25,50,100] [--seconds 15] [--warmup 2] [--threads 1,2]
  *   npx tsx bench/calls.ts setup [--calls 1000] [--concurrency 1] [--prepared 0] [--threads 1]
  *   npx tsx bench/calls.ts overload [--calls 300] [--every-ms 50] [--hold 10] [--threads N] [--mode transcode]
+ *                                    [--admission '{ max_cpu_wait: null }']
  *
  * --threads: the bridge's `media.threads`, one bridge run per value in `load` (0: the media on the main thread), the
  * first value in `setup`, as shipped (one per core) in `overload` unless given. Each media thread has its own
@@ -12,7 +13,8 @@
  *
  * overload: the bridge as shipped (admission by load on, default limits) is offered `--calls` consumer calls, one
  * every `--every-ms`, Opus passed through (or Opus <-> PCMU with `--mode transcode`); each admitted call carries
- * audio both ways until `--hold` seconds after the last offer. It reports what was admitted and refused (and why),
+ * audio both ways until `--hold` seconds after the last offer (`--admission`: other settings of `calls.admission`,
+ * to see what a limit does). It reports what was admitted and refused (and why),
  * the admitted calls' audio second by second, what admission saw meanwhile, and what is left after the hang-ups.
  *
  * --write also puts what it printed into BENCHMARKS.md (bench/lib/report.ts: with the command, commit, time,
@@ -84,6 +86,8 @@ const { values, positionals } = parseArgs({
     'every-ms': { type: 'string', default: '50' },
     /** overload: admitted calls are held until this many seconds after the last offer. */
     hold: { type: 'string', default: '10' },
+    /** overload: admission settings other than the shipped ones, a YAML flow map, e.g. '{ max_cpu_wait: null }'. */
+    admission: { type: 'string' },
     /** setup: the bridge's calls.prepared_media (media made ahead of calls). */
     prepared: { type: 'string', default: '0' },
     write: { type: 'boolean', default: false },
@@ -204,9 +208,11 @@ async function startBridge(o: {
    * (the bench finds what the engine holds, where the bridge would refuse calls first).
    */
   admission?: boolean;
+  /** With `admission`, settings of `calls.admission` other than the shipped ones (a YAML flow map). */
+  admissionOverrides?: string;
 }): Promise<BridgeProcess> {
   const threads = o.threads ?? 0;
-  const calls = o.admission ? [] : ['max_concurrent: 5000', 'admission: { enabled: false }'];
+  const calls = o.admission ? (o.admissionOverrides ? [`admission: ${o.admissionOverrides}`] : []) : ['max_concurrent: 5000', 'admission: { enabled: false }'];
   calls.push('accept_deadline_ms: 30000', 'drain_timeout_ms: 2000');
   if (o.preparedMedia !== undefined) calls.push(`prepared_media: ${o.preparedMedia}`);
   const dir = mkdtempSync(path.join(tmpdir(), 'msb-bench-'));
@@ -411,14 +417,19 @@ class Stream {
 
   /**
    * Second by second from the first packet sent (by when each was sent), the packets sent and how many of them were
-   * heard; only the seconds that ended before `until` (ms, performance.now()).
+   * heard within `usefulMs` of being sent (later audio is no use to a listener: the bridge itself drops what comes
+   * over 1 s late); only the seconds that ended before `until` (ms, performance.now()).
    */
-  perSecond(until: number): Array<{ sent: number; heard: number }> {
+  perSecond(until: number, usefulMs = 1000): Array<{ sent: number; heard: number }> {
     if (this.startAt === undefined) return [];
     const heard = new Set<number>();
     for (const run of this.runs) {
       const match = this.#offset(run);
-      if (match) for (const h of run) heard.add(h.idx + match.k);
+      if (!match) continue;
+      for (const h of run) {
+        const sent = this.sentAt[h.idx + match.k];
+        if (sent !== undefined && h.at - sent <= usefulMs) heard.add(h.idx + match.k);
+      }
     }
     const seconds = Math.max(0, Math.floor((until - this.startAt) / 1000));
     const out = Array.from({ length: seconds }, () => ({ sent: 0, heard: 0 }));
@@ -432,28 +443,21 @@ class Stream {
   }
 
   /**
-   * Which frame sent a run's packets are (sent index = idx + offset). A packet heard at least 100 ms after the start
-   * anchors the match: it is the frame last sent before it arrived or an earlier one, the latest for which no packet
-   * of the run would have arrived before it was sent. (Latencies are of the packets from the anchor on.)
+   * Which frame sent a run's packets are (sent index = idx + k): the latest k for which no packet of the run, from
+   * its anchor on (the first heard at least 100 ms after the start), would have arrived before it was sent. Runs
+   * heard in arrival order, so one pass: for each packet, the last frame sent by then, less its index.
    */
   #offset(run: Array<{ idx: number; at: number }>): { k: number; anchorAt: number } | undefined {
     const anchor = run.find((h) => h.at >= (this.startAt ?? 0) + 100);
     if (!anchor) return undefined;
+    let k = Infinity;
     let j = -1;
-    for (let i = 0; i < this.sentAt.length && this.sentAt[i]! <= anchor.at; i++) j = i;
-    for (let k = j - anchor.idx; k >= j - anchor.idx - 50; k--) {
-      let ok = true;
-      for (const h of run) {
-        const s = this.sentAt[h.idx + k];
-        if (s === undefined || h.at < anchor.at) continue;
-        if (h.at < s) {
-          ok = false;
-          break;
-        }
-      }
-      if (ok) return { k, anchorAt: anchor.at };
+    for (const h of run) {
+      if (h.at < anchor.at) continue;
+      while (j + 1 < this.sentAt.length && this.sentAt[j + 1]! <= h.at) j++;
+      k = Math.min(k, j - h.idx);
     }
-    return undefined;
+    return Number.isFinite(k) ? { k, anchorAt: anchor.at } : undefined;
   }
 }
 
@@ -1066,6 +1070,32 @@ interface Offer {
   ended: boolean;
 }
 
+/** One second of an overload run: the calls, what admission saw, what the scheduler says. */
+interface OverloadSample {
+  /** s since the run started. */
+  t: number;
+  offered: number;
+  live: number;
+  refused: number;
+  /** msb_load by its labels. */
+  load: Map<string, number>;
+  refusing: number;
+  /** Share of the second some task of the machine waited for a CPU (/proc/pressure/cpu), if the kernel says. */
+  machineWait: number | undefined;
+  /** The load generator: this process's event-loop utilization, its Meta media worker's CPU (share of a core). */
+  generator: { elu: number; simCpu: number };
+}
+
+/** Linux's CPU pressure: total time (s) some task waited for a CPU; undefined without PSI. */
+function cpuPressure(): number | undefined {
+  try {
+    const m = /^some .*total=(\d+)/m.exec(readFileSync('/proc/pressure/cpu', 'utf8'));
+    return m ? Number(m[1]) / 1e6 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Each sample of a metric in Prometheus text: its labels (`{...}`, '' without) -> value. */
 function metricSamples(text: string, name: string): Map<string, number> {
   const samples = new Map<string, number>();
@@ -1124,11 +1154,19 @@ async function overload(): Promise<void> {
   out(
     `${offers} consumer calls offered, one every ${everyMs} ms, ${mode === 'passthrough' ? 'Opus passed through' : 'Opus <-> PCMU'}; every admitted call ` +
       `carries a tone both ways (50 packets/s each way) until ${holdS} s after the last offer, then the person hangs up. ` +
-      `The bridge as shipped: media.threads ${threads === 'auto' ? `default (one per core: ${cpus().length})` : threads}, admission by load on with its default limits, ` +
+      `The bridge as shipped: media.threads ${threads === 'auto' ? `default (one per core: ${cpus().length})` : threads}, admission by load on with its default limits` +
+      `${values.admission ? ` but ${values.admission}` : ''}, ` +
       'calls.max_concurrent default. Meta (simulator and its mediasoup worker), the fake PBX and its RTP peers run in the bench, on the same cores.',
   );
   await withPeers(async (sim, drachtio) => {
-    const bridge = await startBridge({ sim, drachtio, threads, admission: true, codecs: mode === 'passthrough' ? ['opus'] : ['PCMU'] });
+    const bridge = await startBridge({
+      sim,
+      drachtio,
+      threads,
+      admission: true,
+      ...(values.admission ? { admissionOverrides: values.admission } : {}),
+      codecs: mode === 'passthrough' ? ['opus'] : ['PCMU'],
+    });
     try {
       // Start-up (module loading, the first samples) is over once the bridge says it takes calls.
       const readyBy = Date.now() + 30_000;
@@ -1166,23 +1204,33 @@ async function overload(): Promise<void> {
       const start = performance.now();
       const cpu0 = { main: procStat(bridge.pid).cpu, workers: bridge.workerPids.reduce((t, k) => t + procStat(k).cpu, 0), bench: selfCpu() };
       const simWorkers = childPids(process.pid).filter((k) => readFileSync(`/proc/${k}/comm`, 'utf8').startsWith('mediasoup'));
-      const simCpu0 = simWorkers.reduce((t, k) => t + procStat(k).cpu, 0);
+      const simCpu = (): number => simWorkers.reduce((t, k) => t + procStat(k).cpu, 0);
+      const simCpu0 = simCpu();
 
       // Once a second: what admission sees (msb_load, the highest over threads and workers) and what it decides.
-      const timeline: Array<{ t: number; offered: number; live: number; refused: number; load: Map<string, number>; refusing: number }> = [];
+      // Beside them, what the machine says: the share of the second some task of it was runnable but waiting for a CPU
+      // (Linux's CPU pressure, when it has it).
+      const timeline: OverloadSample[] = [];
       let sampling = true;
       const sampler = (async () => {
+        let wait = { machine: cpuPressure(), at: performance.now(), elu: performance.eventLoopUtilization(), sim: simCpu() };
         while (sampling) {
           const t = (performance.now() - start) / 1000;
           try {
             const text = (await fetchText(`${bridge.adminUrl}/metrics`)).text;
             const offered = byId.size;
             const refused = [...byId.values()].filter((o) => o.fate === 'refused').length;
-            timeline.push({ t, offered, live: live.size, refused, load: metricSamples(text, 'msb_load'), refusing: total(metricSamples(text, 'msb_admission_refusing')) });
+            const now = { machine: cpuPressure(), at: performance.now(), elu: performance.eventLoopUtilization(), sim: simCpu() };
+            const span = (now.at - wait.at) / 1000;
+            const machineWait = now.machine !== undefined && wait.machine !== undefined ? (now.machine - wait.machine) / span : undefined;
+            const generator = { elu: performance.eventLoopUtilization(now.elu, wait.elu).utilization, simCpu: (now.sim - wait.sim) / span };
+            wait = now;
+            timeline.push({ t, offered, live: live.size, refused, load: metricSamples(text, 'msb_load'), refusing: total(metricSamples(text, 'msb_admission_refusing')), machineWait, generator });
           } catch (err) {
             log.warn({ err }, 'metrics not read');
           }
-          await sleep(Math.max(0, start + (Math.floor(t) + 1) * 1000 - performance.now()));
+          const now = performance.now();
+          await sleep(start + (Math.floor((now - start) / 1000) + 1) * 1000 - now);
         }
       })();
 
@@ -1230,7 +1278,7 @@ async function overload(): Promise<void> {
       await Promise.all(settling);
       await sleep(Math.max(0, lastOfferAt + holdS * 1000 - performance.now()));
       const cpu1 = { main: procStat(bridge.pid).cpu, workers: bridge.workerPids.reduce((t, k) => t + procStat(k).cpu, 0), bench: selfCpu() };
-      const simCpu1 = simWorkers.reduce((t, k) => t + procStat(k).cpu, 0);
+      const simCpu1 = simCpu();
       const wall = (performance.now() - start) / 1000;
 
       // The people hang up.
@@ -1282,7 +1330,7 @@ function reportOverload(o: {
   bridge: BridgeProcess;
   byId: Map<string, Offer>;
   admitted: Offer[];
-  timeline: Array<{ t: number; offered: number; live: number; refused: number; load: Map<string, number>; refusing: number }>;
+  timeline: OverloadSample[];
   start: number;
   wall: number;
   everyMs: number;
@@ -1311,9 +1359,10 @@ function reportOverload(o: {
   const early = o.admitted.filter((x) => x.trouble);
   if (early.length > 0) out(`admitted calls that ended before the hang-up: ${early.length} (${[...new Set(early.map((x) => x.trouble))].join('; ')})`);
 
-  // Second by second, from each stream's first packet to 0.5 s before its hang-up, by when the packets were sent.
+  // Second by second, from each stream's first packet to 0.5 s before its hang-up, by when the packets were sent; a
+  // packet heard over 1 s after it was sent counts as lost.
   out('');
-  out('| admitted calls, audio | (call, second) pairs | seconds with loss > 1 % | seconds with no audio | worst second | latency p50 / p99 (ms) |');
+  out('| admitted calls, audio | (call, second) pairs | seconds with loss > 1 % (heard over 1 s late = lost) | seconds with no audio | worst second | latency p50 / p99 (ms) |');
   out('|---|---|---|---|---|---|');
   const badAt = new Map<number, number>();
   for (const [name, stream] of [
@@ -1350,20 +1399,26 @@ function reportOverload(o: {
   const fillers = o.admitted.reduce((n, x) => n + x.call.toMeta.fillers, 0);
   out(`filler (silence) frames the bridge sent toward Meta for PBX audio late by more than 60 ms: ${fillers}`);
 
-  // What admission saw, every 2 s, beside the calls that suffered.
+  // What admission saw, every second, beside the calls that suffered then.
   out('');
-  out('| t (s) | offered | carried | refused | calls with a lossy second (either way) | event-loop delay (ms) | event-loop utilization | mediasoup worker CPU | late audio (/s) | refusing |');
-  out('|---|---|---|---|---|---|---|---|---|---|');
+  out(
+    '| t (s) | offered | carried | refused | (call, second) pairs with loss > 1 %, both ways | event-loop delay (ms) | event-loop utilization | ' +
+      'mediasoup worker CPU | late audio (/s) | waiting for a CPU (a thread, % of the time) | refusing | machine: some task waiting for a CPU (pressure) | ' +
+      'load generator: event-loop utilization / Meta worker CPU |',
+  );
+  out('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   const load = (s: (typeof o.timeline)[number], signal: string, f: (v: number) => string): string => {
     const v = s.load.get(`{signal="${signal}"}`);
     return v === undefined ? '-' : f(v);
   };
-  for (const s of o.timeline.filter((_, i) => i % 2 === 0)) {
+  for (const s of o.timeline) {
     const t = Math.round(s.t);
     out(
-      `| ${t} | ${s.offered} | ${s.live} | ${s.refused} | ${(badAt.get(t) ?? 0) + (badAt.get(t + 1) ?? 0)} | ` +
+      `| ${t} | ${s.offered} | ${s.live} | ${s.refused} | ${badAt.get(t) ?? 0} | ` +
         `${load(s, 'event_loop_delay', (v) => v.toFixed(1))} | ${load(s, 'event_loop_utilization', (v) => v.toFixed(2))} | ` +
-        `${load(s, 'media_worker_cpu', (v) => `${(v * 100).toFixed(0)} %`)} | ${load(s, 'late_audio', (v) => v.toFixed(1))} | ${s.refusing ? 'yes' : 'no'} |`,
+        `${load(s, 'media_worker_cpu', (v) => `${(v * 100).toFixed(0)} %`)} | ${load(s, 'late_audio', (v) => v.toFixed(1))} | ` +
+        `${load(s, 'cpu_wait', (v) => `${(v * 100).toFixed(0)} %`)} | ${s.refusing ? 'yes' : 'no'} | ${s.machineWait === undefined ? '-' : `${(s.machineWait * 100).toFixed(0)} %`} | ` +
+        `${s.generator.elu.toFixed(2)} / ${(s.generator.simCpu * 100).toFixed(0)} % |`,
     );
   }
 }

@@ -35,6 +35,8 @@ export interface AdmissionLimits {
   maxMediaWorkerCpu: number | null;
   /** Late audio packets dropped per second, all calls; null = not watched. */
   maxLatePacketsPerSecond: number | null;
+  /** Per thread, share of time it was ready to run but waited for a CPU (0-1); null = not watched. */
+  maxCpuWait: number | null;
   /** New calls admitted per second at most (burst = the same number); null = no limit. */
   maxSetupsPerSecond: number | null;
   /** Time constant of the moving average (ms). */
@@ -57,6 +59,7 @@ export const DEFAULT_ADMISSION_LIMITS: Readonly<AdmissionLimits> = Object.freeze
   maxEventLoopUtilization: 0.85,
   maxMediaWorkerCpu: 0.85,
   maxLatePacketsPerSecond: 1,
+  maxCpuWait: 0.3,
   maxSetupsPerSecond: 30,
   smoothingMs: 1500,
   tripSamples: 2,
@@ -77,6 +80,7 @@ const UNITS: Record<LoadSignalKind, (v: number) => string> = {
   event_loop_utilization: (v) => v.toFixed(2),
   media_worker_cpu: (v) => `${(v * 100).toFixed(0)} % of a core`,
   late_audio: (v) => `${v.toFixed(1)}/s`,
+  cpu_wait: (v) => `${(v * 100).toFixed(0)} % of the time waiting for a CPU`,
 };
 
 interface SignalState {
@@ -164,6 +168,8 @@ export class Admission implements AdmissionPort {
         return this.#limits.maxMediaWorkerCpu;
       case 'late_audio':
         return this.#limits.maxLatePacketsPerSecond;
+      case 'cpu_wait':
+        return this.#limits.maxCpuWait;
     }
   }
 

@@ -509,10 +509,12 @@ export interface CallMetricsSink {
  * - `event_loop_utilization`: share of the last sample a thread spent running code (0-1).
  * - `media_worker_cpu`: CPU of one mediasoup worker process in the last sample (share of one core, 0-1+).
  * - `late_audio`: audio packets dropped for arriving too late (LateAudioGuard), per second.
+ * - `cpu_wait`: share of the last sample a thread was ready to run but waited for a CPU (0-1; Linux schedstat): the
+ *   machine as a whole is full (other processes on the same cores), which the thread's own signals barely show.
  */
-export type LoadSignalKind = 'event_loop_delay' | 'event_loop_utilization' | 'media_worker_cpu' | 'late_audio';
+export type LoadSignalKind = 'event_loop_delay' | 'event_loop_utilization' | 'media_worker_cpu' | 'late_audio' | 'cpu_wait';
 
-export const LOAD_SIGNAL_KINDS: readonly LoadSignalKind[] = ['event_loop_delay', 'event_loop_utilization', 'media_worker_cpu', 'late_audio'];
+export const LOAD_SIGNAL_KINDS: readonly LoadSignalKind[] = ['event_loop_delay', 'event_loop_utilization', 'media_worker_cpu', 'late_audio', 'cpu_wait'];
 
 /** One reading of one signal from one source (a thread, a worker process, the whole media path). */
 export interface LoadReading {

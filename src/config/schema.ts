@@ -377,6 +377,8 @@ const AdmissionSchema = z
     max_media_worker_cpu: Limit(1).default(0.85),
     /** All calls: audio packets dropped for arriving too late, per second. */
     max_late_packets_per_second: Limit().default(1),
+    /** Per thread: share of time it was ready to run but waited for a CPU (0-1): the machine is full. */
+    max_cpu_wait: Limit(1).default(0.3),
     /** New calls taken per second at most (a burst beyond it is refused before the load shows). */
     max_setups_per_second: Limit().default(30),
     /** Time constant of the moving average of each signal (ms). */

@@ -299,6 +299,7 @@ function admissionLimits(config: Config): AdmissionLimits {
     maxEventLoopUtilization: a.max_event_loop_utilization,
     maxMediaWorkerCpu: a.max_media_worker_cpu,
     maxLatePacketsPerSecond: a.max_late_packets_per_second,
+    maxCpuWait: a.max_cpu_wait,
     maxSetupsPerSecond: a.max_setups_per_second,
     smoothingMs: a.smoothing_ms,
     tripSamples: a.trip_samples,

@@ -2,7 +2,7 @@
  * Reads the bridge's load signals once per sample interval and hands them to whoever decides (calls/Admission).
  *
  * Sources available in every process: this thread's event loop (delay from `perf_hooks.monitorEventLoopDelay`,
- * utilization from `performance.eventLoopUtilization`), the CPU of the mediasoup worker processes (from
+ * utilization from `performance.eventLoopUtilization`, time waiting for a CPU from Linux's schedstat), the CPU of the mediasoup worker processes (from
  * `/proc/<pid>/stat`), and late audio dropped by the media path (a counter). Media threads add their own sources
  * with `addSource` (anything implementing LoadSignalSource).
  */
@@ -16,14 +16,38 @@ const CLOCK_TICKS_PER_SECOND = 100;
 /** Resolution of the event-loop delay histogram (ms). */
 const DELAY_RESOLUTION_MS = 10;
 
+/** This thread's scheduler statistics (Linux: run time, time waiting on a run queue, both ns; timeslices). */
+const THREAD_SCHEDSTAT = '/proc/thread-self/schedstat';
+
+/**
+ * Time (ns) the calling thread has spent ready to run but waiting for a CPU, from `/proc/thread-self/schedstat`
+ * (a synchronous read runs on the calling thread, so each thread reads its own); undefined where there is none.
+ */
+export function threadCpuWaitNs(read: (path: string) => string = (path) => readFileSync(path, 'latin1')): number | undefined {
+  try {
+    const waited = Number(read(THREAD_SCHEDSTAT).split(' ')[1]);
+    return Number.isFinite(waited) ? waited : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * This thread's event loop: delay (90th percentile of how late its timers ran in the sample, beyond the histogram's
- * own resolution) and utilization (share of the sample spent running code).
+ * own resolution) and utilization (share of the sample spent running code); and how long it was ready to run but
+ * waited for a CPU (share of the sample). Create and read it on the thread it measures.
+ *
+ * The wait is what shows a machine that is full as a whole: when other processes (or the bridge's own other
+ * threads and workers) want more CPU than there is, a thread handed a packet waits for a core before it runs, so
+ * audio is late and then lost while its delay and utilization stay low (the delay histogram's own timer waits as
+ * well, and its lateness shows only once every wait adds up to tens of ms).
  */
-export function eventLoopSource(source = 'main'): LoadSignalSource {
+export function eventLoopSource(source = 'main', cpuWaitNs: () => number | undefined = () => threadCpuWaitNs()): LoadSignalSource {
   let histogram: IntervalHistogram | undefined = monitorEventLoopDelay({ resolution: DELAY_RESOLUTION_MS });
   histogram.enable();
   let last: EventLoopUtilization = performance.eventLoopUtilization();
+  let waited = cpuWaitNs();
+  let waitedAt = performance.now();
   return {
     read(): LoadReading[] {
       if (!histogram) return [];
@@ -33,10 +57,18 @@ export function eventLoopSource(source = 'main'): LoadSignalSource {
       // The histogram holds the whole time between two timer runs (ns): take the resolution off to keep the lateness.
       const delayMs = histogram.count > 0 ? Math.max(0, histogram.percentile(90) / 1e6 - DELAY_RESOLUTION_MS) : 0;
       histogram.reset();
-      return [
+      const readings: LoadReading[] = [
         { kind: 'event_loop_delay', source, value: delayMs },
         { kind: 'event_loop_utilization', source, value: utilization },
       ];
+      const waitedNow = cpuWaitNs();
+      const at = performance.now();
+      if (waitedNow !== undefined && waited !== undefined && at > waitedAt) {
+        readings.push({ kind: 'cpu_wait', source, value: Math.max(0, waitedNow - waited) / 1e6 / (at - waitedAt) });
+      }
+      waited = waitedNow;
+      waitedAt = at;
+      return readings;
     },
     close() {
       histogram?.disable();

@@ -264,14 +264,14 @@ export class Metrics {
     });
     this.#refused = new Counter({
       name: 'msb_calls_refused_total',
-      help: 'New calls refused for count or load, by reason (capacity | setup_rate | event_loop_delay | event_loop_utilization | media_worker_cpu | late_audio)',
+      help: 'New calls refused for count or load, by reason (capacity | setup_rate | event_loop_delay | event_loop_utilization | media_worker_cpu | late_audio | cpu_wait)',
       labelNames: ['reason'],
       registers,
     });
     for (const reason of REFUSAL_REASONS) this.#refused.inc({ reason }, 0);
     this.#load = new Gauge({
       name: 'msb_load',
-      help: 'Smoothed load signals, the highest over threads or workers: event_loop_delay (ms), event_loop_utilization (0-1), media_worker_cpu (share of a core), late_audio (packets/s)',
+      help: 'Smoothed load signals, the highest over threads or workers: event_loop_delay (ms), event_loop_utilization (0-1), media_worker_cpu (share of a core), late_audio (packets/s), cpu_wait (share of time a thread waited for a CPU)',
       labelNames: ['signal'],
       registers,
     });

@@ -40,7 +40,7 @@ const PBX_OFFERED = 4;
 const HOLD_SECONDS = 5;
 const META_HZ = 1000;
 const PBX_HZ = 600;
-const LOAD_OUTCOMES = new Set(['event_loop_utilization', 'event_loop_delay', 'media_worker_cpu', 'late_audio']);
+const LOAD_OUTCOMES = new Set(['event_loop_utilization', 'event_loop_delay', 'media_worker_cpu', 'late_audio', 'cpu_wait']);
 
 const pbxOffer = ['v=0', 'o=pbx 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', 'm=audio 40000 RTP/AVP 0', 'a=rtpmap:0 PCMU/8000', ''].join('\r\n');
 

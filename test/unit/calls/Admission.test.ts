@@ -34,6 +34,7 @@ t.test('each signal over its limit refuses with its own reason, a Retry-After an
     ['event_loop_utilization', 0.95, 'main'],
     ['media_worker_cpu', 0.97, 'mediasoup-worker-1'],
     ['late_audio', 12, 'all calls'],
+    ['cpu_wait', 0.6, 'media-thread-0'],
   ];
   for (const [kind, value, source] of cases) {
     const r = rig({ retryAfterS: 7 });
@@ -59,6 +60,7 @@ t.test('under every limit, calls are admitted', async (t) => {
       reading('event_loop_utilization', 0.3),
       reading('media_worker_cpu', 0.2, 'mediasoup-worker-0'),
       reading('late_audio', 0),
+      reading('cpu_wait', 0.1),
     ]);
   }
   t.ok(r.admission.admit(10).admit);
@@ -132,11 +134,36 @@ t.test('a source that stops reporting (a dead worker) is forgotten', async (t) =
   t.ok(r.admission.admit(1).admit, 'the replaced worker no longer counts');
 });
 
+t.test('waiting for a CPU: refuses at the default limit (0.3 of the time), clears below 0.8 of it after clear_after_ms', async (t) => {
+  const r = rig({ clearAfterMs: 1000 });
+  r.sample([reading('cpu_wait', 0.25, 'media-thread-1')]);
+  r.sample([reading('cpu_wait', 0.25, 'media-thread-1')]);
+  t.ok(r.admission.admit(1).admit, 'a quarter of the time waiting: admitted');
+  r.sample([reading('cpu_wait', 0.45, 'media-thread-1')]);
+  r.sample([reading('cpu_wait', 0.45, 'media-thread-1')]);
+  const verdict = r.admission.admit(1);
+  t.equal(refused(verdict), 'cpu_wait', 'lasting waits over the limit refuse');
+  if (!verdict.admit) t.match(verdict.detail, /cpu_wait on media-thread-1 45 % of the time waiting for a CPU \(limit 30 %/);
+  r.sample([reading('cpu_wait', 0.26, 'media-thread-1')]);
+  r.sample([reading('cpu_wait', 0.26, 'media-thread-1')]);
+  r.sample([reading('cpu_wait', 0.26, 'media-thread-1')]);
+  t.equal(refused(r.admission.admit(1)), 'cpu_wait', 'under the limit but over 0.8 of it: still refusing');
+  r.sample([reading('cpu_wait', 0.1, 'media-thread-1')]);
+  r.sample([reading('cpu_wait', 0.1, 'media-thread-1')]);
+  r.sample([reading('cpu_wait', 0.1, 'media-thread-1')]);
+  t.ok(r.admission.admit(1).admit, 'well under it for clear_after_ms: admitted again');
+});
+
 t.test('a limit set to null is not watched; enabled false admits everything', async (t) => {
   {
     const r = rig({ maxLatePacketsPerSecond: null });
     for (let i = 0; i < 4; i++) r.sample([reading('late_audio', 500)]);
     t.ok(r.admission.admit(1).admit, 'late audio not watched');
+  }
+  {
+    const r = rig({ maxCpuWait: null });
+    for (let i = 0; i < 4; i++) r.sample([reading('cpu_wait', 0.9)]);
+    t.ok(r.admission.admit(1).admit, 'waiting for a CPU not watched');
   }
   {
     const r = rig({ enabled: false, maxSetupsPerSecond: 1 });

@@ -1,11 +1,12 @@
 /**
- * The load signal sources: a worker's CPU from /proc/<pid>/stat, late audio per second, this thread's event loop;
+ * The load signal sources: a worker's CPU from /proc/<pid>/stat, late audio per second, this thread's event loop and
+ * its wait for a CPU;
  * the monitor hands every source's readings to its sink and survives a source that throws.
  */
 import t from 'tap';
 import pino from 'pino';
 import type { LoadReading } from '../../../src/calls/ports.js';
-import { LoadMonitor, eventLoopSource, lateAudioSource, processCpuTicks, workerCpuSource } from '../../../src/observability/LoadMonitor.js';
+import { LoadMonitor, eventLoopSource, lateAudioSource, processCpuTicks, threadCpuWaitNs, workerCpuSource } from '../../../src/observability/LoadMonitor.js';
 
 const silent = pino({ level: 'silent' });
 
@@ -44,16 +45,39 @@ t.test('lateAudioSource: drops per second since the previous sample', async (t) 
   t.same(source.read(500), [{ kind: 'late_audio', source: 'all calls', value: 0 }]);
 });
 
-t.test('eventLoopSource: delay (ms) and utilization (0-1) of this thread', async (t) => {
+t.test('eventLoopSource: delay (ms), utilization (0-1) and time waiting for a CPU (0-1) of this thread', async (t) => {
   const source = eventLoopSource('main');
   await new Promise((resolve) => setTimeout(resolve, 100));
   const readings = source.read(100);
-  t.same(readings.map((r) => [r.kind, r.source]), [['event_loop_delay', 'main'], ['event_loop_utilization', 'main']]);
+  const kinds = threadCpuWaitNs() === undefined ? ['event_loop_delay', 'event_loop_utilization'] : ['event_loop_delay', 'event_loop_utilization', 'cpu_wait'];
+  t.same(readings.map((r) => r.kind), kinds, `readings: ${readings.map((r) => `${r.kind} ${r.value.toFixed(3)}`).join(', ')}`);
+  t.ok(readings.every((r) => r.source === 'main'), 'named after the thread');
   t.ok(readings.every((r) => Number.isFinite(r.value) && r.value >= 0), 'finite, not negative');
-  t.ok(readings[1]!.value <= 1, 'utilization is a share');
+  t.ok(readings.filter((r) => r.kind !== 'event_loop_delay').every((r) => r.value <= 1), 'utilization and wait are shares');
   source.close?.();
   source.close?.();
   t.same(source.read(100), [], 'closed: no readings');
+});
+
+t.test('eventLoopSource: the wait for a CPU is the growth of schedstat\'s run-queue time over the time between reads', async (t) => {
+  let waitedNs: number | undefined = 5e9;
+  const source = eventLoopSource('media-thread-0', () => waitedNs);
+  const started = performance.now();
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  waitedNs = 5e9 + 100e6; // 100 ms waited in ~200 ms
+  const elapsed = performance.now() - started;
+  const wait = source.read(200).find((r) => r.kind === 'cpu_wait');
+  t.equal(wait?.source, 'media-thread-0');
+  t.ok(wait && Math.abs(wait.value - 100 / elapsed) < 0.05, `about half the time: ${wait?.value.toFixed(3)}`);
+  waitedNs = undefined;
+  t.notOk(source.read(200).some((r) => r.kind === 'cpu_wait'), 'no schedstat (not Linux): no reading, not a zero');
+  source.close?.();
+});
+
+t.test('threadCpuWaitNs reads the second field of /proc/thread-self/schedstat', async (t) => {
+  t.equal(threadCpuWaitNs((path) => (path === '/proc/thread-self/schedstat' ? '10224771 9333728 6\n' : '')), 9333728);
+  t.equal(threadCpuWaitNs(() => { throw new Error('ENOENT'); }), undefined, 'no schedstat');
+  t.equal(threadCpuWaitNs(() => 'garbage'), undefined, 'an unreadable line');
 });
 
 t.test('LoadMonitor: every source into one sample; a throwing source is logged and skipped; close is idempotent', async (t) => {

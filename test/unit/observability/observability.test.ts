@@ -188,7 +188,7 @@ t.test('Metrics serves as the call controller\'s metrics sink', async (t) => {
 t.test('admission metrics: every refusal reason exported from 0, load gauges follow the samples', async (t) => {
   const metrics = new Metrics();
   const zero = await metrics.text();
-  for (const reason of ['capacity', 'setup_rate', 'event_loop_delay', 'event_loop_utilization', 'media_worker_cpu', 'late_audio']) {
+  for (const reason of ['capacity', 'setup_rate', 'event_loop_delay', 'event_loop_utilization', 'media_worker_cpu', 'late_audio', 'cpu_wait']) {
     t.match(zero, new RegExp(`msb_calls_refused_total\\{reason="${reason}"\\} 0`), `${reason} present at 0`);
   }
   metrics.callRefused('media_worker_cpu');
