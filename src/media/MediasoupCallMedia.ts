@@ -358,7 +358,10 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     this.#o.socket.close();
     // Closing the router closes its transports, producers and consumers.
     this.#o.router.close();
+    this.#decoder?.close();
     this.#decoder = undefined;
+    this.#metaOpusAudio.close();
+    this.#pbxOpusAudio.close();
     this.#log.debug('call media closed');
     this.#o.onClose?.();
   }

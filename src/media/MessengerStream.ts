@@ -206,6 +206,7 @@ export class MessengerStream {
     this.#teSender?.close();
     this.#teSender = undefined;
     this.#tone?.clear();
+    this.#encoder?.close();
     this.#encoder = undefined;
   }
 

@@ -13,6 +13,7 @@
  */
 import { createRequire } from 'node:module';
 import { isMainThread } from 'node:worker_threads';
+import { InvalidStateError } from '../../core/errors.js';
 
 /** Sample rates libopus accepts, Hz. */
 export type OpusSampleRate = 8000 | 12000 | 16000 | 24000 | 48000;
@@ -27,6 +28,8 @@ const APPLICATIONS: Record<OpusApplication, number> = { voip: 2048, audio: 2049,
 /** One encoder or decoder of either build, as the package's `node/index.js` and `wasm/index.js` export them. */
 interface RawCodec {
   ctl(request: number, value?: number): number;
+  /** The WebAssembly build's: frees the codec's memory in the module (the addon's are freed by the garbage collector). */
+  drop?(): void;
 }
 interface RawEncoder extends RawCodec {
   encode(pcm: ArrayBufferView): Uint8Array;
@@ -59,8 +62,19 @@ const { build, kind } = loadBuild();
 /** The build this thread's encoders and decoders use: 'native' on the main thread, 'wasm' in worker threads. */
 export const opusBuild: OpusBuildKind = kind;
 
+/**
+ * Frees a codec's memory now. The WebAssembly build's codecs live in the module's memory, which never shrinks, and
+ * would otherwise be freed only when the garbage collector reaches their objects (after a full collection, for a
+ * call's codecs that lived long enough to be promoted): 3,000 short calls' encoder and decoder grew a thread by
+ * ~210 MiB that way, against ~30 MiB closed as they ended.
+ */
+function closeRaw(raw: RawCodec): void {
+  raw.drop?.();
+}
+
 export class OpusEncoder {
   readonly #raw: RawEncoder;
+  #closed = false;
 
   constructor(options: { sample_rate: OpusSampleRate; channels?: 1 | 2; application?: OpusApplication }) {
     this.#raw = new build.Encoder({
@@ -90,12 +104,21 @@ export class OpusEncoder {
    * next encode in this thread overwrites: copy it (or build the RTP packet from it) before encoding again.
    */
   encode(pcm: Int16Array): Uint8Array {
+    if (this.#closed) throw new InvalidStateError('Opus encoder closed');
     return this.#raw.encode(pcm);
+  }
+
+  /** Frees the encoder now (see closeRaw); encode() throws afterwards. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    closeRaw(this.#raw);
   }
 }
 
 export class OpusDecoder {
   readonly #raw: RawDecoder;
+  #closed = false;
 
   constructor(options: { sample_rate: OpusSampleRate; channels?: 1 | 2 }) {
     this.#raw = new build.Decoder({ channels: options.channels ?? 1, sample_rate: options.sample_rate });
@@ -107,6 +130,14 @@ export class OpusDecoder {
    * again. Throws on a packet libopus refuses.
    */
   decode(payload: Uint8Array): Uint8Array {
+    if (this.#closed) throw new InvalidStateError('Opus decoder closed');
     return this.#raw.decode(payload);
+  }
+
+  /** Frees the decoder now (see closeRaw); decode() throws afterwards. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    closeRaw(this.#raw);
   }
 }

@@ -142,6 +142,7 @@ export class OpusAudioJudge {
   /** Doubtful SILK packets since the last one decoded, and that one's verdict. */
   #silkSinceDecode = SILK_DECODE_EVERY;
   #silkVerdict = false;
+  #closed = false;
 
   hasAudio(payload: Uint8Array): boolean {
     const flag = opusVoiceFlag(payload);
@@ -156,7 +157,15 @@ export class OpusAudioJudge {
     return verdict;
   }
 
+  /** Frees the decoder (its call ended); every packet is judged silent afterwards. Idempotent. */
+  close(): void {
+    this.#closed = true;
+    this.#decoder?.close();
+    this.#decoder = undefined;
+  }
+
   #decodedHasAudio(payload: Uint8Array): boolean {
+    if (this.#closed) return false;
     this.#decoder ??= new OpusDecoder({ channels: 1, sample_rate: 8000 });
     try {
       const out = this.#decoder.decode(payload);

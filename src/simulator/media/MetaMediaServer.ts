@@ -569,6 +569,8 @@ export class MetaMediaSession extends TypedEmitter<MetaMediaSessionEvents> {
     this.#noMediaTimer = undefined;
     this.#inband.flush();
     this.#relay?.close();
+    this.#encoder.close();
+    this.#decoder.close();
     this.#rejectConnected(new InvalidStateError('session closed'));
     // Closing the router closes its transports, producers and consumers.
     this.#router.close();

@@ -203,6 +203,8 @@ export class RtpMediaCore {
     this.#closed = true;
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
+    this.#encoder?.close();
+    this.#decoder?.close();
   }
 
   #decode(payload: Uint8Array): Int16Array {

@@ -22,6 +22,8 @@ export interface OpusThreadResult {
   /** The last decoded frame is the thread's tone at its level (the round trip works at all), and what it measured. */
   toneHeard: boolean;
   tone: string;
+  /** The closed encoder and decoder refused to code (rather than code with freed memory). */
+  closedRefuse: boolean;
   /** The first wrong frame, for the assertion message. */
   example?: string;
 }
@@ -31,7 +33,19 @@ const FRAME = 160;
 const job = workerData as OpusThreadJob;
 const signal = generateTone(job.hz, RATE, FRAME * job.frames, job.dbfs);
 
-/** Every frame of `signal` through a new encoder and decoder: the decoded frames. */
+let lastClosed: { encoder: OpusEncoder; decoder: OpusDecoder } | undefined;
+
+/** Whether `code` throws (a closed codec must refuse: its memory in the WebAssembly module is freed). */
+function refuses(code: () => unknown): boolean {
+  try {
+    code();
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+/** Every frame of `signal` through a new encoder and decoder (closed afterwards): the decoded frames. */
 function roundTrip(): Int16Array[] {
   const encoder = new OpusEncoder({ sample_rate: RATE, application: 'voip' });
   encoder.complexity = 3;
@@ -42,6 +56,9 @@ function roundTrip(): Int16Array[] {
     const bytes = decoder.decode(packet);
     frames.push(new Int16Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)));
   }
+  encoder.close();
+  decoder.close();
+  lastClosed = { encoder, decoder };
   return frames;
 }
 
@@ -61,6 +78,8 @@ const result: OpusThreadResult = {
   wrong: 0,
   tone: `power ratio ${tone.powerRatio.toFixed(2)}, level ${tone.levelDbfs.toFixed(1)} dBFS`,
   toneHeard: tone.detected && Math.abs(tone.levelDbfs - job.dbfs) < 3,
+  closedRefuse:
+    refuses(() => lastClosed!.encoder.encode(signal.subarray(0, FRAME))) && refuses(() => lastClosed!.decoder.decode(Uint8Array.of(0xf8))),
 };
 heard.forEach((frame, i) => {
   const reference = expected[i]!;

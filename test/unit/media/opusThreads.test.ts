@@ -47,6 +47,7 @@ t.test('two media threads coding Opus at the same moment each hear only their ow
   const heard = await Promise.all(results);
   heard.forEach((result, i) => {
     t.equal(result.build, 'wasm', `thread ${i} codes with the WebAssembly build (memory of its own)`);
+    t.ok(result.closedRefuse, `thread ${i}: a closed encoder and decoder refuse to code (their memory is freed)`);
     t.ok(result.toneHeard, `thread ${i}: ${jobs[i]!.hz} Hz at ${jobs[i]!.dbfs} dBFS survives the round trip (${result.tone})`);
     t.equal(result.wrong, 0, `thread ${i} (${jobs[i]!.hz} Hz): every decoded frame of ${result.frames} is its own, sample for sample (${result.wrong} not)${result.example ? ` (first wrong: ${result.example})` : ''}`);
   });
