@@ -568,7 +568,7 @@ function paceStreams(calls: Iterable<BenchCall>): () => void {
   const timer = setInterval(() => {
     const due = Math.floor((performance.now() - start) / FRAME_MS) + 1;
     // Meta's packets enter the simulator's worker through its payload channel (one for all its producers): one write
-    // for the whole tick, as the bridge does (src/media/mediasoupPatches.ts), not two small ones per packet.
+    // for the whole tick (as the bridge did while its packets went through a worker), not two small ones per packet.
     let metaChannel: Writable | undefined;
     for (const c of calls) {
       metaChannel = (c.ends.producer as unknown as { _payloadChannel?: { _producerSocket?: Writable } } | undefined)?._payloadChannel?._producerSocket;

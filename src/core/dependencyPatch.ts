@@ -1,6 +1,6 @@
 /**
  * What every runtime patch of a dependency shares: read the installed version, check it and the shape being replaced,
- * and say what was applied. Each dependency has one door (`applyWeriftPatches`, `applyMediasoupPatches`,
+ * and say what was applied. Each dependency has one door (`applyWeriftPatches`,
  * `applyDrachtioSrfPatches`) that the daemon calls at start; a patch the bridge needs throws `DependencyPatchError`
  * when it cannot bind, a patch that is only an optimisation is reported as `degraded` (the daemon logs one warning and
  * sets `msb_dependency_patch_degraded`).

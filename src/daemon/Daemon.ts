@@ -13,7 +13,6 @@ import type { CallMediaStats, CallMetricsSink, CallRoute, LoadReading, PbxCodecN
 import { configWarnings, pageIds, pageTokens, routeCodecs, type Config } from '../config/index.js';
 import { GraphClient } from '../graph/index.js';
 import { reportDependencyPatches } from './dependencyPatches.js';
-import { applyMediasoupPatches } from '../media/mediasoupPatches.js';
 import { applyWeriftPatches } from '../messenger/werift/index.js';
 import { Metrics, buildAdminApp, type Readiness } from '../observability/index.js';
 import { LoadMonitor, eventLoopSource } from '../observability/LoadMonitor.js';
@@ -96,7 +95,7 @@ export class Daemon {
     const log = options.log;
     const metrics = options.metrics ?? new Metrics();
     for (const warning of configWarnings(config)) log.warn({ warning }, 'configuration warning');
-    reportDependencyPatches([applyWeriftPatches(), applyMediasoupPatches(), applyDrachtioSrfPatches()], log, metrics);
+    reportDependencyPatches([applyWeriftPatches(), applyDrachtioSrfPatches()], log, metrics);
 
     const media = await startDaemonMedia(config, log, metrics);
     let loadMonitor: LoadMonitor | undefined;

@@ -1,6 +1,6 @@
 /**
  * What the daemon says about the runtime patches of its dependencies at start. Each dependency's door
- * (`applyWeriftPatches`, `applyMediasoupPatches`, `applyDrachtioSrfPatches`) runs first, before anything uses the
+ * (`applyWeriftPatches`, `applyDrachtioSrfPatches`) runs first, before anything uses the
  * dependency: a patch the bridge needs that cannot bind throws `DependencyPatchError` there and start-up stops with
  * its message. This reports the rest: what is in force (debug), and each optimisation that could not bind (one warning
  * and `msb_dependency_patch_degraded{dependency,patch} 1`).

@@ -1,7 +1,6 @@
 /**
- * One call's media: a mediasoup router with a PlainTransport (P) toward the PBX socket and a DirectTransport (D)
- * toward node, bridging the Messenger leg and the PBX with Opus passthrough or Opus <-> G.711 transcoding,
- * and DTMF both ways.
+ * One call's media: a mediasoup router with a PlainTransport (P) toward the PBX socket, bridging the Messenger leg
+ * and the PBX with Opus passthrough or Opus <-> G.711 transcoding, and DTMF both ways.
  *
  *   Meta -> node (passthrough: header rewritten in place | Opus decode -> G.711) -> PbxRtpSocket -> PBX
  *   PBX -> PbxRtpSocket -> node (passthrough | G.711 decode -> Opus) -> MessengerStream -> Meta
@@ -11,7 +10,8 @@
  * calls), the worker's own routing and a loopback send back to node: more than half of a passthrough packet's CPU
  * (bench/packetPath.ts). On the way back to node (a DirectTransport consumer), mediasoup 3.8.4 writes two small
  * messages per packet to a socket that holds ~140 packets and that node reads once per event-loop turn: on a loaded
- * machine that backlog grew to seconds. The router and P stay (a fan-out of the call's audio would feed the router).
+ * machine that backlog grew to seconds. The router and P stay (a fan-out of the call's audio would feed the router);
+ * the DirectTransport toward node that carried those packets is no longer made.
  * RTCP with the PBX is the PBX socket's (PbxRtcp): our reports, the PBX's, the round trip.
  *
  * Gaps from Meta (DTX silence, or loss longer than PLC covers) are passed to a G.711 PBX as gaps: the next packet
@@ -102,7 +102,6 @@ export interface MediasoupCallMediaOptions {
   router: ms.Router;
   worker: ms.Worker;
   plain: ms.PlainTransport;
-  direct: ms.DirectTransport;
   socket: PbxRtpSocket;
   /** Address written into our SDP toward the PBX. */
   announcedIp: string;
@@ -217,7 +216,6 @@ export class MediasoupCallMedia extends TypedEmitter<CallMediaEvents> implements
     };
     options.router.on('workerclose', () => onClosedUnderUs('media worker'));
     options.plain.on('routerclose', () => onClosedUnderUs('PBX transport'));
-    options.direct.on('routerclose', () => onClosedUnderUs('node transport'));
   }
 
   get closed(): boolean {

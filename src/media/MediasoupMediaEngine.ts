@@ -2,7 +2,7 @@
  * The media engine: one mediasoup router per call on the least-loaded worker of a WorkerPool.
  *
  * With `preparedCalls` > 0 it keeps that many calls' worth of media ready (router, PBX-side PlainTransport connected
- * to its RTP socket, DirectTransport), so that a call's set-up does not wait for the worker's round trips.
+ * to its RTP socket), so that a call's set-up does not wait for the worker's round trips.
  */
 import type { Bindings, ChildLoggerOptions, Logger } from 'pino';
 import type { types as ms } from 'mediasoup';
@@ -64,7 +64,6 @@ interface PreparedMedia {
   router: ms.Router;
   worker: ms.Worker;
   plain: ms.PlainTransport;
-  direct: ms.DirectTransport;
   socket: PbxRtpSocket;
   /** Give the socket's log lines the call's bindings (made before the call: they lack its call id). */
   adoptLog(callLog: Logger): void;
@@ -133,7 +132,7 @@ export class MediasoupMediaEngine implements MediaEngine {
           item.socket.close();
           item.router.close();
         },
-        usable: (item) => !item.router.closed && !item.plain.closed && !item.direct.closed && !item.socket.closed,
+        usable: (item) => !item.router.closed && !item.plain.closed && !item.socket.closed,
       });
       this.#prepared = prepared;
       // mediasoup has closed a dead worker's routers by the time the pool reports it: drop those, make new ones.
@@ -207,7 +206,7 @@ export class MediasoupMediaEngine implements MediaEngine {
         throw new InvalidStateError('media engine closed');
       }
     }
-    const { router, worker, plain, direct, socket } = parts;
+    const { router, worker, plain, socket } = parts;
     try {
       const callId = options.callId;
       const media = new MediasoupCallMedia({
@@ -219,7 +218,6 @@ export class MediasoupMediaEngine implements MediaEngine {
         router,
         worker,
         plain,
-        direct,
         socket,
         announcedIp: this.#announcedIp,
         dtmf: {
@@ -251,17 +249,15 @@ export class MediasoupMediaEngine implements MediaEngine {
   }
 
   /**
-   * A router on the least-loaded worker with the PBX-side transports: the PlainTransport connected to a new PBX RTP
-   * socket's loopback side, and the DirectTransport toward node. The transports and the socket are made at the same
-   * time (one wait on the worker instead of three).
+   * A router on the least-loaded worker with the PlainTransport connected to a new PBX RTP socket's loopback side.
+   * The transport and the socket are made at the same time (one wait instead of two).
    */
   async #makeMedia(log: Logger, adoptLog: (callLog: Logger) => void = () => undefined): Promise<PreparedMedia> {
     const { router, worker } = await this.#o.pool.createRouter({ mediaCodecs: ROUTER_MEDIA_CODECS });
     let socket: PbxRtpSocket | undefined;
     try {
-      const [plainResult, directResult, socketResult] = await Promise.allSettled([
+      const [plainResult, socketResult] = await Promise.allSettled([
         router.createPlainTransport({ listenIp: { ip: '127.0.0.1' }, rtcpMux: true, comedia: false }),
-        router.createDirectTransport(),
         PbxRtpSocket.create({
           log,
           listenIp: this.#o.rtp.listenIp,
@@ -274,12 +270,11 @@ export class MediasoupMediaEngine implements MediaEngine {
         }),
       ]);
       if (socketResult.status === 'fulfilled') socket = socketResult.value;
-      for (const result of [plainResult, directResult, socketResult]) if (result.status === 'rejected') throw result.reason;
+      for (const result of [plainResult, socketResult]) if (result.status === 'rejected') throw result.reason;
       const plain = (plainResult as PromiseFulfilledResult<ms.PlainTransport>).value;
-      const direct = (directResult as PromiseFulfilledResult<ms.DirectTransport>).value;
       await plain.connect({ ip: '127.0.0.1', port: socket!.innerPort });
       socket!.setMediasoupPort(plain.tuple.localPort);
-      return { router, worker, plain, direct, socket: socket!, adoptLog };
+      return { router, worker, plain, socket: socket!, adoptLog };
     } catch (err) {
       socket?.close();
       router.close();

@@ -5,7 +5,6 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import pino from 'pino';
-import { applyMediasoupPatches } from '../media/mediasoupPatches.js';
 import { applyWeriftPatches } from '../messenger/werift/index.js';
 import { startMediaRuntime } from './mediaRuntime.js';
 import { MediasoupCensus } from './MediasoupCensus.js';
@@ -34,9 +33,9 @@ port.on('message', (message: MainToThread | { op: 'close' }) => {
 });
 
 try {
-  // Module state is per thread: each media thread patches its own copies of werift and mediasoup (the main thread
-  // already reported what could not bind; a needed patch that cannot bind stops the thread's start here).
-  for (const report of [applyWeriftPatches(), applyMediasoupPatches()]) log.debug({ ...report }, 'dependency patches applied in the media thread');
+  // Module state is per thread: each media thread patches its own copy of werift (the main thread already reported
+  // what could not bind; a needed patch that cannot bind stops the thread's start here).
+  log.debug({ ...applyWeriftPatches() }, 'dependency patches applied in the media thread');
   const census = await MediasoupCensus.start(data.settings.workerBin);
   const counts = new MediaThreadCounts();
   const runtime = await startMediaRuntime(data.settings, log, counts);

@@ -20,14 +20,14 @@ t.test('a degraded optimisation: one warning naming it, and msb_dependency_patch
   reportDependencyPatches(
     [
       { dependency: 'werift', version: '0.25.2', applied: ['UdpTransport.init'], degraded: [] },
-      { dependency: 'mediasoup', version: '3.9.0', applied: [], degraded: [{ patch: 'payload channel write batching', reason: 'installed version 3.9.0' }] },
+      { dependency: 'node', version: '21.0.0', applied: [], degraded: [{ patch: 'dgram numeric lookup', reason: 'installed version 21.0.0' }] },
     ],
     log,
     metrics,
   );
   const warnings = lines.filter((l) => l['level'] === 40);
   t.equal(warnings.length, 1);
-  t.match(warnings[0], { dependency: 'mediasoup', version: '3.9.0', patch: 'payload channel write batching', reason: 'installed version 3.9.0' });
-  t.match(await metrics.text(), /msb_dependency_patch_degraded\{dependency="mediasoup",patch="payload channel write batching"\} 1/);
+  t.match(warnings[0], { dependency: 'node', version: '21.0.0', patch: 'dgram numeric lookup', reason: 'installed version 21.0.0' });
+  t.match(await metrics.text(), /msb_dependency_patch_degraded\{dependency="node",patch="dgram numeric lookup"\} 1/);
   t.notMatch(await metrics.text(), /msb_dependency_patch_degraded\{dependency="werift"/);
 });
