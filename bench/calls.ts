@@ -1281,6 +1281,7 @@ async function overload(): Promise<void> {
       const simCpu1 = simCpu();
       const wall = (performance.now() - start) / 1000;
 
+      const holding = await bridgeHoldings(bridge);
       // The people hang up.
       const admitted = [...byId.values()].filter((o) => o.fate === 'admitted');
       for (const o of admitted) {
@@ -1313,12 +1314,12 @@ async function overload(): Promise<void> {
       const after = await bridgeHoldings(bridge);
       const dialogs = drachtio.pbx.dialogs.slice(dialogsBefore);
       out('');
-      out('| left behind, after the hang-ups (+5 s) | before the calls | after |');
-      out('|---|---|---|');
-      for (const [name, n] of Object.entries(before)) out(`| ${name} | ${n} | ${after[name]} |`);
-      out(`| PBX dialogs not ended by a BYE | - | ${dialogs.filter((d) => !d.ended).length} of ${dialogs.length} |`);
-      out(`| Meta calls admitted and not ended | - | ${admitted.filter((o) => !o.ended).length} of ${admitted.length} |`);
-      out(`| Meta media sessions open | - | ${sim.mediaServer.sessionCount} |`);
+      out('| left behind, after the hang-ups (+5 s) | before the calls | with the calls, before the hang-ups | after |');
+      out('|---|---|---|---|');
+      for (const [name, n] of Object.entries(before)) out(`| ${name} | ${n} | ${holding[name]} | ${after[name]} |`);
+      out(`| PBX dialogs not ended by a BYE | - | - | ${dialogs.filter((d) => !d.ended).length} of ${dialogs.length} |`);
+      out(`| Meta calls admitted and not ended | - | - | ${admitted.filter((o) => !o.ended).length} of ${admitted.length} |`);
+      out(`| Meta media sessions open | - | - | ${sim.mediaServer.sessionCount} |`);
     } finally {
       await bridge.stop();
     }
