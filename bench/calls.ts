@@ -1301,7 +1301,8 @@ async function overload(): Promise<void> {
       sim.graph.events.off('reject', onReject);
       sim.graph.events.off('terminate', onEnd);
 
-      reportOverload({ bridge, byId, admitted, timeline, start, wall, everyMs });
+      const refusedByReason = metricSamples((await fetchText(`${bridge.adminUrl}/metrics`)).text, 'msb_calls_refused_total');
+      reportOverload({ bridge, byId, admitted, timeline, refusedByReason, start });
       const pct = (x: number): string => `${((x / wall) * 100).toFixed(0)} %`;
       out(
         `CPU over the run (${wall.toFixed(0)} s; % of one core, ${cpus().length} cores): bridge daemon (all threads) ${pct(cpu1.main - cpu0.main)}, ` +
@@ -1332,19 +1333,15 @@ function reportOverload(o: {
   byId: Map<string, Offer>;
   admitted: Offer[];
   timeline: OverloadSample[];
+  /** msb_calls_refused_total after the run, by its labels. */
+  refusedByReason: Map<string, number>;
   start: number;
-  wall: number;
-  everyMs: number;
 }): void {
   const all = [...o.byId.values()];
   const count = (fate: Offer['fate']): number => all.filter((x) => x.fate === fate).length;
   const summaries = o.bridge.lines.filter((l) => l.msg === 'call summary').map((l) => l.summary as { outcome?: string; reason?: string });
-  const refusedBy = new Map<string, number>();
-  for (const s of summaries) {
-    if (!s.outcome?.startsWith('rejected_')) continue;
-    const key = `${s.outcome} (${String(s.reason ?? '').split(' ')[0]})`;
-    refusedBy.set(key, (refusedBy.get(key) ?? 0) + 1);
-  }
+  const refusedBy = [...o.refusedByReason].filter(([, n]) => n > 0).map(([labels, n]) => `${/reason="([^"]+)"/.exec(labels)?.[1] ?? labels} ${n}`);
+  const refusedLines = summaries.filter((s) => s.outcome?.startsWith('rejected_')).length;
   const firstRefused = all.find((x) => x.fate === 'refused');
   const mostLive = Math.max(0, ...o.timeline.map((s) => s.live));
   out(
@@ -1352,7 +1349,7 @@ function reportOverload(o: {
       `${count('failed') ? ` (${[...new Set(all.filter((x) => x.fate === 'failed').map((x) => x.trouble))].join('; ')})` : ''}; ` +
       `most calls carried at once ${mostLive}; the first refusal was offer ${firstRefused ? all.indexOf(firstRefused) + 1 : '-'}`,
   );
-  out(`refused, by the bridge's call summaries: ${[...refusedBy].map(([k, n]) => `${k} ${n}`).join(', ') || 'none'}`);
+  out(`refused, by reason (msb_calls_refused_total): ${refusedBy.join(', ') || 'none'}; call summary lines with outcome rejected_*: ${refusedLines}`);
   const firstReason = summaries.find((s) => s.outcome?.startsWith('rejected_'))?.reason;
   if (firstReason) out(`the first refusal's reason: ${firstReason}`);
   const stops = o.bridge.lines.filter((l) => l.msg === 'refusing new calls: load over its limit');

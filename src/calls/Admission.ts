@@ -60,7 +60,7 @@ export const DEFAULT_ADMISSION_LIMITS: Readonly<AdmissionLimits> = Object.freeze
   maxMediaWorkerCpu: 0.85,
   maxLatePacketsPerSecond: 1,
   maxCpuWait: 0.3,
-  maxSetupsPerSecond: 30,
+  maxSetupsPerSecond: 10,
   smoothingMs: 1500,
   tripSamples: 2,
   clearRatio: 0.8,

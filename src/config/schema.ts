@@ -380,7 +380,7 @@ const AdmissionSchema = z
     /** Per thread: share of time it was ready to run but waited for a CPU (0-1): the machine is full. */
     max_cpu_wait: Limit(1).default(0.3),
     /** New calls taken per second at most (a burst beyond it is refused before the load shows). */
-    max_setups_per_second: Limit().default(30),
+    max_setups_per_second: Limit().default(10),
     /** Time constant of the moving average of each signal (ms). */
     smoothing_ms: z.number().int().min(0).max(60_000).default(1500),
     /** Samples in a row above a limit before refusing. */
