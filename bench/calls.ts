@@ -1391,7 +1391,7 @@ function reportOverload(o: {
     }
     out(
       `| ${name} | ${pairs} | ${lossy} | ${silent} | ${(worst.loss * 100).toFixed(0)} % lost (${worst.where}) | ` +
-        `${percentile(latencies, 50).toFixed(1)} / ${percentile(latencies, 99).toFixed(1)} |`,
+        `${latencies.length === 0 ? '-' : `${percentile(latencies, 50).toFixed(1)} / ${percentile(latencies, 99).toFixed(1)}`} |`,
     );
   }
   const fillers = o.admitted.reduce((n, x) => n + x.call.toMeta.fillers, 0);
