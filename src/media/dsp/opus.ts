@@ -8,7 +8,9 @@
  * or decoded frame carries part of another call's audio: a caller heard loud, distorted fragments of a stranger's
  * call (test/unit/media/opusThreads.test.ts shows it). So the addon is used on the main thread only, and every worker
  * thread (the media threads) uses the package's WebAssembly build, whose memory belongs to the thread that loaded
- * it. The WebAssembly build costs more per frame (measured on this project's 2-core machine: encoding 20 ms at 8 kHz
+ * it. (Handing the addon to one media thread, to spare it that cost, has a second trap: an addon first loaded by a
+ * worker thread takes the whole process down with a segmentation fault when that thread exits, unless the main
+ * thread loaded it before.) The WebAssembly build costs more per frame (measured on this project's 2-core machine: encoding 20 ms at 8 kHz
  * ~40 us against ~25 us, decoding ~26 us against ~17 us); BENCHMARKS.md holds the figures that count.
  */
 import { createRequire } from 'node:module';
