@@ -382,6 +382,31 @@ const R4 = new Int32Array(16);
 for (let r = 0; r < 16; r++) R4[r] = LAST4[r]! << 16;
 
 /**
+ * GCM counter blocks IV | 1, IV | 2, ... (`blocks` of them) for the 12-byte IV at iv[ivOffset], written at out[offset];
+ * returns the offset after them. Word writes, not a Buffer copy per block (a call into node each).
+ */
+function writeCounterBlocks(out: Buffer, offset: number, iv: Buffer, ivOffset: number, blocks: number): number {
+  const w0 = iv.readUInt32BE(ivOffset);
+  const w1 = iv.readUInt32BE(ivOffset + 4);
+  const w2 = iv.readUInt32BE(ivOffset + 8);
+  let o = offset;
+  for (let i = 1; i <= blocks; i++, o += 16) {
+    out.writeUInt32BE(w0, o);
+    out.writeUInt32BE(w1, o + 4);
+    out.writeUInt32BE(w2, o + 8);
+    out.writeUInt32BE(i, o + 12);
+  }
+  return o;
+}
+
+/** Packets whose GCM keystream is made in one call into node's cipher (see AesGcm.prepare). */
+export const GCM_AHEAD_PACKETS = 8;
+/** Packets up to this many bytes (payload) get their keystream made ahead; bigger ones make their own. */
+const GCM_AHEAD_MAX_BYTES = 240;
+/** Keystreams made ahead cover the packet that asked plus this many bytes (Opus packets vary in size). */
+const GCM_AHEAD_MARGIN_BYTES = 48;
+
+/**
  * AES-GCM (NIST SP 800-38D) with a fixed key and 12-byte IVs, for SRTP packets. Node cannot give a cipher object a new
  * IV, so `createCipheriv('aes-128-gcm')` per packet pays a key schedule, a GHASH key and an object every time; here
  * the counter blocks go through one AES-128-ECB cipher per key and GHASH runs in JavaScript with Shoup's 4-bit table
@@ -400,6 +425,13 @@ export class AesGcm {
   /** The last, partial block of a packet as 4 words (no array per packet). */
   readonly #partial = new Int32Array(4);
   readonly #expected = Buffer.alloc(16);
+  /** Keystreams made ahead (see `prepare`): their IVs, 12 bytes each, and one ECB output holding them all. */
+  readonly #aheadIvs = Buffer.alloc(GCM_AHEAD_PACKETS * 12);
+  #aheadCount = 0;
+  #aheadBlocks = 0;
+  #ahead: Buffer | undefined;
+  /** Counter blocks of the packets prepared ahead (grown to what `prepare` needs). */
+  #aheadInput = Buffer.alloc(0);
 
   /** @param maxBytes largest plaintext this instance will handle, bytes (default 1536). */
   constructor(key: Buffer, maxBytes = 1536) {
@@ -505,15 +537,59 @@ export class AesGcm {
     }
   }
 
+  /** True when the keystream for `iv` and `length` bytes was made ahead (`prepare`). */
+  prepared(iv: Buffer, length: number): boolean {
+    return this.#aheadIndex(iv, Math.ceil(length / 16) + 1) >= 0;
+  }
+
+  /**
+   * Make the keystreams (counter blocks J0, J0+1, ... through AES) of up to GCM_AHEAD_PACKETS packets in one ECB call:
+   * `ivs` holds `count` 12-byte IVs, each packet at most `length` bytes. A call into node's cipher costs more than the
+   * AES itself (an object and an output buffer per call), so the next packets' keystreams are made together; seal and
+   * open take a prepared one when its IV comes, else make their own. Replaces what was prepared before.
+   */
+  prepare(ivs: Buffer, count: number, length: number): void {
+    const blocks = Math.ceil(length / 16) + 1;
+    const n = Math.min(count, GCM_AHEAD_PACKETS);
+    if (this.#aheadInput.length < n * blocks * 16) this.#aheadInput = Buffer.alloc(n * blocks * 16);
+    const input = this.#aheadInput;
+    for (let p = 0, o = 0; p < n; p++) o = writeCounterBlocks(input, o, ivs, p * 12, blocks);
+    ivs.copy(this.#aheadIvs, 0, 0, n * 12);
+    this.#ahead = this.#ecb.update(input.subarray(0, n * blocks * 16));
+    this.#aheadCount = n;
+    this.#aheadBlocks = blocks;
+  }
+
+  /** Which prepared keystream is for `iv` and covers `blocks` blocks; -1 when none. */
+  #aheadIndex(iv: Buffer, blocks: number): number {
+    if (blocks > this.#aheadBlocks) return -1;
+    const ivs = this.#aheadIvs;
+    for (let p = 0, o = 0; p < this.#aheadCount; p++, o += 12) {
+      // The packet index sits in the last bytes: compare those first.
+      if (ivs[o + 11] !== iv[11] || ivs[o + 10] !== iv[10]) continue;
+      let same = true;
+      for (let i = 0; i < 10; i++) {
+        if (ivs[o + i] !== iv[i]) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return p;
+    }
+    return -1;
+  }
+
   /** Keystream blocks J0, J0+1, ... for `length` bytes: returns the buffer with E(J0) first. */
   #keystream(iv: Buffer, length: number): Buffer {
     const blocks = Math.ceil(length / 16) + 1;
+    const ahead = this.#aheadIndex(iv, blocks);
+    if (ahead >= 0) {
+      const start = ahead * this.#aheadBlocks * 16;
+      return this.#ahead!.subarray(start, start + blocks * 16);
+    }
     if (blocks * 16 > this.#blocks.length) throw new RangeError('packet too large for SRTP');
     const input = this.#blocks;
-    for (let i = 0, o = 0; i < blocks; i++, o += 16) {
-      iv.copy(input, o, 0, 12);
-      input.writeUInt32BE(i + 1, o + 12);
-    }
+    writeCounterBlocks(input, 0, iv, 0, blocks);
     return this.#ecb.update(input.subarray(0, blocks * 16));
   }
 
@@ -619,6 +695,8 @@ export class SrtpContext {
   readonly #rtpGcm: AesGcm | undefined;
   readonly #rtcpGcm: AesGcm | undefined;
   readonly #iv = Buffer.alloc(12);
+  /** The next packets' IVs, for AesGcm.prepare. */
+  readonly #aheadIvs = Buffer.alloc(GCM_AHEAD_PACKETS * 12);
   readonly #streams = new Map<number, StreamState>();
   readonly #rtcpStreams = new Map<number, RtcpStreamState>();
 
@@ -687,7 +765,9 @@ export class SrtpContext {
     const roc = v < 0 ? 0 : v;
     advance(state, roc, seq);
     if (this.#gcm) {
-      this.#rtpGcm!.seal(this.#rtpIv(streamSsrc, roc, seq), out, 0, headerLength, out, headerLength, length, out, length);
+      const iv = this.#rtpIv(streamSsrc, roc, seq);
+      this.#prepareAhead(iv, streamSsrc, roc, seq, length - headerLength);
+      this.#rtpGcm!.seal(iv, out, 0, headerLength, out, headerLength, length, out, length);
       return out;
     }
     this.#ctrXor(this.#rtpEcb!, this.#rtp.salt, streamSsrc, roc, seq, out, headerLength, length);
@@ -730,6 +810,7 @@ export class SrtpContext {
     }
     if (this.#gcm) {
       const iv = this.#rtpIv(ssrc, v, seq);
+      this.#prepareAhead(iv, ssrc, v, seq, end - headerLength);
       if (!this.#rtpGcm!.open(iv, packet, 0, headerLength, packet, headerLength, end, packet, end)) {
         this.stats.authFailures++;
         return 'auth';
@@ -870,13 +951,33 @@ export class SrtpContext {
 
   /** RFC 7714 8.1: 00 00 | SSRC | ROC | SEQ, XOR the 12-byte salt. */
   #rtpIv(ssrc: number, roc: number, seq: number): Buffer {
-    const iv = this.#iv;
+    this.#writeRtpIv(this.#iv, 0, ssrc, roc, seq);
+    return this.#iv;
+  }
+
+  /** RFC 7714 8.1: 00 00 | SSRC | ROC | SEQ, XOR the 12-byte salt, into iv[offset]. */
+  #writeRtpIv(iv: Buffer, offset: number, ssrc: number, roc: number, seq: number): void {
     const salt = this.#rtp.salt;
-    iv.writeUInt16BE(salt.readUInt16BE(0), 0);
-    iv.writeUInt32BE((salt.readUInt32BE(2) ^ ssrc) >>> 0, 2);
-    iv.writeUInt32BE((salt.readUInt32BE(6) ^ roc) >>> 0, 6);
-    iv.writeUInt16BE(salt.readUInt16BE(10) ^ seq, 10);
-    return iv;
+    iv.writeUInt16BE(salt.readUInt16BE(0), offset);
+    iv.writeUInt32BE((salt.readUInt32BE(2) ^ ssrc) >>> 0, offset + 2);
+    iv.writeUInt32BE((salt.readUInt32BE(6) ^ roc) >>> 0, offset + 6);
+    iv.writeUInt16BE(salt.readUInt16BE(10) ^ seq, offset + 10);
+  }
+
+  /**
+   * Unless this packet's keystream was made ahead, make it with those of the stream's next packets (index + 1 ...),
+   * which a stream sending in order asks for next. Packets larger than GCM_AHEAD_MAX_BYTES make their own.
+   */
+  #prepareAhead(iv: Buffer, ssrc: number, roc: number, seq: number, payloadLength: number): void {
+    const gcm = this.#rtpGcm!;
+    if (payloadLength > GCM_AHEAD_MAX_BYTES || gcm.prepared(iv, payloadLength)) return;
+    const ivs = this.#aheadIvs;
+    const index = roc * 65536 + seq;
+    for (let k = 0; k < GCM_AHEAD_PACKETS; k++) {
+      const next = index + k;
+      this.#writeRtpIv(ivs, k * 12, ssrc, Math.floor(next / 65536) >>> 0, next & 0xffff);
+    }
+    gcm.prepare(ivs, GCM_AHEAD_PACKETS, Math.min(GCM_AHEAD_MAX_BYTES, payloadLength + GCM_AHEAD_MARGIN_BYTES));
   }
 
   /** RFC 7714 9.1: 00 00 | SSRC | 00 00 | 0 + 31-bit SRTCP index, XOR the 12-byte salt. */
