@@ -200,6 +200,8 @@ export class MessengerStream {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    // Not started any more: audio handed over after close is ignored (it would make a new encoder otherwise).
+    this.#started = false;
     this.#clock.delete(this.#frameListener);
     if (this.#fillPending) clearImmediate(this.#fillPending);
     this.#fillPending = undefined;

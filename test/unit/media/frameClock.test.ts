@@ -58,6 +58,22 @@ t.test('a stream sends its first frame at once, before the clock ticks (send fir
   t.notOk(clock.running, 'stopped');
 });
 
+t.test('a closed stream is no longer started and sends none of the audio handed to it afterwards', async (t) => {
+  const clock = new FrameClock(1000);
+  const leg = recordingLeg();
+  const stream = new MessengerStream({ leg, log, clock });
+  stream.setFormat({ opusPt: 111 });
+  stream.start();
+  t.ok(stream.started, 'started');
+  await sleep(50);
+  stream.close();
+  t.notOk(stream.started, 'not started once closed');
+  const sent = leg.sent.length;
+  stream.sendPcm8k(new Int16Array(160));
+  stream.sendPassthrough(OPUS_SILENCE_FRAME, 960);
+  t.equal(leg.sent.length, sent, 'nothing sent after close');
+});
+
 t.test('a listener that throws neither stops the clock nor the other listeners', async (t) => {
   const errors: unknown[] = [];
   const clock = new FrameClock(10, (err) => errors.push(err));
